@@ -1,0 +1,71 @@
+//! Fixed storage for pools: a `'static` slice the user provides, or one
+//! boxed slice made when the context is built (`alloc` feature).
+//!
+//! Held as raw parts, not as a reference or a `Box`, because pools hand out
+//! raw pointers into it for their whole life; a reference moved with the
+//! pool would be retagged and invalidate them (miri's aliasing model).
+
+use core::ptr::NonNull;
+
+/// A fixed slice of `T` that a pool owns for its whole life.
+pub struct Storage<T: 'static> {
+    ptr: NonNull<T>,
+    len: usize,
+    #[cfg(feature = "alloc")]
+    boxed: bool,
+}
+
+// SAFETY: Storage is an owning handle to `[T]`, like `Box<[T]>`.
+unsafe impl<T: Send + 'static> Send for Storage<T> {}
+// SAFETY: as above; shared access goes through the pool's own locking.
+unsafe impl<T: Sync + 'static> Sync for Storage<T> {}
+
+impl<T: 'static> Storage<T> {
+    /// Caller-provided memory that outlives the program (a `static`).
+    pub fn from_static(s: &'static mut [T]) -> Self {
+        Storage {
+            len: s.len(),
+            ptr: NonNull::from(s).cast(),
+            #[cfg(feature = "alloc")]
+            boxed: false,
+        }
+    }
+
+    /// `n` boxed values made by `f`: the one allocation, at build time.
+    #[cfg(feature = "alloc")]
+    pub fn boxed_with(n: usize, f: impl FnMut() -> T) -> Self {
+        let mut v = alloc::vec::Vec::with_capacity(n);
+        v.resize_with(n, f);
+        let b = v.into_boxed_slice();
+        let len = b.len();
+        // SAFETY: Box::into_raw never returns null.
+        let ptr = unsafe { NonNull::new_unchecked(alloc::boxed::Box::into_raw(b) as *mut T) };
+        Storage { ptr, len, boxed: true }
+    }
+
+    /// Pointer to the first element.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` for zero elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T: 'static> Drop for Storage<T> {
+    fn drop(&mut self) {
+        #[cfg(feature = "alloc")]
+        if self.boxed {
+            let s = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+            // SAFETY: made by Box::into_raw in `boxed_with`, dropped once.
+            drop(unsafe { alloc::boxed::Box::from_raw(s) });
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Asio's strand: handlers posted through one strand never run
+//! concurrently and run in the order they were posted.
+//!
+//! The strand is itself an operation. While it is *locked* it sits in (or
+//! is being run from) the scheduler's queue exactly once; handlers posted
+//! meanwhile wait in `waiting`. When the strand runs it drains `ready`, and
+//! on exit moves `waiting` to `ready` and, if anything is there, posts
+//! itself again: the hand-over that lets another thread continue.
+//!
+//! ```text
+//!   post(h): unlocked ─► lock, ready.push(h), post strand op
+//!            locked   ─► waiting.push(h)
+//!   strand op runs: drain ready ─► on exit: ready += waiting
+//!            ready empty ─► unlock          ready non-empty ─► post again
+//! ```
+//!
+//! A strand's state lives in one operation slot of the context's pool, so
+//! creating a strand allocates nothing; the slot returns to the pool when
+//! the last `Strand` handle is dropped and no handler is pending.
+
+use core::cell::{Cell, UnsafeCell};
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+
+use pinion_sync::{RawMutex, SyncKit};
+
+use crate::op::{Invoke, Operation};
+use crate::queue::OpQueue;
+use crate::scheduler::{complete_handler, HandlerOp, Scheduler};
+use crate::task::Task;
+use crate::{Error, Rejected};
+
+#[repr(C)]
+struct StrandImpl<K: SyncKit> {
+    op: Operation,
+    mutex: K::Mutex,
+    // The fields below are guarded by `mutex`, except `ready`, which only
+    // the holder of the strand lock (`locked == true`) touches.
+    locked: Cell<bool>,
+    refs: Cell<usize>,
+    ready: UnsafeCell<OpQueue>,
+    waiting: UnsafeCell<OpQueue>,
+}
+
+/// A handle to a strand. Cloning makes another handle to the same strand.
+pub struct Strand<'s, T: Task, K: SyncKit> {
+    sched: &'s Scheduler<T, K>,
+    imp: NonNull<StrandImpl<K>>,
+}
+
+// SAFETY: the strand state is guarded by its mutex and the `locked` flag;
+// handlers are Send. Same conditions as the scheduler it points into.
+unsafe impl<T: Task + Sync, K: SyncKit> Send for Strand<'_, T, K>
+where
+    K::Mutex: Sync,
+    K::Event: Sync,
+{
+}
+// SAFETY: as above.
+unsafe impl<T: Task + Sync, K: SyncKit> Sync for Strand<'_, T, K>
+where
+    K::Mutex: Sync,
+    K::Event: Sync,
+{
+}
+
+impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
+    /// A new strand on `sched`, in one slot of its pool.
+    pub fn new(sched: &'s Scheduler<T, K>) -> Result<Self, Error> {
+        let imp = StrandImpl::<K> {
+            op: Operation::new(strand_complete::<T, K>),
+            mutex: K::Mutex::INIT,
+            locked: Cell::new(false),
+            refs: Cell::new(1),
+            ready: UnsafeCell::new(OpQueue::new()),
+            waiting: UnsafeCell::new(OpQueue::new()),
+        };
+        match sched.alloc_op(imp) {
+            Ok(imp) => Ok(Strand { sched, imp }),
+            Err(_) => Err(Error::PoolExhausted),
+        }
+    }
+
+    fn imp(&self) -> &StrandImpl<K> {
+        // SAFETY: the slot lives while any handle exists (refs > 0).
+        unsafe { self.imp.as_ref() }
+    }
+
+    /// `true` when the calling thread is running one of this strand's
+    /// handlers.
+    pub fn running_in_this_thread(&self) -> bool {
+        match self.sched.this_thread() {
+            Some(ti) => core::ptr::eq(ti.strand.get(), self.imp.as_ptr() as *const ()),
+            None => false,
+        }
+    }
+
+    /// Queues `handler` to run in the strand, after every handler posted
+    /// to it before. Hands it back with `PoolExhausted` when no slot is free.
+    pub fn post<F>(&self, handler: F) -> Result<(), Rejected<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let op = HandlerOp {
+            header: Operation::new(complete_handler::<F, T, K>),
+            handler: ManuallyDrop::new(handler),
+        };
+        match self.sched.alloc_op(op) {
+            Ok(p) => {
+                self.enqueue(p.cast());
+                Ok(())
+            }
+            Err(op) => Err(Rejected {
+                error: Error::PoolExhausted,
+                handler: ManuallyDrop::into_inner(op.handler),
+            }),
+        }
+    }
+
+    /// Runs `handler` now if that keeps the strand's guarantees (the
+    /// calling thread is in this strand, or is inside `run` and the strand
+    /// is idle); otherwise posts it.
+    pub fn dispatch<F>(&self, handler: F) -> Result<(), Rejected<F>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        if self.running_in_this_thread() {
+            handler();
+            return Ok(());
+        }
+        if let Some(ti) = self.sched.this_thread() {
+            let imp = self.imp();
+            imp.mutex.lock();
+            if !imp.locked.get() {
+                imp.locked.set(true);
+                // SAFETY: locked above.
+                unsafe { imp.mutex.unlock() };
+                let prev = ti.strand.replace(self.imp.as_ptr() as *const ());
+                handler();
+                ti.strand.set(prev);
+                // SAFETY: we hold the strand lock (`locked`).
+                unsafe { release(self.sched, self.imp) };
+                return Ok(());
+            }
+            // SAFETY: locked above.
+            unsafe { imp.mutex.unlock() };
+        }
+        self.post(handler)
+    }
+
+    fn enqueue(&self, op: NonNull<Operation>) {
+        let imp = self.imp();
+        imp.mutex.lock();
+        if imp.locked.get() {
+            // SAFETY: `waiting` is guarded by the mutex, held; `op` is new.
+            unsafe {
+                (*imp.waiting.get()).push(op);
+                imp.mutex.unlock();
+            }
+        } else {
+            imp.locked.set(true);
+            // SAFETY: locked above. After it, `ready` is ours: we hold the
+            // strand lock.
+            unsafe {
+                imp.mutex.unlock();
+                (*imp.ready.get()).push(op);
+                self.sched.post_immediate_completion(self.imp.cast());
+            }
+        }
+    }
+}
+
+impl<T: Task, K: SyncKit> Clone for Strand<'_, T, K> {
+    fn clone(&self) -> Self {
+        let imp = self.imp();
+        imp.mutex.lock();
+        imp.refs.set(imp.refs.get() + 1);
+        // SAFETY: locked above.
+        unsafe { imp.mutex.unlock() };
+        Strand {
+            sched: self.sched,
+            imp: self.imp,
+        }
+    }
+}
+
+impl<T: Task, K: SyncKit> Drop for Strand<'_, T, K> {
+    fn drop(&mut self) {
+        let imp = self.imp();
+        imp.mutex.lock();
+        let refs = imp.refs.get() - 1;
+        imp.refs.set(refs);
+        let free = refs == 0 && !imp.locked.get();
+        // SAFETY: locked above.
+        unsafe { imp.mutex.unlock() };
+        if free {
+            // SAFETY: no handle and no pending handler: nobody else can
+            // reach the slot. Its queues are empty.
+            unsafe { self.sched.free_op(self.imp) };
+        }
+    }
+}
+
+/// The strand's on-exit hand-over: move waiting handlers to ready; post
+/// the strand again if there are any, else unlock it (and free it if no
+/// handle is left).
+///
+/// # Safety
+/// The caller holds the strand lock (`locked == true`) and `ready` is empty.
+unsafe fn release<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: NonNull<StrandImpl<K>>) {
+    // SAFETY: the slot lives while the strand is locked.
+    let s = unsafe { imp.as_ref() };
+    s.mutex.lock();
+    // SAFETY: both queues are reachable: `waiting` under the mutex,
+    // `ready` through the strand lock.
+    let more = unsafe {
+        (*s.ready.get()).push_queue(&mut *s.waiting.get());
+        !(*s.ready.get()).is_empty()
+    };
+    s.locked.set(more);
+    let free = !more && s.refs.get() == 0;
+    // SAFETY: locked above.
+    unsafe { s.mutex.unlock() };
+    if more {
+        // SAFETY: the strand op is on no queue (it is running or was
+        // dispatched inline) and belongs to `sched`.
+        unsafe { sched.post_immediate_completion(imp.cast()) };
+    } else if free {
+        // SAFETY: no handle, no handler: the slot is unreachable.
+        unsafe { sched.free_op(imp) };
+    }
+}
+
+/// The strand operation's complete function: run every ready handler,
+/// then hand over. On destroy, destroy every handler it holds.
+///
+/// # Safety
+/// See [`CompleteFn`](crate::op::CompleteFn).
+unsafe fn strand_complete<T: Task, K: SyncKit>(
+    op: NonNull<Operation>,
+    owner: *const (),
+    how: Invoke,
+) {
+    let imp = op.cast::<StrandImpl<K>>();
+    // SAFETY: `owner` is the scheduler that owns this strand's slot.
+    let sched = unsafe { &*(owner as *const Scheduler<T, K>) };
+    // SAFETY: the strand is locked while its op is queued, so its slot is
+    // live and `ready` is ours.
+    let s = unsafe { imp.as_ref() };
+    if how == Invoke::Destroy {
+        // Shutdown: no handle can exist (they borrow the scheduler being
+        // dropped), so destroy every handler and free the slot.
+        let mut all = OpQueue::new();
+        // SAFETY: exclusive at shutdown.
+        unsafe {
+            all.push_queue(&mut *s.ready.get());
+            all.push_queue(&mut *s.waiting.get());
+        }
+        while let Some(h) = all.pop() {
+            // SAFETY: each handler op is live and owned by `sched`.
+            unsafe { Operation::complete(h, owner, Invoke::Destroy) };
+        }
+        // SAFETY: nothing refers to the slot any more.
+        unsafe { sched.free_op(imp) };
+        return;
+    }
+    let ti = sched.this_thread();
+    let prev = ti.map(|t| t.strand.replace(imp.as_ptr() as *const ()));
+    loop {
+        // SAFETY: `ready` is ours through the strand lock; the reference
+        // ends before the handler runs (a handler may post to the strand,
+        // which touches only `waiting`).
+        let next = unsafe { (*s.ready.get()).pop() };
+        let Some(h) = next else { break };
+        // SAFETY: each handler op is live, dequeued, owned by `sched`.
+        unsafe { Operation::complete(h, owner, Invoke::Run) };
+    }
+    if let (Some(t), Some(p)) = (ti, prev) {
+        t.strand.set(p);
+    }
+    // SAFETY: we hold the strand lock and drained `ready`.
+    unsafe { release(sched, imp) };
+}
