@@ -25,6 +25,8 @@
 extern crate alloc;
 
 mod error;
+pub mod buf;
+pub mod compose;
 pub mod op;
 pub mod pool;
 pub mod queue;
@@ -32,7 +34,7 @@ pub mod scheduler;
 pub mod storage;
 pub mod strand;
 pub mod task;
-// pub mod timer; (TEMP until timer.rs lands)
+pub mod timer;
 
 pub use error::{Error, Result};
 pub use op::{Invoke, OpResult, Operation};
