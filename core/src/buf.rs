@@ -156,7 +156,9 @@ unsafe impl IoBufMut for alloc::vec::Vec<u8> {
 pub struct Chunk<const SIZE: usize>(UnsafeCell<[u8; SIZE]>);
 
 impl<const SIZE: usize> Chunk<SIZE> {
-    /// A zeroed chunk, for `static` initialisers.
+    /// A zeroed chunk, for `static` initialisers (a `const` so that
+    /// `[Chunk::ZERO; N]` works).
+    #[allow(clippy::declare_interior_mutable_const)]
     pub const ZERO: Self = Chunk(UnsafeCell::new([0; SIZE]));
 }
 

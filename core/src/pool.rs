@@ -37,7 +37,9 @@ pub struct OpSlot {
 }
 
 impl OpSlot {
-    /// An unused slot, for `static` initialisers.
+    /// An unused slot, for `static` initialisers. A `const` on purpose:
+    /// array repeat expressions (`[OpSlot::EMPTY; N]`) need one.
+    #[allow(clippy::declare_interior_mutable_const)]
     pub const EMPTY: OpSlot = OpSlot {
         bytes: UnsafeCell::new(MaybeUninit::uninit()),
     };
@@ -91,6 +93,7 @@ impl<const N: usize> StaticSlots<N> {
     }
 
     /// The slots, the first time; `None` afterwards.
+    #[allow(clippy::mut_from_ref)] // unique by the `taken` flag, like StaticCell
     pub fn take(&'static self) -> Option<&'static mut [OpSlot]> {
         if self.taken.swap(true, Ordering::AcqRel) {
             return None;
