@@ -215,7 +215,8 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
         let i = self.free.get();
         let got = if i != NIL {
             // SAFETY: `i` came from the free list, so it is in bounds.
-            self.free.set(unsafe { (*self.next.as_ptr().add(i as usize)).get() });
+            self.free
+                .set(unsafe { (*self.next.as_ptr().add(i as usize)).get() });
             Some(i)
         } else if (self.bump.get() as usize) < self.chunks.len() {
             let b = self.bump.get();
@@ -283,9 +284,7 @@ impl<M: RawMutex, const SIZE: usize> Drop for PoolBuf<'_, M, SIZE> {
 }
 
 // SAFETY: the chunk lives in the pool's fixed storage and does not move.
-unsafe impl<M: RawMutex + Sync + 'static, const SIZE: usize> IoBuf
-    for PoolBuf<'static, M, SIZE>
-{
+unsafe impl<M: RawMutex + Sync + 'static, const SIZE: usize> IoBuf for PoolBuf<'static, M, SIZE> {
     fn read_ptr(&self) -> *const u8 {
         self.pool.chunk_ptr(self.index).as_ptr()
     }
@@ -321,8 +320,8 @@ mod tests {
 
     #[test]
     fn pool_buf_fill_and_return() {
-        let pool: &'static BufPool<SpinMutex, 64> = std::boxed::Box::leak(std::boxed::Box::new(
-            BufPool::new(
+        let pool: &'static BufPool<SpinMutex, 64> =
+            std::boxed::Box::leak(std::boxed::Box::new(BufPool::new(
                 Storage::from_static(std::boxed::Box::leak(std::boxed::Box::new([
                     Chunk::ZERO,
                     Chunk::ZERO,
@@ -331,8 +330,7 @@ mod tests {
                     Cell::new(NIL),
                     Cell::new(NIL),
                 ]))),
-            ),
-        ));
+            )));
         let mut a = pool.alloc().unwrap();
         let b = pool.alloc().unwrap();
         assert!(pool.alloc().is_none());

@@ -24,9 +24,9 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
-mod error;
 pub mod buf;
 pub mod compose;
+mod error;
 pub mod op;
 pub mod pool;
 pub mod queue;

@@ -161,7 +161,8 @@ impl<M: RawMutex> SlotPool<M> {
         let slot = if !head.is_null() {
             // SAFETY: a free slot's first word holds the next free slot
             // (written by `free`), and the list is ours under the lock.
-            self.free.set(unsafe { ptr::read(head as *const *mut OpSlot) });
+            self.free
+                .set(unsafe { ptr::read(head as *const *mut OpSlot) });
             head
         } else if self.bump.get() < self.len {
             let i = self.bump.get();
@@ -196,13 +197,29 @@ impl<M: RawMutex> SlotPool<M> {
     ///
     /// # Safety
     /// Every slot on the chain came from this pool and is not in use.
-    pub unsafe fn free_chain(&self, mut head: *mut OpSlot) {
-        while let Some(s) = NonNull::new(head) {
-            // SAFETY: chain links were written by the cache that owns them.
-            head = unsafe { ptr::read(s.as_ptr() as *const *mut OpSlot) };
-            // SAFETY: forwarded from this function's contract.
-            unsafe { self.free(s) };
+    pub unsafe fn free_chain(&self, head: *mut OpSlot) {
+        if head.is_null() {
+            return;
         }
+        let mut tail = head;
+        // SAFETY: chain links were written by the cache that owns them.
+        unsafe {
+            loop {
+                debug_assert!(self.owns(NonNull::new_unchecked(tail)));
+                let next = ptr::read(tail as *const *mut OpSlot);
+                if next.is_null() {
+                    break;
+                }
+                tail = next;
+            }
+        }
+        // One lock for the whole chain: splice it in front of the free list.
+        self.lock.lock();
+        // SAFETY: `tail` is the chain's last slot, ours to relink.
+        unsafe { ptr::write(tail as *mut *mut OpSlot, self.free.get()) };
+        self.free.set(head);
+        // SAFETY: locked above.
+        unsafe { self.lock.unlock() };
     }
 
     /// `true` when `slot` points into this pool's storage.

@@ -85,8 +85,9 @@ pub(crate) struct ThreadInfo {
     private_work: Cell<usize>,
     cache: Cell<*mut OpSlot>,
     cache_len: Cell<usize>,
-    /// The strand whose handlers this thread is running, if any.
-    pub(crate) strand: Cell<*const ()>,
+    /// Innermost strand frame on this thread's stack (Asio's
+    /// `call_stack<strand_impl>`), null when no strand runs here.
+    pub(crate) strand: Cell<*const StrandFrame>,
 }
 
 impl ThreadInfo {
@@ -108,6 +109,30 @@ impl ThreadInfo {
     unsafe fn private(&self) -> &mut OpQueue {
         // SAFETY: per this function's contract.
         unsafe { &mut *self.private.get() }
+    }
+}
+
+/// One strand running on a thread; frames chain outwards through `outer`
+/// so a strand nested inside another still knows both are running.
+pub(crate) struct StrandFrame {
+    pub(crate) strand: *const (),
+    pub(crate) outer: *const StrandFrame,
+}
+
+impl ThreadInfo {
+    /// `true` if `strand` has a frame on this thread's stack.
+    pub(crate) fn in_strand(&self, strand: *const ()) -> bool {
+        let mut f = self.strand.get();
+        while !f.is_null() {
+            // SAFETY: frames live on this thread's stack below the current
+            // one and unlink themselves before returning.
+            let fr = unsafe { &*f };
+            if core::ptr::eq(fr.strand, strand) {
+                return true;
+            }
+            f = fr.outer;
+        }
+        false
     }
 }
 
@@ -341,6 +366,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         }
         let ti = ThreadInfo::new();
         let reg = self.threads.register(&ti as *const _ as *mut ThreadInfo);
+        if let Some(outer) = reg.as_ref().and_then(|r| {
+            // SAFETY: a previous registration of this thread is the
+            // ThreadInfo of an outer `run` frame further up this stack.
+            unsafe { r.previous.as_ref() }
+        }) {
+            // A nested run (a handler calling `poll`) must see what the
+            // outer handler posted, as Asio's `scheduler::poll` ensures.
+            self.publish_private(outer);
+        }
         let _exit = RunExit {
             sched: self,
             ti: &ti,
@@ -419,6 +453,9 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                     }
                 }
                 let task_wait = if more { Wait::Poll } else { wait };
+                if task_wait != Wait::Poll {
+                    self.flush_cache(ti);
+                }
                 // SAFETY: the private queue is used only by this thread and
                 // no other reference to it is live across this call.
                 self.task.run(task_wait, unsafe { ti.private() });
@@ -445,6 +482,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                     return 0;
                 }
                 Wait::Forever => {
+                    self.flush_cache(ti);
                     // SAFETY: held, as both calls require; held again after.
                     unsafe {
                         self.event.clear(&self.mutex);
@@ -458,6 +496,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                         unsafe { self.unlock() };
                         return 0;
                     }
+                    self.flush_cache(ti);
                     // SAFETY: held, as both calls require; held again after.
                     unsafe {
                         self.event.clear(&self.mutex);
@@ -472,24 +511,25 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// handler returns the rest of the batch to the front of the queue.
     fn run_batch(&self, ti: &ThreadInfo, batch: &mut OpQueue) -> usize {
         let owner = self.owner();
-        let mut ran = 0usize;
-        while let Some(op) = batch.pop() {
+        let mut guard = BatchGuard {
+            sched: self,
+            ti,
+            batch: OpQueue::new(),
+            ran: 0,
+        };
+        guard.batch.push_queue(batch);
+        while let Some(op) = guard.batch.pop() {
+            // Counted before the call: the op is consumed even if its
+            // handler unwinds.
+            guard.ran += 1;
             // SAFETY: `op` was queued by post/defer/a backend, is live and
             // now on no queue; `owner` is the scheduler it belongs to.
             unsafe { Operation::complete(op, owner, Invoke::Run) };
-            ran += 1;
-            if self.stopped.load(Ordering::Relaxed) && !batch.is_empty() {
-                self.lock();
-                // SAFETY: held.
-                unsafe {
-                    self.locked().ready.push_queue_front(batch);
-                    self.unlock();
-                }
+            if self.stopped.load(Ordering::Relaxed) {
                 break;
             }
         }
-        self.work_cleanup(ti, ran);
-        ran
+        guard.ran
     }
 
     /// Asio's `work_cleanup`: settle this thread's private work count
@@ -517,6 +557,37 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                     self.unlock();
                 }
             }
+        }
+    }
+
+    /// Moves a thread's private work count and queue to the shared ones.
+    fn publish_private(&self, ti: &ThreadInfo) {
+        let pw = ti.private_work.replace(0);
+        if pw > 0 {
+            self.outstanding_work.fetch_add(pw, Ordering::Relaxed);
+        }
+        // SAFETY: `ti` belongs to the calling thread, whose frames hold no
+        // reference to its private queue across this call.
+        let private = unsafe { ti.private() };
+        if !private.is_empty() {
+            self.lock();
+            // SAFETY: held.
+            unsafe {
+                self.locked().push_back(private);
+                self.unlock();
+            }
+        }
+    }
+
+    /// Gives a thread's cached free slots back to the pool before it may
+    /// block, so posts from other threads can use them.
+    #[inline]
+    fn flush_cache(&self, ti: &ThreadInfo) {
+        let head = ti.cache.replace(ptr::null_mut());
+        if !head.is_null() {
+            ti.cache_len.set(0);
+            // SAFETY: the cache holds free slots of this pool, chained.
+            unsafe { self.pool.free_chain(head) };
         }
     }
 
@@ -808,6 +879,29 @@ impl<T: Task, K: SyncKit> Drop for Scheduler<T, K> {
     }
 }
 
+/// Ends a batch, also when a handler unwinds: returns the unrun rest to the
+/// front of the queue and settles the work of the handlers that ran.
+struct BatchGuard<'a, T: Task, K: SyncKit> {
+    sched: &'a Scheduler<T, K>,
+    ti: &'a ThreadInfo,
+    batch: OpQueue,
+    ran: usize,
+}
+
+impl<T: Task, K: SyncKit> Drop for BatchGuard<'_, T, K> {
+    fn drop(&mut self) {
+        if !self.batch.is_empty() {
+            self.sched.lock();
+            // SAFETY: held.
+            unsafe {
+                self.sched.locked().ready.push_queue_front(&mut self.batch);
+                self.sched.unlock();
+            }
+        }
+        self.sched.work_cleanup(self.ti, self.ran);
+    }
+}
+
 /// Unregisters a thread leaving `run` (also on unwind) and gives back what
 /// it held privately.
 struct RunExit<'a, T: Task, K: SyncKit> {
@@ -821,25 +915,10 @@ impl<T: Task, K: SyncKit> Drop for RunExit<'_, T, K> {
         if let Some(r) = self.reg.take() {
             self.sched.threads.unregister(r);
         }
-        let s = self.sched;
         // Anything left privately (a stop mid-task, an unwinding handler)
         // goes back to the shared queue with its work counted.
-        let pw = self.ti.private_work.replace(0);
-        if pw > 0 {
-            s.outstanding_work.fetch_add(pw, Ordering::Relaxed);
-        }
-        // SAFETY: owning thread, no other reference live.
-        let private = unsafe { self.ti.private() };
-        if !private.is_empty() {
-            s.lock();
-            // SAFETY: held.
-            unsafe {
-                s.locked().push_back(private);
-                s.unlock();
-            }
-        }
-        // SAFETY: the cache holds free slots of this pool, chained.
-        unsafe { s.pool.free_chain(self.ti.cache.replace(ptr::null_mut())) };
+        self.sched.publish_private(self.ti);
+        self.sched.flush_cache(self.ti);
     }
 }
 

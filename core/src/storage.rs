@@ -40,7 +40,11 @@ impl<T: 'static> Storage<T> {
         let len = b.len();
         // SAFETY: Box::into_raw never returns null.
         let ptr = unsafe { NonNull::new_unchecked(alloc::boxed::Box::into_raw(b) as *mut T) };
-        Storage { ptr, len, boxed: true }
+        Storage {
+            ptr,
+            len,
+            boxed: true,
+        }
     }
 
     /// Pointer to the first element.

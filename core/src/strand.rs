@@ -26,7 +26,7 @@ use pinion_sync::{RawMutex, SyncKit};
 
 use crate::op::{Invoke, Operation};
 use crate::queue::OpQueue;
-use crate::scheduler::{complete_handler, HandlerOp, Scheduler};
+use crate::scheduler::{complete_handler, HandlerOp, Scheduler, StrandFrame};
 use crate::task::Task;
 use crate::{Error, Rejected};
 
@@ -90,7 +90,7 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
     /// handlers.
     pub fn running_in_this_thread(&self) -> bool {
         match self.sched.this_thread() {
-            Some(ti) => core::ptr::eq(ti.strand.get(), self.imp.as_ptr() as *const ()),
+            Some(ti) => ti.in_strand(self.imp.as_ptr() as *const ()),
             None => false,
         }
     }
@@ -135,11 +135,9 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
                 imp.locked.set(true);
                 // SAFETY: locked above.
                 unsafe { imp.mutex.unlock() };
-                let prev = ti.strand.replace(self.imp.as_ptr() as *const ());
+                let frame = frame_for(self.sched, self.imp);
+                let _exit = Running::enter(self.sched, self.imp, &frame);
                 handler();
-                ti.strand.set(prev);
-                // SAFETY: we hold the strand lock (`locked`).
-                unsafe { release(self.sched, self.imp) };
                 return Ok(());
             }
             // SAFETY: locked above.
@@ -206,7 +204,8 @@ impl<T: Task, K: SyncKit> Drop for Strand<'_, T, K> {
 /// handle is left).
 ///
 /// # Safety
-/// The caller holds the strand lock (`locked == true`) and `ready` is empty.
+/// The caller holds the strand lock (`locked == true`). `ready` may still
+/// hold handlers (a handler unwound); they stay queued and run next.
 unsafe fn release<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: NonNull<StrandImpl<K>>) {
     // SAFETY: the slot lives while the strand is locked.
     let s = unsafe { imp.as_ref() };
@@ -264,8 +263,10 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
         unsafe { sched.free_op(imp) };
         return;
     }
-    let ti = sched.this_thread();
-    let prev = ti.map(|t| t.strand.replace(imp.as_ptr() as *const ()));
+    // Hands over on exit, also if a handler unwinds (Asio's
+    // on_do_complete_exit), so a panic cannot wedge the strand.
+    let frame = frame_for(sched, imp);
+    let _exit = Running::enter(sched, imp, &frame);
     loop {
         // SAFETY: `ready` is ours through the strand lock; the reference
         // ends before the handler runs (a handler may post to the strand,
@@ -275,9 +276,51 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
         // SAFETY: each handler op is live, dequeued, owned by `sched`.
         unsafe { Operation::complete(h, owner, Invoke::Run) };
     }
-    if let (Some(t), Some(p)) = (ti, prev) {
-        t.strand.set(p);
+}
+
+/// A strand running on this thread: links `frame` as the innermost entry
+/// of the thread's strand call stack, and on drop (return or unwind)
+/// unlinks it and hands the strand over.
+struct Running<'a, T: Task, K: SyncKit> {
+    sched: &'a Scheduler<T, K>,
+    imp: NonNull<StrandImpl<K>>,
+    frame: &'a StrandFrame,
+}
+
+impl<'a, T: Task, K: SyncKit> Running<'a, T, K> {
+    /// The caller holds the strand lock (`locked == true`); `frame` is a
+    /// local of the caller, so its address is stable while linked.
+    fn enter(
+        sched: &'a Scheduler<T, K>,
+        imp: NonNull<StrandImpl<K>>,
+        frame: &'a StrandFrame,
+    ) -> Self {
+        if let Some(ti) = sched.this_thread() {
+            ti.strand.set(frame);
+        }
+        Running { sched, imp, frame }
     }
-    // SAFETY: we hold the strand lock and drained `ready`.
-    unsafe { release(sched, imp) };
+}
+
+impl<T: Task, K: SyncKit> Drop for Running<'_, T, K> {
+    fn drop(&mut self) {
+        if let Some(ti) = self.sched.this_thread() {
+            ti.strand.set(self.frame.outer);
+        }
+        // SAFETY: the strand lock has been held since `enter`.
+        unsafe { release(self.sched, self.imp) };
+    }
+}
+
+/// A frame for `imp` whose outer frame is the thread's current one.
+fn frame_for<T: Task, K: SyncKit>(
+    sched: &Scheduler<T, K>,
+    imp: NonNull<StrandImpl<K>>,
+) -> StrandFrame {
+    StrandFrame {
+        strand: imp.as_ptr() as *const (),
+        outer: sched
+            .this_thread()
+            .map_or(core::ptr::null(), |ti| ti.strand.get()),
+    }
 }

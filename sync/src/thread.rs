@@ -57,9 +57,10 @@ mod imp {
     }
 }
 
-/// Miri cannot run inline assembly. Under `cargo miri test` std is linked,
-/// so the address of a thread-local stands in for the thread pointer.
-#[cfg(all(miri, test))]
+/// Miri cannot run inline assembly. Under miri with std linked (this
+/// crate's tests, or the `std` feature dependants enable for theirs), the
+/// address of a thread-local stands in for the thread pointer.
+#[cfg(all(miri, any(test, feature = "std")))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -72,7 +73,7 @@ mod imp {
 
 /// Everything else: no cheap thread identity, so "unknown".
 #[cfg(not(any(
-    all(miri, test),
+    all(miri, any(test, feature = "std")),
     all(
         not(miri),
         target_os = "linux",
