@@ -37,7 +37,11 @@ pub use pinion_epoll as epoll;
 pub use pinion_uring as uring;
 
 #[cfg(feature = "epoll")]
-pub use pinion_epoll::{Builder, IoContext, Strand, SteadyTimer, TcpListener, TcpStream, UdpSocket};
+pub use pinion_epoll::{
+    Builder, IoContext, Shutdown, SteadyTimer, Strand, TcpListener, TcpStream, UdpSocket,
+};
 
 #[cfg(all(feature = "uring", not(feature = "epoll")))]
-pub use pinion_uring::{Builder, IoContext, Strand, SteadyTimer, TcpListener, TcpStream, UdpSocket};
+pub use pinion_uring::{
+    Builder, IoContext, SteadyTimer, Strand, TcpListener, TcpStream, UdpSocket,
+};

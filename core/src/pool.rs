@@ -266,10 +266,7 @@ mod tests {
     use pinion_sync::SpinMutex;
 
     fn pool(n: usize) -> SlotPool<SpinMutex> {
-        let v: std::vec::Vec<OpSlot> = (0..n).map(|_| OpSlot::EMPTY).collect();
-        SlotPool::new(SlotStorage::from_static(std::boxed::Box::leak(
-            v.into_boxed_slice(),
-        )))
+        SlotPool::new(SlotStorage::boxed_with(n, || OpSlot::EMPTY))
     }
 
     #[test]

@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 pub struct Storage<T: 'static> {
     ptr: NonNull<T>,
     len: usize,
-    #[cfg(feature = "alloc")]
+    #[cfg(any(test, feature = "alloc"))]
     boxed: bool,
 }
 
@@ -26,13 +26,13 @@ impl<T: 'static> Storage<T> {
         Storage {
             len: s.len(),
             ptr: NonNull::from(s).cast(),
-            #[cfg(feature = "alloc")]
+            #[cfg(any(test, feature = "alloc"))]
             boxed: false,
         }
     }
 
     /// `n` boxed values made by `f`: the one allocation, at build time.
-    #[cfg(feature = "alloc")]
+    #[cfg(any(test, feature = "alloc"))]
     pub fn boxed_with(n: usize, f: impl FnMut() -> T) -> Self {
         let mut v = alloc::vec::Vec::with_capacity(n);
         v.resize_with(n, f);
@@ -65,7 +65,7 @@ impl<T: 'static> Storage<T> {
 
 impl<T: 'static> Drop for Storage<T> {
     fn drop(&mut self) {
-        #[cfg(feature = "alloc")]
+        #[cfg(any(test, feature = "alloc"))]
         if self.boxed {
             let s = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
             // SAFETY: made by Box::into_raw in `boxed_with`, dropped once.

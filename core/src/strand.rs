@@ -128,7 +128,7 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
             handler();
             return Ok(());
         }
-        if let Some(ti) = self.sched.this_thread() {
+        if self.sched.running_in_this_thread() {
             let imp = self.imp();
             imp.mutex.lock();
             if !imp.locked.get() {

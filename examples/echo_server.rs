@@ -1,0 +1,335 @@
+//! Echo server for `../shared/bench` (and a tour of the API): every byte a
+//! client sends comes back, in order.
+//!
+//! ```text
+//! echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N]
+//! ```
+//! PORT defaults to 7000, ADDR to 127.0.0.1, N to 1 (the context's
+//! concurrency hint), `--max-conns` to 1024.
+//!
+//! Written against the facade `pinion::…`, so it builds on either backend.
+//! Per connection: `TCP_NODELAY` and one 16 KiB buffer from a pool made at
+//! start-up (nothing is allocated per connection or per message); the loop
+//! is read_some → write all → read_some. While a write is pending the
+//! connection is not read: a client that sends without reading is slowed
+//! by TCP itself, and memory stays flat. A client that half-closes gets
+//! every byte back before the server closes. An accept error (EMFILE, a
+//! full pool) is logged once and the accept retried after a short timer.
+//! SIGTERM and SIGINT stop the server: a signal handler sends a datagram
+//! to a UDP socket the context reads (a self-pipe), whose handler calls
+//! `stop()`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use pinion::core::buf::{BufPool, PoolBuf};
+use pinion::core::compose::async_write;
+use pinion::sync::FutexMutex;
+use pinion::{Builder, Error, IoBufMut, IoContext, SteadyTimer, TcpListener, TcpStream, UdpSocket};
+
+const BUF_SIZE: usize = 16 * 1024;
+type Pool = BufPool<FutexMutex, BUF_SIZE>;
+type Buf = PoolBuf<'static, FutexMutex, BUF_SIZE>;
+
+/// What every handler needs, made once and leaked (it lives as long as
+/// the process).
+struct Server {
+    listener: TcpListener<'static>,
+    pool: Pool,
+    /// Re-arms the accept after an error.
+    retry: SteadyTimer<'static>,
+    /// An accept error was logged and no accept succeeded since.
+    accept_failing: AtomicBool,
+    /// A connection was refused for want of a buffer since the last log.
+    pool_failing: AtomicBool,
+    connections: AtomicU64,
+}
+
+fn main() {
+    let cfg = Config::parse();
+    let ctx: &'static IoContext = Box::leak(Box::new(
+        Builder::new()
+            .ops(4 * cfg.max_conns + 64)
+            .descriptors(cfg.max_conns + 16)
+            .timers(8)
+            .concurrency_hint(cfg.threads)
+            .build()
+            .unwrap_or_else(|e| fail(&format!("building the context: {e:?}"))),
+    ));
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener =
+        TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+    let server: &'static Server = Box::leak(Box::new(Server {
+        listener,
+        pool: Pool::boxed(cfg.max_conns),
+        retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
+        accept_failing: AtomicBool::new(false),
+        pool_failing: AtomicBool::new(false),
+        connections: AtomicU64::new(0),
+    }));
+    stop_on_signals(ctx);
+    accept(server);
+    eprintln!(
+        "echo_server: listening on {} ({} thread{}, {} connections max)",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        cfg.threads,
+        if cfg.threads == 1 { "" } else { "s" },
+        cfg.max_conns
+    );
+    std::thread::scope(|s| {
+        for _ in 1..cfg.threads {
+            s.spawn(|| ctx.run());
+        }
+        ctx.run();
+    });
+    eprintln!(
+        "echo_server: stopped after {} connections",
+        server.connections.load(Ordering::Relaxed)
+    );
+}
+
+/// Keeps one accept pending; errors re-arm it after a short timer.
+fn accept(s: &'static Server) {
+    let started = s.listener.async_accept(move |r| match r {
+        Ok((conn, _peer)) => {
+            s.accept_failing.store(false, Ordering::Relaxed);
+            s.connections.fetch_add(1, Ordering::Relaxed);
+            start(s, conn);
+            accept(s);
+        }
+        Err(Error::OperationAborted) => {} // closing down
+        Err(e) => accept_later(s, e),
+    });
+    if let Err(r) = started {
+        accept_later(s, r.error);
+    }
+}
+
+/// Logs once per run of failures, then retries in 50 ms (Asio's advice
+/// for EMFILE: keep the accept going; a connection closing meanwhile makes
+/// room).
+fn accept_later(s: &'static Server, e: Error) {
+    if !s.accept_failing.swap(true, Ordering::Relaxed) {
+        eprintln!("echo_server: accept failed: {e}; retrying");
+    }
+    s.retry.expires_after(Duration::from_millis(50));
+    let armed = s.retry.async_wait(move |r| {
+        if r.is_ok() {
+            accept(s);
+        }
+    });
+    if armed.is_err() {
+        // No slot even for the timer: try again at once rather than stop.
+        accept(s);
+    }
+}
+
+fn start(s: &'static Server, conn: TcpStream<'static>) {
+    let _ = conn.set_nodelay(true);
+    match s.pool.alloc() {
+        Some(buf) => {
+            s.pool_failing.store(false, Ordering::Relaxed);
+            read(conn, buf)
+        }
+        None => {
+            if !s.pool_failing.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "echo_server: all buffers in use; refusing connections (see --max-conns)"
+                );
+            }
+            let _ = conn.close();
+        }
+    }
+}
+
+/// read_some → write all → read_some...; any error or end-of-stream
+/// closes the connection and returns the buffer to the pool.
+fn read(conn: TcpStream<'static>, mut buf: Buf) {
+    buf.clear();
+    let started = conn.async_read_some(buf, move |r, buf| match r {
+        Ok(_) => write(conn, buf),
+        Err(_) => {
+            let _ = conn.close();
+        }
+    });
+    if started.is_err() {
+        let _ = conn.close();
+    }
+}
+
+fn write(conn: TcpStream<'static>, buf: Buf) {
+    let started = async_write(&conn, buf, move |r, buf| match r {
+        Ok(_) => read(conn, buf),
+        Err(_) => {
+            let _ = conn.close();
+        }
+    });
+    if started.is_err() {
+        let _ = conn.close();
+    }
+}
+
+// ---- stopping on SIGTERM / SIGINT -------------------------------------------
+
+/// The socket the signal handler sends from, and the port it sends to.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only async-signal-safe calls: one non-blocking sendto.
+    let fd = SIGNAL_FD.load(Ordering::Relaxed);
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: (SIGNAL_PORT.load(Ordering::Relaxed) as u16).to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
+    unsafe {
+        libc::sendto(
+            fd,
+            b"!".as_ptr() as *const libc::c_void,
+            1,
+            libc::MSG_DONTWAIT,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+    }
+}
+
+/// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
+/// to one the context reads; its handler stops the context.
+fn stop_on_signals(ctx: &'static IoContext) {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
+    // SAFETY: plain socket creation; the fd is kept for the process's life.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    if fd < 0 {
+        fail("signal socket");
+    }
+    let sender_port = bind_loopback(fd);
+    SIGNAL_FD.store(fd, Ordering::Relaxed);
+    SIGNAL_PORT.store(port as i32, Ordering::Relaxed);
+    // SAFETY: installs a handler that only makes async-signal-safe calls.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+    wait_for_signal(ctx, wake, sender_port, Vec::with_capacity(16));
+}
+
+/// Binds `fd` to 127.0.0.1 on a port of the kernel's choice; returns it.
+fn bind_loopback(fd: i32) -> u16 {
+    let mut addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    };
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_in, writable for `len` bytes.
+    let ok = unsafe {
+        let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+        libc::bind(fd, p, len) == 0 && libc::getsockname(fd, p, &mut len) == 0
+    };
+    if !ok {
+        fail("binding the signal socket");
+    }
+    u16::from_be(addr.sin_port)
+}
+
+fn wait_for_signal(ctx: &'static IoContext, wake: UdpSocket<'static>, sender: u16, buf: Vec<u8>) {
+    let armed = wake.async_receive_from(buf, move |r, mut buf| match r {
+        // Any local process could send here; only our signal handler's
+        // socket stops the server.
+        Ok((_, from)) if from.ip().is_loopback() && from.port() == sender => {
+            eprintln!("echo_server: signal received, stopping");
+            ctx.stop();
+        }
+        Err(Error::OperationAborted) => {}
+        _ => {
+            buf.clear();
+            wait_for_signal(ctx, wake, sender, buf);
+        }
+    });
+    if armed.is_err() {
+        fail("could not wait for signals");
+    }
+}
+
+// ---- arguments ------------------------------------------------------------
+
+struct Config {
+    port: u16,
+    bind: IpAddr,
+    threads: usize,
+    max_conns: usize,
+}
+
+impl Config {
+    fn parse() -> Config {
+        let mut cfg = Config {
+            port: 7000,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            threads: 1,
+            max_conns: 1024,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+            };
+            match a.as_str() {
+                "--bind" => cfg.bind = parse(&value("--bind"), "--bind"),
+                "--threads" => cfg.threads = parse(&value("--threads"), "--threads"),
+                "--max-conns" => cfg.max_conns = parse(&value("--max-conns"), "--max-conns"),
+                "-h" | "--help" => usage(""),
+                p if !p.starts_with('-') => cfg.port = parse(p, "PORT"),
+                other => usage(&format!("unknown option {other}")),
+            }
+        }
+        if cfg.threads == 0 || cfg.max_conns == 0 {
+            usage("--threads and --max-conns must be at least 1");
+        }
+        cfg
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> T {
+    s.parse()
+        .unwrap_or_else(|_| usage(&format!("bad {what}: {s}")))
+}
+
+fn usage(msg: &str) -> ! {
+    if !msg.is_empty() {
+        eprintln!("echo_server: {msg}");
+    }
+    eprintln!("usage: echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N]");
+    exit(2)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("echo_server: {msg}");
+    exit(1)
+}

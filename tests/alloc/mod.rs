@@ -1,0 +1,73 @@
+//! Zero heap allocations on the I/O path, against the backend alias `b`;
+//! run by `tests/no_alloc.rs` under a counting global allocator.
+
+backend!(b);
+
+#[path = "../suite/support.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pinion::core::compose::{async_read, async_write, Completion};
+use pinion::IoBufMut;
+use support::{run_until, Ctx};
+
+use crate::util::{self, FixedBuf};
+
+const WARM_UP: usize = 100;
+const MEASURED: usize = 10_000;
+const MSG: usize = 64;
+
+/// One round trip: write the message, read the echo exactly, again.
+fn ping(s: b::TcpStream<'static>, w: FixedBuf, mut r: FixedBuf, done: Arc<AtomicUsize>) {
+    r.clear();
+    async_write(&s, w, move |res, w| {
+        assert_eq!(res, Ok(MSG));
+        async_read(&s, r, Completion::Exactly(MSG), move |res, r| {
+            assert_eq!(res, Ok(MSG));
+            assert!(r.bytes() == w.bytes());
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == WARM_UP {
+                util::arm_alloc_counter();
+            }
+            if n == WARM_UP + MEASURED {
+                util::disarm_alloc_counter();
+                s.close().unwrap();
+            } else {
+                ping(s, w, r, done);
+            }
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+}
+
+#[test]
+fn ten_thousand_echo_round_trips_allocate_nothing() {
+    let ctx = Ctx::new();
+    let c = ctx.get();
+    let (client, server) = support::connected_pair(c);
+    client.set_nodelay(true).unwrap();
+    server.set_nodelay(true).unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    support::echo(server, FixedBuf::new(16384), closed.clone());
+    let done = Arc::new(AtomicUsize::new(0));
+    ping(
+        client,
+        FixedBuf::from_bytes(&util::pattern_vec(1, MSG)),
+        FixedBuf::new(MSG),
+        done.clone(),
+    );
+    run_until(c, "round trips and close", || {
+        closed.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(done.load(Ordering::SeqCst), WARM_UP + MEASURED);
+    let allocs = util::disarm_alloc_counter();
+    assert_eq!(
+        allocs, 0,
+        "heap allocations during {MEASURED} echo round trips"
+    );
+}

@@ -1,0 +1,20 @@
+//! The conformance suite (`tests/suite/`), once per enabled backend.
+//!
+//! The suite names its backend only as `b`, which `backend!(b)` (first
+//! line of `suite/mod.rs`) defines. Each instantiation below defines
+//! `backend!` for one backend, then includes the same suite as a module
+//! named after it (`macro_rules!` scope is textual, so the later
+//! definition is the one the later module sees). A new backend adds two
+//! items here and changes nothing in the suite.
+
+mod util;
+
+#[cfg(feature = "epoll")]
+macro_rules! backend {
+    ($b:ident) => {
+        pub(crate) use pinion::epoll as $b;
+    };
+}
+#[cfg(feature = "epoll")]
+#[path = "suite/mod.rs"]
+mod epoll;

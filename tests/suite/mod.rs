@@ -1,0 +1,21 @@
+//! The conformance suite: every test here is written against the backend
+//! module alias `b` (defined by the includer's `backend!` macro), and
+//! `tests/conformance.rs` instantiates the whole suite once per enabled
+//! backend. Nothing in it names a backend.
+//!
+//! Every wait is bounded ([`run_until`] gives up after the watchdog) and
+//! no test asserts on elapsed time. Helpers written against `b` live in
+//! `support.rs`, which the other per-backend binaries include too.
+
+backend!(b);
+
+mod support;
+pub(crate) use support::*;
+
+mod cancel;
+mod compose;
+mod pool;
+mod tcp;
+mod timer;
+mod udp;
+mod wake;

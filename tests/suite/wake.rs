@@ -1,0 +1,73 @@
+//! Waking a thread blocked in the backend's wait (the interrupter): posts
+//! and timers from other threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use super::{b, Ctx};
+use crate::util;
+
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    for _ in 0..20_000 {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("watchdog: {what}");
+}
+
+#[test]
+fn post_from_another_thread_wakes_a_blocked_run() {
+    let ctx = Ctx::new();
+    let c = ctx.get();
+    let guard = c.work_guard();
+    let (tx, rx) = mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        c.run();
+        tx.send(()).unwrap();
+    });
+    let hits = Arc::new(AtomicUsize::new(0));
+    for i in 0..5 {
+        // Long enough for the runner to be blocked again, usually.
+        std::thread::sleep(Duration::from_millis(10));
+        let h = hits.clone();
+        c.post(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+        wait_for("posted handler ran", || {
+            hits.load(Ordering::SeqCst) == i + 1
+        });
+    }
+    c.post(move || drop(guard)).map_err(|r| r.error).unwrap();
+    rx.recv_timeout(util::WATCHDOG).expect("run returned");
+    runner.join().unwrap();
+}
+
+#[test]
+fn timer_armed_from_another_thread_wakes_a_blocked_run() {
+    let ctx = Ctx::new();
+    let c = ctx.get();
+    let guard = c.work_guard();
+    let (tx, rx) = mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        c.run();
+        tx.send(()).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    let t = b::SteadyTimer::new(c).unwrap();
+    t.expires_after(Duration::from_millis(5));
+    t.async_wait(move |r| {
+        assert_eq!(r, Ok(()));
+        drop(guard);
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    rx.recv_timeout(util::WATCHDOG)
+        .expect("run returned after the timer");
+    runner.join().unwrap();
+    t.close();
+}
