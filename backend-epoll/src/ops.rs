@@ -113,20 +113,22 @@ unsafe fn complete<S: OpState<F>, F>(op: NonNull<Operation>, owner: *const (), h
     let ctx = unsafe { &*(owner as *const IoContext) };
     // SAFETY: `op` is live and dequeued; state and handler are moved out
     // once, then the slot is freed (Asio's "free before upcall").
-    let (r, state, handler) = unsafe {
-        let r = op.as_ref().result();
+    let take = || unsafe {
         let s = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).state)));
         let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).handler)));
         ctx.free_op(p);
-        (r, s, h)
+        (s, h)
     };
     match how {
         Invoke::Run => {
+            // SAFETY: as above; the result is read before the slot is freed.
+            let r = unsafe { op.as_ref().result() };
+            let (s, h) = take();
             stat!(ctx.task(), ops_completed);
-            state.run(r, handler);
+            s.run(r, h);
         }
         // Dropping the state releases what it holds (an accepted fd).
-        Invoke::Destroy => drop((state, handler)),
+        Invoke::Destroy => drop(take()),
     }
 }
 

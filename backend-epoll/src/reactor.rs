@@ -303,6 +303,9 @@ struct Table {
 
 impl Table {
     fn new(slots: Storage<DescriptorSlot>) -> Self {
+        // Indices of the special epoll tokens must lie past the table
+        // (`Task::run` relies on it); 2^32 - 2 slots would be 256 GiB.
+        assert!(slots.len() < (TIMER_TOKEN as u32) as usize);
         Table {
             slots,
             lock: FutexMutex::new(),
@@ -927,16 +930,13 @@ impl Task for Reactor {
             // SAFETY: the kernel initialised the first `n` entries.
             let ev = unsafe { ev.assume_init_ref() };
             let (data, bits) = (ev.u64, ev.events);
-            if data == INTERRUPTER_TOKEN {
-                // Left readable on purpose: the next EPOLL_CTL_MOD re-arms it.
-                continue;
-            }
-            if data == TIMER_TOKEN {
-                check_timers = true;
-                continue;
-            }
             let (index, gen) = (data as u32, (data >> 32) as u32);
+            // The two special tokens have an index past any table (see
+            // INTERRUPTER_TOKEN), so slot events test nothing more.
             let Some(slot) = self.table.get(index) else {
+                // The interrupter is left readable on purpose: the next
+                // EPOLL_CTL_MOD re-arms it.
+                check_timers |= data == TIMER_TOKEN;
                 continue;
             };
             let mut l = Locked::new(slot);
@@ -1028,6 +1028,7 @@ unsafe fn descriptor_complete(op: NonNull<Operation>, owner: *const (), how: Inv
     // lives as long as the reactor.
     let slot = unsafe { op.cast::<DescriptorSlot>().as_ref() };
     let mut completed = OpQueue::new();
+    let mut first = None;
     {
         let mut l = Locked::new(slot);
         let st = l.state();
@@ -1038,14 +1039,14 @@ unsafe fn descriptor_complete(op: NonNull<Operation>, owner: *const (), how: Inv
             let table = &sched.task().table;
             table.release(table.index_of(slot));
         } else if how == Invoke::Run {
-            perform_io(sched.task(), st, &mut completed);
+            first = perform_io(sched.task(), st, &mut completed);
         }
     }
     if how == Invoke::Destroy {
         return;
     }
     // From here the slot is not touched: a handler may close and free it.
-    match completed.pop() {
+    match first {
         Some(first) => {
             if !completed.is_empty() {
                 sched.post_deferred_completions(&mut completed);
@@ -1062,30 +1063,53 @@ unsafe fn descriptor_complete(op: NonNull<Operation>, owner: *const (), how: Inv
 }
 
 /// Asio's `perform_io`: except, write, then read queue; each type whose
-/// events fired may be tried speculatively again.
+/// events fired may be tried speculatively again. Returns the first op
+/// that completed and queues the others on `completed`, in order (kept
+/// apart because the usual case is exactly one).
 #[inline]
-fn perform_io(_reactor: &Reactor, st: &mut State, completed: &mut OpQueue) {
-    let events = st.ready_events;
+fn perform_io(
+    reactor: &Reactor,
+    st: &mut State,
+    completed: &mut OpQueue,
+) -> Option<NonNull<Operation>> {
+    let mut first = None;
+    // Unrolled by hand: the compiler keeps the loop otherwise.
+    perform_queue::<EXCEPT_OP>(reactor, st, &mut first, completed);
+    perform_queue::<WRITE_OP>(reactor, st, &mut first, completed);
+    perform_queue::<READ_OP>(reactor, st, &mut first, completed);
+    first
+}
+
+/// `perform_io` for the queue of type `J`.
+#[inline(always)]
+fn perform_queue<const J: usize>(
+    _reactor: &Reactor,
+    st: &mut State,
+    first: &mut Option<NonNull<Operation>>,
+    completed: &mut OpQueue,
+) {
     let any = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-    for j in (0..MAX_OPS).rev() {
-        if events & (OP_EVENTS[j] | any) == 0 {
-            continue;
+    if st.ready_events & (OP_EVENTS[J] | any) == 0 {
+        return;
+    }
+    st.try_speculative[J] = true;
+    while let Some(op) = st.queues[J].front() {
+        stat!(_reactor, op_attempts);
+        // SAFETY: queued ops are live reactor ops; the slot is locked.
+        let status = unsafe { ReactorOp::perform(op.cast(), st.fd) };
+        if status == Status::NotDone {
+            break;
         }
-        st.try_speculative[j] = true;
-        while let Some(op) = st.queues[j].front() {
-            stat!(_reactor, op_attempts);
-            // SAFETY: queued ops are live reactor ops; the slot is locked.
-            let status = unsafe { ReactorOp::perform(op.cast(), st.fd) };
-            if status == Status::NotDone {
-                break;
-            }
-            st.queues[j].pop();
+        st.queues[J].pop();
+        if first.is_none() {
+            *first = Some(op);
+        } else {
             // SAFETY: just popped, live, on no other queue.
             unsafe { completed.push(op) };
-            if status == Status::DoneAndExhausted {
-                st.exhausted(j);
-                break;
-            }
+        }
+        if status == Status::DoneAndExhausted {
+            st.exhausted(J);
+            break;
         }
     }
 }

@@ -164,8 +164,21 @@ impl Registry {
         if me == 0 {
             return None;
         }
+        // Slot 0 first, unrolled: on a one-thread context it is the run
+        // thread's, and this runs several times per handler.
+        if self.ids[0].load(Ordering::Relaxed) == me {
+            let p = self.infos[0].load(Ordering::Relaxed);
+            // SAFETY: as in `lookup_rest`.
+            return unsafe { p.as_ref() };
+        }
+        self.lookup_rest(me)
+    }
+
+    /// `lookup` past slot 0.
+    #[inline(never)]
+    fn lookup_rest(&self, me: usize) -> Option<&ThreadInfo> {
         let high = self.high.load(Ordering::Relaxed);
-        for i in 0..high.min(MAX_RUN_THREADS) {
+        for i in 1..high.min(MAX_RUN_THREADS) {
             if self.ids[i].load(Ordering::Relaxed) == me {
                 let p = self.infos[i].load(Ordering::Relaxed);
                 // SAFETY: only this thread writes `infos[i]` while
@@ -695,7 +708,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     ///
     /// # Safety
     /// `op` is live, on no queue, completes with this scheduler as owner.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn post_immediate_completion(&self, op: NonNull<Operation>) {
         if let Some(ti) = self.this_thread() {
             ti.private_work.set(ti.private_work.get() + 1);
@@ -703,6 +716,17 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             unsafe { ti.private().push(op) };
             return;
         }
+        // SAFETY: forwarded.
+        unsafe { self.post_immediate_locked(op) }
+    }
+
+    /// `post_immediate_completion` from a thread outside `run`: kept out
+    /// of line so the private path inlines into every initiating call.
+    ///
+    /// # Safety
+    /// As for [`post_immediate_completion`](Self::post_immediate_completion).
+    #[inline(never)]
+    unsafe fn post_immediate_locked(&self, op: NonNull<Operation>) {
         self.work_started();
         self.lock();
         // SAFETY: held; `op` per contract; released by the wake call.
