@@ -7,6 +7,9 @@
 //! definition is the one the later module sees). A new backend adds two
 //! items here and changes nothing in the suite.
 
+// The same suite files are loaded once per backend, on purpose.
+#![allow(clippy::duplicate_mod)]
+
 mod util;
 
 #[cfg(feature = "epoll")]
@@ -18,3 +21,13 @@ macro_rules! backend {
 #[cfg(feature = "epoll")]
 #[path = "suite/mod.rs"]
 mod epoll;
+
+#[cfg(feature = "uring")]
+macro_rules! backend {
+    ($b:ident) => {
+        pub(crate) use pinion::uring as $b;
+    };
+}
+#[cfg(feature = "uring")]
+#[path = "suite/mod.rs"]
+mod uring;

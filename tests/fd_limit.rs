@@ -2,6 +2,9 @@
 //! binary of their own so no other test opens descriptors meanwhile.
 //! Instantiated like `conformance.rs`.
 
+// The same suite files are loaded once per backend, on purpose.
+#![allow(clippy::duplicate_mod)]
+
 mod util;
 
 #[cfg(feature = "epoll")]
@@ -13,3 +16,13 @@ macro_rules! backend {
 #[cfg(feature = "epoll")]
 #[path = "process/mod.rs"]
 mod epoll;
+
+#[cfg(feature = "uring")]
+macro_rules! backend {
+    ($b:ident) => {
+        pub(crate) use pinion::uring as $b;
+    };
+}
+#[cfg(feature = "uring")]
+#[path = "process/mod.rs"]
+mod uring;

@@ -2,6 +2,9 @@
 //! counting global allocator (a global allocator is per binary, hence a
 //! binary of its own). Instantiated per backend like `conformance.rs`.
 
+// The same suite files are loaded once per backend, on purpose.
+#![allow(clippy::duplicate_mod)]
+
 mod util;
 
 #[global_allocator]
@@ -16,3 +19,13 @@ macro_rules! backend {
 #[cfg(feature = "epoll")]
 #[path = "alloc/mod.rs"]
 mod epoll;
+
+#[cfg(feature = "uring")]
+macro_rules! backend {
+    ($b:ident) => {
+        pub(crate) use pinion::uring as $b;
+    };
+}
+#[cfg(feature = "uring")]
+#[path = "alloc/mod.rs"]
+mod uring;

@@ -1,0 +1,1518 @@
+//! The io_uring proactor: pinion's scheduler task on io_uring (Asio's
+//! `io_uring_service`).
+//!
+//! ```text
+//!   initiating call ──► op in a pool slot ──► SQE (user_data = op) ──► SQ
+//!                                                                      │
+//!   Task::run: one io_uring_enter submits the SQ *and* waits ◄─────────┘
+//!        │
+//!        ▼
+//!   reap every CQE: user_data ──► op, result ──► scheduler queue (batch)
+//!        │
+//!        ▼
+//!   scheduler runs the handler: moves handler + buffer out, frees slot
+//! ```
+//!
+//! # user_data
+//!
+//! Operation slots are 16-byte aligned, so the low four bits of a pointer
+//! are free for a tag:
+//!
+//! | tag | meaning |
+//! |---|---|
+//! | `TAG_OP` | the whole value is a `*mut Operation` waiting for exactly one CQE |
+//! | `TAG_ACCEPT` | a listener's multishot accept; the high bits are its descriptor index |
+//! | `UD_INTERRUPT` | the interrupter's eventfd read |
+//! | `UD_IGNORE` | cancel requests, whose CQEs carry no operation |
+//!
+//! # The buffer-lifetime rule
+//!
+//! io-uring's `SubmissionQueue::push` is unsafe because the kernel may
+//! read or write everything an SQE points to until the SQE's last CQE.
+//! This module is the one place that keeps the rule: `Proactor::push`
+//! is the only way to queue an SQE, and every caller points it only into
+//! its own operation slot (buffer handles, addresses, `msghdr`) or into
+//! the proactor's boxed state. A slot is freed only by its complete
+//! function, which runs after the scheduler took the op off the queue it
+//! was put on *by the reaper*, i.e. after its final CQE. Cancelling does
+//! not change this: a cancelled op still waits for its own CQE
+//! (`ECANCELED` or the real result). Multishot requests (accept) live in a
+//! descriptor slot that is not reused before their final CQE (no
+//! `IORING_CQE_F_MORE`).
+//!
+//! # Submission and waiting
+//!
+//! SQEs pushed while handlers run stay in the SQ; the next `Task::run`
+//! submits them and waits in the same `io_uring_enter`. If completions are
+//! already in the CQ the run reaps them without a syscall and leaves the
+//! SQ for the next run (at most once in a row, so submissions are never
+//! starved). A push made while another thread is blocked in
+//! `io_uring_enter` interrupts that thread (one eventfd write per wait),
+//! which then submits; only the thread that runs the task submits in the
+//! steady state. A full SQ is back-pressure: the pusher submits it and
+//! retries, it is never an error.
+//!
+//! The SQ ring is touched only inside `with_sq`, under one mutex. The
+//! io-uring crate's `SubmissionQueue` stores the ring's tail when it is
+//! dropped, so it must never outlive that mutex: a queue made in a
+//! block's tail expression is dropped *after* the block's lock guard
+//! (edition 2021) and, on a context run by several threads, writes back a
+//! stale tail and loses SQEs. `with_sq` rules that out by construction.
+//!
+//! # Timed waits
+//!
+//! `IORING_ENTER_EXT_ARG` with a relative timespec (no timeout SQE): the
+//! time-out is `min(Wait::Until, earliest timer) - now`. Timers are a
+//! [`TimerQueue`] under a mutex, fired after every wait. A timer queued
+//! from another thread with a deadline before the one the runner sleeps
+//! until interrupts it.
+//!
+//! # Cancellation and close
+//!
+//! `cancel()` queues one `IORING_OP_ASYNC_CANCEL` matching every request
+//! on the socket's fd (`IORING_ASYNC_CANCEL_FD | ALL`); each cancelled
+//! operation then completes through its own CQE (`ECANCELED` →
+//! `OperationAborted`, or its real result if it finished first), buffer
+//! included. `close()` does the same, submits at once (so the kernel looks
+//! the fd up before it can be reused), then closes the fd.
+//!
+//! # Multishot accept
+//!
+//! A listener keeps one multishot accept armed while an `async_accept`
+//! waits. Connections it accepts with nobody waiting are registered in
+//! the descriptor table and queued on the listener; past a high-water
+//! mark the request is cancelled until the next `async_accept`. The CQEs
+//! already in flight are still queued (the mark is soft), bounded by the
+//! descriptor table: a connection that finds the table full is closed and
+//! counted (`Stats::accepts_dropped`). `Builder::multishot_accept(false)`
+//! gives one `IORING_OP_ACCEPT` per call, leaving waiting connections in
+//! the kernel's listen queue.
+//!
+//! # Shutdown
+//!
+//! Parked accepts are handed over for destruction; then
+//! `IORING_ASYNC_CANCEL_ANY` and waits until every SQE that expects a CQE
+//! has had its final one (user operations, multishot accepts, the
+//! interrupter read); only then are the operations destroyed (by the
+//! scheduler), the sockets closed and the ring unmapped.
+
+use std::cell::{Cell, UnsafeCell};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
+use pinion_core::{Error, OpQueue, Operation, Result, Storage, Task, Wait};
+use pinion_sync::{FutexKit, FutexMutex, RawMutex};
+
+use crate::sys;
+
+/// The scheduler this proactor is the task of.
+pub(crate) type Sched = pinion_core::Scheduler<Proactor, FutexKit>;
+
+/// Bits of `user_data` that hold the tag.
+pub(crate) const TAG_MASK: u64 = 0xF;
+/// `user_data` is a pointer to an [`Operation`] awaiting one CQE.
+pub(crate) const TAG_OP: u64 = 0;
+/// `user_data >> 4` is a listener's descriptor index: its multishot accept.
+pub(crate) const TAG_ACCEPT: u64 = 1;
+/// The interrupter's eventfd read.
+pub(crate) const UD_INTERRUPT: u64 = 2;
+/// A request whose CQE is ignored (cancels).
+pub(crate) const UD_IGNORE: u64 = 3;
+
+/// Accepted connections a listener holds for `async_accept` before its
+/// multishot accept is stopped (until the next `async_accept`); the
+/// kernel's listen queue holds the rest.
+const ACCEPT_HIGH_WATER: usize = 16;
+
+/// Cap on how long shutdown waits for the kernel to give back operations.
+const SHUTDOWN_DRAIN_NS: u64 = 10_000_000_000;
+
+/// A `T` behind a futex mutex, reached through a closure.
+pub(crate) struct Locked<T> {
+    lock: FutexMutex,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `value` is only reached with `lock` held (see `with`).
+unsafe impl<T: Send> Sync for Locked<T> {}
+
+struct Unlock<'a>(&'a FutexMutex);
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: made right after `lock()` in `with`; unlocks once.
+        unsafe { self.0.unlock() }
+    }
+}
+
+impl<T> Locked<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Locked {
+            lock: FutexMutex::INIT,
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` with the value, the mutex held (and released on unwind).
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        self.lock.lock();
+        let _u = Unlock(&self.lock);
+        // SAFETY: the mutex is held until `_u` drops; closures given to
+        // `with` never call `with` on the same value.
+        f(unsafe { &mut *self.value.get() })
+    }
+}
+
+/// Kernel features found at start-up and the Builder's toggles, as used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingInfo {
+    /// Submission queue entries (the kernel rounds up to a power of two).
+    pub sq_entries: u32,
+    /// Completion queue entries.
+    pub cq_entries: u32,
+    /// Bytes the ring pins in locked kernel memory (SQ ring, SQE array, CQ
+    /// ring). No registered buffers are used, so this is all of it.
+    pub pinned_bytes: usize,
+    /// Listeners use one multishot accept instead of one SQE per accept.
+    pub multishot_accept: bool,
+    /// The ring was set up with `IORING_SETUP_SQPOLL`.
+    pub sqpoll: bool,
+}
+
+/// Proactor counters (feature `stats`), a plain snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `io_uring_enter` calls made by pinion.
+    pub enter_calls: u64,
+    /// SQEs queued.
+    pub sqes_submitted: u64,
+    /// CQEs reaped.
+    pub cqes_reaped: u64,
+    /// Times a push found the SQ full and submitted to make room.
+    pub sq_full_events: u64,
+    /// Interrupter (eventfd) writes.
+    pub interrupts: u64,
+    /// User operations whose completion was handed to the scheduler.
+    pub ops_completed: u64,
+    /// Connections a listener had to close because the descriptor table
+    /// was full.
+    pub accepts_dropped: u64,
+}
+
+impl Stats {
+    /// System calls the proactor made for the program's I/O:
+    /// `io_uring_enter` calls and interrupter (eventfd) writes. Opening and
+    /// configuring sockets is not counted, nor is closing them.
+    pub fn syscalls(&self) -> u64 {
+        self.enter_calls + self.interrupts
+    }
+}
+
+#[cfg(feature = "stats")]
+#[derive(Default)]
+struct StatCells {
+    enter_calls: AtomicU64,
+    sqes_submitted: AtomicU64,
+    cqes_reaped: AtomicU64,
+    sq_full_events: AtomicU64,
+    interrupts: AtomicU64,
+    ops_completed: AtomicU64,
+    accepts_dropped: AtomicU64,
+}
+
+/// Adds to a stats counter; nothing without feature `stats`.
+macro_rules! stat {
+    ($self:expr, $field:ident) => {
+        stat!($self, $field, 1)
+    };
+    ($self:expr, $field:ident, $n:expr) => {{
+        #[cfg(feature = "stats")]
+        $self.stats.$field.fetch_add($n as u64, Ordering::Relaxed);
+        #[cfg(not(feature = "stats"))]
+        let _ = &$n;
+    }};
+}
+
+/// What the user asked for in the Builder.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Config {
+    pub sq_entries: u32,
+    pub cq_entries: Option<u32>,
+    pub descriptors: usize,
+    pub timers: usize,
+    pub multishot_accept: bool,
+    pub sqpoll_idle_ms: Option<u32>,
+}
+
+/// Why the proactor could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SetupError {
+    /// `io_uring_setup` failed with this errno.
+    Setup(i32),
+    /// `/proc/sys/kernel/io_uring_disabled` forbids it.
+    Disabled(i32),
+    /// A kernel feature pinion needs is missing.
+    Missing(&'static str),
+    /// Another system call failed while setting up.
+    Os(Error),
+}
+
+/// State touched only by the thread running the task (or by shutdown).
+struct RunnerState {
+    /// Final CQEs reaped for SQEs counted in `SqState::expected`.
+    completed: u64,
+    /// The interrupter read completed and must be queued again.
+    rearm_interrupter: bool,
+    /// The last run left the SQ unsubmitted; the next one must submit.
+    deferred: bool,
+    shutting_down: bool,
+}
+
+/// State guarded by `sq_lock`.
+struct SqState {
+    /// SQEs queued that will post a final CQE we wait for.
+    expected: u64,
+}
+
+/// A listener's multishot accept state (under the descriptor's lock).
+///
+/// Connections the kernel accepted while nobody waited in `async_accept`
+/// are registered in the descriptor table at once and queued here, linked
+/// through their descriptors' `pending_next`: bounded by the table, never
+/// dropped while it has room.
+pub(crate) struct ListenerState {
+    armed: bool,
+    cancel_sent: bool,
+    waiters: OpQueue,
+    pend_head: u32,
+    pend_tail: u32,
+    len: usize,
+}
+
+impl ListenerState {
+    const fn new() -> Self {
+        ListenerState {
+            armed: false,
+            cancel_sent: false,
+            waiters: OpQueue::new(),
+            pend_head: NIL,
+            pend_tail: NIL,
+            len: 0,
+        }
+    }
+
+    fn push_pending(&mut self, slots: &[Desc], idx: u32) {
+        slots[idx as usize].pending_next.set(NIL);
+        if self.pend_tail == NIL {
+            self.pend_head = idx;
+        } else {
+            slots[self.pend_tail as usize].pending_next.set(idx);
+        }
+        self.pend_tail = idx;
+        self.len += 1;
+    }
+
+    /// The oldest pending connection, as (index, generation).
+    fn pop_pending(&mut self, slots: &[Desc]) -> Option<(u32, u32)> {
+        if self.pend_head == NIL {
+            return None;
+        }
+        let idx = self.pend_head;
+        let d = &slots[idx as usize];
+        self.pend_head = d.pending_next.get();
+        if self.pend_head == NIL {
+            self.pend_tail = NIL;
+        }
+        self.len -= 1;
+        Some((idx, d.gen.load(Ordering::Relaxed)))
+    }
+}
+
+/// A registered descriptor as an operation result: generation and index.
+pub(crate) fn pack_desc(idx: u32, gen: u32) -> usize {
+    ((gen as u64) << 32 | idx as u64) as usize
+}
+
+/// The inverse of [`pack_desc`].
+pub(crate) fn unpack_desc(v: usize) -> (u32, u32) {
+    (v as u64 as u32, ((v as u64) >> 32) as u32)
+}
+
+struct DescState {
+    open: bool,
+    /// Closed while its multishot accept was still in the kernel: the slot
+    /// is freed when that request's final CQE arrives.
+    zombie: bool,
+    listener: ListenerState,
+}
+
+/// One entry of the descriptor table: a socket's fd and the generation
+/// that handles must match.
+pub(crate) struct Desc {
+    lock: FutexMutex,
+    fd: AtomicI32,
+    gen: AtomicU32,
+    /// Free-list link, guarded by the table's lock.
+    next_free: Cell<u32>,
+    /// Link in a listener's list of accepted connections, guarded by that
+    /// listener's lock (nobody else can reach a pending descriptor).
+    pending_next: Cell<u32>,
+    st: UnsafeCell<DescState>,
+}
+
+impl Desc {
+    fn with<R>(&self, f: impl FnOnce(&mut DescState) -> R) -> R {
+        self.lock.lock();
+        let _u = Unlock(&self.lock);
+        // SAFETY: `st` is only reached with `lock` held.
+        f(unsafe { &mut *self.st.get() })
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+/// The fixed table of open sockets.
+pub(crate) struct DescTable {
+    slots: Box<[Desc]>,
+    /// (free-list head, never-used bump index).
+    alloc: Locked<(u32, u32)>,
+}
+
+impl DescTable {
+    fn new(n: usize) -> Self {
+        let n = n.min(NIL as usize - 1);
+        let slots = (0..n)
+            .map(|_| Desc {
+                lock: FutexMutex::INIT,
+                fd: AtomicI32::new(-1),
+                gen: AtomicU32::new(0),
+                next_free: Cell::new(NIL),
+                pending_next: Cell::new(NIL),
+                st: UnsafeCell::new(DescState {
+                    open: false,
+                    zombie: false,
+                    listener: ListenerState::new(),
+                }),
+            })
+            .collect();
+        DescTable {
+            slots,
+            alloc: Locked::new((NIL, 0)),
+        }
+    }
+
+    /// Registers `fd`; `PoolExhausted` when every slot is in use (the
+    /// caller still owns `fd` then).
+    pub(crate) fn open(&self, fd: i32) -> Result<(u32, u32)> {
+        let n = self.slots.len() as u32;
+        let slots = &self.slots;
+        let idx = self.alloc.with(|(free, bump)| {
+            if *free != NIL {
+                let i = *free;
+                *free = slots[i as usize].next_free.get();
+                Some(i)
+            } else if *bump < n {
+                *bump += 1;
+                Some(*bump - 1)
+            } else {
+                None
+            }
+        });
+        let idx = idx.ok_or(Error::PoolExhausted)?;
+        let d = &self.slots[idx as usize];
+        let gen = d.with(|st| {
+            st.open = true;
+            st.zombie = false;
+            d.fd.store(fd, Ordering::Release);
+            d.gen.load(Ordering::Relaxed)
+        });
+        Ok((idx, gen))
+    }
+
+    fn release(&self, idx: u32) {
+        let slots = &self.slots;
+        self.alloc.with(|(free, _)| {
+            slots[idx as usize].next_free.set(*free);
+            *free = idx;
+        });
+    }
+
+    /// Closes a descriptor no operation ever used (a pending accepted
+    /// connection) and frees its slot.
+    fn close_unused(&self, idx: u32) {
+        let d = &self.slots[idx as usize];
+        let fd = d.with(|st| {
+            st.open = false;
+            d.gen.store(
+                d.gen.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Release,
+            );
+            d.fd.swap(-1, Ordering::AcqRel)
+        });
+        if fd >= 0 {
+            sys::close(fd);
+        }
+        self.release(idx);
+    }
+
+    /// The fd of a live handle.
+    #[inline]
+    pub(crate) fn fd(&self, idx: u32, gen: u32) -> Result<i32> {
+        let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
+        if d.gen.load(Ordering::Acquire) != gen {
+            return Err(Error::BadDescriptor);
+        }
+        let fd = d.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            return Err(Error::BadDescriptor);
+        }
+        Ok(fd)
+    }
+
+    /// Slots in use (for tests).
+    pub(crate) fn in_use(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|d| d.fd.load(Ordering::Relaxed) >= 0)
+            .count()
+    }
+}
+
+/// One timer object (`SteadyTimer`): its expiry and its pending waits.
+struct TimerObj {
+    gen: u32,
+    live: bool,
+    expiry: u64,
+    head: *mut WaitHdr,
+    tail: *mut WaitHdr,
+    next_free: u32,
+}
+
+/// The start of every timer-wait operation: the header, then its links in
+/// its timer's list of waits and its entry in the deadline queue.
+#[repr(C)]
+pub(crate) struct WaitHdr {
+    pub(crate) op: Operation,
+    prev: *mut WaitHdr,
+    next: *mut WaitHdr,
+    handle: Option<TimerHandle>,
+    obj: u32,
+}
+
+impl WaitHdr {
+    pub(crate) fn new(op: Operation) -> Self {
+        WaitHdr {
+            op,
+            prev: ptr::null_mut(),
+            next: ptr::null_mut(),
+            handle: None,
+            obj: NIL,
+        }
+    }
+}
+
+struct TimerState {
+    queue: TimerQueue,
+    objs: Box<[TimerObj]>,
+    free: u32,
+    bump: u32,
+}
+
+// SAFETY: the raw pointers name waits owned by this state (under its
+// mutex); operations travel between threads like the scheduler's.
+unsafe impl Send for TimerState {}
+
+impl TimerState {
+    fn obj(&mut self, idx: u32, gen: u32) -> Option<&mut TimerObj> {
+        self.objs
+            .get_mut(idx as usize)
+            .filter(|o| o.live && o.gen == gen)
+    }
+
+    /// Takes `w` out of its timer's list.
+    ///
+    /// # Safety
+    /// `w` is a live wait on the list of timer `w.obj`.
+    unsafe fn unlink(&mut self, w: *mut WaitHdr) {
+        // SAFETY: per contract; neighbours are live waits on the same list.
+        unsafe {
+            let (prev, next) = ((*w).prev, (*w).next);
+            let o = &mut self.objs[(*w).obj as usize];
+            if prev.is_null() {
+                o.head = next;
+            } else {
+                (*prev).next = next;
+            }
+            if next.is_null() {
+                o.tail = prev;
+            } else {
+                (*next).prev = prev;
+            }
+            (*w).prev = ptr::null_mut();
+            (*w).next = ptr::null_mut();
+            (*w).handle = None;
+        }
+    }
+
+    /// Cancels every wait of `obj`, appending them to `out` with
+    /// `OperationAborted`. Returns how many.
+    fn cancel_all(&mut self, idx: u32, out: &mut OpQueue) -> usize {
+        let mut n = 0;
+        loop {
+            let w = self.objs[idx as usize].head;
+            if w.is_null() {
+                return n;
+            }
+            // SAFETY: `w` heads the list, so it is a live wait on it; its
+            // handle names its queue entry.
+            unsafe {
+                let h = (*w).handle.expect("a listed wait is queued");
+                self.unlink(w);
+                let op = self.queue.cancel(h).expect("a listed wait is queued");
+                op.as_ref().set_result(Err(Error::OperationAborted));
+                out.push(op);
+            }
+            n += 1;
+        }
+    }
+}
+
+/// The io_uring proactor: the scheduler's task.
+pub struct Proactor {
+    ring: IoUring,
+    sq_lock: FutexMutex,
+    sq_state: UnsafeCell<SqState>,
+    /// A thread is (about to be) blocked in `io_uring_enter`; a push
+    /// interrupts it. Written under `sq_lock`.
+    waiting: AtomicBool,
+    runner: UnsafeCell<RunnerState>,
+    efd: i32,
+    /// The interrupter read's target: kernel-visible, so boxed (stable
+    /// while the context moves).
+    efd_buf: Box<UnsafeCell<u64>>,
+    timers: Locked<TimerState>,
+    /// Earliest timer deadline, `u64::MAX` when none (a lock-free peek).
+    next_timer: AtomicU64,
+    /// Deadline the blocked runner sleeps until; 0 when nobody blocks.
+    blocked_until: AtomicU64,
+    pub(crate) descs: DescTable,
+    info: RingInfo,
+    #[cfg(feature = "stats")]
+    stats: StatCells,
+}
+
+// SAFETY: the SQ and `sq_state` are touched only under `sq_lock`; the CQ
+// and `runner` only by the one thread running the task (the `Task`
+// contract) or by shutdown, when no thread runs; descriptor and timer
+// state are behind their own mutexes; the rest is atomics or immutable.
+unsafe impl Sync for Proactor {}
+// SAFETY: as above; every field is owned.
+unsafe impl Send for Proactor {}
+
+fn to_result(res: i32) -> Result<usize> {
+    if res >= 0 {
+        Ok(res as usize)
+    } else {
+        Err(Error::from_errno(-res))
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Reads `/proc/sys/kernel/io_uring_disabled` (0 when absent).
+fn io_uring_disabled() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Proactor {
+    /// Sets up the ring, the interrupter, the descriptor table and the
+    /// timer queue: every allocation this backend makes, made here.
+    pub(crate) fn new(cfg: &Config) -> core::result::Result<Self, SetupError> {
+        let setup = |sqpoll: Option<u32>, submit_all: bool| {
+            let mut b = IoUring::builder();
+            b.dontfork();
+            if let Some(cq) = cfg.cq_entries {
+                b.setup_cqsize(cq.max(cfg.sq_entries));
+            }
+            if submit_all {
+                b.setup_submit_all();
+            }
+            if let Some(idle) = sqpoll {
+                b.setup_sqpoll(idle);
+            }
+            b.build(cfg.sq_entries.max(1))
+        };
+        let ring = match setup(cfg.sqpoll_idle_ms, true) {
+            Ok(r) => r,
+            Err(e) => {
+                let errno = io_errno(&e);
+                if errno == libc::ENOSYS || errno == libc::EPERM {
+                    let disabled = io_uring_disabled();
+                    return Err(if disabled != 0 {
+                        SetupError::Disabled(disabled as i32)
+                    } else {
+                        SetupError::Setup(errno)
+                    });
+                }
+                // Older kernels refuse SUBMIT_ALL (5.18) or unprivileged
+                // SQPOLL: fall back to the plain ring.
+                setup(None, false).map_err(|e| SetupError::Setup(io_errno(&e)))?
+            }
+        };
+        let params = ring.params();
+        if !params.is_feature_ext_arg() {
+            return Err(SetupError::Missing(
+                "IORING_FEAT_EXT_ARG (Linux 5.11) for timed waits",
+            ));
+        }
+        if !params.is_feature_nodrop() {
+            return Err(SetupError::Missing(
+                "IORING_FEAT_NODROP (Linux 5.5): completions could be lost",
+            ));
+        }
+        let mut probe = io_uring::Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(|e| SetupError::Setup(io_errno(&e)))?;
+        for (code, what) in [
+            (opcode::Recv::CODE, "IORING_OP_RECV"),
+            (opcode::Send::CODE, "IORING_OP_SEND"),
+            (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
+            (opcode::Connect::CODE, "IORING_OP_CONNECT"),
+            (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
+            (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG"),
+            (opcode::Read::CODE, "IORING_OP_READ"),
+            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(SetupError::Missing(what));
+            }
+        }
+        // Cancel by fd and cancel-any (5.19) arrived with IORING_OP_SOCKET,
+        // and so did multishot accept: the opcode is their marker.
+        if !probe.is_supported(opcode::Socket::CODE) {
+            return Err(SetupError::Missing(
+                "Linux 5.19 io_uring (cancel by fd, IORING_OP_SOCKET)",
+            ));
+        }
+        let sq_entries = params.sq_entries();
+        let cq_entries = params.cq_entries();
+        let sqe_bytes = sq_entries as usize * 64;
+        // Ring headers are well under a page; count one page for each ring.
+        let sq_ring = 4096 + sq_entries as usize * 4;
+        let cq_ring = 4096 + cq_entries as usize * 16;
+        let info = RingInfo {
+            sq_entries,
+            cq_entries,
+            pinned_bytes: sqe_bytes + sq_ring + cq_ring,
+            multishot_accept: cfg.multishot_accept,
+            sqpoll: params.is_setup_sqpoll(),
+        };
+        let efd = sys::eventfd().map_err(SetupError::Os)?;
+        let timers = cfg.timers.max(1);
+        let p = Proactor {
+            ring,
+            sq_lock: FutexMutex::INIT,
+            sq_state: UnsafeCell::new(SqState { expected: 0 }),
+            waiting: AtomicBool::new(false),
+            runner: UnsafeCell::new(RunnerState {
+                completed: 0,
+                rearm_interrupter: false,
+                deferred: false,
+                shutting_down: false,
+            }),
+            efd,
+            efd_buf: Box::new(UnsafeCell::new(0)),
+            timers: Locked::new(TimerState {
+                queue: TimerQueue::new(Storage::boxed_with(timers, || TimerSlot::EMPTY)),
+                objs: (0..timers)
+                    .map(|_| TimerObj {
+                        gen: 0,
+                        live: false,
+                        expiry: 0,
+                        head: ptr::null_mut(),
+                        tail: ptr::null_mut(),
+                        next_free: NIL,
+                    })
+                    .collect(),
+                free: NIL,
+                bump: 0,
+            }),
+            next_timer: AtomicU64::new(u64::MAX),
+            blocked_until: AtomicU64::new(0),
+            descs: DescTable::new(cfg.descriptors),
+            info,
+            #[cfg(feature = "stats")]
+            stats: StatCells::default(),
+        };
+        p.arm_interrupter();
+        Ok(p)
+    }
+
+    /// What the ring looks like (sizes, pinned memory, features in use).
+    pub fn ring_info(&self) -> RingInfo {
+        self.info
+    }
+
+    /// A snapshot of the counters.
+    #[cfg(feature = "stats")]
+    pub fn stats(&self) -> Stats {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            enter_calls: l(&s.enter_calls),
+            sqes_submitted: l(&s.sqes_submitted),
+            cqes_reaped: l(&s.cqes_reaped),
+            sq_full_events: l(&s.sq_full_events),
+            interrupts: l(&s.interrupts),
+            ops_completed: l(&s.ops_completed),
+            accepts_dropped: l(&s.accepts_dropped),
+        }
+    }
+
+    // ---- submission ----------------------------------------------------
+
+    /// Queues one SQE. `expects_cqe`: the SQE will post a final CQE that
+    /// shutdown must wait for (every user operation and internal request;
+    /// not cancels, whose CQEs are ignored).
+    ///
+    /// A full SQ is submitted to make room, then the push is retried:
+    /// back-pressure, never an error. If a thread is blocked in
+    /// `io_uring_enter`, it is interrupted so that it submits.
+    ///
+    /// # Safety
+    /// The buffer-lifetime rule (io-uring's `SubmissionQueue::push`):
+    /// every pointer `sqe` carries (buffer, address, `msghdr`, and the
+    /// operation its `user_data` names) stays valid, unmoved and unfreed
+    /// until the kernel has posted the SQE's final CQE and the reaper has
+    /// handed it on. Operations keep it by pointing only into their own
+    /// slot, which is freed only by their complete function.
+    #[inline]
+    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
+        self.with_sq(|sq, st| {
+            // SAFETY: the entry's pointers stay valid per this fn's contract.
+            while unsafe { sq.push(sqe) }.is_err() {
+                stat!(self, sq_full_events);
+                sq.sync();
+                self.submit_for_room();
+                sq.sync();
+            }
+            if expects_cqe {
+                st.expected += 1;
+            }
+        });
+        stat!(self, sqes_submitted);
+    }
+
+    /// The one way to the SQ: runs `f` with the submission queue and its
+    /// state under `sq_lock`, publishes the tail, then interrupts a thread
+    /// blocked in `io_uring_enter` (once per wait) so that it submits.
+    ///
+    /// The queue value's drop stores the SQ tail, so it must be dropped
+    /// before the lock is released: here it is, by construction. (A queue
+    /// made in a block's tail expression is dropped *after* the block's
+    /// lock guard, stores a stale tail, and SQEs are lost.)
+    #[inline]
+    fn with_sq<R>(&self, f: impl FnOnce(&mut squeue::SubmissionQueue<'_>, &mut SqState) -> R) -> R {
+        self.sq_lock.lock();
+        let _u = Unlock(&self.sq_lock);
+        // SAFETY: the SQ and `sq_state` are only touched under `sq_lock`,
+        // held: this is the only SubmissionQueue and the only reference.
+        let (mut sq, st) = unsafe { (self.ring.submission_shared(), &mut *self.sq_state.get()) };
+        let r = f(&mut sq, st);
+        let pending = !sq.is_empty();
+        // Publishes the tail, with the lock still held.
+        drop(sq);
+        if pending && self.waiting.load(Ordering::Relaxed) {
+            self.waiting.store(false, Ordering::Relaxed);
+            stat!(self, interrupts);
+            sys::eventfd_signal(self.efd);
+        }
+        r
+    }
+
+    /// The SQ is full: have the kernel consume it. Called with `sq_lock`
+    /// held. Only fails to make room on kernels that refuse submission
+    /// while completions overflow (before 5.19-ish, `EBUSY`); then waits
+    /// for the runner to reap, briefly sleeping.
+    fn submit_for_room(&self) {
+        stat!(self, enter_calls);
+        match self.ring.submitter().submit() {
+            Ok(_) => {}
+            Err(e) if io_errno(&e) == libc::EINTR => {}
+            Err(_) => {
+                sys::eventfd_signal(self.efd);
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+        }
+    }
+
+    /// Submits what is queued now, without waiting (`close`, shutdown).
+    fn submit_now(&self) {
+        self.sq_lock.lock();
+        let _u = Unlock(&self.sq_lock);
+        stat!(self, enter_calls);
+        let _ = self.ring.submitter().submit();
+    }
+
+    /// Queues the interrupter's read of its eventfd.
+    fn arm_interrupter(&self) {
+        let e = opcode::Read::new(types::Fd(self.efd), self.efd_buf.get() as *mut u8, 8)
+            .build()
+            .user_data(UD_INTERRUPT);
+        // SAFETY: `efd_buf` is boxed, lives as long as the proactor, and
+        // the ring is dropped (after every CQE was reaped in shutdown)
+        // before it is.
+        unsafe { self.push(&e, true) };
+    }
+
+    /// Queues `IORING_OP_ASYNC_CANCEL` for every request on `fd`.
+    pub(crate) fn cancel_fd(&self, fd: i32) {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+            .build()
+            .flags(squeue::Flags::SKIP_SUCCESS)
+            .user_data(UD_IGNORE);
+        // SAFETY: a cancel carries no pointer.
+        unsafe { self.push(&e, false) };
+    }
+
+    // ---- completion ----------------------------------------------------
+
+    /// Reaps every CQE, handing completed operations to `ops`. Runner
+    /// only. Returns how many CQEs were reaped.
+    fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
+        let mut n = 0usize;
+        // SAFETY: only the thread running the task (one at a time) or
+        // shutdown touches the CQ, so this is the only CompletionQueue.
+        let mut cq = unsafe { self.ring.completion_shared() };
+        loop {
+            for cqe in &mut cq {
+                self.dispatch(rs, cqe.user_data(), cqe.result(), cqe.flags(), ops);
+                n += 1;
+            }
+            cq.sync();
+            if cq.is_empty() {
+                break;
+            }
+        }
+        drop(cq);
+        stat!(self, cqes_reaped, n);
+        n
+    }
+
+    #[inline]
+    fn dispatch(&self, rs: &mut RunnerState, ud: u64, res: i32, flags: u32, ops: &mut OpQueue) {
+        match ud & TAG_MASK {
+            TAG_OP => {
+                rs.completed += 1;
+                stat!(self, ops_completed);
+                let op = ud as *mut Operation;
+                // SAFETY: a TAG_OP user_data is a live operation that waits
+                // for exactly this CQE and is on no queue (push's contract).
+                unsafe {
+                    (*op).set_result(to_result(res));
+                    ops.push(NonNull::new_unchecked(op));
+                }
+            }
+            TAG_ACCEPT => {
+                let more = cqueue::more(flags);
+                if !more {
+                    rs.completed += 1;
+                }
+                self.on_accept((ud >> 4) as u32, res, more, rs.shutting_down, ops);
+            }
+            UD_INTERRUPT => {
+                rs.completed += 1;
+                rs.rearm_interrupter = !rs.shutting_down;
+            }
+            _ => {}
+        }
+    }
+
+    // ---- multishot accept ----------------------------------------------
+
+    fn arm_accept(&self, idx: u32, fd: i32) {
+        let e = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(((idx as u64) << 4) | TAG_ACCEPT);
+        // SAFETY: a multishot accept carries no pointer; its descriptor
+        // slot is not reused before its final CQE (the zombie rule).
+        unsafe { self.push(&e, true) };
+    }
+
+    /// One CQE of a listener's multishot accept. An accepted connection
+    /// is registered in the descriptor table here, then handed to the
+    /// oldest waiting `async_accept` (result: [`pack_desc`]) or queued on
+    /// the listener.
+    fn on_accept(&self, idx: u32, res: i32, more: bool, shutting_down: bool, ops: &mut OpQueue) {
+        let d = &self.descs.slots[idx as usize];
+        let mut close_fd = -1;
+        let (free, rearm) = d.with(|st| {
+            let ls = &mut st.listener;
+            if !more {
+                ls.armed = false;
+                ls.cancel_sent = false;
+            }
+            let outcome = if res >= 0 {
+                if !st.open {
+                    close_fd = res;
+                    None
+                } else {
+                    match self.descs.open(res) {
+                        Ok((i, g)) => Some(Ok(pack_desc(i, g))),
+                        Err(e) => {
+                            stat!(self, accepts_dropped);
+                            close_fd = res;
+                            Some(Err(e))
+                        }
+                    }
+                }
+            } else if res != -libc::ECANCELED && st.open {
+                Some(to_result(res))
+            } else {
+                None
+            };
+            match (outcome, ls.waiters.pop()) {
+                (Some(r), Some(w)) => {
+                    // SAFETY: waiters are live accept ops, their work
+                    // counted, now off the list.
+                    unsafe {
+                        w.as_ref().set_result(r);
+                        ops.push(w);
+                    }
+                }
+                (Some(Ok(v)), None) => ls.push_pending(&self.descs.slots, unpack_desc(v).0),
+                // An error with nobody waiting: the next accept re-arms
+                // and meets the condition again if it persists.
+                (_, Some(w)) => {
+                    // SAFETY: `w` was popped just above and is live.
+                    unsafe { ls.waiters.push_front(w) }
+                }
+                _ => {}
+            }
+            if more
+                && ls.armed
+                && ls.waiters.is_empty()
+                && ls.len >= ACCEPT_HIGH_WATER
+                && !ls.cancel_sent
+            {
+                ls.cancel_sent = true;
+                let e = opcode::AsyncCancel::new(((idx as u64) << 4) | TAG_ACCEPT)
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(UD_IGNORE);
+                // SAFETY: a cancel carries no pointer.
+                unsafe { self.push(&e, false) };
+            }
+            let free = !more && st.zombie;
+            if free {
+                st.zombie = false;
+            }
+            let rearm = !more && st.open && !shutting_down && !ls.waiters.is_empty();
+            if rearm {
+                ls.armed = true;
+            }
+            (free, rearm)
+        });
+        if close_fd >= 0 {
+            sys::close(close_fd);
+        }
+        if rearm {
+            let fd = d.fd.load(Ordering::Acquire);
+            self.arm_accept(idx, fd);
+        }
+        if free {
+            self.descs.release(idx);
+        }
+    }
+
+    /// Queues a user accept operation on listener `idx`: completed from
+    /// the listener's accepted connections if one waits, else parked until
+    /// the multishot accept delivers one (armed if it is not).
+    ///
+    /// # Safety
+    /// `op` is a live accept operation on no queue, its work counted; its
+    /// result slot is set before it is handed to the scheduler.
+    pub(crate) unsafe fn accept_multishot(
+        &self,
+        sched: &Sched,
+        idx: u32,
+        gen: u32,
+        op: NonNull<Operation>,
+    ) {
+        let d = &self.descs.slots[idx as usize];
+        let mut arm = -1;
+        let ready = d.with(|st| {
+            if !st.open || d.gen.load(Ordering::Relaxed) != gen {
+                return Some(Err(Error::BadDescriptor));
+            }
+            let ls = &mut st.listener;
+            if let Some((i, g)) = ls.pop_pending(&self.descs.slots) {
+                return Some(Ok(pack_desc(i, g)));
+            }
+            // SAFETY: per contract.
+            unsafe { ls.waiters.push(op) };
+            if !ls.armed {
+                ls.armed = true;
+                ls.cancel_sent = false;
+                arm = d.fd.load(Ordering::Acquire);
+            }
+            None
+        });
+        if arm >= 0 {
+            self.arm_accept(idx, arm);
+        }
+        if let Some(r) = ready {
+            // SAFETY: per contract; the op is on no queue.
+            unsafe {
+                op.as_ref().set_result(r);
+                sched.post_deferred_completion(op);
+            }
+        }
+    }
+
+    // ---- descriptors ---------------------------------------------------
+
+    /// Cancels every pending operation of a socket: parked accepts at
+    /// once, kernel requests by `IORING_OP_ASYNC_CANCEL` (their CQEs then
+    /// complete them).
+    pub(crate) fn cancel_desc(&self, sched: &Sched, idx: u32, gen: u32) -> Result<()> {
+        let fd = self.descs.fd(idx, gen)?;
+        let mut aborted = OpQueue::new();
+        self.descs.slots[idx as usize].with(|st| take_waiters(&mut st.listener, &mut aborted));
+        self.cancel_fd(fd);
+        sched.post_deferred_completions(&mut aborted);
+        Ok(())
+    }
+
+    /// Cancels everything pending on the socket, closes it, frees its
+    /// slot (or leaves it to the multishot accept's final CQE). A
+    /// listener's accepted-but-unclaimed connections are closed too.
+    pub(crate) fn close_desc(&self, sched: &Sched, idx: u32, gen: u32) -> Result<()> {
+        let d = self
+            .descs
+            .slots
+            .get(idx as usize)
+            .ok_or(Error::BadDescriptor)?;
+        let mut aborted = OpQueue::new();
+        let r = d.with(|st| {
+            if !st.open || d.gen.load(Ordering::Relaxed) != gen {
+                return Err(Error::BadDescriptor);
+            }
+            st.open = false;
+            d.gen.store(gen.wrapping_add(1), Ordering::Release);
+            let fd = d.fd.swap(-1, Ordering::AcqRel);
+            take_waiters(&mut st.listener, &mut aborted);
+            st.zombie = st.listener.armed;
+            Ok((fd, st.zombie))
+        });
+        let (fd, zombie) = r?;
+        // The cancel must reach the kernel while `fd` still names this
+        // socket: submit it now, then close.
+        self.cancel_fd(fd);
+        self.submit_now();
+        if self.info.sqpoll {
+            // The kernel thread consumes the SQ on its own time: wait
+            // (briefly) until it has issued the cancel.
+            for _ in 0..100_000 {
+                if !self.sq_pending() {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        sys::close(fd);
+        // Closed, the listener gets no new pending connections; hand back
+        // the ones it holds (one at a time: each close takes locks).
+        while let Some((i, _)) = d.with(|st| st.listener.pop_pending(&self.descs.slots)) {
+            self.descs.close_unused(i);
+        }
+        sched.post_deferred_completions(&mut aborted);
+        if !zombie {
+            self.descs.release(idx);
+        }
+        Ok(())
+    }
+
+    // ---- timers --------------------------------------------------------
+
+    pub(crate) fn timer_new(&self) -> Result<(u32, u32)> {
+        self.timers.with(|ts| {
+            let i = if ts.free != NIL {
+                let i = ts.free;
+                ts.free = ts.objs[i as usize].next_free;
+                i
+            } else if (ts.bump as usize) < ts.objs.len() {
+                ts.bump += 1;
+                ts.bump - 1
+            } else {
+                return Err(Error::PoolExhausted);
+            };
+            let o = &mut ts.objs[i as usize];
+            o.live = true;
+            o.expiry = 0;
+            o.head = ptr::null_mut();
+            o.tail = ptr::null_mut();
+            Ok((i, o.gen))
+        })
+    }
+
+    fn timer_update_next(&self, ts: &TimerState) {
+        self.next_timer
+            .store(ts.queue.earliest().unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// Cancels the waits of a timer and, with `expiry`, sets its deadline;
+    /// with `close`, frees it. Returns how many waits were cancelled.
+    pub(crate) fn timer_reset(
+        &self,
+        sched: &Sched,
+        idx: u32,
+        gen: u32,
+        expiry: Option<u64>,
+        close: bool,
+    ) -> usize {
+        let mut out = OpQueue::new();
+        let n = self.timers.with(|ts| {
+            if ts.obj(idx, gen).is_none() {
+                return 0;
+            }
+            let n = ts.cancel_all(idx, &mut out);
+            let o = &mut ts.objs[idx as usize];
+            if let Some(e) = expiry {
+                o.expiry = e;
+            }
+            if close {
+                o.live = false;
+                o.gen = o.gen.wrapping_add(1);
+                o.next_free = ts.free;
+                ts.free = idx;
+            }
+            self.timer_update_next(ts);
+            n
+        });
+        sched.post_deferred_completions(&mut out);
+        n
+    }
+
+    /// Queues a wait on timer `idx` at its expiry and counts its work
+    /// (under the timer lock, so the runner cannot fire it first).
+    ///
+    /// # Safety
+    /// `w` is a live wait operation on no queue; on error it was not
+    /// queued, no work was counted, and it still belongs to the caller.
+    pub(crate) unsafe fn timer_wait(
+        &self,
+        sched: &Sched,
+        idx: u32,
+        gen: u32,
+        w: NonNull<WaitHdr>,
+    ) -> Result<()> {
+        let deadline = self.timers.with(|ts| {
+            let o = ts.obj(idx, gen).ok_or(Error::BadDescriptor)?;
+            let deadline = o.expiry;
+            // SAFETY: per contract, `w` stays live until it leaves the
+            // queue (fired, cancelled or drained).
+            let h =
+                unsafe { ts.queue.insert(deadline, w.cast()) }.map_err(|_| Error::PoolExhausted)?;
+            // Append: waits of one timer are cancelled first in, first out.
+            let o = &mut ts.objs[idx as usize];
+            let tail = o.tail;
+            // SAFETY: `w` is ours; `tail` is a live wait of this timer.
+            unsafe {
+                let p = w.as_ptr();
+                (*p).handle = Some(h);
+                (*p).obj = idx;
+                (*p).prev = tail;
+                (*p).next = ptr::null_mut();
+                if tail.is_null() {
+                    o.head = p;
+                } else {
+                    (*tail).next = p;
+                }
+            }
+            o.tail = w.as_ptr();
+            self.timer_update_next(ts);
+            sched.compensating_work_started();
+            Ok::<u64, Error>(deadline)
+        })?;
+        if deadline < self.blocked_until.load(Ordering::Acquire) {
+            stat!(self, interrupts);
+            sys::eventfd_signal(self.efd);
+        }
+        Ok(())
+    }
+
+    fn fire_timers(&self, now: u64, ops: &mut OpQueue) {
+        if self.next_timer.load(Ordering::Acquire) > now {
+            return;
+        }
+        self.timers.with(|ts| {
+            let mut due = OpQueue::new();
+            ts.queue.pop_expired(now, &mut due);
+            while let Some(op) = due.pop() {
+                // SAFETY: every queued timer op is a WaitHdr on its timer's
+                // list (timer_wait put it on both).
+                unsafe {
+                    ts.unlink(op.cast::<WaitHdr>().as_ptr());
+                    ops.push(op);
+                }
+            }
+            self.timer_update_next(ts);
+        });
+    }
+
+    // ---- the wait --------------------------------------------------------
+
+    /// One `io_uring_enter`: submit the SQ and wait for a CQE, at most
+    /// until `deadline` (ns on the monotonic clock).
+    fn enter_and_wait(&self, deadline: Option<u64>, now: u64) {
+        let submitter = self.ring.submitter();
+        stat!(self, enter_calls);
+        let r = match deadline {
+            None => submitter.submit_and_wait(1),
+            Some(d) => {
+                let rel = d.saturating_sub(now);
+                let ts = types::Timespec::new()
+                    .sec(rel / 1_000_000_000)
+                    .nsec((rel % 1_000_000_000) as u32);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        // ETIME: the time-out passed; EINTR: a signal; EBUSY/EAGAIN:
+        // completions to reap first. The scheduler simply runs us again.
+        let _ = r;
+    }
+
+    /// Submits without waiting.
+    fn enter_submit(&self) {
+        stat!(self, enter_calls);
+        let _ = self.ring.submitter().submit();
+    }
+
+    /// Whether SQEs wait to be submitted.
+    fn sq_pending(&self) -> bool {
+        self.with_sq(|sq, _| !sq.is_empty())
+    }
+
+    /// The CQ overflowed into the kernel's backlog and must be flushed.
+    fn cq_overflowed(&self) -> bool {
+        self.with_sq(|sq, _| sq.cq_overflow())
+    }
+}
+
+fn take_waiters(ls: &mut ListenerState, aborted: &mut OpQueue) {
+    while let Some(w) = ls.waiters.pop() {
+        // SAFETY: parked accept ops are live and their work counted.
+        unsafe {
+            w.as_ref().set_result(Err(Error::OperationAborted));
+            aborted.push(w);
+        }
+    }
+}
+
+impl Task for Proactor {
+    fn run(&self, wait: Wait, ops: &mut OpQueue) {
+        // SAFETY: the scheduler runs the task on one thread at a time, so
+        // this is the only reference to the runner state.
+        let rs = unsafe { &mut *self.runner.get() };
+        // Completions already waiting cost no syscall.
+        let mut reaped = self.reap(rs, ops);
+        if rs.rearm_interrupter {
+            rs.rearm_interrupter = false;
+            self.arm_interrupter();
+        }
+        let now = self.now_ns();
+        let mut deadline = match wait {
+            Wait::Poll => Some(now),
+            Wait::Forever => None,
+            Wait::Until(d) => Some(d),
+        };
+        let block = reaped == 0 && !matches!(deadline, Some(d) if d <= now) && {
+            // Publish how long we sleep, under the timer lock, so a timer
+            // queued meanwhile with an earlier deadline interrupts us.
+            self.timers.with(|ts| {
+                if let Some(t) = ts.queue.earliest() {
+                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                }
+                let until = deadline.unwrap_or(u64::MAX);
+                if until > now {
+                    self.blocked_until.store(until, Ordering::Release);
+                    true
+                } else {
+                    false
+                }
+            })
+        };
+        if block {
+            self.sq_lock.lock();
+            self.waiting.store(true, Ordering::Relaxed);
+            // SAFETY: locked just above.
+            unsafe { self.sq_lock.unlock() };
+            self.enter_and_wait(deadline, now);
+            self.waiting.store(false, Ordering::Relaxed);
+            self.blocked_until.store(0, Ordering::Release);
+            rs.deferred = false;
+            reaped = self.reap(rs, ops);
+        } else if self.sq_pending() {
+            // Completions are being handed out: let their handlers add to
+            // the SQ and submit it with the next wait, but never twice in
+            // a row.
+            if rs.deferred || reaped == 0 {
+                rs.deferred = false;
+                self.enter_submit();
+                reaped = self.reap(rs, ops);
+            } else {
+                rs.deferred = true;
+            }
+        }
+        if reaped >= self.info.cq_entries as usize && self.cq_overflowed() {
+            self.enter_submit();
+            self.reap(rs, ops);
+        }
+        self.fire_timers(self.now_ns(), ops);
+    }
+
+    fn interrupt(&self) {
+        stat!(self, interrupts);
+        sys::eventfd_signal(self.efd);
+    }
+
+    fn shutdown(&self, ops: &mut OpQueue) {
+        // SAFETY: no thread runs the context during shutdown.
+        let rs = unsafe { &mut *self.runner.get() };
+        rs.shutting_down = true;
+        // Accepts parked in user space are not in the kernel.
+        for d in self.descs.slots.iter() {
+            d.with(|st| take_waiters(&mut st.listener, ops));
+        }
+        // Cancel everything in the kernel and wait for every final CQE:
+        // only then may the slots (and buffers) be destroyed.
+        let start = self.now_ns();
+        loop {
+            // SAFETY: exclusive at shutdown.
+            let expected = unsafe { (*self.sq_state.get()).expected };
+            if rs.completed >= expected {
+                break;
+            }
+            let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS)
+                .user_data(UD_IGNORE);
+            // SAFETY: a cancel carries no pointer.
+            unsafe { self.push(&e, false) };
+            let now = self.now_ns();
+            self.enter_and_wait(Some(now + 50_000_000), now);
+            self.reap(rs, ops);
+            if self.now_ns().saturating_sub(start) > SHUTDOWN_DRAIN_NS {
+                // Freeing slots the kernel may still write into would be
+                // unsound; refusing to go on is the only safe answer.
+                eprintln!(
+                    "pinion-uring: {} io_uring requests did not complete within 10 s of \
+                     shutdown; aborting rather than freeing memory the kernel may write",
+                    expected - rs.completed
+                );
+                std::process::abort();
+            }
+        }
+        self.timers.with(|ts| {
+            ts.queue.drain_all(ops);
+            for o in ts.objs.iter_mut() {
+                o.head = ptr::null_mut();
+                o.tail = ptr::null_mut();
+            }
+        });
+    }
+
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        pinion_sync::monotonic_now_ns()
+    }
+}
+
+impl Drop for Proactor {
+    fn drop(&mut self) {
+        // Shutdown has drained every request. Close the sockets still
+        // open, then the interrupter; the ring goes last (field drop).
+        for d in self.descs.slots.iter() {
+            let fd = d.fd.swap(-1, Ordering::AcqRel);
+            if fd >= 0 {
+                sys::close(fd);
+            }
+        }
+        sys::close(self.efd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_desc_round_trips() {
+        for (i, g) in [(0, 0), (1, 7), (1023, u32::MAX), (u32::MAX - 1, 3)] {
+            assert_eq!(unpack_desc(pack_desc(i, g)), (i, g));
+        }
+    }
+
+    #[test]
+    fn listener_queue_is_fifo_through_descriptor_links() {
+        let t = DescTable::new(8);
+        let mut ls = ListenerState::new();
+        assert_eq!(ls.pop_pending(&t.slots), None);
+        for i in [3, 5, 1] {
+            ls.push_pending(&t.slots, i);
+        }
+        assert_eq!(ls.len, 3);
+        assert_eq!(ls.pop_pending(&t.slots).map(|p| p.0), Some(3));
+        ls.push_pending(&t.slots, 6);
+        let rest: Vec<u32> = std::iter::from_fn(|| ls.pop_pending(&t.slots).map(|p| p.0)).collect();
+        assert_eq!(rest, vec![5, 1, 6]);
+        assert_eq!(ls.len, 0);
+    }
+
+    #[test]
+    fn descriptor_table_generations_refuse_stale_handles() {
+        let t = DescTable::new(2);
+        let (a, ga) = t.open(100).unwrap();
+        let (b, _) = t.open(101).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.open(102), Err(Error::PoolExhausted));
+        assert_eq!(t.fd(a, ga), Ok(100));
+        // Close by hand (no ring here): bump the generation, free the slot.
+        let d = &t.slots[a as usize];
+        d.with(|st| st.open = false);
+        d.gen.store(ga.wrapping_add(1), Ordering::Release);
+        d.fd.store(-1, Ordering::Release);
+        t.release(a);
+        assert_eq!(t.fd(a, ga), Err(Error::BadDescriptor));
+        let (c, gc) = t.open(103).unwrap();
+        assert_eq!(c, a, "the freed slot is reused");
+        assert_ne!(gc, ga);
+        assert_eq!(
+            t.fd(a, ga),
+            Err(Error::BadDescriptor),
+            "old handle stays stale"
+        );
+        assert_eq!(t.fd(c, gc), Ok(103));
+        assert_eq!(t.fd(99, 0), Err(Error::BadDescriptor));
+        assert_eq!(t.in_use(), 2);
+    }
+
+    #[test]
+    fn user_data_tags_fit_under_slot_alignment() {
+        assert!(TAG_MASK < pinion_core::pool::OP_SLOT_ALIGN as u64);
+        for tag in [TAG_OP, TAG_ACCEPT, UD_INTERRUPT, UD_IGNORE] {
+            assert_eq!(tag & !TAG_MASK, 0);
+        }
+    }
+}
