@@ -59,7 +59,8 @@ fn main() {
             .collect(),
     );
     for c in states {
-        ctx.post(move || step(ctx, c)).expect("pool sized for every chain");
+        ctx.post(move || step(ctx, c))
+            .expect("pool sized for every chain");
     }
     let t0 = Instant::now();
     std::thread::scope(|s| {

@@ -43,5 +43,6 @@ pub use pinion_epoll::{
 
 #[cfg(all(feature = "uring", not(feature = "epoll")))]
 pub use pinion_uring::{
-    Builder, IoContext, SteadyTimer, Strand, TcpListener, TcpStream, UdpSocket,
+    BuildError, Builder, IoContext, RingInfo, Shutdown, SteadyTimer, Strand, TcpListener,
+    TcpStream, UdpSocket,
 };
