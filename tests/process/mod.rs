@@ -19,8 +19,12 @@ use crate::util::{self, FixedBuf};
 
 /// One test at a time: they all depend on the process's descriptors.
 fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    // One lock for the whole binary (util is loaded once), not one per
+    // backend module: the epoll and uring instances of these tests share
+    // the process's descriptor table and limit.
+    crate::util::PROCESS_LOCK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 #[test]

@@ -18,6 +18,11 @@ pub const WATCHDOG: Duration = Duration::from_secs(20);
 pub const WATCHDOG_NS: u64 = 20_000_000_000;
 
 /// Loopback, port chosen by the kernel.
+/// Serialises tests that touch process-wide state (fd limit, fd count)
+/// across every backend instance in one test binary.
+#[allow(dead_code)] // used by some test binaries only
+pub static PROCESS_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
@@ -290,16 +295,26 @@ pub fn count_sigpipes() {
     });
 }
 
-/// A global allocator that counts allocations while armed.
+/// A global allocator that counts allocations while armed, on the thread
+/// that armed it: the test's own thread runs the context, and the test
+/// harness's main thread (printing another test's result) must not count.
 pub struct CountingAlloc;
 
-static ARMED: AtomicBool = AtomicBool::new(false);
+/// Thread id of the armed thread (`pinion::sync::current_thread_id`, which
+/// reads a register and so never allocates); 0 when disarmed.
+static ARMED_BY: AtomicUsize = AtomicUsize::new(0);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn counting_here() -> bool {
+    let armed = ARMED_BY.load(Ordering::Relaxed);
+    armed != 0 && armed == pinion::sync::current_thread_id()
+}
 
 // SAFETY: forwards to the system allocator; counting has no effect on it.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
+        if counting_here() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded contract.
@@ -310,7 +325,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        if ARMED.load(Ordering::Relaxed) {
+        if counting_here() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: forwarded contract.
@@ -318,14 +333,16 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Starts counting allocations (process-wide).
+/// Starts counting allocations made by the calling thread.
 pub fn arm_alloc_counter() {
+    let me = pinion::sync::current_thread_id();
+    assert_ne!(me, 0, "no thread id on this target: cannot scope the count");
     ALLOCS.store(0, Ordering::SeqCst);
-    ARMED.store(true, Ordering::SeqCst);
+    ARMED_BY.store(me, Ordering::SeqCst);
 }
 
 /// Stops counting; returns how many allocations happened while armed.
 pub fn disarm_alloc_counter() -> usize {
-    ARMED.store(false, Ordering::SeqCst);
+    ARMED_BY.store(0, Ordering::SeqCst);
     ALLOCS.load(Ordering::SeqCst)
 }
