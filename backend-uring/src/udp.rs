@@ -218,10 +218,10 @@ impl<'c> UdpSocket<'c> {
         };
         sched.compensating_work_started();
         let o = p.as_ptr();
-        // SAFETY: `o` is our fresh op; the msghdr points at the iovec and
-        // address in the same slot and the iovec at the buffer's bytes,
-        // all of which stay put until the CQE has been reaped (the slot
-        // is freed only by the complete function).
+        // The msghdr points at the iovec and address in the same slot and
+        // the iovec at the buffer's bytes; all stay put until the CQE has
+        // been reaped (only the complete function frees the slot).
+        // SAFETY: `o` is our fresh op, laid out as described above.
         unsafe {
             (*o).iov.iov_base = ptr as *mut libc::c_void;
             (*o).iov.iov_len = len;
