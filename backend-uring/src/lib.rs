@@ -189,7 +189,7 @@ impl From<BuildError> for pinion_core::Error {
 ///
 /// Defaults: 1024 operation slots, 1024 descriptors, 1024 timer waits,
 /// concurrency hint 1, 256 SQ entries, CQ twice the SQ, multishot accept
-/// on (when the kernel has it), no SQPOLL.
+/// and registered files on (when the kernel has them), no SQPOLL.
 #[derive(Clone, Debug)]
 pub struct Builder {
     ops: usize,
@@ -200,6 +200,7 @@ pub struct Builder {
     cq_entries: Option<u32>,
     multishot_accept: bool,
     sqpoll_idle_ms: Option<u32>,
+    registered_files: bool,
 }
 
 impl Default for Builder {
@@ -220,6 +221,7 @@ impl Builder {
             cq_entries: None,
             multishot_accept: true,
             sqpoll_idle_ms: None,
+            registered_files: true,
         }
     }
 
@@ -270,6 +272,18 @@ impl Builder {
         self
     }
 
+    /// Register every socket with the ring (default on): a sparse
+    /// registered-file table as large as the descriptor table, each socket
+    /// installed at its descriptor index when it opens and removed when it
+    /// closes (one `io_uring_register` each), and SQEs naming it by index,
+    /// which spares the kernel a file-table lookup per operation. If the
+    /// kernel refuses the table, sockets are named by fd;
+    /// [`RingInfo::registered_files`] says which happened.
+    pub fn registered_files(mut self, on: bool) -> Self {
+        self.registered_files = on;
+        self
+    }
+
     /// Let a kernel thread poll the SQ (`IORING_SETUP_SQPOLL`), idling
     /// after `idle_ms`. Falls back to a plain ring if refused.
     pub fn sqpoll(mut self, idle_ms: Option<u32>) -> Self {
@@ -288,6 +302,7 @@ impl Builder {
             timers: self.timers,
             multishot_accept: self.multishot_accept,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
+            registered_files: self.registered_files,
         };
         let task = Proactor::new(&cfg).map_err(|e| match e {
             SetupError::Setup(libc::ENOSYS) => BuildError::NotSupported,

@@ -74,7 +74,23 @@
 //! operation then completes through its own CQE (`ECANCELED` →
 //! `OperationAborted`, or its real result if it finished first), buffer
 //! included. `close()` does the same, submits at once (so the kernel looks
-//! the fd up before it can be reused), then closes the fd.
+//! the fd up before it can be reused), removes the registered file, then
+//! closes the fd.
+//!
+//! # Registered files
+//!
+//! With `Builder::registered_files` (default on) the ring gets a sparse
+//! registered-file table as large as the descriptor table. A socket
+//! entering the table (bind, connect, accept) is installed at its
+//! descriptor index (`IORING_REGISTER_FILES_UPDATE`), and its SQEs name it
+//! as `types::Fixed(index)` ([`Target`]); cancels add
+//! `IORING_ASYNC_CANCEL_FD_FIXED`. Close removes it (update to `-1`) after
+//! the cancel was submitted and before the fd is closed and the index
+//! freed, so an index never names an old socket. The raw fd is kept for
+//! socket options, addresses and `shutdown`. Accept still returns a plain
+//! fd (no direct descriptors). Two `io_uring_register` calls per socket,
+//! none per message; counted in `Stats::files_updates`. If the kernel
+//! refuses the table (or one update), sockets are named by fd.
 //!
 //! # Multishot accept
 //!
@@ -179,6 +195,10 @@ pub struct RingInfo {
     pub multishot_accept: bool,
     /// The ring was set up with `IORING_SETUP_SQPOLL`.
     pub sqpoll: bool,
+    /// Sockets are registered files (`IORING_REGISTER_FILES`, one slot per
+    /// descriptor-table entry) and SQEs name them by index. Off when the
+    /// Builder switched it off or the kernel refused the table.
+    pub registered_files: bool,
 }
 
 /// Proactor counters (feature `stats`), a plain snapshot.
@@ -199,14 +219,18 @@ pub struct Stats {
     /// Connections a listener had to close because the descriptor table
     /// was full.
     pub accepts_dropped: u64,
+    /// `io_uring_register` calls that install or remove a registered file
+    /// (one when a socket enters the table, one when it leaves).
+    pub files_updates: u64,
 }
 
 impl Stats {
     /// System calls the proactor made for the program's I/O:
-    /// `io_uring_enter` calls and interrupter (eventfd) writes. Opening and
-    /// configuring sockets is not counted, nor is closing them.
+    /// `io_uring_enter` calls, interrupter (eventfd) writes and registered
+    /// file updates. Opening, configuring and closing sockets is not
+    /// counted.
     pub fn syscalls(&self) -> u64 {
-        self.enter_calls + self.interrupts
+        self.enter_calls + self.interrupts + self.files_updates
     }
 }
 
@@ -220,6 +244,7 @@ struct StatCells {
     interrupts: AtomicU64,
     ops_completed: AtomicU64,
     accepts_dropped: AtomicU64,
+    files_updates: AtomicU64,
 }
 
 /// Adds to a stats counter; nothing without feature `stats`.
@@ -244,6 +269,7 @@ pub(crate) struct Config {
     pub timers: usize,
     pub multishot_accept: bool,
     pub sqpoll_idle_ms: Option<u32>,
+    pub registered_files: bool,
 }
 
 /// Why the proactor could not start.
@@ -354,6 +380,9 @@ pub(crate) struct Desc {
     lock: FutexMutex,
     fd: AtomicI32,
     gen: AtomicU32,
+    /// `fd` is installed in the ring's registered-file table at this
+    /// slot's index: SQEs name it as `types::Fixed(index)`.
+    fixed: AtomicBool,
     /// Free-list link, guarded by the table's lock.
     next_free: Cell<u32>,
     /// Link in a listener's list of accepted connections, guarded by that
@@ -373,6 +402,32 @@ impl Desc {
 
 const NIL: u32 = u32::MAX;
 
+/// How an SQE names a socket: `types::Fixed` (a registered file, by its
+/// descriptor-table index) or `types::Fd`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Fd(i32),
+    Fixed(u32),
+}
+
+/// Builds an SQE for a [`Target`]: `$body` sees `$t` as `types::Fixed` or
+/// `types::Fd` (io-uring's target trait is sealed, so it cannot be named).
+macro_rules! with_target {
+    ($target:expr, |$t:ident| $body:expr) => {
+        match $target {
+            $crate::proactor::Target::Fixed(i) => {
+                let $t = io_uring::types::Fixed(i);
+                $body
+            }
+            $crate::proactor::Target::Fd(fd) => {
+                let $t = io_uring::types::Fd(fd);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_target;
+
 /// The fixed table of open sockets.
 pub(crate) struct DescTable {
     slots: Box<[Desc]>,
@@ -388,6 +443,7 @@ impl DescTable {
                 lock: FutexMutex::INIT,
                 fd: AtomicI32::new(-1),
                 gen: AtomicU32::new(0),
+                fixed: AtomicBool::new(false),
                 next_free: Cell::new(NIL),
                 pending_next: Cell::new(NIL),
                 st: UnsafeCell::new(DescState {
@@ -469,6 +525,18 @@ impl DescTable {
             return Err(Error::BadDescriptor);
         }
         Ok(fd)
+    }
+
+    /// How SQEs name the socket of a live handle: its registered-file
+    /// index, or its fd.
+    #[inline]
+    pub(crate) fn target(&self, idx: u32, gen: u32) -> Result<Target> {
+        let fd = self.fd(idx, gen)?;
+        Ok(if self.slots[idx as usize].fixed.load(Ordering::Acquire) {
+            Target::Fixed(idx)
+        } else {
+            Target::Fd(fd)
+        })
     }
 
     /// Slots in use (for tests).
@@ -708,12 +776,23 @@ impl Proactor {
         // Ring headers are well under a page; count one page for each ring.
         let sq_ring = 4096 + sq_entries as usize * 4;
         let cq_ring = 4096 + cq_entries as usize * 16;
+        // One registered-file slot per descriptor-table entry, all empty
+        // (sparse, Linux 5.19). Any refusal (EINVAL/ENOSYS on kernels
+        // without it, ENOMEM, EMFILE past RLIMIT_NOFILE) leaves plain fds.
+        let descriptors = cfg.descriptors.min(NIL as usize - 1);
+        let registered_files = cfg.registered_files
+            && descriptors > 0
+            && ring
+                .submitter()
+                .register_files_sparse(descriptors as u32)
+                .is_ok();
         let info = RingInfo {
             sq_entries,
             cq_entries,
             pinned_bytes: sqe_bytes + sq_ring + cq_ring,
             multishot_accept: cfg.multishot_accept,
             sqpoll: params.is_setup_sqpoll(),
+            registered_files,
         };
         let efd = sys::eventfd().map_err(SetupError::Os)?;
         let timers = cfg.timers.max(1);
@@ -774,6 +853,7 @@ impl Proactor {
             interrupts: l(&s.interrupts),
             ops_completed: l(&s.ops_completed),
             accepts_dropped: l(&s.accepts_dropped),
+            files_updates: l(&s.files_updates),
         }
     }
 
@@ -873,9 +953,12 @@ impl Proactor {
         unsafe { self.push(&e, true) };
     }
 
-    /// Queues `IORING_OP_ASYNC_CANCEL` for every request on `fd`.
-    pub(crate) fn cancel_fd(&self, fd: i32) {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
+    /// Queues `IORING_OP_ASYNC_CANCEL` for every request on the socket
+    /// (`IORING_ASYNC_CANCEL_FD`, with `_FD_FIXED` for a registered file:
+    /// the kernel matches requests by file, however they named it).
+    pub(crate) fn cancel_target(&self, target: Target) {
+        let cb = with_target!(target, |t| types::CancelBuilder::fd(t).all());
+        let e = opcode::AsyncCancel2::new(cb)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(UD_IGNORE);
@@ -938,11 +1021,11 @@ impl Proactor {
 
     // ---- multishot accept ----------------------------------------------
 
-    fn arm_accept(&self, idx: u32, fd: i32) {
-        let e = opcode::AcceptMulti::new(types::Fd(fd))
+    fn arm_accept(&self, idx: u32, target: Target) {
+        let e = with_target!(target, |t| opcode::AcceptMulti::new(t)
             .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(((idx as u64) << 4) | TAG_ACCEPT);
+            .build())
+        .user_data(((idx as u64) << 4) | TAG_ACCEPT);
         // SAFETY: a multishot accept carries no pointer; its descriptor
         // slot is not reused before its final CQE (the zombie rule).
         unsafe { self.push(&e, true) };
@@ -966,7 +1049,7 @@ impl Proactor {
                     close_fd = res;
                     None
                 } else {
-                    match self.descs.open(res) {
+                    match self.open_desc(res) {
                         Ok((i, g)) => Some(Ok(pack_desc(i, g))),
                         Err(e) => {
                             stat!(self, accepts_dropped);
@@ -1026,8 +1109,7 @@ impl Proactor {
             sys::close(close_fd);
         }
         if rearm {
-            let fd = d.fd.load(Ordering::Acquire);
-            self.arm_accept(idx, fd);
+            self.arm_accept(idx, self.slot_target(idx));
         }
         if free {
             self.descs.release(idx);
@@ -1049,7 +1131,7 @@ impl Proactor {
         op: NonNull<Operation>,
     ) {
         let d = &self.descs.slots[idx as usize];
-        let mut arm = -1;
+        let mut arm = None;
         let ready = d.with(|st| {
             if !st.open || d.gen.load(Ordering::Relaxed) != gen {
                 return Some(Err(Error::BadDescriptor));
@@ -1063,12 +1145,12 @@ impl Proactor {
             if !ls.armed {
                 ls.armed = true;
                 ls.cancel_sent = false;
-                arm = d.fd.load(Ordering::Acquire);
+                arm = Some(self.slot_target(idx));
             }
             None
         });
-        if arm >= 0 {
-            self.arm_accept(idx, arm);
+        if let Some(target) = arm {
+            self.arm_accept(idx, target);
         }
         if let Some(r) = ready {
             // SAFETY: per contract; the op is on no queue.
@@ -1081,14 +1163,55 @@ impl Proactor {
 
     // ---- descriptors ---------------------------------------------------
 
+    /// Puts `fd` in the descriptor table and, with registered files on,
+    /// installs it in the ring's file table at the same index (one
+    /// `io_uring_register`). If the kernel refuses that one update, the
+    /// socket simply keeps being named by fd. `PoolExhausted` when the
+    /// table is full (the caller still owns `fd` then).
+    pub(crate) fn open_desc(&self, fd: i32) -> Result<(u32, u32)> {
+        let (idx, gen) = self.descs.open(fd)?;
+        if self.info.registered_files {
+            stat!(self, files_updates);
+            let ok = self.ring.submitter().register_files_update(idx, &[fd]);
+            self.descs.slots[idx as usize]
+                .fixed
+                .store(matches!(ok, Ok(1)), Ordering::Release);
+        }
+        Ok((idx, gen))
+    }
+
+    /// Empties registered-file slot `idx` if it holds a file. Called
+    /// after the socket's cancel was submitted and before its fd is
+    /// closed and its descriptor slot freed, so the index is never reused
+    /// while the old file sits in it.
+    fn unregister_file(&self, idx: u32) {
+        if self.descs.slots[idx as usize]
+            .fixed
+            .swap(false, Ordering::AcqRel)
+        {
+            stat!(self, files_updates);
+            let _ = self.ring.submitter().register_files_update(idx, &[-1]);
+        }
+    }
+
+    /// How SQEs name the socket in slot `idx` (its owner holds it open).
+    fn slot_target(&self, idx: u32) -> Target {
+        let d = &self.descs.slots[idx as usize];
+        if d.fixed.load(Ordering::Acquire) {
+            Target::Fixed(idx)
+        } else {
+            Target::Fd(d.fd.load(Ordering::Acquire))
+        }
+    }
+
     /// Cancels every pending operation of a socket: parked accepts at
     /// once, kernel requests by `IORING_OP_ASYNC_CANCEL` (their CQEs then
     /// complete them).
     pub(crate) fn cancel_desc(&self, sched: &Sched, idx: u32, gen: u32) -> Result<()> {
-        let fd = self.descs.fd(idx, gen)?;
+        let target = self.descs.target(idx, gen)?;
         let mut aborted = OpQueue::new();
         self.descs.slots[idx as usize].with(|st| take_waiters(&mut st.listener, &mut aborted));
-        self.cancel_fd(fd);
+        self.cancel_target(target);
         sched.post_deferred_completions(&mut aborted);
         Ok(())
     }
@@ -1115,9 +1238,15 @@ impl Proactor {
             Ok((fd, st.zombie))
         });
         let (fd, zombie) = r?;
-        // The cancel must reach the kernel while `fd` still names this
-        // socket: submit it now, then close.
-        self.cancel_fd(fd);
+        let target = if d.fixed.load(Ordering::Acquire) {
+            Target::Fixed(idx)
+        } else {
+            Target::Fd(fd)
+        };
+        // The cancel must reach the kernel while `fd` (or the registered
+        // file at `idx`) still names this socket: submit it now, then
+        // remove the registered file, then close.
+        self.cancel_target(target);
         self.submit_now();
         if self.info.sqpoll {
             // The kernel thread consumes the SQ on its own time: wait
@@ -1129,10 +1258,12 @@ impl Proactor {
                 std::thread::yield_now();
             }
         }
+        self.unregister_file(idx);
         sys::close(fd);
         // Closed, the listener gets no new pending connections; hand back
         // the ones it holds (one at a time: each close takes locks).
         while let Some((i, _)) = d.with(|st| st.listener.pop_pending(&self.descs.slots)) {
+            self.unregister_file(i);
             self.descs.close_unused(i);
         }
         sched.post_deferred_completions(&mut aborted);

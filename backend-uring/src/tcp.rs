@@ -11,12 +11,12 @@ use core::mem::ManuallyDrop;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use core::ptr::{addr_of, NonNull};
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
-use crate::proactor::{unpack_desc, Sched};
+use crate::proactor::{unpack_desc, with_target, Sched, Target};
 use crate::sys::{self, RawAddr};
 use crate::{IoContext, Shutdown};
 
@@ -64,10 +64,7 @@ impl core::fmt::Debug for TcpListener<'_> {
 
 /// Registers `fd` in the table, closing it if the table is full.
 fn register(ctx: &IoContext, fd: i32) -> Result<(u32, u32)> {
-    ctx.proactor()
-        .descs
-        .open(fd)
-        .inspect_err(|_| sys::close(fd))
+    ctx.proactor().open_desc(fd).inspect_err(|_| sys::close(fd))
 }
 
 // ---- accept -------------------------------------------------------------
@@ -164,6 +161,11 @@ impl<'c> TcpListener<'c> {
         self.ctx.proactor().descs.fd(self.index, self.gen)
     }
 
+    /// How SQEs name this socket (registered file or fd).
+    fn target(&self) -> Result<Target> {
+        self.ctx.proactor().descs.target(self.index, self.gen)
+    }
+
     /// The bound address (with the port the kernel picked for port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
         sys::local_addr(self.fd()?)
@@ -177,8 +179,8 @@ impl<'c> TcpListener<'c> {
     where
         F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>) + Send + 'static,
     {
-        let fd = match self.fd() {
-            Ok(fd) => fd,
+        let target = match self.target() {
+            Ok(t) => t,
             Err(error) => return Err(Rejected { error, handler }),
         };
         let sched: &Sched = self.ctx;
@@ -215,13 +217,13 @@ impl<'c> TcpListener<'c> {
             // SAFETY: `addr`/`addrlen` live in the op's slot, which stays
             // allocated until the CQE has been reaped.
             unsafe {
-                let e = opcode::Accept::new(
-                    types::Fd(fd),
+                let e = with_target!(target, |t| opcode::Accept::new(
+                    t,
                     (*o).addr.as_mut_ptr(),
                     core::ptr::addr_of_mut!((*o).addrlen),
                 )
                 .flags(libc::SOCK_CLOEXEC)
-                .build()
+                .build())
                 .user_data(o as u64);
                 self.ctx.proactor().push(&e, true);
             }
@@ -310,6 +312,10 @@ impl<'c> TcpStream<'c> {
             Ok(x) => x,
             Err(error) => return Err(Rejected { error, handler }),
         };
+        let target = match ctx.proactor().descs.target(index, gen) {
+            Ok(t) => t,
+            Err(error) => return Err(Rejected { error, handler }),
+        };
         let (raw, len) = RawAddr::from_std(addr);
         let op = ConnectOp {
             header: Operation::new(complete_connect::<'c, F>),
@@ -334,9 +340,9 @@ impl<'c> TcpStream<'c> {
         let o = p.as_ptr();
         // SAFETY: the address lives in the op's slot until the CQE.
         unsafe {
-            let e = opcode::Connect::new(types::Fd(fd), (*o).addr.as_ptr(), len)
-                .build()
-                .user_data(o as u64);
+            let e = with_target!(target, |t| opcode::Connect::new(t, (*o).addr.as_ptr(), len)
+                .build())
+            .user_data(o as u64);
             ctx.proactor().push(&e, true);
         }
         Ok(())
@@ -345,6 +351,11 @@ impl<'c> TcpStream<'c> {
     #[inline]
     fn fd(&self) -> Result<i32> {
         self.ctx.proactor().descs.fd(self.index, self.gen)
+    }
+
+    /// How SQEs name this socket (registered file or fd).
+    fn target(&self) -> Result<Target> {
+        self.ctx.proactor().descs.target(self.index, self.gen)
     }
 
     /// The context this stream belongs to.
@@ -365,8 +376,8 @@ impl<'c> TcpStream<'c> {
         B: IoBufMut,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
-        let fd = match self.fd() {
-            Ok(fd) => fd,
+        let target = match self.target() {
+            Ok(t) => t,
             Err(error) => {
                 return Err(Rejected {
                     error,
@@ -374,7 +385,7 @@ impl<'c> TcpStream<'c> {
                 })
             }
         };
-        start_buf_op::<B, F, true>(self.ctx, fd, buf, handler)
+        start_buf_op::<B, F, true>(self.ctx, target, buf, handler)
     }
 
     /// Writes at most `buf.bytes_len()` bytes from `buf` (`IORING_OP_SEND`
@@ -389,8 +400,8 @@ impl<'c> TcpStream<'c> {
         B: IoBuf,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
-        let fd = match self.fd() {
-            Ok(fd) => fd,
+        let target = match self.target() {
+            Ok(t) => t,
             Err(error) => {
                 return Err(Rejected {
                     error,
@@ -400,7 +411,7 @@ impl<'c> TcpStream<'c> {
         };
         start_buf_op::<WriteOnly<B>, WriteHandler<F>, false>(
             self.ctx,
-            fd,
+            target,
             WriteOnly(buf),
             WriteHandler(handler),
         )
@@ -600,11 +611,11 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write on `fd` with `buf`.
+/// Starts a read (`READ`) or a write on `target` with `buf`.
 #[inline]
 fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     ctx: &IoContext,
-    fd: i32,
+    target: Target,
     mut buf: B,
     handler: F,
 ) -> core::result::Result<(), Rejected<(B, F)>> {
@@ -636,11 +647,11 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     }
     sched.compensating_work_started();
     let e = if READ {
-        opcode::Recv::new(types::Fd(fd), ptr, len).build()
+        with_target!(target, |t| opcode::Recv::new(t, ptr, len).build())
     } else {
-        opcode::Send::new(types::Fd(fd), ptr, len)
+        with_target!(target, |t| opcode::Send::new(t, ptr, len)
             .flags(libc::MSG_NOSIGNAL)
-            .build()
+            .build())
     };
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays

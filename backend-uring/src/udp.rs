@@ -7,11 +7,11 @@ use core::mem::{zeroed, ManuallyDrop};
 use core::net::SocketAddr;
 use core::ptr::{addr_of, addr_of_mut, NonNull};
 
-use io_uring::{opcode, types};
+use io_uring::opcode;
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
-use crate::proactor::Sched;
+use crate::proactor::{with_target, Sched};
 use crate::sys::{self, RawAddr};
 use crate::IoContext;
 
@@ -107,8 +107,7 @@ impl<'c> UdpSocket<'c> {
         }
         let (index, gen) = ctx
             .proactor()
-            .descs
-            .open(fd)
+            .open_desc(fd)
             .inspect_err(|_| sys::close(fd))?;
         Ok(UdpSocket { ctx, index, gen })
     }
@@ -184,8 +183,8 @@ impl<'c> UdpSocket<'c> {
         alen: libc::socklen_t,
         recv: bool,
     ) -> core::result::Result<(), Rejected<(B, F)>> {
-        let fd = match self.fd() {
-            Ok(fd) => fd,
+        let target = match self.ctx.proactor().descs.target(self.index, self.gen) {
+            Ok(t) => t,
             Err(error) => {
                 return Err(Rejected {
                     error,
@@ -230,11 +229,12 @@ impl<'c> UdpSocket<'c> {
             (*o).msg.msg_iov = addr_of_mut!((*o).iov);
             (*o).msg.msg_iovlen = 1;
             let e = if recv {
-                opcode::RecvMsg::new(types::Fd(fd), addr_of_mut!((*o).msg)).build()
+                with_target!(target, |t| opcode::RecvMsg::new(t, addr_of_mut!((*o).msg))
+                    .build())
             } else {
-                opcode::SendMsg::new(types::Fd(fd), addr_of!((*o).msg))
+                with_target!(target, |t| opcode::SendMsg::new(t, addr_of!((*o).msg))
                     .flags(libc::MSG_NOSIGNAL as u32)
-                    .build()
+                    .build())
             };
             self.ctx.proactor().push(&e.user_data(o as u64), true);
         }

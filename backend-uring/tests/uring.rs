@@ -914,3 +914,119 @@ fn multishot_accept_stops_at_high_water_and_rearms() {
     // SAFETY: nothing uses ctx any more.
     unsafe { free_ctx(ctx) };
 }
+
+#[test]
+fn echo_200_connections_registered_files_on() {
+    echo(
+        200,
+        20,
+        Builder::new().registered_files(true),
+        "echo_200_connections_registered_files_on",
+    );
+}
+
+#[test]
+fn echo_200_connections_registered_files_off() {
+    echo(
+        200,
+        20,
+        Builder::new().registered_files(false),
+        "echo_200_connections_registered_files_off",
+    );
+}
+
+/// `ring_info()` says whether sockets are registered files: on by default
+/// (the kernels pinion-uring runs on have sparse file tables), off when
+/// the Builder says so.
+#[test]
+fn ring_info_reports_registered_files() {
+    let _g = serial();
+    let Some(on) = ctx_or_skip(Builder::new().descriptors(64), "ring_info_registered_files") else {
+        return;
+    };
+    assert!(on.ring_info().registered_files);
+    // SAFETY: nothing uses the context any more.
+    unsafe { free_ctx(on) };
+    let Some(off) = ctx_or_skip(
+        Builder::new().descriptors(64).registered_files(false),
+        "ring_info_registered_files",
+    ) else {
+        return;
+    };
+    assert!(!off.ring_info().registered_files);
+    // SAFETY: nothing uses the context any more.
+    unsafe { free_ctx(off) };
+}
+
+/// The descriptor index in a handle's `Debug` output.
+fn desc_index(dbg: &str) -> u32 {
+    let rest = &dbg[dbg.find("index: ").expect("index field") + 7..];
+    rest[..rest.find(',').expect("gen field")].parse().unwrap()
+}
+
+/// close() with a read pending on a registered file: the handler gets
+/// OperationAborted and its buffer, the op slot goes back, and the freed
+/// descriptor slot (and its registered-file index) carries a new
+/// connection that echoes.
+#[test]
+fn close_pending_read_with_registered_files_and_reuse_slot() {
+    let _g = serial();
+    let Some(ctx) = ctx_or_skip(
+        Builder::new().descriptors(64).registered_files(true),
+        "close_pending_read_with_registered_files",
+    ) else {
+        return;
+    };
+    assert!(ctx.ring_info().registered_files);
+    assert_eq!(ctx.pool().in_use(), 0);
+    // The second server, bound first so it does not take the freed slot.
+    let l2 = TcpListener::bind(ctx, loopback()).unwrap();
+    let addr2 = l2.local_addr().unwrap();
+    let aborted = Arc::new(AtomicBool::new(false));
+    let reused = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (a, ru, d) = (aborted.clone(), reused.clone(), done.clone());
+    with_pair(ctx, move |s, c| {
+        let s_idx = desc_index(&format!("{s:?}"));
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(b"keep");
+        let ptr = buf.as_ptr() as usize;
+        s.async_read_some(buf, move |r, buf| {
+            assert_eq!(r, Err(Error::OperationAborted));
+            assert_eq!((buf.as_ptr() as usize, buf.as_slice()), (ptr, &b"keep"[..]));
+            a.store(true, Ordering::SeqCst);
+            // The freed slots are reused last-freed first: the new
+            // client (registered as the connect starts) lands in the
+            // closed server's slot.
+            serve_echo(l2, 1);
+            TcpStream::async_connect(ctx, addr2, move |r| {
+                let n = r.expect("connect");
+                ru.store(desc_index(&format!("{n:?}")) == s_idx, Ordering::SeqCst);
+                client_step(n, 0, 50, Vec::with_capacity(64), Vec::with_capacity(64), d);
+            })
+            .unwrap();
+            c.close().unwrap();
+        })
+        .unwrap();
+        // Close once the read is surely parked in the kernel.
+        let t = SteadyTimer::new(s.context()).unwrap();
+        t.expires_after(Duration::from_millis(30));
+        t.async_wait(move |r| {
+            r.unwrap();
+            s.close().unwrap();
+            t.close();
+        })
+        .unwrap();
+    });
+    run_watched(ctx);
+    assert!(aborted.load(Ordering::SeqCst), "read aborted");
+    assert!(
+        reused.load(Ordering::SeqCst),
+        "new connection in the freed slot"
+    );
+    assert_eq!(done.load(Ordering::SeqCst), 1, "echo on the reused slot");
+    assert_eq!(ctx.pool().in_use(), 0, "slot back in the pool");
+    assert_eq!(ctx.descriptors_in_use(), 0);
+    // SAFETY: nothing uses ctx any more.
+    unsafe { free_ctx(ctx) };
+}
