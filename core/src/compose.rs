@@ -47,13 +47,11 @@
 //! stream (cloned once per step: a stream handle is a few words), the
 //! handler and at most 24 bytes of counters.
 
-use core::ptr::NonNull;
-
 use pinion_sync::SyncKit;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
-use crate::op::{Invoke, Operation};
-use crate::scheduler::Scheduler;
+
+use crate::scheduler::{Bound, Scheduler};
 use crate::task::Task;
 use crate::{Error, Rejected, Result};
 
@@ -155,56 +153,12 @@ pub fn post_value<T: Task, K: SyncKit, V: Send + 'static>(
     value: V,
     run: fn(V),
 ) -> core::result::Result<(), Rejected<V>> {
-    let op = PostedValue {
-        header: Operation::new(complete_posted::<V, T, K>),
-        value,
-        run,
-    };
-    match sched.alloc_op(op) {
-        Ok(p) => {
-            // SAFETY: a fresh operation, on no queue, whose complete
-            // function expects this scheduler as its owner.
-            unsafe { sched.post_immediate_completion(p.cast()) };
-            Ok(())
-        }
-        Err(op) => Err(Rejected {
-            error: Error::PoolExhausted,
-            handler: op.value,
-        }),
-    }
-}
-
-/// A queued `run(value)`: header at offset 0, then the argument.
-#[repr(C)]
-struct PostedValue<V> {
-    header: Operation,
-    value: V,
-    run: fn(V),
-}
-
-/// Completion of a [`post_value`]: move the value out, free the slot so
-/// that `run`'s own posts can reuse it, then run `run` or drop the value.
-///
-/// # Safety
-/// See [`CompleteFn`](crate::op::CompleteFn); `owner` is a
-/// `Scheduler<T, K>`.
-unsafe fn complete_posted<V: Send + 'static, T: Task, K: SyncKit>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke,
-) {
-    let op = op.cast::<PostedValue<V>>();
-    // SAFETY: `op` is a live PostedValue<V> (`post_value::<V>` stored this
-    // function in its header), read once here and never again: its slot
-    // is freed below. The header copy has no drop glue.
-    let PostedValue { value, run, .. } = unsafe { op.as_ptr().read() };
-    // SAFETY: `owner` is the Scheduler<T, K> whose `alloc_op` made `op`.
-    let sched = unsafe { &*(owner as *const Scheduler<T, K>) };
-    // SAFETY: the value was moved out above; the slot is freed once.
-    unsafe { sched.free_op(op) };
-    if how == Invoke::Run {
-        run(value);
-    }
+    sched
+        .post_runnable(Bound { value, run })
+        .map_err(|r| Rejected {
+            error: r.error,
+            handler: r.handler.value,
+        })
 }
 
 /// When [`async_read`] is done (Asio's completion conditions). Every
@@ -670,6 +624,7 @@ unsafe impl<S: Send + 'static, B: IoBuf, F: Send + 'static> IoBuf for WriteOp<S,
 mod tests {
     use super::*;
     use crate::pool::StaticSlots;
+    use crate::scheduler::HandlerOp;
     use crate::{NoTask, Storage};
     use pinion_sync::SpinKit;
     use std::boxed::Box;
@@ -1357,13 +1312,13 @@ mod tests {
         assert!(size_of::<ReadUntilOp<Stream, Buf, Handler>>() <= budget);
         assert!(size_of::<WriteOp<Stream, Buf, Handler>>() <= budget);
         // The posted form: header + value + fn pointer.
-        assert!(size_of::<PostedValue<ReadOp<Stream, Buf, Handler>>>() <= crate::OP_SLOT_SIZE);
+        assert!(size_of::<HandlerOp<Bound<ReadOp<Stream, Buf, Handler>>>>() <= crate::OP_SLOT_SIZE);
         std::println!(
-            "ReadOp {} ReadUntilOp {} WriteOp {} PostedValue<ReadOp> {}",
+            "ReadOp {} ReadUntilOp {} WriteOp {} HandlerOp<Bound<ReadOp>> {}",
             size_of::<ReadOp<Stream, Buf, Handler>>(),
             size_of::<ReadUntilOp<Stream, Buf, Handler>>(),
             size_of::<WriteOp<Stream, Buf, Handler>>(),
-            size_of::<PostedValue<ReadOp<Stream, Buf, Handler>>>(),
+            size_of::<HandlerOp<Bound<ReadOp<Stream, Buf, Handler>>>>(),
         );
     }
 }

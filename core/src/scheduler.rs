@@ -229,6 +229,33 @@ impl Registry {
     }
 }
 
+/// What a posted handler operation runs once: a closure, or a value with
+/// the function to call on it ([`Bound`], which a refused post can hand
+/// back as the bare value).
+pub(crate) trait Runnable: Send + 'static {
+    fn run(self);
+}
+
+impl<F: FnOnce() + Send + 'static> Runnable for F {
+    #[inline(always)]
+    fn run(self) {
+        self()
+    }
+}
+
+/// `run(value)`, queued without a closure.
+pub(crate) struct Bound<V> {
+    pub(crate) value: V,
+    pub(crate) run: fn(V),
+}
+
+impl<V: Send + 'static> Runnable for Bound<V> {
+    #[inline(always)]
+    fn run(self) {
+        (self.run)(self.value)
+    }
+}
+
 /// A posted handler: header plus the closure, inline in one slot.
 #[repr(C)]
 pub(crate) struct HandlerOp<F> {
@@ -829,6 +856,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     where
         F: FnOnce() + Send + 'static,
     {
+        self.post_runnable(handler)
+    }
+
+    /// The one way a handler operation is made and queued (`post`, and
+    /// `compose::post_value`).
+    #[inline]
+    pub(crate) fn post_runnable<F: Runnable>(&self, handler: F) -> Result<(), Rejected<F>> {
         let op = HandlerOp {
             header: Operation::new(complete_handler::<F, T, K>),
             handler: ManuallyDrop::new(handler),
@@ -951,7 +985,7 @@ impl<T: Task, K: SyncKit> Drop for RunExit<'_, T, K> {
 ///
 /// # Safety
 /// See [`CompleteFn`](crate::op::CompleteFn).
-pub(crate) unsafe fn complete_handler<F: FnOnce() + Send + 'static, T: Task, K: SyncKit>(
+pub(crate) unsafe fn complete_handler<F: Runnable, T: Task, K: SyncKit>(
     op: NonNull<Operation>,
     owner: *const (),
     how: Invoke,
@@ -965,7 +999,7 @@ pub(crate) unsafe fn complete_handler<F: FnOnce() + Send + 'static, T: Task, K: 
     // SAFETY: the value was moved out above; freed once.
     unsafe { sched.free_op(op) };
     if how == Invoke::Run {
-        handler();
+        handler.run();
     }
 }
 
