@@ -13,104 +13,15 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::thread;
 
-use pinion_core::{Error, NoTask, OpSlot, Rejected, Scheduler, Storage, Strand};
+use pinion_core::{Error, NoTask, Rejected, Scheduler, Strand};
 use pinion_sync::{FutexKit, SpinKit, SyncKit};
 
-// ------------------------------------------------------------- helpers
+mod common;
+use common::*;
 
-type Ctx<K = FutexKit> = Scheduler<NoTask, K>;
 type FStrand<'s> = Strand<'s, NoTask, FutexKit>;
-
-const fn scale(normal: usize, miri: usize) -> usize {
-    if cfg!(miri) {
-        miri
-    } else {
-        normal
-    }
-}
-
-fn ids_available() -> bool {
-    pinion_sync::current_thread_id() != 0
-}
-
-/// Leaked test state stays reachable from this static, so miri's leak
-/// check (which accepts memory reachable from statics) passes.
-static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
-struct Kept(#[allow(dead_code)] *const u8);
-// SAFETY: never dereferenced; only keeps leaked allocations reachable.
-unsafe impl Send for Kept {}
-
-fn leak_box<T>(b: Box<T>) -> &'static T {
-    let r: &'static T = Box::leak(b);
-    KEPT.lock().unwrap().push(Kept(r as *const T as *const u8));
-    r
-}
-
-fn leak_slice_mut<T>(b: Box<[T]>) -> &'static mut [T] {
-    let r: &'static mut [T] = Box::leak(b);
-    KEPT.lock().unwrap().push(Kept(r.as_ptr() as *const u8));
-    r
-}
-
-fn slots(n: usize) -> Storage<OpSlot> {
-    let v: Vec<OpSlot> = (0..n).map(|_| OpSlot::EMPTY).collect();
-    Storage::from_static(leak_slice_mut(v.into_boxed_slice()))
-}
-
-fn leak<K: SyncKit>(n_slots: usize, hint: usize) -> &'static Ctx<K> {
-    leak_box(Box::new(Scheduler::new(NoTask, slots(n_slots), hint)))
-}
-
-fn limit(secs: u64) -> Duration {
-    Duration::from_secs(if cfg!(miri) { 100_000 } else { secs })
-}
-
-struct Watchdog(Arc<AtomicBool>);
-
-fn watchdog(name: &'static str, secs: u64) -> Watchdog {
-    let done = Arc::new(AtomicBool::new(false));
-    if !cfg!(miri) {
-        let d = done.clone();
-        thread::spawn(move || {
-            let t0 = Instant::now();
-            while !d.load(Ordering::Acquire) {
-                if t0.elapsed() > Duration::from_secs(secs) {
-                    eprintln!("watchdog: `{name}` still running after {secs} s, aborting");
-                    std::process::abort();
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        });
-    }
-    Watchdog(done)
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-fn join_all<T>(what: &str, secs: u64, hs: Vec<JoinHandle<T>>) -> Vec<T> {
-    let t0 = Instant::now();
-    while !hs.iter().all(|h| h.is_finished()) {
-        assert!(t0.elapsed() < limit(secs), "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(1));
-    }
-    hs.into_iter()
-        .map(|h| h.join().expect("thread panicked"))
-        .collect()
-}
-
-struct DropCount(Arc<AtomicUsize>);
-impl Drop for DropCount {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 thread_local! {
     /// Which poster this thread is (runner threads: set before `run`).
