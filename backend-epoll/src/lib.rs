@@ -173,7 +173,11 @@ impl Builder {
         descriptors: Storage<DescriptorSlot>,
         timers: Storage<TimerSlot>,
     ) -> Result<IoContext> {
-        let reactor = Reactor::new(descriptors, timers)?;
+        // One thread: I/O is performed where epoll reports it (see the
+        // reactor's docs); several: by whichever thread takes the
+        // descriptor operation, as in Asio.
+        let inline_io = self.concurrency_hint <= 1;
+        let reactor = Reactor::new(descriptors, timers, inline_io)?;
         Ok(IoContext {
             sched: Scheduler::new(reactor, ops, self.concurrency_hint.max(1)),
         })

@@ -172,10 +172,19 @@ impl<'c> TcpStream<'c> {
         // start_op makes for a connect (Asio's start_connect_op).
         // SAFETY: `op` is ours; never performed here (not speculative).
         let perform = |fd| unsafe { ops::perform_now(op, fd) };
-        if let Err(e) =
-            ctx.task()
-                .start_op::<CONNECT_OP>(ctx, index, gen, op.cast(), false, perform)
-        {
+        // SAFETY: `here` is this thread's.
+        let started = unsafe {
+            ctx.task().start_op::<CONNECT_OP>(
+                ctx,
+                ctx.here(),
+                index,
+                gen,
+                op.cast(),
+                false,
+                perform,
+            )
+        };
+        if let Err(e) = started {
             // Unreachable in practice: nobody else has the handle yet.
             let _ = ctx.task().close(ctx, index, gen);
             return Err(reject(e));

@@ -106,7 +106,7 @@ pub(crate) unsafe fn perform_now<S: OpState<F>, F>(op: NonNull<SocketOp<S, F>>, 
 /// # Safety
 /// See [`CompleteFn`](pinion_core::op::CompleteFn); `op` is a
 /// `SocketOp<S, F>` allocated from the pool of the context `owner`.
-unsafe fn complete<S: OpState<F>, F>(op: NonNull<Operation>, owner: *const (), how: Invoke) {
+unsafe fn complete<S: OpState<F>, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>) {
     let p = op.cast::<SocketOp<S, F>>();
     // SAFETY: `owner` is the scheduler of the IoContext that allocated `op`
     // (IoContext is a transparent wrapper of it).
@@ -116,11 +116,11 @@ unsafe fn complete<S: OpState<F>, F>(op: NonNull<Operation>, owner: *const (), h
     let take = || unsafe {
         let s = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).state)));
         let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).handler)));
-        ctx.free_op(p);
+        ctx.free_op_in(how.here(), p);
         (s, h)
     };
     match how {
-        Invoke::Run => {
+        Invoke::Run(_) => {
             // SAFETY: as above; the result is read before the slot is freed.
             let r = unsafe { op.as_ref().result() };
             let (s, h) = take();
@@ -143,14 +143,30 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<F>, F>(
     handler: F,
     allow_speculative: bool,
 ) -> core::result::Result<(), Rejected<(S, F)>> {
-    let op = alloc(ctx, state, handler)?;
+    // One thread lookup serves the allocation and the queueing.
+    let here = ctx.here();
+    // SAFETY: `here` is this context's.
+    let op = unsafe { ctx.alloc_op_in(here, SocketOp::new(state, handler)) }.map_err(|v| {
+        Rejected {
+            error: Error::PoolExhausted,
+            handler: v.into_parts(),
+        }
+    })?;
     // SAFETY: `op` is ours and on no queue: start_op performs it under the
     // descriptor's lock only.
     let perform = |fd| unsafe { perform_now(op, fd) };
-    match ctx
-        .task()
-        .start_op::<OP_TYPE>(ctx, index, gen, op.cast(), allow_speculative, perform)
-    {
+    // SAFETY: `here` is this thread's, looked up above.
+    match unsafe {
+        ctx.task().start_op::<OP_TYPE>(
+            ctx,
+            here,
+            index,
+            gen,
+            op.cast(),
+            allow_speculative,
+            perform,
+        )
+    } {
         Ok(()) => Ok(()),
         Err(error) => Err(Rejected {
             error,

@@ -105,7 +105,7 @@ impl<'c> SteadyTimer<'c> {
 unsafe fn complete_wait<F: FnOnce(Result<()>) + Send + 'static>(
     op: NonNull<Operation>,
     owner: *const (),
-    how: Invoke,
+    how: Invoke<'_>,
 ) {
     let p = op.cast::<WaitOp<F>>();
     // SAFETY: `owner` is the context that allocated `op`.
@@ -115,10 +115,10 @@ unsafe fn complete_wait<F: FnOnce(Result<()>) + Send + 'static>(
     let (r, handler) = unsafe {
         let r = op.as_ref().result();
         let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).handler)));
-        ctx.free_op(p);
+        ctx.free_op_in(how.here(), p);
         (r, h)
     };
-    if how == Invoke::Run {
+    if how.is_run() {
         stat!(ctx.task(), ops_completed);
         handler(r.map(drop));
     }

@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use op::{Invoke, OpResult, Operation};
 pub use pool::{OpSlot, SlotPool, StaticSlots, OP_SLOT_SIZE};
 pub use queue::OpQueue;
-pub use scheduler::{Scheduler, WorkGuard};
+pub use scheduler::{Here, Scheduler, WorkGuard};
 pub use storage::Storage;
 pub use strand::Strand;
 pub use task::{NoTask, Task, Wait};

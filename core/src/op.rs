@@ -21,6 +21,7 @@
 use core::cell::Cell;
 use core::ptr::{self, NonNull};
 
+use crate::scheduler::Here;
 use crate::Error;
 
 /// What an operation's result slot holds: bytes transferred (or ready
@@ -28,13 +29,33 @@ use crate::Error;
 pub type OpResult = Result<usize, Error>;
 
 /// Whether [`Operation::complete`] runs the handler or only destroys it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Invoke {
-    /// Run the handler with the result, then free the operation.
-    Run,
+#[derive(Clone, Copy, Debug)]
+pub enum Invoke<'a> {
+    /// Run the handler with the result, then free the operation. Called
+    /// only by a thread inside the owning scheduler's `run`, whose private
+    /// state comes along so the function can free its slot and start the
+    /// next operation without looking the thread up.
+    Run(Here<'a>),
     /// Drop the handler without running it and free the operation
     /// (context shutdown or destruction).
     Destroy,
+}
+
+impl Invoke<'_> {
+    /// `true` for [`Invoke::Run`].
+    #[inline(always)]
+    pub fn is_run(&self) -> bool {
+        matches!(self, Invoke::Run(_))
+    }
+
+    /// The run thread, when running.
+    #[inline(always)]
+    pub fn here(&self) -> Option<Here<'_>> {
+        match *self {
+            Invoke::Run(h) => Some(h),
+            Invoke::Destroy => None,
+        }
+    }
 }
 
 /// The type-erased completion function.
@@ -47,7 +68,7 @@ pub enum Invoke {
 /// `op` points to a live, dequeued operation created for exactly this
 /// function, `owner` to the scheduler that owns its memory; each operation
 /// is completed at most once.
-pub type CompleteFn = unsafe fn(op: NonNull<Operation>, owner: *const (), how: Invoke);
+pub type CompleteFn = unsafe fn(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>);
 
 /// The header at offset 0 of every operation.
 #[repr(C)]
@@ -94,7 +115,7 @@ impl Operation {
     /// `op` is live and on no queue; `owner` is the scheduler its function
     /// expects; after this call `op` must not be touched again.
     #[inline]
-    pub unsafe fn complete(op: NonNull<Operation>, owner: *const (), how: Invoke) {
+    pub unsafe fn complete(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>) {
         // SAFETY: the caller guarantees `op` is live; reading the function
         // pointer before the call, which may free `op`.
         let func = unsafe { op.as_ref().func };

@@ -210,7 +210,7 @@ mod tests {
     use super::*;
     use crate::op::Invoke;
 
-    unsafe fn nop(_: NonNull<Operation>, _: *const (), _: Invoke) {}
+    unsafe fn nop(_: NonNull<Operation>, _: *const (), _: Invoke<'_>) {}
 
     fn ops<const N: usize>() -> [Operation; N] {
         core::array::from_fn(|_| Operation::new(nop))

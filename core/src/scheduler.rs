@@ -88,11 +88,15 @@ pub(crate) struct ThreadInfo {
     /// Innermost strand frame on this thread's stack (Asio's
     /// `call_stack<strand_impl>`), null when no strand runs here.
     pub(crate) strand: Cell<*const StrandFrame>,
+    /// The scheduler whose `run` made this (checked in debug builds
+    /// wherever a [`Here`] is used).
+    owner: *const (),
 }
 
 impl ThreadInfo {
-    fn new() -> Self {
+    fn new(owner: *const ()) -> Self {
         ThreadInfo {
+            owner,
             private: UnsafeCell::new(OpQueue::new()),
             private_work: Cell::new(0),
             cache: Cell::new(ptr::null_mut()),
@@ -109,6 +113,24 @@ impl ThreadInfo {
     unsafe fn private(&self) -> &mut OpQueue {
         // SAFETY: per this function's contract.
         unsafe { &mut *self.private.get() }
+    }
+}
+
+/// Proof that the calling thread is inside `run` of a scheduler, carrying
+/// that thread's private state (queue, work count, slot cache).
+///
+/// The scheduler hands one to every operation it runs
+/// ([`Invoke::Run`]); a backend passes it on so that freeing the slot and
+/// queueing follow-up work need not look the thread up again. Obtained
+/// outside a completion with [`Scheduler::here`].
+#[derive(Clone, Copy)]
+pub struct Here<'a> {
+    pub(crate) ti: &'a ThreadInfo,
+}
+
+impl core::fmt::Debug for Here<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Here").finish_non_exhaustive()
     }
 }
 
@@ -404,7 +426,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             self.stop();
             return 0;
         }
-        let ti = ThreadInfo::new();
+        let ti = ThreadInfo::new(self.owner());
         let reg = self.threads.register(&ti as *const _ as *mut ThreadInfo);
         if let Some(outer) = reg.as_ref().and_then(|r| {
             // SAFETY: a previous registration of this thread is the
@@ -564,7 +586,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             guard.ran += 1;
             // SAFETY: `op` was queued by post/defer/a backend, is live and
             // now on no queue; `owner` is the scheduler it belongs to.
-            unsafe { Operation::complete(op, owner, Invoke::Run) };
+            unsafe { Operation::complete(op, owner, Invoke::Run(Here { ti })) };
             if self.stopped.load(Ordering::Relaxed) {
                 break;
             }
@@ -692,6 +714,14 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.threads.lookup()
     }
 
+    /// The calling thread's [`Here`], if it is inside this scheduler's
+    /// `run`: look it up once, then use it for every `*_in` call of one
+    /// initiating function.
+    #[inline]
+    pub fn here(&self) -> Option<Here<'_>> {
+        self.threads.lookup().map(|ti| Here { ti })
+    }
+
     // ---- work ----------------------------------------------------------
 
     /// Counts one more unit of outstanding work.
@@ -712,8 +742,23 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// the shared counter (Asio's `compensating_work_started`).
     #[inline]
     pub fn compensating_work_started(&self) {
-        match self.this_thread() {
-            Some(ti) => ti.private_work.set(ti.private_work.get() + 1),
+        // SAFETY: a Here of this scheduler.
+        unsafe { self.compensating_work_started_in(self.here()) }
+    }
+
+    /// [`compensating_work_started`](Self::compensating_work_started)
+    /// with the thread already known.
+    ///
+    /// # Safety
+    /// `here` came from this scheduler (its [`here`](Self::here) or an
+    /// [`Invoke::Run`] it passed).
+    #[inline(always)]
+    pub unsafe fn compensating_work_started_in(&self, here: Option<Here<'_>>) {
+        match here {
+            Some(h) => {
+                debug_assert_eq!(h.ti.owner, self.owner());
+                h.ti.private_work.set(h.ti.private_work.get() + 1)
+            }
             None => self.work_started(),
         }
     }
@@ -737,7 +782,23 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// `op` is live, on no queue, completes with this scheduler as owner.
     #[inline(always)]
     pub unsafe fn post_immediate_completion(&self, op: NonNull<Operation>) {
-        if let Some(ti) = self.this_thread() {
+        // SAFETY: forwarded; a Here of this scheduler.
+        unsafe { self.post_immediate_completion_in(self.here(), op) }
+    }
+
+    /// [`post_immediate_completion`](Self::post_immediate_completion) with
+    /// the thread already known.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn post_immediate_completion_in(
+        &self,
+        here: Option<Here<'_>>,
+        op: NonNull<Operation>,
+    ) {
+        if let Some(Here { ti }) = here {
+            debug_assert_eq!(ti.owner, self.owner());
             ti.private_work.set(ti.private_work.get() + 1);
             // SAFETY: owning thread; `op` per contract.
             unsafe { ti.private().push(op) };
@@ -805,9 +866,20 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// one. Hands `value` back when the pool is exhausted.
     #[inline]
     pub fn alloc_op<O>(&self, value: O) -> Result<NonNull<O>, O> {
+        // SAFETY: a Here of this scheduler.
+        unsafe { self.alloc_op_in(self.here(), value) }
+    }
+
+    /// [`alloc_op`](Self::alloc_op) with the thread already known.
+    ///
+    /// # Safety
+    /// `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn alloc_op_in<O>(&self, here: Option<Here<'_>>, value: O) -> Result<NonNull<O>, O> {
         crate::pool::assert_fits::<O>();
-        let slot = match self.this_thread() {
-            Some(ti) if !ti.cache.get().is_null() => {
+        let slot = match here {
+            Some(Here { ti }) if !ti.cache.get().is_null() => {
+                debug_assert_eq!(ti.owner, self.owner());
                 let s = ti.cache.get();
                 // SAFETY: cached slots hold the next cached slot in their
                 // first word (written by `free_op`).
@@ -832,8 +904,20 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// value has been moved out or dropped, and it is freed once.
     #[inline]
     pub unsafe fn free_op<O>(&self, op: NonNull<O>) {
+        // SAFETY: forwarded; a Here of this scheduler.
+        unsafe { self.free_op_in(self.here(), op) }
+    }
+
+    /// [`free_op`](Self::free_op) with the thread already known (a
+    /// complete function's [`Invoke::here`]).
+    ///
+    /// # Safety
+    /// As for `free_op`; `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn free_op_in<O>(&self, here: Option<Here<'_>>, op: NonNull<O>) {
         let slot = op.cast::<OpSlot>();
-        if let Some(ti) = self.this_thread() {
+        if let Some(Here { ti }) = here {
+            debug_assert_eq!(ti.owner, self.owner());
             if ti.cache_len.get() < SLOT_CACHE_MAX {
                 // SAFETY: the slot is ours again; its first word becomes
                 // the cache link.
@@ -867,11 +951,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             header: Operation::new(complete_handler::<F, T, K>),
             handler: ManuallyDrop::new(handler),
         };
-        match self.alloc_op(op) {
+        let here = self.here();
+        // SAFETY: a Here of this scheduler.
+        match unsafe { self.alloc_op_in(here, op) } {
             Ok(p) => {
                 // SAFETY: a fresh operation whose complete function expects
-                // this scheduler as owner.
-                unsafe { self.post_immediate_completion(p.cast()) };
+                // this scheduler as owner; `here` is this scheduler's.
+                unsafe { self.post_immediate_completion_in(here, p.cast()) };
                 Ok(())
             }
             Err(op) => Err(Rejected {
@@ -988,7 +1074,7 @@ impl<T: Task, K: SyncKit> Drop for RunExit<'_, T, K> {
 pub(crate) unsafe fn complete_handler<F: Runnable, T: Task, K: SyncKit>(
     op: NonNull<Operation>,
     owner: *const (),
-    how: Invoke,
+    how: Invoke<'_>,
 ) {
     let op = op.cast::<HandlerOp<F>>();
     // SAFETY: `op` is a live HandlerOp<F> (this function was stored in its
@@ -996,9 +1082,10 @@ pub(crate) unsafe fn complete_handler<F: Runnable, T: Task, K: SyncKit>(
     let handler = unsafe { ManuallyDrop::into_inner(ptr::read(addr_of!((*op.as_ptr()).handler))) };
     // SAFETY: `owner` is the Scheduler<T, K> that allocated `op`.
     let sched = unsafe { &*(owner as *const Scheduler<T, K>) };
-    // SAFETY: the value was moved out above; freed once.
-    unsafe { sched.free_op(op) };
-    if how == Invoke::Run {
+    // SAFETY: the value was moved out above; freed once; `how` comes
+    // from this scheduler.
+    unsafe { sched.free_op_in(how.here(), op) };
+    if how.is_run() {
         handler.run();
     }
 }

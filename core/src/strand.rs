@@ -238,7 +238,7 @@ unsafe fn release<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: NonNull<Str
 unsafe fn strand_complete<T: Task, K: SyncKit>(
     op: NonNull<Operation>,
     owner: *const (),
-    how: Invoke,
+    how: Invoke<'_>,
 ) {
     let imp = op.cast::<StrandImpl<K>>();
     // SAFETY: `owner` is the scheduler that owns this strand's slot.
@@ -246,7 +246,7 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
     // SAFETY: the strand is locked while its op is queued, so its slot is
     // live and `ready` is ours.
     let s = unsafe { imp.as_ref() };
-    if how == Invoke::Destroy {
+    if !how.is_run() {
         // Shutdown: no handle can exist (they borrow the scheduler being
         // dropped), so destroy every handler and free the slot.
         let mut all = OpQueue::new();
@@ -274,7 +274,7 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
         let next = unsafe { (*s.ready.get()).pop() };
         let Some(h) = next else { break };
         // SAFETY: each handler op is live, dequeued, owned by `sched`.
-        unsafe { Operation::complete(h, owner, Invoke::Run) };
+        unsafe { Operation::complete(h, owner, how) };
     }
 }
 

@@ -346,7 +346,7 @@ mod tests {
     use crate::op::Invoke;
     use std::vec::Vec;
 
-    unsafe fn nop(_: NonNull<Operation>, _: *const (), _: Invoke) {}
+    unsafe fn nop(_: NonNull<Operation>, _: *const (), _: Invoke<'_>) {}
 
     fn ops(n: usize) -> Vec<Operation> {
         (0..n).map(|_| Operation::new(nop)).collect()
