@@ -38,7 +38,8 @@ pub use pinion_uring as uring;
 
 #[cfg(feature = "epoll")]
 pub use pinion_epoll::{
-    Builder, IoContext, Shutdown, SteadyTimer, Strand, TcpListener, TcpStream, UdpSocket,
+    Builder, IoContext, PooledBuf, ReadBufferCount, Shutdown, SteadyTimer, Strand, TcpListener,
+    TcpStream, UdpSocket,
 };
 
 #[cfg(all(feature = "uring", not(feature = "epoll")))]

@@ -19,6 +19,12 @@ macro_rules! backend {
     };
 }
 #[cfg(feature = "epoll")]
+macro_rules! pooled_reads {
+    () => {
+        mod pooled;
+    };
+}
+#[cfg(feature = "epoll")]
 #[path = "suite/mod.rs"]
 mod epoll;
 
@@ -27,6 +33,10 @@ macro_rules! backend {
     ($b:ident) => {
         pub(crate) use pinion::uring as $b;
     };
+}
+#[cfg(feature = "uring")]
+macro_rules! pooled_reads {
+    () => {};
 }
 #[cfg(feature = "uring")]
 #[path = "suite/mod.rs"]

@@ -39,6 +39,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use pinion_core::Storage;
 
+mod bufs;
 mod interrupter;
 mod net;
 mod ops;
@@ -47,6 +48,7 @@ mod stats;
 mod sys;
 mod timer;
 
+pub use bufs::{PooledBuf, ReadBufferCount};
 pub use net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 pub use pinion_core::timer::TimerSlot;
 pub use pinion_core::{Error, OpSlot, Rejected, Result};
@@ -82,6 +84,16 @@ impl Deref for IoContext {
 }
 
 impl IoContext {
+    /// Free and total buffers of the read pool
+    /// ([`Builder::read_buffers`]); `None` without one.
+    pub fn read_buffers(&self) -> Option<ReadBufferCount> {
+        self.sched.task().read_buffers().map(|p| ReadBufferCount {
+            free: p.available(),
+            total: p.count(),
+            size: p.size(),
+        })
+    }
+
     /// The reactor's counters so far.
     #[cfg(feature = "stats")]
     pub fn stats(&self) -> Stats {
@@ -96,6 +108,7 @@ pub struct Builder {
     descriptors: usize,
     timers: usize,
     concurrency_hint: usize,
+    read_buffers: (usize, usize),
 }
 
 impl Default for Builder {
@@ -105,6 +118,7 @@ impl Default for Builder {
             descriptors: 1024,
             timers: 1024,
             concurrency_hint: 1,
+            read_buffers: (0, 0),
         }
     }
 }
@@ -140,13 +154,27 @@ impl Builder {
         self
     }
 
+    /// A pool of `count` read buffers of `size` bytes (at least 16) for
+    /// [`TcpStream::async_read_pooled`]; none by default. Reserved by
+    /// [`build`](Self::build) (the no_std `build_static` has none).
+    pub fn read_buffers(mut self, count: usize, size: usize) -> Self {
+        self.read_buffers = (count, size);
+        self
+    }
+
     /// Builds the context, boxing each pool once, now.
     #[cfg(feature = "std")]
     pub fn build(self) -> Result<IoContext> {
+        let (count, size) = self.read_buffers;
+        let bufs = (count > 0).then(|| {
+            let size = size.max(bufs::MIN_SIZE);
+            bufs::ReadBuffers::new(Storage::boxed_with(count * size, || 0u8), size)
+        });
         self.finish(
             Storage::boxed_with(self.ops, || OpSlot::EMPTY),
             Storage::boxed_with(self.descriptors + self.timers, || DescriptorSlot::EMPTY),
             Storage::boxed_with(self.timers, || TimerSlot::EMPTY),
+            bufs,
         )
     }
 
@@ -164,6 +192,7 @@ impl Builder {
             Storage::from_static(ops),
             Storage::from_static(descriptors),
             Storage::from_static(timers),
+            None,
         )
     }
 
@@ -172,12 +201,13 @@ impl Builder {
         ops: Storage<OpSlot>,
         descriptors: Storage<DescriptorSlot>,
         timers: Storage<TimerSlot>,
+        read_buffers: Option<bufs::ReadBuffers>,
     ) -> Result<IoContext> {
         // One thread: I/O is performed where epoll reports it (see the
         // reactor's docs); several: by whichever thread takes the
         // descriptor operation, as in Asio.
         let inline_io = self.concurrency_hint <= 1;
-        let reactor = Reactor::new(descriptors, timers, inline_io)?;
+        let reactor = Reactor::new(descriptors, timers, inline_io, read_buffers)?;
         Ok(IoContext {
             sched: Scheduler::new(reactor, ops, self.concurrency_hint.max(1)),
         })

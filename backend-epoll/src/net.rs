@@ -12,7 +12,8 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Rejected, Result};
 
-use crate::ops::{self, Accept, Connect, Recv, RecvFrom, Send, SendTo};
+use crate::bufs::PooledBuf;
+use crate::ops::{self, Accept, Connect, Recv, RecvFrom, RecvPooled, Send, SendTo};
 use crate::reactor::{CONNECT_OP, READ_OP, WRITE_OP};
 use crate::stats::stat;
 use crate::sys::{self, syscall, RawAddr};
@@ -216,6 +217,36 @@ impl<'c> TcpStream<'c> {
             handler,
             true
         ))
+    }
+
+    /// Reads into a buffer of the context's read pool
+    /// ([`Builder::read_buffers`](crate::Builder::read_buffers)), taken
+    /// only once data has arrived, so a waiting read holds no memory.
+    /// The handler gets the filled buffer, which goes back to the pool
+    /// when dropped; `Err(PoolExhausted)` when data arrived but every
+    /// buffer was in use (the data stays in the socket for the next
+    /// read), `Err(Eof)` when the peer closed its side. A context built
+    /// without read buffers refuses with `OperationNotSupported`.
+    pub fn async_read_pooled<F>(&self, handler: F) -> core::result::Result<(), Rejected<F>>
+    where
+        F: FnOnce(Result<PooledBuf<'c>>) + core::marker::Send + 'static,
+    {
+        if self.ctx.task().read_buffers().is_none() {
+            return Err(Rejected {
+                error: Error::OperationNotSupported,
+                handler,
+            });
+        }
+        let state = RecvPooled {
+            ctx: self.ctx,
+            buf: None,
+        };
+        ops::start::<READ_OP, _, _>(self.ctx, self.index, self.gen, state, handler, true).map_err(
+            |r| Rejected {
+                error: r.error,
+                handler: r.handler.1,
+            },
+        )
     }
 
     /// Writes at most `buf.bytes_len()` bytes from `buf`. Never raises

@@ -14,6 +14,7 @@ use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Invoke, OpResult, Operation, Rejected, Result};
 
+use crate::bufs::PooledBuf;
 use crate::net::TcpStream;
 use crate::reactor::{ReactorOp, Status};
 use crate::stats::stat;
@@ -146,26 +147,18 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<F>, F>(
     // One thread lookup serves the allocation and the queueing.
     let here = ctx.here();
     // SAFETY: `here` is this context's.
-    let op = unsafe { ctx.alloc_op_in(here, SocketOp::new(state, handler)) }.map_err(|v| {
-        Rejected {
+    let op =
+        unsafe { ctx.alloc_op_in(here, SocketOp::new(state, handler)) }.map_err(|v| Rejected {
             error: Error::PoolExhausted,
             handler: v.into_parts(),
-        }
-    })?;
+        })?;
     // SAFETY: `op` is ours and on no queue: start_op performs it under the
     // descriptor's lock only.
     let perform = |fd| unsafe { perform_now(op, fd) };
     // SAFETY: `here` is this thread's, looked up above.
     match unsafe {
-        ctx.task().start_op::<OP_TYPE>(
-            ctx,
-            here,
-            index,
-            gen,
-            op.cast(),
-            allow_speculative,
-            perform,
-        )
+        ctx.task()
+            .start_op::<OP_TYPE>(ctx, here, index, gen, op.cast(), allow_speculative, perform)
     } {
         Ok(()) => Ok(()),
         Err(error) => Err(Rejected {
@@ -294,6 +287,53 @@ impl<B: IoBuf, F: FnOnce(Result<usize>, B)> OpState<F> for Send<B> {
     #[inline]
     fn run(self, r: OpResult, handler: F) {
         handler(r, self.buf)
+    }
+}
+
+/// `recv` into a buffer taken from the context's read pool only when the
+/// socket is readable ([`crate::TcpStream::async_read_pooled`]).
+pub(crate) struct RecvPooled<'c> {
+    pub(crate) ctx: &'c IoContext,
+    /// The filled buffer, from a successful attempt until the handler runs
+    /// (dropping the state, on destroy, returns it).
+    pub(crate) buf: Option<PooledBuf<'c>>,
+}
+
+impl<'c, F: FnOnce(Result<PooledBuf<'c>>)> OpState<F> for RecvPooled<'c> {
+    fn perform(&mut self, fd: i32) -> Attempt {
+        // Taken now, not when the read was started: an idle connection
+        // holds no buffer. Given back (dropped) unless bytes arrived.
+        let Some(mut buf) = PooledBuf::take(self.ctx) else {
+            // Data is waiting but every buffer is in use: say so now, as
+            // io_uring does (ENOBUFS); the bytes stay in the socket.
+            return Attempt::Done(Err(Error::PoolExhausted));
+        };
+        let (ptr, len) = buf.room();
+        loop {
+            // SAFETY: `ptr` is valid for `len` bytes: the whole buffer,
+            // which `buf` owns.
+            match syscall!(recv(fd, ptr.cast(), len, 0)) {
+                Ok(0) => return Attempt::Done(Err(Error::Eof)),
+                Ok(n) => {
+                    let n = n as usize;
+                    buf.set_len(n);
+                    self.buf = Some(buf);
+                    return if n < len {
+                        Attempt::Exhausted(Ok(n))
+                    } else {
+                        Attempt::Done(Ok(n))
+                    };
+                }
+                Err(Error::WouldBlock) => return Attempt::NotDone,
+                Err(Error::Os(libc::EINTR)) => continue,
+                Err(e) => return Attempt::Done(Err(e)),
+            }
+        }
+    }
+
+    fn run(mut self, r: OpResult, handler: F) {
+        let r = r.and_then(|_| self.buf.take().ok_or(Error::BadDescriptor));
+        handler(r)
     }
 }
 

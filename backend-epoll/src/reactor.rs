@@ -62,6 +62,7 @@ use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
 use pinion_core::{Error, Here, Invoke, OpQueue, Operation, Result, Storage, Task, Wait};
 use pinion_sync::{FutexMutex, RawMutex};
 
+use crate::bufs::ReadBuffers;
 use crate::interrupter::Interrupter;
 use crate::stats::stat;
 use crate::sys::{syscall, Fd};
@@ -449,6 +450,8 @@ pub struct Reactor {
     /// Perform I/O in `Task::run` instead of through descriptor ops
     /// (contexts for one thread; see the module docs).
     inline_io: bool,
+    /// The pool pooled reads take from, if the context has one.
+    read_buffers: Option<ReadBuffers>,
     #[cfg(feature = "stats")]
     pub(crate) stats: crate::stats::Counters,
 }
@@ -484,6 +487,7 @@ impl Reactor {
         slots: Storage<DescriptorSlot>,
         timers: Storage<TimerSlot>,
         inline_io: bool,
+        read_buffers: Option<ReadBuffers>,
     ) -> Result<Self> {
         let raw = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
         // SAFETY: `epoll_create1` just returned this descriptor.
@@ -509,6 +513,7 @@ impl Reactor {
             polls_skipped: AtomicU32::new(0),
             last_wait_ns: AtomicU64::new(0),
             inline_io,
+            read_buffers,
             #[cfg(feature = "stats")]
             stats: Default::default(),
         };
@@ -525,6 +530,12 @@ impl Reactor {
             TIMER_TOKEN,
         )?;
         Ok(r)
+    }
+
+    /// The context's read-buffer pool, if it has one.
+    #[inline]
+    pub(crate) fn read_buffers(&self) -> Option<&ReadBuffers> {
+        self.read_buffers.as_ref()
     }
 
     #[inline]
@@ -597,6 +608,7 @@ impl Reactor {
     /// # Safety
     /// `here` is `sched.here()` of the calling thread.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)] // always inlined into its two callers
     pub(crate) unsafe fn start_op<const OP_TYPE: usize>(
         &self,
         sched: &Scheduler,

@@ -15,6 +15,8 @@ pub(crate) use support::*;
 mod cancel;
 mod compose;
 mod pool;
+// Pooled reads, for the backends that have them (see conformance.rs).
+pooled_reads!();
 mod tcp;
 mod timer;
 mod udp;
