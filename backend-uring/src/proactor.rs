@@ -118,7 +118,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
-use pinion_core::{Error, OpQueue, Operation, Result, Storage, Task, Wait};
+use pinion_core::{Error, Here, OpQueue, Operation, Result, Storage, Task, Wait};
 use pinion_sync::{FutexKit, FutexMutex, RawMutex};
 
 use crate::sys;
@@ -531,8 +531,16 @@ impl DescTable {
     /// index, or its fd.
     #[inline]
     pub(crate) fn target(&self, idx: u32, gen: u32) -> Result<Target> {
-        let fd = self.fd(idx, gen)?;
-        Ok(if self.slots[idx as usize].fixed.load(Ordering::Acquire) {
+        // One bounds check for both fields.
+        let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
+        if d.gen.load(Ordering::Acquire) != gen {
+            return Err(Error::BadDescriptor);
+        }
+        let fd = d.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            return Err(Error::BadDescriptor);
+        }
+        Ok(if d.fixed.load(Ordering::Acquire) {
             Target::Fixed(idx)
         } else {
             Target::Fd(fd)
@@ -1340,9 +1348,11 @@ impl Proactor {
     /// # Safety
     /// `w` is a live wait operation on no queue; on error it was not
     /// queued, no work was counted, and it still belongs to the caller.
+    /// `here` came from `sched`.
     pub(crate) unsafe fn timer_wait(
         &self,
         sched: &Sched,
+        here: Option<Here<'_>>,
         idx: u32,
         gen: u32,
         w: NonNull<WaitHdr>,
@@ -1372,7 +1382,8 @@ impl Proactor {
             }
             o.tail = w.as_ptr();
             self.timer_update_next(ts);
-            sched.compensating_work_started();
+            // SAFETY: `here` came from `sched` (per contract).
+            unsafe { sched.compensating_work_started_in(here) };
             Ok::<u64, Error>(deadline)
         })?;
         if deadline < self.blocked_until.load(Ordering::Acquire) {

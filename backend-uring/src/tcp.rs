@@ -83,7 +83,7 @@ struct AcceptOp<'c, F> {
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is an `AcceptOp<'c, F>` whose
 /// result slot holds the accepted fd or the error.
-unsafe fn complete_accept<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke)
+unsafe fn complete_accept<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>) + Send + 'static,
 {
@@ -108,7 +108,7 @@ where
     // SAFETY: the owner is the context that allocated the op, alive for 'c.
     let ctx: &'c IoContext = unsafe { IoContext::from_owner(owner) };
     // SAFETY: values moved out above; freed once.
-    unsafe { ctx.free_op(p) };
+    unsafe { ctx.free_op_in(how.here(), p) };
     match how {
         // A multishot result is already a registered descriptor, which
         // the context closes as it goes; a single-shot one is a bare fd.
@@ -117,7 +117,7 @@ where
                 sys::close(fd as i32);
             }
         }
-        Invoke::Run => {
+        Invoke::Run(_) => {
             let r = res.and_then(|v| {
                 let (index, gen) = if multishot {
                     unpack_desc(v)
@@ -186,14 +186,16 @@ impl<'c> TcpListener<'c> {
         let sched: &Sched = self.ctx;
         let multishot = self.ctx.ring_info().multishot_accept;
         let op = AcceptOp {
-            header: Operation::new(complete_accept::<'c, F>),
+            header: Operation::new(complete_accept::<F>),
             addr: RawAddr::zeroed(),
             addrlen: RawAddr::CAPACITY,
             multishot,
             _ctx: PhantomData,
             handler: ManuallyDrop::new(handler),
         };
-        let p = match sched.alloc_op(op) {
+        let here = sched.here();
+        // SAFETY: `here` came from this scheduler.
+        let p = match unsafe { sched.alloc_op_in(here, op) } {
             Ok(p) => p,
             Err(op) => {
                 return Err(Rejected {
@@ -204,7 +206,8 @@ impl<'c> TcpListener<'c> {
         };
         // SAFETY: `p` is ours until handed on below.
         unsafe { p.as_ref().header.set_result(Err(Error::OperationAborted)) };
-        sched.compensating_work_started();
+        // SAFETY: `here` came from this scheduler.
+        unsafe { sched.compensating_work_started_in(here) };
         if multishot {
             // SAFETY: a live accept op on no queue, its work counted.
             unsafe {
@@ -261,7 +264,7 @@ struct ConnectOp<'c, F> {
 
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is a `ConnectOp<'c, F>`.
-unsafe fn complete_connect<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke)
+unsafe fn complete_connect<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     F: FnOnce(Result<TcpStream<'c>>) + Send + 'static,
 {
@@ -279,8 +282,8 @@ where
     // SAFETY: the owner is the context that allocated the op.
     let ctx: &'c IoContext = unsafe { IoContext::from_owner(owner) };
     // SAFETY: values moved out above; freed once.
-    unsafe { ctx.free_op(p) };
-    if how == Invoke::Run {
+    unsafe { ctx.free_op_in(how.here(), p) };
+    if how.is_run() {
         let r = match res {
             Ok(_) => Ok(TcpStream { ctx, index, gen }),
             Err(e) => {
@@ -318,7 +321,7 @@ impl<'c> TcpStream<'c> {
         };
         let (raw, len) = RawAddr::from_std(addr);
         let op = ConnectOp {
-            header: Operation::new(complete_connect::<'c, F>),
+            header: Operation::new(complete_connect::<F>),
             addr: raw,
             index,
             gen,
@@ -326,7 +329,9 @@ impl<'c> TcpStream<'c> {
             handler: ManuallyDrop::new(handler),
         };
         let sched: &Sched = ctx;
-        let p = match sched.alloc_op(op) {
+        let here = sched.here();
+        // SAFETY: `here` came from this scheduler.
+        let p = match unsafe { sched.alloc_op_in(here, op) } {
             Ok(p) => p,
             Err(op) => {
                 let _ = ctx.proactor().close_desc(ctx, index, gen);
@@ -336,7 +341,8 @@ impl<'c> TcpStream<'c> {
                 });
             }
         };
-        sched.compensating_work_started();
+        // SAFETY: `here` came from this scheduler.
+        unsafe { sched.compensating_work_started_in(here) };
         let o = p.as_ptr();
         // SAFETY: the address lives in the op's slot until the CQE.
         unsafe {
@@ -538,7 +544,7 @@ struct BufOp<B, F> {
 unsafe fn complete_buf<B: BufLike, F: BufHandler<B>, const READ: bool>(
     op: NonNull<Operation>,
     owner: *const (),
-    how: Invoke,
+    how: Invoke<'_>,
 ) {
     let p = op.cast::<BufOp<B, F>>();
     // SAFETY: `p` is live and ours; each field read once, then freed.
@@ -553,8 +559,8 @@ unsafe fn complete_buf<B: BufLike, F: BufHandler<B>, const READ: bool>(
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: values moved out above; freed once.
-    unsafe { sched.free_op(p) };
-    if how == Invoke::Run {
+    unsafe { sched.free_op_in(how.here(), p) };
+    if how.is_run() {
         let r = if READ {
             match res {
                 Ok(0) if buf.len_for_op() > 0 => Err(Error::Eof),
@@ -627,7 +633,10 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
         handler: ManuallyDrop::new(handler),
     };
     let sched: &Sched = ctx;
-    let p = match sched.alloc_op(op) {
+    // The thread is looked up once for the whole initiation.
+    let here = sched.here();
+    // SAFETY: `here` came from this scheduler.
+    let p = match unsafe { sched.alloc_op_in(here, op) } {
         Ok(p) => p,
         Err(op) => {
             return Err(Rejected {
@@ -641,11 +650,13 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     };
     if len == 0 {
         // Nothing to transfer: complete with Ok(0), through the queue.
-        // SAFETY: a fresh op, on no queue, completing with this scheduler.
-        unsafe { sched.post_immediate_completion(p.cast()) };
+        // SAFETY: a fresh op, on no queue, completing with this scheduler;
+        // `here` is this scheduler's.
+        unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    sched.compensating_work_started();
+    // SAFETY: `here` came from this scheduler.
+    unsafe { sched.compensating_work_started_in(here) };
     let e = if READ {
         with_target!(target, |t| opcode::Recv::new(t, ptr, len).build())
     } else {

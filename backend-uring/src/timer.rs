@@ -32,7 +32,7 @@ struct WaitOp<F> {
 unsafe fn complete_wait<F: FnOnce(Result<()>) + Send + 'static>(
     op: NonNull<Operation>,
     owner: *const (),
-    how: Invoke,
+    how: Invoke<'_>,
 ) {
     let p = op.cast::<WaitOp<F>>();
     // SAFETY: `p` is live and ours; fields read once, then freed.
@@ -46,8 +46,8 @@ unsafe fn complete_wait<F: FnOnce(Result<()>) + Send + 'static>(
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: values moved out above; freed once.
-    unsafe { sched.free_op(p) };
-    if how == Invoke::Run {
+    unsafe { sched.free_op_in(how.here(), p) };
+    if how.is_run() {
         handler(res.map(drop))
     }
 }
@@ -85,7 +85,9 @@ impl<'c> SteadyTimer<'c> {
             hdr: WaitHdr::new(Operation::new(complete_wait::<F>)),
             handler: ManuallyDrop::new(handler),
         };
-        let p = match sched.alloc_op(op) {
+        let here = sched.here();
+        // SAFETY: `here` came from this scheduler.
+        let p = match unsafe { sched.alloc_op_in(here, op) } {
             Ok(p) => p,
             Err(op) => {
                 return Err(Rejected {
@@ -94,20 +96,21 @@ impl<'c> SteadyTimer<'c> {
                 })
             }
         };
-        // SAFETY: a fresh wait op on no queue.
+        // SAFETY: a fresh wait op on no queue; `here` is this scheduler's.
         match unsafe {
             self.ctx
                 .proactor()
-                .timer_wait(sched, self.index, self.gen, p.cast())
+                .timer_wait(sched, here, self.index, self.gen, p.cast())
         } {
             Ok(()) => Ok(()),
             Err(error) => {
                 // SAFETY: not queued (timer_wait's contract): the op is
-                // still ours; move the handler out and free the slot.
+                // still ours; move the handler out and free the slot
+                // (`here` is this scheduler's).
                 let handler = unsafe {
                     let h =
                         ManuallyDrop::into_inner(core::ptr::read(addr_of!((*p.as_ptr()).handler)));
-                    sched.free_op(p);
+                    sched.free_op_in(here, p);
                     h
                 };
                 Err(Rejected { error, handler })

@@ -40,7 +40,7 @@ struct MsgOp<B, F> {
 
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, F>` of a receive.
-unsafe fn complete_recv_from<B, F>(op: NonNull<Operation>, owner: *const (), how: Invoke)
+unsafe fn complete_recv_from<B, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     B: IoBufMut,
     F: FnOnce(Result<(usize, SocketAddr)>, B) + Send + 'static,
@@ -59,8 +59,8 @@ where
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: values moved out above; freed once.
-    unsafe { sched.free_op(p) };
-    if how == Invoke::Run {
+    unsafe { sched.free_op_in(how.here(), p) };
+    if how.is_run() {
         let r = res.and_then(|n| {
             let n = n.min(buf.spare());
             // SAFETY: the kernel wrote `n` bytes into the spare room.
@@ -73,7 +73,7 @@ where
 
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, F>` of a send.
-unsafe fn complete_send_to<B, F>(op: NonNull<Operation>, owner: *const (), how: Invoke)
+unsafe fn complete_send_to<B, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     B: IoBuf,
     F: FnOnce(Result<usize>, B) + Send + 'static,
@@ -91,8 +91,8 @@ where
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: values moved out above; freed once.
-    unsafe { sched.free_op(p) };
-    if how == Invoke::Run {
+    unsafe { sched.free_op_in(how.here(), p) };
+    if how.is_run() {
         handler(res, buf)
     }
 }
@@ -203,7 +203,9 @@ impl<'c> UdpSocket<'c> {
             handler: ManuallyDrop::new(handler),
         };
         let sched: &Sched = self.ctx;
-        let p = match sched.alloc_op(op) {
+        let here = sched.here();
+        // SAFETY: `here` came from this scheduler.
+        let p = match unsafe { sched.alloc_op_in(here, op) } {
             Ok(p) => p,
             Err(op) => {
                 return Err(Rejected {
@@ -215,7 +217,8 @@ impl<'c> UdpSocket<'c> {
                 })
             }
         };
-        sched.compensating_work_started();
+        // SAFETY: `here` came from this scheduler.
+        unsafe { sched.compensating_work_started_in(here) };
         let o = p.as_ptr();
         // The msghdr points at the iovec and address in the same slot and
         // the iovec at the buffer's bytes; all stay put until the CQE has
