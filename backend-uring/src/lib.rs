@@ -17,6 +17,8 @@
 //!   operation's slot.
 //! - [`timer`] has [`SteadyTimer`].
 //! - `sys` holds the non-io_uring system calls (sockets, options, addresses).
+//! - `ring` is pinion's own view of the SQ and CQ rings (SQEs written in
+//!   place, CQEs read in place).
 //!
 //! Memory is fixed when [`Builder::build`] returns: operation slots,
 //! descriptor table, timer queue and the ring itself (its pinned size is
@@ -32,6 +34,7 @@ use core::fmt;
 use core::ops::Deref;
 
 pub mod proactor;
+mod ring;
 mod sys;
 pub mod tcp;
 pub mod timer;

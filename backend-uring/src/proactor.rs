@@ -52,12 +52,11 @@
 //! steady state. A full SQ is back-pressure: the pusher submits it and
 //! retries, it is never an error.
 //!
-//! The SQ ring is touched only inside `with_sq`, under one mutex. The
-//! io-uring crate's `SubmissionQueue` stores the ring's tail when it is
-//! dropped, so it must never outlive that mutex: a queue made in a
-//! block's tail expression is dropped *after* the block's lock guard
-//! (edition 2021) and, on a context run by several threads, writes back a
-//! stale tail and loses SQEs. `with_sq` rules that out by construction.
+//! The SQ ring is written through pinion's own mapping of it
+//! ([`crate::ring`]), only under `sq_lock`: the SQE goes in place and the
+//! tail, kept in the locked state, is published before the lock is
+//! released. The CQ is read the same way by the one thread running the
+//! task. The io-uring crate sets the ring up and makes the system calls.
 //!
 //! # Timed waits
 //!
@@ -121,6 +120,7 @@ use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
 use pinion_core::{Error, Here, OpQueue, Operation, Result, Storage, Task, Wait};
 use pinion_sync::{FutexKit, FutexMutex, RawMutex};
 
+use crate::ring::{Rings, Sq, Sqe};
 use crate::sys;
 
 /// The scheduler this proactor is the task of.
@@ -300,6 +300,8 @@ struct RunnerState {
 struct SqState {
     /// SQEs queued that will post a final CQE we wait for.
     expected: u64,
+    /// The submission ring (points into `Proactor::rings`).
+    sq: Sq,
 }
 
 /// A listener's multishot accept state (under the descriptor's lock).
@@ -408,6 +410,18 @@ const NIL: u32 = u32::MAX;
 pub(crate) enum Target {
     Fd(i32),
     Fixed(u32),
+}
+
+impl Target {
+    /// The SQE's `fd` field and whether it is a registered-file index
+    /// (`IOSQE_FIXED_FILE`).
+    #[inline(always)]
+    pub(crate) fn raw(self) -> (i32, bool) {
+        match self {
+            Target::Fd(fd) => (fd, false),
+            Target::Fixed(i) => (i as i32, true),
+        }
+    }
 }
 
 /// Builds an SQE for a [`Target`]: `$body` sees `$t` as `types::Fixed` or
@@ -658,6 +672,9 @@ impl TimerState {
 /// The io_uring proactor: the scheduler's task.
 pub struct Proactor {
     ring: IoUring,
+    /// Our mappings of the ring and the CQ view; the SQ view is in
+    /// `sq_state`.
+    rings: Rings,
     sq_lock: FutexMutex,
     sq_state: UnsafeCell<SqState>,
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
@@ -802,12 +819,15 @@ impl Proactor {
             sqpoll: params.is_setup_sqpoll(),
             registered_files,
         };
+        let (rings, sq) =
+            Rings::map(&ring).map_err(|e| SetupError::Os(Error::from_errno(io_errno(&e))))?;
         let efd = sys::eventfd().map_err(SetupError::Os)?;
         let timers = cfg.timers.max(1);
         let p = Proactor {
             ring,
+            rings,
             sq_lock: FutexMutex::INIT,
-            sq_state: UnsafeCell::new(SqState { expected: 0 }),
+            sq_state: UnsafeCell::new(SqState { expected: 0, sq }),
             waiting: AtomicBool::new(false),
             runner: UnsafeCell::new(RunnerState {
                 completed: 0,
@@ -883,47 +903,70 @@ impl Proactor {
     /// handed it on. Operations keep it by pointing only into their own
     /// slot, which is freed only by their complete function.
     #[inline]
-    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
-        self.with_sq(|sq, st| {
-            // SAFETY: the entry's pointers stay valid per this fn's contract.
-            while unsafe { sq.push(sqe) }.is_err() {
-                stat!(self, sq_full_events);
-                sq.sync();
-                self.submit_for_room();
-                sq.sync();
-            }
-            if expects_cqe {
-                st.expected += 1;
-            }
-        });
+    pub(crate) unsafe fn push_sqe(&self, sqe: &Sqe, expects_cqe: bool) {
+        self.sq_lock.lock();
+        let _u = Unlock(&self.sq_lock);
+        // SAFETY: `sq_state` is only touched under `sq_lock`, held until
+        // `_u` drops: this is the only reference.
+        let st = unsafe { &mut *self.sq_state.get() };
+        if st.sq.looks_full() && !st.sq.sync_head() {
+            self.make_room(&mut st.sq);
+        }
+        // SAFETY: there is room; the entry's pointers stay valid per this
+        // fn's contract. The tail is published before the lock drops.
+        unsafe { st.sq.push(sqe) };
+        if expects_cqe {
+            st.expected += 1;
+        }
+        if self.waiting.load(Ordering::Relaxed) {
+            self.wake_waiter();
+        }
         stat!(self, sqes_submitted);
     }
 
-    /// The one way to the SQ: runs `f` with the submission queue and its
-    /// state under `sq_lock`, publishes the tail, then interrupts a thread
-    /// blocked in `io_uring_enter` (once per wait) so that it submits.
+    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
+    /// builders (the cold paths).
     ///
-    /// The queue value's drop stores the SQ tail, so it must be dropped
-    /// before the lock is released: here it is, by construction. (A queue
-    /// made in a block's tail expression is dropped *after* the block's
-    /// lock guard, stores a stale tail, and SQEs are lost.)
+    /// # Safety
+    /// As for `push_sqe`.
     #[inline]
-    fn with_sq<R>(&self, f: impl FnOnce(&mut squeue::SubmissionQueue<'_>, &mut SqState) -> R) -> R {
+    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
+        // SAFETY: forwarded.
+        unsafe { self.push_sqe(&Sqe::from_entry(sqe.clone()), expects_cqe) }
+    }
+
+    /// A thread is blocked in `io_uring_enter` with SQEs it has not seen:
+    /// interrupt it (once per wait) so that it submits them. Called with
+    /// `sq_lock` held.
+    #[cold]
+    #[inline(never)]
+    fn wake_waiter(&self) {
+        self.waiting.store(false, Ordering::Relaxed);
+        stat!(self, interrupts);
+        sys::eventfd_signal(self.efd);
+    }
+
+    /// The SQ is full even by the kernel's latest head: submit until it
+    /// is not. Called with `sq_lock` held.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&self, sq: &mut Sq) {
+        loop {
+            stat!(self, sq_full_events);
+            self.submit_for_room();
+            if sq.sync_head() {
+                return;
+            }
+        }
+    }
+
+    /// Runs `f` with the SQ state under `sq_lock`.
+    #[inline]
+    fn with_sq<R>(&self, f: impl FnOnce(&mut SqState) -> R) -> R {
         self.sq_lock.lock();
         let _u = Unlock(&self.sq_lock);
-        // SAFETY: the SQ and `sq_state` are only touched under `sq_lock`,
-        // held: this is the only SubmissionQueue and the only reference.
-        let (mut sq, st) = unsafe { (self.ring.submission_shared(), &mut *self.sq_state.get()) };
-        let r = f(&mut sq, st);
-        let pending = !sq.is_empty();
-        // Publishes the tail, with the lock still held.
-        drop(sq);
-        if pending && self.waiting.load(Ordering::Relaxed) {
-            self.waiting.store(false, Ordering::Relaxed);
-            stat!(self, interrupts);
-            sys::eventfd_signal(self.efd);
-        }
-        r
+        // SAFETY: `sq_state` is only touched under `sq_lock`, held.
+        f(unsafe { &mut *self.sq_state.get() })
     }
 
     /// The SQ is full: have the kernel consume it. Called with `sq_lock`
@@ -979,39 +1022,43 @@ impl Proactor {
     /// Reaps every CQE, handing completed operations to `ops`. Runner
     /// only. Returns how many CQEs were reaped.
     fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
-        let mut n = 0usize;
+        let mut done = 0u64;
+        let each = |cqe: &crate::ring::Cqe| {
+            let ud = cqe.user_data;
+            if ud & TAG_MASK == TAG_OP {
+                done += 1;
+                let op = ud as *mut Operation;
+                // SAFETY: a TAG_OP user_data is a live operation that
+                // waits for exactly this CQE and is on no queue (push's
+                // contract).
+                unsafe {
+                    (*op).set_result(to_result(cqe.res));
+                    ops.push(NonNull::new_unchecked(op));
+                }
+            } else {
+                self.dispatch_internal(rs, ud, cqe.res, cqe.flags, ops);
+            }
+        };
         // SAFETY: only the thread running the task (one at a time) or
-        // shutdown touches the CQ, so this is the only CompletionQueue.
-        let mut cq = unsafe { self.ring.completion_shared() };
-        loop {
-            for cqe in &mut cq {
-                self.dispatch(rs, cqe.user_data(), cqe.result(), cqe.flags(), ops);
-                n += 1;
-            }
-            cq.sync();
-            if cq.is_empty() {
-                break;
-            }
-        }
-        drop(cq);
+        // shutdown reaps.
+        let n = unsafe { self.rings.cq.drain(each) };
+        rs.completed += done;
+        stat!(self, ops_completed, done);
         stat!(self, cqes_reaped, n);
         n
     }
 
-    #[inline]
-    fn dispatch(&self, rs: &mut RunnerState, ud: u64, res: i32, flags: u32, ops: &mut OpQueue) {
+    /// A CQE of one of the proactor's own requests.
+    #[inline(never)]
+    fn dispatch_internal(
+        &self,
+        rs: &mut RunnerState,
+        ud: u64,
+        res: i32,
+        flags: u32,
+        ops: &mut OpQueue,
+    ) {
         match ud & TAG_MASK {
-            TAG_OP => {
-                rs.completed += 1;
-                stat!(self, ops_completed);
-                let op = ud as *mut Operation;
-                // SAFETY: a TAG_OP user_data is a live operation that waits
-                // for exactly this CQE and is on no queue (push's contract).
-                unsafe {
-                    (*op).set_result(to_result(res));
-                    ops.push(NonNull::new_unchecked(op));
-                }
-            }
             TAG_ACCEPT => {
                 let more = cqueue::more(flags);
                 if !more {
@@ -1443,12 +1490,12 @@ impl Proactor {
 
     /// Whether SQEs wait to be submitted.
     fn sq_pending(&self) -> bool {
-        self.with_sq(|sq, _| !sq.is_empty())
+        self.with_sq(|st| st.sq.pending())
     }
 
     /// The CQ overflowed into the kernel's backlog and must be flushed.
     fn cq_overflowed(&self) -> bool {
-        self.with_sq(|sq, _| sq.cq_overflow())
+        self.with_sq(|st| st.sq.cq_overflow())
     }
 }
 

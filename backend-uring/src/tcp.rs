@@ -17,6 +17,7 @@ use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
 use crate::proactor::{unpack_desc, with_target, Sched, Target};
+use crate::ring::Sqe;
 use crate::sys::{self, RawAddr};
 use crate::{IoContext, Shutdown};
 
@@ -657,17 +658,23 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     }
     // SAFETY: `here` came from this scheduler.
     unsafe { sched.compensating_work_started_in(here) };
-    let e = if READ {
-        with_target!(target, |t| opcode::Recv::new(t, ptr, len).build())
+    // IORING_OP_RECV / IORING_OP_SEND, written in place (as io-uring's
+    // `Recv`/`Send` builders would, without the copy).
+    let (fd, fixed) = target.raw();
+    let mut e = if READ {
+        Sqe::new(opcode::Recv::CODE, fd, fixed)
     } else {
-        with_target!(target, |t| opcode::Send::new(t, ptr, len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build())
+        let mut e = Sqe::new(opcode::Send::CODE, fd, fixed);
+        e.op_flags = libc::MSG_NOSIGNAL as u32;
+        e
     };
+    e.addr = ptr as u64;
+    e.len = len;
+    e.user_data = p.as_ptr() as u64;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
     // allocated until this SQE's CQE has been reaped.
-    unsafe { ctx.proactor().push(&e.user_data(p.as_ptr() as u64), true) };
+    unsafe { ctx.proactor().push_sqe(&e, true) };
     Ok(())
 }
 
