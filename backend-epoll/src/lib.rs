@@ -196,6 +196,48 @@ impl Builder {
         )
     }
 
+    /// As [`build_static`](Self::build_static), with `read_buffers`
+    /// cut into buffers of `size` bytes (at least 16) for
+    /// [`TcpStream::async_read_pooled`] (the count set by
+    /// [`read_buffers`](Self::read_buffers) is ignored: the slice decides).
+    ///
+    /// ```
+    /// use pinion_epoll::{Builder, DescriptorSlot, OpSlot, StaticArray, TimerSlot};
+    /// static OPS: StaticArray<OpSlot, 16> = StaticArray::new([OpSlot::EMPTY; 16]);
+    /// static DESCS: StaticArray<DescriptorSlot, 4> = StaticArray::new([DescriptorSlot::EMPTY; 4]);
+    /// static TIMERS: StaticArray<TimerSlot, 1> = StaticArray::new([TimerSlot::EMPTY; 1]);
+    /// static READ: StaticArray<u8, 4096> = StaticArray::new([0; 4096]);
+    /// let ctx = Builder::new()
+    ///     .build_static_with_read_buffers(
+    ///         OPS.take().unwrap(),
+    ///         DESCS.take().unwrap(),
+    ///         TIMERS.take().unwrap(),
+    ///         READ.take().unwrap(),
+    ///         1024,
+    ///     )
+    ///     .unwrap();
+    /// let n = ctx.read_buffers().unwrap();
+    /// assert_eq!((n.free, n.total, n.size), (4, 4, 1024));
+    /// ```
+    pub fn build_static_with_read_buffers(
+        self,
+        ops: &'static mut [OpSlot],
+        descriptors: &'static mut [DescriptorSlot],
+        timers: &'static mut [TimerSlot],
+        read_buffers: &'static mut [u8],
+        size: usize,
+    ) -> Result<IoContext> {
+        self.finish(
+            Storage::from_static(ops),
+            Storage::from_static(descriptors),
+            Storage::from_static(timers),
+            Some(bufs::ReadBuffers::new(
+                Storage::from_static(read_buffers),
+                size.max(bufs::MIN_SIZE),
+            )),
+        )
+    }
+
     fn finish(
         self,
         ops: Storage<OpSlot>,
