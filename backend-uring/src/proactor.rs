@@ -704,6 +704,13 @@ unsafe impl Sync for Proactor {}
 // SAFETY: as above; every field is owned.
 unsafe impl Send for Proactor {}
 
+/// Stores a negative CQE result as the error, out of the reaping loop.
+#[cold]
+#[inline(never)]
+fn set_errno_result(op: &Operation, res: i32) {
+    op.set_result(Err(Error::from_errno(-res)))
+}
+
 fn to_result(res: i32) -> Result<usize> {
     if res >= 0 {
         Ok(res as usize)
@@ -1022,26 +1029,49 @@ impl Proactor {
     /// Reaps every CQE, handing completed operations to `ops`. Runner
     /// only. Returns how many CQEs were reaped.
     fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
-        let mut done = 0u64;
-        let each = |cqe: &crate::ring::Cqe| {
-            let ud = cqe.user_data;
-            if ud & TAG_MASK == TAG_OP {
-                done += 1;
-                let op = ud as *mut Operation;
-                // SAFETY: a TAG_OP user_data is a live operation that
-                // waits for exactly this CQE and is on no queue (push's
-                // contract).
-                unsafe {
-                    (*op).set_result(to_result(cqe.res));
-                    ops.push(NonNull::new_unchecked(op));
-                }
-            } else {
-                self.dispatch_internal(rs, ud, cqe.res, cqe.flags, ops);
-            }
-        };
+        let cq = &self.rings.cq;
+        let entries = cq.entries();
+        // Completed operations gather here (in registers) and join `ops`
+        // in one splice, in CQ order.
+        let mut local = OpQueue::new();
+        let mut internal = 0usize;
+        let mut n = 0usize;
         // SAFETY: only the thread running the task (one at a time) or
-        // shutdown reaps.
-        let n = unsafe { self.rings.cq.drain(each) };
+        // shutdown reaps; each entry is read before the head passes it.
+        unsafe {
+            let mut head = cq.head();
+            loop {
+                let tail = cq.tail();
+                if head == tail {
+                    break;
+                }
+                n += tail.wrapping_sub(head) as usize;
+                while head != tail {
+                    let cqe = entries.get(head);
+                    head = head.wrapping_add(1);
+                    if cqe.user_data & TAG_MASK == TAG_OP {
+                        let op = cqe.user_data as *mut Operation;
+                        // SAFETY: a TAG_OP user_data is a live operation
+                        // that waits for exactly this CQE and is on no
+                        // queue (push's contract).
+                        if cqe.res >= 0 {
+                            (*op).set_result(Ok(cqe.res as usize));
+                        } else {
+                            set_errno_result(&*op, cqe.res);
+                        }
+                        local.push(NonNull::new_unchecked(op));
+                    } else {
+                        internal += 1;
+                        // Keep CQ order: what came before goes first.
+                        ops.push_queue(&mut local);
+                        self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
+                    }
+                }
+                cq.set_head(head);
+            }
+        }
+        ops.push_queue(&mut local);
+        let done = (n - internal) as u64;
         rs.completed += done;
         stat!(self, ops_completed, done);
         stat!(self, cqes_reaped, n);

@@ -233,9 +233,11 @@ impl Sq {
         // because the ring is not full (per contract), so the kernel does
         // not read it until the tail store below publishes it.
         unsafe {
-            ptr::write(self.sqes.add((self.tail & self.mask) as usize), *sqe);
-            self.tail = self.tail.wrapping_add(1);
-            (*self.ktail).store(self.tail, Ordering::Release);
+            let tail = self.tail;
+            ptr::write(self.sqes.add((tail & self.mask) as usize), *sqe);
+            let tail = tail.wrapping_add(1);
+            self.tail = tail;
+            (*self.ktail).store(tail, Ordering::Release);
         }
     }
 
@@ -263,34 +265,64 @@ pub(crate) struct Cq {
 }
 
 impl Cq {
-    /// Hands every CQE the kernel has posted to `f`, oldest first, until
-    /// the ring is empty; returns how many.
+    /// Our head: the next CQE to read.
     ///
     /// # Safety
-    /// Only one thread reaps at a time.
+    /// Only one thread reaps at a time (it alone writes the head).
     #[inline(always)]
-    pub(crate) unsafe fn drain(&self, mut f: impl FnMut(&Cqe)) -> usize {
-        // SAFETY: the pointers are into the live CQ ring mapping; only
-        // the reaper writes the head (per contract), and entries between
-        // head and the kernel's tail (read with Acquire) are published.
-        unsafe {
-            let start = (*self.khead).load(Ordering::Relaxed);
-            let mut head = start;
-            loop {
-                let tail = (*self.ktail).load(Ordering::Acquire);
-                if head == tail {
-                    break;
-                }
-                while head != tail {
-                    let cqe = &*self.cqes.add((head & self.mask) as usize);
-                    f(cqe);
-                    head = head.wrapping_add(1);
-                }
-                // The kernel may reuse those entries now.
-                (*self.khead).store(head, Ordering::Release);
-            }
-            head.wrapping_sub(start) as usize
+    pub(crate) unsafe fn head(&self) -> u32 {
+        // SAFETY: `khead` points into the live CQ ring mapping.
+        unsafe { (*self.khead).load(Ordering::Relaxed) }
+    }
+
+    /// The kernel's tail: CQEs before it are published.
+    #[inline(always)]
+    pub(crate) fn tail(&self) -> u32 {
+        // SAFETY: `ktail` points into the live CQ ring mapping; Acquire
+        // orders the entries' contents before our reads of them.
+        unsafe { (*self.ktail).load(Ordering::Acquire) }
+    }
+
+    /// The CQE array and its index mask, to be copied into locals: a
+    /// reaping loop that read them through `self` would reload them
+    /// after every store to an operation.
+    #[inline(always)]
+    pub(crate) fn entries(&self) -> CqEntries {
+        CqEntries {
+            cqes: self.cqes,
+            mask: self.mask,
         }
+    }
+
+    /// Hands the entries before `head` back to the kernel.
+    ///
+    /// # Safety
+    /// As for [`head`](Self::head); every entry before `head` was read.
+    #[inline(always)]
+    pub(crate) unsafe fn set_head(&self, head: u32) {
+        // SAFETY: `khead` points into the live CQ ring mapping.
+        unsafe { (*self.khead).store(head, Ordering::Release) }
+    }
+}
+
+/// [`Cq::entries`].
+#[derive(Clone, Copy)]
+pub(crate) struct CqEntries {
+    cqes: *const Cqe,
+    mask: u32,
+}
+
+impl CqEntries {
+    /// The CQE at position `i`.
+    ///
+    /// # Safety
+    /// `head() <= i < tail()` (in ring order) of the `Cq` these came
+    /// from, read before its head moves past `i`.
+    #[inline(always)]
+    pub(crate) unsafe fn get(self, i: u32) -> Cqe {
+        // SAFETY: `i & mask` indexes the CQE array; the entry is published
+        // and not yet handed back to the kernel (per contract).
+        unsafe { *self.cqes.add((i & self.mask) as usize) }
     }
 }
 
