@@ -376,10 +376,31 @@ struct DescState {
     listener: ListenerState,
 }
 
+/// A descriptor key's flag: the low bits are a registered-file index.
+const KEY_FIXED: u64 = 1 << 31;
+/// A descriptor key's low 31 bits: the fd or the registered-file index.
+const KEY_LOW: u64 = 0x7FFF_FFFF;
+/// Low bits of the key of a descriptor with no socket open (neither an
+/// fd nor an index can be this large).
+const KEY_CLOSED: u64 = KEY_LOW;
+
+/// A descriptor key (see [`Desc::key`]).
+#[inline]
+fn desc_key(gen: u32, low: u64) -> u64 {
+    (gen as u64) << 32 | low
+}
+
 /// One entry of the descriptor table: a socket's fd and the generation
 /// that handles must match.
 pub(crate) struct Desc {
     lock: FutexMutex,
+    /// Everything starting an operation needs, in one load: the
+    /// generation in the high half, then [`KEY_FIXED`] and the fd or
+    /// registered-file index (or [`KEY_CLOSED`]). Stored whenever `gen`,
+    /// `fd` or `fixed` change while handles may exist, in the same store
+    /// that moves the generation on at close, so a stale handle never
+    /// matches it.
+    key: AtomicU64,
     fd: AtomicI32,
     gen: AtomicU32,
     /// `fd` is installed in the ring's registered-file table at this
@@ -451,10 +472,12 @@ pub(crate) struct DescTable {
 
 impl DescTable {
     fn new(n: usize) -> Self {
-        let n = n.min(NIL as usize - 1);
+        // Indices fit the key's 31 bits (and an SQE's i32 fd field).
+        let n = n.min(KEY_CLOSED as usize - 1);
         let slots = (0..n)
             .map(|_| Desc {
                 lock: FutexMutex::INIT,
+                key: AtomicU64::new(desc_key(0, KEY_CLOSED)),
                 fd: AtomicI32::new(-1),
                 gen: AtomicU32::new(0),
                 fixed: AtomicBool::new(false),
@@ -496,7 +519,10 @@ impl DescTable {
             st.open = true;
             st.zombie = false;
             d.fd.store(fd, Ordering::Release);
-            d.gen.load(Ordering::Relaxed)
+            let gen = d.gen.load(Ordering::Relaxed);
+            d.key
+                .store(desc_key(gen, fd as u32 as u64 & KEY_LOW), Ordering::Release);
+            gen
         });
         Ok((idx, gen))
     }
@@ -515,10 +541,9 @@ impl DescTable {
         let d = &self.slots[idx as usize];
         let fd = d.with(|st| {
             st.open = false;
-            d.gen.store(
-                d.gen.load(Ordering::Relaxed).wrapping_add(1),
-                Ordering::Release,
-            );
+            let gen = d.gen.load(Ordering::Relaxed).wrapping_add(1);
+            d.gen.store(gen, Ordering::Release);
+            d.key.store(desc_key(gen, KEY_CLOSED), Ordering::Release);
             d.fd.swap(-1, Ordering::AcqRel)
         });
         if fd >= 0 {
@@ -545,19 +570,19 @@ impl DescTable {
     /// index, or its fd.
     #[inline]
     pub(crate) fn target(&self, idx: u32, gen: u32) -> Result<Target> {
-        // One bounds check for both fields.
         let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
-        if d.gen.load(Ordering::Acquire) != gen {
+        // One load: a matching generation means the socket is open (close
+        // moves the generation on in the store that marks the key closed).
+        let key = d.key.load(Ordering::Acquire);
+        if (key >> 32) as u32 != gen {
             return Err(Error::BadDescriptor);
         }
-        let fd = d.fd.load(Ordering::Acquire);
-        if fd < 0 {
-            return Err(Error::BadDescriptor);
-        }
-        Ok(if d.fixed.load(Ordering::Acquire) {
-            Target::Fixed(idx)
+        debug_assert_ne!(key & KEY_LOW, KEY_CLOSED);
+        let low = (key & KEY_LOW) as u32;
+        Ok(if key & KEY_FIXED != 0 {
+            Target::Fixed(low)
         } else {
-            Target::Fd(fd)
+            Target::Fd(low as i32)
         })
     }
 
@@ -1257,10 +1282,17 @@ impl Proactor {
         let (idx, gen) = self.descs.open(fd)?;
         if self.info.registered_files {
             stat!(self, files_updates);
-            let ok = self.ring.submitter().register_files_update(idx, &[fd]);
-            self.descs.slots[idx as usize]
-                .fixed
-                .store(matches!(ok, Ok(1)), Ordering::Release);
+            let ok = matches!(
+                self.ring.submitter().register_files_update(idx, &[fd]),
+                Ok(1)
+            );
+            let d = &self.descs.slots[idx as usize];
+            d.fixed.store(ok, Ordering::Release);
+            if ok {
+                // Not handed out yet: nobody reads the key meanwhile.
+                d.key
+                    .store(desc_key(gen, KEY_FIXED | idx as u64), Ordering::Release);
+            }
         }
         Ok((idx, gen))
     }
@@ -1317,6 +1349,8 @@ impl Proactor {
             }
             st.open = false;
             d.gen.store(gen.wrapping_add(1), Ordering::Release);
+            d.key
+                .store(desc_key(gen.wrapping_add(1), KEY_CLOSED), Ordering::Release);
             let fd = d.fd.swap(-1, Ordering::AcqRel);
             take_waiters(&mut st.listener, &mut aborted);
             st.zombie = st.listener.armed;
@@ -1707,13 +1741,18 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(t.open(102), Err(Error::PoolExhausted));
         assert_eq!(t.fd(a, ga), Ok(100));
+        assert_eq!(t.target(a, ga), Ok(Target::Fd(100)));
+        assert_eq!(t.target(a, ga.wrapping_add(1)), Err(Error::BadDescriptor));
         // Close by hand (no ring here): bump the generation, free the slot.
         let d = &t.slots[a as usize];
         d.with(|st| st.open = false);
         d.gen.store(ga.wrapping_add(1), Ordering::Release);
+        d.key
+            .store(desc_key(ga.wrapping_add(1), KEY_CLOSED), Ordering::Release);
         d.fd.store(-1, Ordering::Release);
         t.release(a);
         assert_eq!(t.fd(a, ga), Err(Error::BadDescriptor));
+        assert_eq!(t.target(a, ga), Err(Error::BadDescriptor));
         let (c, gc) = t.open(103).unwrap();
         assert_eq!(c, a, "the freed slot is reused");
         assert_ne!(gc, ga);
@@ -1723,7 +1762,9 @@ mod tests {
             "old handle stays stale"
         );
         assert_eq!(t.fd(c, gc), Ok(103));
+        assert_eq!(t.target(c, gc), Ok(Target::Fd(103)));
         assert_eq!(t.fd(99, 0), Err(Error::BadDescriptor));
+        assert_eq!(t.target(99, 0), Err(Error::BadDescriptor));
         assert_eq!(t.in_use(), 2);
     }
 
