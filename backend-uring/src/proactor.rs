@@ -1053,7 +1053,19 @@ impl Proactor {
 
     /// Reaps every CQE, handing completed operations to `ops`. Runner
     /// only. Returns how many CQEs were reaped.
+    #[inline(always)]
     fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
+        // SAFETY: runner only (as `reap_some`).
+        if unsafe { self.rings.cq.head() } == self.rings.cq.tail() {
+            // An empty CQ (often, before the wait) costs no call.
+            return 0;
+        }
+        self.reap_some(rs, ops)
+    }
+
+    /// [`reap`](Self::reap) when the CQ holds something.
+    #[inline(never)]
+    fn reap_some(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
         let cq = &self.rings.cq;
         let entries = cq.entries();
         // Completed operations gather here (in registers) and join `ops`
@@ -1504,8 +1516,14 @@ impl Proactor {
         Ok(())
     }
 
-    fn fire_timers(&self, now: u64, ops: &mut OpQueue) {
-        if self.next_timer.load(Ordering::Acquire) > now {
+    fn fire_timers(&self, ops: &mut OpQueue) {
+        // No clock read while no timer is pending.
+        let next = self.next_timer.load(Ordering::Acquire);
+        if next == u64::MAX {
+            return;
+        }
+        let now = self.now_ns();
+        if next > now {
             return;
         }
         self.timers.with(|ts| {
@@ -1584,26 +1602,31 @@ impl Task for Proactor {
             rs.rearm_interrupter = false;
             self.arm_interrupter();
         }
-        let now = self.now_ns();
+        // The clock is read only when a deadline needs it.
         let mut deadline = match wait {
-            Wait::Poll => Some(now),
-            Wait::Forever => None,
+            Wait::Poll => None,
+            Wait::Forever => Some(u64::MAX),
             Wait::Until(d) => Some(d),
         };
-        let block = reaped == 0 && !matches!(deadline, Some(d) if d <= now) && {
+        let mut now = 0;
+        let block = reaped == 0 && deadline.is_some() && {
             // Publish how long we sleep, under the timer lock, so a timer
             // queued meanwhile with an earlier deadline interrupts us.
             self.timers.with(|ts| {
-                if let Some(t) = ts.queue.earliest() {
-                    deadline = Some(deadline.map_or(t, |d| d.min(t)));
+                let until = ts
+                    .queue
+                    .earliest()
+                    .map_or(u64::MAX, |t| t)
+                    .min(deadline.unwrap_or(u64::MAX));
+                deadline = Some(until);
+                if until != u64::MAX {
+                    now = self.now_ns();
+                    if until <= now {
+                        return false;
+                    }
                 }
-                let until = deadline.unwrap_or(u64::MAX);
-                if until > now {
-                    self.blocked_until.store(until, Ordering::Release);
-                    true
-                } else {
-                    false
-                }
+                self.blocked_until.store(until, Ordering::Release);
+                true
             })
         };
         if block {
@@ -1611,7 +1634,8 @@ impl Task for Proactor {
             self.waiting.store(true, Ordering::Relaxed);
             // SAFETY: locked just above.
             unsafe { self.sq_lock.unlock() };
-            self.enter_and_wait(deadline, now);
+            let until = deadline.unwrap_or(u64::MAX);
+            self.enter_and_wait((until != u64::MAX).then_some(until), now);
             self.waiting.store(false, Ordering::Relaxed);
             self.blocked_until.store(0, Ordering::Release);
             rs.deferred = false;
@@ -1632,7 +1656,7 @@ impl Task for Proactor {
             self.enter_submit();
             self.reap(rs, ops);
         }
-        self.fire_timers(self.now_ns(), ops);
+        self.fire_timers(ops);
     }
 
     fn interrupt(&self) {
