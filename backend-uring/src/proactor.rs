@@ -287,7 +287,7 @@ pub(crate) enum SetupError {
 
 /// State touched only by the thread running the task (or by shutdown).
 struct RunnerState {
-    /// Final CQEs reaped for SQEs counted in `SqState::expected`.
+    /// Final CQEs reaped for SQEs counted by `SqState::expected`.
     completed: u64,
     /// The interrupter read completed and must be queued again.
     rearm_interrupter: bool,
@@ -298,10 +298,19 @@ struct RunnerState {
 
 /// State guarded by `sq_lock`.
 struct SqState {
-    /// SQEs queued that will post a final CQE we wait for.
-    expected: u64,
+    /// SQEs queued that post no CQE we wait for (cancels): counting
+    /// these, rarely queued, instead of the others spares every
+    /// operation an increment.
+    no_cqe: u64,
     /// The submission ring (points into `Proactor::rings`).
     sq: Sq,
+}
+
+impl SqState {
+    /// SQEs queued that will post a final CQE we wait for.
+    fn expected(&self) -> u64 {
+        self.sq.pushed() - self.no_cqe
+    }
 }
 
 /// A listener's multishot accept state (under the descriptor's lock).
@@ -859,7 +868,7 @@ impl Proactor {
             ring,
             rings,
             sq_lock: FutexMutex::INIT,
-            sq_state: UnsafeCell::new(SqState { expected: 0, sq }),
+            sq_state: UnsafeCell::new(SqState { no_cqe: 0, sq }),
             waiting: AtomicBool::new(false),
             runner: UnsafeCell::new(RunnerState {
                 completed: 0,
@@ -947,8 +956,8 @@ impl Proactor {
         // SAFETY: there is room; the entry's pointers stay valid per this
         // fn's contract. The tail is published before the lock drops.
         unsafe { st.sq.push(sqe) };
-        if expects_cqe {
-            st.expected += 1;
+        if !expects_cqe {
+            st.no_cqe += 1;
         }
         if self.waiting.load(Ordering::Relaxed) {
             self.wake_waiter();
@@ -1677,7 +1686,7 @@ impl Task for Proactor {
         let start = self.now_ns();
         loop {
             // SAFETY: exclusive at shutdown.
-            let expected = unsafe { (*self.sq_state.get()).expected };
+            let expected = unsafe { (*self.sq_state.get()).expected() };
             if rs.completed >= expected {
                 break;
             }

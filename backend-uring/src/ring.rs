@@ -200,8 +200,12 @@ pub(crate) struct Sq {
     sqes: *mut Sqe,
     mask: u32,
     entries: u32,
-    /// Our tail, the only writer's copy (published after every push).
-    tail: u32,
+    /// Our tail, the only writer's copy (published after every push),
+    /// counting every push since the ring was mapped: the ring's tail is
+    /// its low 32 bits.
+    tail: u64,
+    /// `tail` when the ring was mapped.
+    start: u64,
     /// The kernel's head as last read; re-read only when the ring looks
     /// full.
     head: u32,
@@ -211,7 +215,7 @@ impl Sq {
     /// `true` if the SQ has no room by the last head read.
     #[inline(always)]
     pub(crate) fn looks_full(&self) -> bool {
-        self.tail.wrapping_sub(self.head) >= self.entries
+        (self.tail as u32).wrapping_sub(self.head) >= self.entries
     }
 
     /// Re-reads the kernel's head; `true` if there is room now.
@@ -234,10 +238,10 @@ impl Sq {
         // not read it until the tail store below publishes it.
         unsafe {
             let tail = self.tail;
-            ptr::write(self.sqes.add((tail & self.mask) as usize), *sqe);
-            let tail = tail.wrapping_add(1);
+            ptr::write(self.sqes.add((tail as u32 & self.mask) as usize), *sqe);
+            let tail = tail + 1;
             self.tail = tail;
-            (*self.ktail).store(tail, Ordering::Release);
+            (*self.ktail).store(tail as u32, Ordering::Release);
         }
     }
 
@@ -245,7 +249,13 @@ impl Sq {
     #[inline]
     pub(crate) fn pending(&self) -> bool {
         // SAFETY: `khead` points into the live SQ ring mapping.
-        self.tail != unsafe { (*self.khead).load(Ordering::Acquire) }
+        self.tail as u32 != unsafe { (*self.khead).load(Ordering::Acquire) }
+    }
+
+    /// SQEs pushed since the ring was mapped.
+    #[inline]
+    pub(crate) fn pushed(&self) -> u64 {
+        self.tail - self.start
     }
 
     /// The CQ overflowed into the kernel's backlog.
@@ -376,6 +386,7 @@ impl Rings {
         let (sq, cq) = unsafe {
             let ktail = sq_map.at::<AtomicU32>(p.sq_off.tail);
             let khead = sq_map.at::<AtomicU32>(p.sq_off.head);
+            let tail = (*ktail).load(Ordering::Acquire) as u64;
             let sq = Sq {
                 khead,
                 ktail,
@@ -383,7 +394,8 @@ impl Rings {
                 sqes: sqes.ptr as *mut Sqe,
                 mask: *sq_map.at::<u32>(p.sq_off.ring_mask),
                 entries: *sq_map.at::<u32>(p.sq_off.ring_entries),
-                tail: (*ktail).load(Ordering::Acquire),
+                tail,
+                start: tail,
                 head: (*khead).load(Ordering::Acquire),
             };
             let cq = Cq {
