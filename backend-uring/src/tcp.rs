@@ -564,14 +564,15 @@ unsafe fn complete_buf<B: BufLike, F: BufHandler<B>, const READ: bool>(
     if how.is_run() {
         let r = if READ {
             match res {
-                Ok(0) if buf.len_for_op() > 0 => Err(Error::Eof),
-                Ok(n) => {
+                // Data first: the room is only looked at for 0 bytes.
+                Ok(n) if n != 0 => {
                     // SAFETY: the kernel reported `n` bytes received into
                     // the region this op gave it.
                     unsafe { buf.commit_read(n) };
                     Ok(n)
                 }
-                Err(e) => Err(e),
+                Ok(_) if buf.len_for_op() > 0 => Err(Error::Eof),
+                r => r,
             }
         } else {
             res
