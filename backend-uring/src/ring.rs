@@ -415,3 +415,38 @@ impl Rings {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io_uring::{opcode, types};
+
+    fn bytes(s: &Sqe) -> [u8; 64] {
+        // SAFETY: `Sqe` is 64 bytes of integers with no padding.
+        unsafe { core::mem::transmute::<Sqe, [u8; 64]>(*s) }
+    }
+
+    #[test]
+    fn hand_built_sqes_match_io_urings_builders() {
+        let buf = 0x1000usize as *mut u8;
+        let mut recv = Sqe::new(opcode::Recv::CODE, 5, true);
+        recv.addr = buf as u64;
+        recv.len = 64;
+        recv.user_data = 0x40;
+        let e = opcode::Recv::new(types::Fixed(5), buf, 64)
+            .build()
+            .user_data(0x40);
+        assert_eq!(bytes(&recv), bytes(&Sqe::from_entry(e)));
+
+        let mut send = Sqe::new(opcode::Send::CODE, 7, false);
+        send.op_flags = libc::MSG_NOSIGNAL as u32;
+        send.addr = buf as u64;
+        send.len = 100;
+        send.user_data = 0x80;
+        let e = opcode::Send::new(types::Fd(7), buf, 100)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(0x80);
+        assert_eq!(bytes(&send), bytes(&Sqe::from_entry(e)));
+    }
+}
