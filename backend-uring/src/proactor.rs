@@ -29,16 +29,16 @@
 //!
 //! io-uring's `SubmissionQueue::push` is unsafe because the kernel may
 //! read or write everything an SQE points to until the SQE's last CQE.
-//! This module is the one place that keeps the rule: `Proactor::push`
-//! is the only way to queue an SQE, and every caller points it only into
-//! its own operation slot (buffer handles, addresses, `msghdr`) or into
-//! the proactor's boxed state. A slot is freed only by its complete
-//! function, which runs after the scheduler took the op off the queue it
-//! was put on *by the reaper*, i.e. after its final CQE. Cancelling does
-//! not change this: a cancelled op still waits for its own CQE
-//! (`ECANCELED` or the real result). Multishot requests (accept) live in a
-//! descriptor slot that is not reused before their final CQE (no
-//! `IORING_CQE_F_MORE`).
+//! This module is the one place that keeps the rule: `Proactor::push_sqe`
+//! (and `push`, its form for io-uring's builders) is the only way to queue
+//! an SQE, and every caller points it only into its own operation slot
+//! (buffer handles, addresses, `msghdr`) or into the proactor's boxed
+//! state. A slot is freed only by its complete function, which runs after
+//! the scheduler took the op off the queue it was put on *by the reaper*,
+//! i.e. after its final CQE. Cancelling does not change this: a cancelled
+//! op still waits for its own CQE (`ECANCELED` or the real result).
+//! Multishot requests (accept) live in a descriptor slot that is not
+//! reused before their final CQE (no `IORING_CQE_F_MORE`).
 //!
 //! # Submission and waiting
 //!
@@ -53,7 +53,7 @@
 //! retries, it is never an error.
 //!
 //! The SQ ring is written through pinion's own mapping of it
-//! ([`crate::ring`]), only under `sq_lock`: the SQE goes in place and the
+//! (module `ring`), only under `sq_lock`: the SQE goes in place and the
 //! tail, kept in the locked state, is published before the lock is
 //! released. The CQ is read the same way by the one thread running the
 //! task. The io-uring crate sets the ring up and makes the system calls.
