@@ -195,6 +195,7 @@ impl<'c> TcpStream<'c> {
 
     /// Reads at most `buf.spare()` bytes into `buf`. `Err(Eof)` when the
     /// peer closed its side; `Ok(0)` only for a buffer with no room.
+    #[inline(always)]
     pub fn async_read_some<B, F>(
         &self,
         buf: B,
@@ -251,6 +252,7 @@ impl<'c> TcpStream<'c> {
 
     /// Writes at most `buf.bytes_len()` bytes from `buf`. Never raises
     /// SIGPIPE: a closed peer is `Err(BrokenPipe)` (or `ConnectionReset`).
+    #[inline(always)]
     pub fn async_write_some<B, F>(
         &self,
         buf: B,
@@ -335,7 +337,7 @@ impl<'c> TcpStream<'c> {
 }
 
 impl AsyncReadSome for TcpStream<'static> {
-    #[inline]
+    #[inline(always)]
     fn async_read_some<B, F>(
         &self,
         buf: B,
@@ -350,7 +352,7 @@ impl AsyncReadSome for TcpStream<'static> {
 }
 
 impl AsyncWriteSome for TcpStream<'static> {
-    #[inline]
+    #[inline(always)]
     fn async_write_some<B, F>(
         &self,
         buf: B,

@@ -576,7 +576,9 @@ where
     B: IoBuf,
     F: FnOnce(Result<usize>, B) + Send + 'static,
 {
-    /// Starts the next write, or hands the operation back.
+    /// Starts the next write, or hands the operation back. Inlined so the
+    /// step is built straight into its operation slot.
+    #[inline(always)]
     fn issue(self) -> core::result::Result<(), Rejected<Self>> {
         let stream = self.stream.clone();
         stream

@@ -106,6 +106,26 @@ impl OpQueue {
         Some(op)
     }
 
+    /// Removes the first operation like [`pop`](Self::pop), without
+    /// clearing the popped operation's link or, when the queue runs empty,
+    /// the tail: two stores and a branch fewer per operation for a queue
+    /// that is only drained (the batch the run loop works through). The
+    /// stale link is never read: `push` sets it again.
+    ///
+    /// # Safety
+    /// Nothing is pushed onto this queue, and it is not passed as the
+    /// receiving queue of `push_queue`/`push_queue_front`, from its first
+    /// `pop_drain` until it is replaced with [`OpQueue::new`]. It may still
+    /// be tested (`is_empty`) and moved onto another queue while
+    /// non-empty (its tail is then still right).
+    #[inline(always)]
+    pub unsafe fn pop_drain(&mut self) -> Option<NonNull<Operation>> {
+        let op = NonNull::new(self.head)?;
+        // SAFETY: `head` is a live operation on this queue (invariant).
+        self.head = unsafe { op.as_ref().next.get() };
+        Some(op)
+    }
+
     /// Moves every operation of `other` to the back of this queue, in order
     /// (Asio's `push(op_queue&)`), leaving `other` empty.
     #[inline]
@@ -322,6 +342,40 @@ mod tests {
         unsafe { q.push(nn(&o[1])) };
         assert_eq!(ptrs(&mut q).len(), 1);
         assert_eq!(ptrs(&mut out).len(), 1);
+    }
+
+    #[test]
+    fn pop_drain_then_hand_the_rest_over() {
+        let o = ops::<4>();
+        let mut q = OpQueue::new();
+        for op in &o {
+            // SAFETY: live for the test, on no queue.
+            unsafe { q.push(nn(op)) };
+        }
+        // SAFETY: nothing is pushed onto `q` until it is replaced.
+        assert_eq!(unsafe { q.pop_drain() }, Some(nn(&o[0])));
+        // SAFETY: as above.
+        assert_eq!(unsafe { q.pop_drain() }, Some(nn(&o[1])));
+        // The rest (a stopped batch) goes in front of another queue whole.
+        let mut other = OpQueue::new();
+        other.push_queue_front(&mut q);
+        assert!(q.is_empty());
+        let want: std::vec::Vec<_> = o[2..].iter().map(|x| x as *const _).collect();
+        assert_eq!(ptrs(&mut other), want);
+        // Drained to the end: empty, and reusable once replaced.
+        let mut q = OpQueue::new();
+        // SAFETY: live, on no queue.
+        unsafe { q.push(nn(&o[0])) };
+        // SAFETY: nothing is pushed onto `q` until it is replaced.
+        assert_eq!(unsafe { q.pop_drain() }, Some(nn(&o[0])));
+        // SAFETY: as above.
+        assert_eq!(unsafe { q.pop_drain() }, None);
+        assert!(q.is_empty());
+        q = OpQueue::new();
+        // SAFETY: live, on no queue (push resets its stale link).
+        unsafe { q.push(nn(&o[0])) };
+        assert_eq!(q.pop(), Some(nn(&o[0])));
+        assert!(q.is_empty());
     }
 
     #[test]

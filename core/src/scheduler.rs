@@ -170,10 +170,15 @@ struct Registration {
     previous: *mut ThreadInfo,
 }
 
+/// A registry slot no thread holds. Not 0: `current_thread_id` is 0 where
+/// no id is available, and such a thread must match no slot, so a lookup
+/// needs only one comparison.
+const NO_THREAD: usize = usize::MAX;
+
 impl Registry {
     const fn new() -> Self {
         Registry {
-            ids: [const { AtomicUsize::new(0) }; MAX_RUN_THREADS],
+            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
             infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
             high: AtomicUsize::new(0),
         }
@@ -183,15 +188,17 @@ impl Registry {
     #[inline(always)]
     fn lookup(&self) -> Option<&ThreadInfo> {
         let me = current_thread_id();
-        if me == 0 {
-            return None;
-        }
         // Slot 0 first, unrolled: on a one-thread context it is the run
         // thread's, and this runs several times per handler.
         if self.ids[0].load(Ordering::Relaxed) == me {
             let p = self.infos[0].load(Ordering::Relaxed);
-            // SAFETY: as in `lookup_rest`.
-            return unsafe { p.as_ref() };
+            // SAFETY: `ids[0] == me` means this thread registered slot 0
+            // (ids are never 0 or NO_THREAD for a registered thread, so a
+            // thread without an id matches nothing), and it stored a
+            // non-null `infos[0]` before returning from `register`; it
+            // points to a ThreadInfo on this thread's stack that lives
+            // until it unregisters.
+            return Some(unsafe { &*p });
         }
         self.lookup_rest(me)
     }
@@ -199,6 +206,9 @@ impl Registry {
     /// `lookup` past slot 0.
     #[inline(never)]
     fn lookup_rest(&self, me: usize) -> Option<&ThreadInfo> {
+        if me == 0 {
+            return None;
+        }
         let high = self.high.load(Ordering::Relaxed);
         for i in 1..high.min(MAX_RUN_THREADS) {
             if self.ids[i].load(Ordering::Relaxed) == me {
@@ -217,6 +227,7 @@ impl Registry {
         if me == 0 {
             return None;
         }
+        debug_assert_ne!(me, NO_THREAD, "a thread id that marks a free slot");
         let high = self.high.load(Ordering::Relaxed).min(MAX_RUN_THREADS);
         // A nested `run` on the same thread takes over its slot.
         for i in 0..high {
@@ -227,7 +238,7 @@ impl Registry {
         }
         for i in 0..MAX_RUN_THREADS {
             if self.ids[i]
-                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(NO_THREAD, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
                 self.infos[i].store(ti, Ordering::Relaxed);
@@ -244,7 +255,7 @@ impl Registry {
     fn unregister(&self, r: Registration) {
         if r.previous.is_null() {
             self.infos[r.index].store(ptr::null_mut(), Ordering::Relaxed);
-            self.ids[r.index].store(0, Ordering::Release);
+            self.ids[r.index].store(NO_THREAD, Ordering::Release);
         } else {
             self.infos[r.index].store(r.previous, Ordering::Relaxed);
         }
@@ -580,7 +591,9 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             ran: 0,
         };
         guard.batch.push_queue(batch);
-        while let Some(op) = guard.batch.pop() {
+        // SAFETY: nothing is pushed onto the batch; BatchGuard only moves
+        // a non-empty rest onto the shared queue.
+        while let Some(op) = unsafe { guard.batch.pop_drain() } {
             // Counted before the call: the op is consumed even if its
             // handler unwinds.
             guard.ran += 1;
