@@ -216,6 +216,33 @@ pub(crate) unsafe fn take_back<S: OpState<F>, F>(
 
 // ---- stream read and write ---------------------------------------------
 
+/// `call()` (a `recv` or `send`), as bytes moved or the error. The error
+/// path, with its errno read and EINTR retry, is kept out of line: the
+/// hot path is the call and one sign test.
+#[inline(always)]
+fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
+    let r = call();
+    if r >= 0 {
+        return Ok(r as usize);
+    }
+    stream_call_failed(&mut call)
+}
+
+#[cold]
+#[inline(never)]
+fn stream_call_failed(call: &mut impl FnMut() -> isize) -> Result<usize> {
+    loop {
+        let e = sys::errno();
+        if e != libc::EINTR {
+            return Err(Error::from_errno(e));
+        }
+        let r = call();
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+    }
+}
+
 /// `recv` into the spare room of `buf` (Asio's `reactive_socket_recv_op`).
 pub(crate) struct Recv<B> {
     pub(crate) buf: B,
@@ -225,24 +252,21 @@ impl<B: IoBufMut, F: FnOnce(Result<usize>, B)> OpState<F> for Recv<B> {
     #[inline(always)]
     fn perform(&mut self, fd: i32) -> Attempt {
         let len = self.buf.spare();
-        loop {
-            // SAFETY: `write_ptr()` is valid for `spare()` bytes (IoBufMut).
-            match syscall!(recv(fd, self.buf.write_ptr().cast(), len, 0)) {
-                Ok(0) => return Attempt::Done(Err(Error::Eof)),
-                Ok(n) => {
-                    let n = n as usize;
-                    // SAFETY: the kernel wrote `n <= spare()` bytes.
-                    unsafe { self.buf.advance(n) };
-                    return if n < len {
-                        Attempt::Exhausted(Ok(n))
-                    } else {
-                        Attempt::Done(Ok(n))
-                    };
+        let ptr = self.buf.write_ptr();
+        // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
+        match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
+            Ok(0) => Attempt::Done(Err(Error::Eof)),
+            Ok(n) => {
+                // SAFETY: the kernel wrote `n <= spare()` bytes.
+                unsafe { self.buf.advance(n) };
+                if n < len {
+                    Attempt::Exhausted(Ok(n))
+                } else {
+                    Attempt::Done(Ok(n))
                 }
-                Err(Error::WouldBlock) => return Attempt::NotDone,
-                Err(Error::Os(libc::EINTR)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
             }
+            Err(Error::WouldBlock) => Attempt::NotDone,
+            Err(e) => Attempt::Done(Err(e)),
         }
     }
 
@@ -261,26 +285,18 @@ impl<B: IoBuf, F: FnOnce(Result<usize>, B)> OpState<F> for Send<B> {
     #[inline(always)]
     fn perform(&mut self, fd: i32) -> Attempt {
         let len = self.buf.bytes_len();
-        loop {
-            // SAFETY: `read_ptr()` is valid for `bytes_len()` bytes (IoBuf).
-            match syscall!(send(
-                fd,
-                self.buf.read_ptr().cast(),
-                len,
-                libc::MSG_NOSIGNAL
-            )) {
-                Ok(n) => {
-                    let n = n as usize;
-                    return if n < len {
-                        Attempt::Exhausted(Ok(n))
-                    } else {
-                        Attempt::Done(Ok(n))
-                    };
+        let ptr = self.buf.read_ptr();
+        // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
+        match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
+            Ok(n) => {
+                if n < len {
+                    Attempt::Exhausted(Ok(n))
+                } else {
+                    Attempt::Done(Ok(n))
                 }
-                Err(Error::WouldBlock) => return Attempt::NotDone,
-                Err(Error::Os(libc::EINTR)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
             }
+            Err(Error::WouldBlock) => Attempt::NotDone,
+            Err(e) => Attempt::Done(Err(e)),
         }
     }
 

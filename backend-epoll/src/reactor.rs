@@ -985,12 +985,7 @@ impl Task for Reactor {
             if self.inline_io {
                 // Asio's perform_io, here and now (see the module docs).
                 st.ready_events = bits;
-                let mut rest = OpQueue::new();
-                if let Some(first) = perform_io(self, st, &mut rest) {
-                    // SAFETY: performed and popped: live, on no queue.
-                    unsafe { ops.push(first) };
-                    ops.push_queue(&mut rest);
-                }
+                perform_io_into(self, st, ops);
             } else if st.queued {
                 st.ready_events |= bits;
             } else {
@@ -1123,6 +1118,40 @@ fn perform_io(
     perform_queue::<WRITE_OP>(reactor, st, &mut first, completed);
     perform_queue::<READ_OP>(reactor, st, &mut first, completed);
     first
+}
+
+/// `perform_io` for the task of a one-thread context: every completed op
+/// goes to `ops`, in Asio's order.
+#[inline(always)]
+fn perform_io_into(reactor: &Reactor, st: &mut State, ops: &mut OpQueue) {
+    perform_queue_into::<EXCEPT_OP>(reactor, st, ops);
+    perform_queue_into::<WRITE_OP>(reactor, st, ops);
+    perform_queue_into::<READ_OP>(reactor, st, ops);
+}
+
+/// [`perform_queue`] appending every completed op to `ops`.
+#[inline(always)]
+fn perform_queue_into<const J: usize>(_reactor: &Reactor, st: &mut State, ops: &mut OpQueue) {
+    let any = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+    if st.ready_events & (OP_EVENTS[J] | any) == 0 {
+        return;
+    }
+    st.try_speculative[J] = true;
+    while let Some(op) = st.queues[J].front() {
+        stat!(_reactor, op_attempts);
+        // SAFETY: queued ops are live reactor ops; the slot is locked.
+        let status = unsafe { ReactorOp::perform(op.cast(), st.fd) };
+        if status == Status::NotDone {
+            break;
+        }
+        st.queues[J].pop();
+        // SAFETY: just popped, live, on no other queue.
+        unsafe { ops.push(op) };
+        if status == Status::DoneAndExhausted {
+            st.exhausted(J);
+            break;
+        }
+    }
 }
 
 /// `perform_io` for the queue of type `J`.
