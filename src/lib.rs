@@ -44,6 +44,6 @@ pub use pinion_epoll::{
 
 #[cfg(all(feature = "uring", not(feature = "epoll")))]
 pub use pinion_uring::{
-    BuildError, Builder, IoContext, RingInfo, Shutdown, SteadyTimer, Strand, TcpListener,
-    TcpStream, UdpSocket,
+    BuildError, Builder, IoContext, PooledBuf, ReadBufferCount, RingInfo, Shutdown, SteadyTimer,
+    Strand, TcpListener, TcpStream, UdpSocket,
 };

@@ -36,7 +36,9 @@ macro_rules! backend {
 }
 #[cfg(feature = "uring")]
 macro_rules! pooled_reads {
-    () => {};
+    () => {
+        mod pooled;
+    };
 }
 #[cfg(feature = "uring")]
 #[path = "suite/mod.rs"]

@@ -16,14 +16,17 @@
 //! - [`udp`] has [`UdpSocket`] over `SENDMSG`/`RECVMSG`, `msghdr` in the
 //!   operation's slot.
 //! - [`timer`] has [`SteadyTimer`].
+//! - [`bufs`] has pooled reads ([`TcpStream::async_read_pooled`]): the
+//!   read pool as a provided buffer ring, from which the kernel picks a
+//!   buffer only when data arrives, or its software fallback.
 //! - `sys` holds the non-io_uring system calls (sockets, options, addresses).
 //! - `ring` is pinion's own view of the SQ and CQ rings (SQEs written in
 //!   place, CQEs read in place).
 //!
 //! Memory is fixed when [`Builder::build`] returns: operation slots,
-//! descriptor table, timer queue and the ring itself (its pinned size is
-//! [`RingInfo::pinned_bytes`]). Starting, performing and completing an
-//! operation allocates nothing.
+//! descriptor table, timer queue, read buffers and the ring itself (its
+//! pinned size is [`RingInfo::pinned_bytes`]). Starting, performing and
+//! completing an operation allocates nothing.
 //!
 //! Kernel: Linux 5.19 or later (cancel by fd, multishot accept, submit-all);
 //! older kernels, and kernels with io_uring disabled, get a
@@ -33,6 +36,7 @@
 use core::fmt;
 use core::ops::Deref;
 
+pub mod bufs;
 pub mod proactor;
 mod ring;
 mod sys;
@@ -40,6 +44,7 @@ pub mod tcp;
 pub mod timer;
 pub mod udp;
 
+pub use bufs::{PooledBuf, ReadBufferCount};
 pub use pinion_sync::FutexKit;
 pub use proactor::{Proactor, RingInfo, Stats};
 pub use tcp::{TcpListener, TcpStream};
@@ -97,6 +102,16 @@ impl IoContext {
     #[cfg(feature = "stats")]
     pub fn stats(&self) -> Stats {
         self.sched.task().stats()
+    }
+
+    /// Free and total buffers of the read pool
+    /// ([`Builder::read_buffers`]); `None` without one.
+    pub fn read_buffers(&self) -> Option<ReadBufferCount> {
+        self.proactor().read_pool().map(|p| ReadBufferCount {
+            free: p.free(),
+            total: p.count(),
+            size: p.size(),
+        })
     }
 
     /// Sockets currently open in the descriptor table.
@@ -192,7 +207,8 @@ impl From<BuildError> for pinion_core::Error {
 ///
 /// Defaults: 1024 operation slots, 1024 descriptors, 1024 timer waits,
 /// concurrency hint 1, 256 SQ entries, CQ twice the SQ, multishot accept
-/// and registered files on (when the kernel has them), no SQPOLL.
+/// and registered files on (when the kernel has them), no SQPOLL, no read
+/// buffers (a provided buffer ring once there are some).
 #[derive(Clone, Debug)]
 pub struct Builder {
     ops: usize,
@@ -204,6 +220,8 @@ pub struct Builder {
     multishot_accept: bool,
     sqpoll_idle_ms: Option<u32>,
     registered_files: bool,
+    read_buffers: (usize, usize),
+    buffer_ring: bool,
 }
 
 impl Default for Builder {
@@ -225,6 +243,8 @@ impl Builder {
             multishot_accept: true,
             sqpoll_idle_ms: None,
             registered_files: true,
+            read_buffers: (0, 0),
+            buffer_ring: true,
         }
     }
 
@@ -287,6 +307,25 @@ impl Builder {
         self
     }
 
+    /// A pool of `count` read buffers of `size` bytes (at least 16) for
+    /// [`TcpStream::async_read_pooled`]; none by default. Reserved by
+    /// [`build`](Self::build) and, unless [`buffer_ring`](Self::buffer_ring)
+    /// says otherwise, registered as a provided buffer ring (see [`bufs`]).
+    pub fn read_buffers(mut self, count: usize, size: usize) -> Self {
+        self.read_buffers = (count, size);
+        self
+    }
+
+    /// Serve the read buffers by a provided buffer ring (default on;
+    /// Linux 5.19): a waiting pooled read holds no buffer. Off, or if the
+    /// kernel refuses the ring (or more than 32768 buffers were asked
+    /// for), they are a software pool and a pooled read holds its buffer
+    /// from its start; [`RingInfo::buffer_ring`] says which is in use.
+    pub fn buffer_ring(mut self, on: bool) -> Self {
+        self.buffer_ring = on;
+        self
+    }
+
     /// Let a kernel thread poll the SQ (`IORING_SETUP_SQPOLL`), idling
     /// after `idle_ms`. Falls back to a plain ring if refused.
     pub fn sqpoll(mut self, idle_ms: Option<u32>) -> Self {
@@ -306,6 +345,8 @@ impl Builder {
             multishot_accept: self.multishot_accept,
             sqpoll_idle_ms: self.sqpoll_idle_ms,
             registered_files: self.registered_files,
+            read_buffers: self.read_buffers,
+            buffer_ring: self.buffer_ring,
         };
         let task = Proactor::new(&cfg).map_err(|e| match e {
             SetupError::Setup(libc::ENOSYS) => BuildError::NotSupported,

@@ -24,6 +24,7 @@
 //! | `TAG_ACCEPT` | a listener's multishot accept; the high bits are its descriptor index |
 //! | `UD_INTERRUPT` | the interrupter's eventfd read |
 //! | `UD_IGNORE` | cancel requests, whose CQEs carry no operation |
+//! | `TAG_POOLED` | a pooled read ([`crate::bufs`]): like `TAG_OP`, and the reaper keeps the CQE's flags (the buffer the kernel picked) in the operation |
 //!
 //! # The buffer-lifetime rule
 //!
@@ -32,8 +33,10 @@
 //! This module is the one place that keeps the rule: `Proactor::push_sqe`
 //! (and `push`, its form for io-uring's builders) is the only way to queue
 //! an SQE, and every caller points it only into its own operation slot
-//! (buffer handles, addresses, `msghdr`) or into the proactor's boxed
-//! state. A slot is freed only by its complete function, which runs after
+//! (buffer handles, addresses, `msghdr`), into the proactor's boxed
+//! state, or into the read pool: a pooled read's buffer is out of the
+//! pool, untouched by anyone else, from the kernel's pick (or the
+//! fallback's take) until the read's completion hands it on or back. A slot is freed only by its complete function, which runs after
 //! the scheduler took the op off the queue it was put on *by the reaper*,
 //! i.e. after its final CQE. Cancelling does not change this: a cancelled
 //! op still waits for its own CQE (`ECANCELED` or the real result).
@@ -120,7 +123,8 @@ use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
 use pinion_core::{Error, Here, OpQueue, Operation, Result, Storage, Task, Wait};
 use pinion_sync::{FutexKit, FutexMutex, RawMutex};
 
-use crate::ring::{Rings, Sq, Sqe};
+use crate::bufs::{PooledHdr, ReadBuffers, IORING_CQE_F_BUFFER};
+use crate::ring::{Cqe, Rings, Sq, Sqe};
 use crate::sys;
 
 /// The scheduler this proactor is the task of.
@@ -136,6 +140,9 @@ pub(crate) const TAG_ACCEPT: u64 = 1;
 pub(crate) const UD_INTERRUPT: u64 = 2;
 /// A request whose CQE is ignored (cancels).
 pub(crate) const UD_IGNORE: u64 = 3;
+/// `user_data & !TAG_MASK` is a pooled read ([`PooledHdr`]) awaiting one
+/// CQE, whose flags it needs.
+pub(crate) const TAG_POOLED: u64 = 4;
 
 /// Accepted connections a listener holds for `async_accept` before its
 /// multishot accept is stopped (until the next `async_accept`); the
@@ -188,8 +195,10 @@ pub struct RingInfo {
     pub sq_entries: u32,
     /// Completion queue entries.
     pub cq_entries: u32,
-    /// Bytes the ring pins in locked kernel memory (SQ ring, SQE array, CQ
-    /// ring). No registered buffers are used, so this is all of it.
+    /// Bytes the ring pins in locked kernel memory: SQ ring, SQE array, CQ
+    /// ring, and the provided buffer ring's entries when there is one (the
+    /// read buffers themselves are ordinary memory the kernel copies into).
+    /// No registered buffers are used, so this is all of it.
     pub pinned_bytes: usize,
     /// Listeners use one multishot accept instead of one SQE per accept.
     pub multishot_accept: bool,
@@ -199,6 +208,13 @@ pub struct RingInfo {
     /// descriptor-table entry) and SQEs name them by index. Off when the
     /// Builder switched it off or the kernel refused the table.
     pub registered_files: bool,
+    /// Pooled reads are served by a provided buffer ring
+    /// (`IORING_REGISTER_PBUF_RING`): the kernel picks a read buffer only
+    /// when data arrives. `false` without read buffers, or when they are a
+    /// software pool, where a waiting pooled read holds its buffer
+    /// (`Builder::buffer_ring(false)`, more than 32768 buffers, or a
+    /// kernel that refused the ring).
+    pub buffer_ring: bool,
 }
 
 /// Proactor counters (feature `stats`), a plain snapshot.
@@ -222,6 +238,10 @@ pub struct Stats {
     /// `io_uring_register` calls that install or remove a registered file
     /// (one when a socket enters the table, one when it leaves).
     pub files_updates: u64,
+    /// Pooled reads that ended in `PoolExhausted`: data arrived while the
+    /// buffer ring was empty (`ENOBUFS`), or, in the software fallback,
+    /// while the pool was.
+    pub read_buffers_empty: u64,
 }
 
 impl Stats {
@@ -245,6 +265,7 @@ struct StatCells {
     ops_completed: AtomicU64,
     accepts_dropped: AtomicU64,
     files_updates: AtomicU64,
+    read_buffers_empty: AtomicU64,
 }
 
 /// Adds to a stats counter; nothing without feature `stats`.
@@ -270,6 +291,10 @@ pub(crate) struct Config {
     pub multishot_accept: bool,
     pub sqpoll_idle_ms: Option<u32>,
     pub registered_files: bool,
+    /// (count, size) of the read pool; no pool when count is 0.
+    pub read_buffers: (usize, usize),
+    /// Serve the read pool by a provided buffer ring if the kernel takes it.
+    pub buffer_ring: bool,
 }
 
 /// Why the proactor could not start.
@@ -706,6 +731,9 @@ impl TimerState {
 /// The io_uring proactor: the scheduler's task.
 pub struct Proactor {
     ring: IoUring,
+    /// The read pool (pooled reads). After `ring`: dropped after the ring,
+    /// whose buffer ring points into it.
+    read_bufs: Option<ReadBuffers>,
     /// Our mappings of the ring and the CQ view; the SQ view is in
     /// `sq_state`.
     rings: Rings,
@@ -852,20 +880,36 @@ impl Proactor {
                 .submitter()
                 .register_files_sparse(descriptors as u32)
                 .is_ok();
-        let info = RingInfo {
-            sq_entries,
-            cq_entries,
-            pinned_bytes: sqe_bytes + sq_ring + cq_ring,
-            multishot_accept: cfg.multishot_accept,
-            sqpoll: params.is_setup_sqpoll(),
-            registered_files,
-        };
         let (rings, sq) =
             Rings::map(&ring).map_err(|e| SetupError::Os(Error::from_errno(io_errno(&e))))?;
         let efd = sys::eventfd().map_err(SetupError::Os)?;
+        // The read pool, ring registration probed here: a kernel that
+        // refuses it gets the software pool (see `bufs`).
+        let (count, size) = cfg.read_buffers;
+        let read_bufs = if count > 0 {
+            let b = ReadBuffers::new(&ring, count, size, cfg.buffer_ring).inspect_err(|_| {
+                sys::close(efd);
+            });
+            Some(b.map_err(SetupError::Os)?)
+        } else {
+            None
+        };
+        let info = RingInfo {
+            sq_entries,
+            cq_entries,
+            pinned_bytes: sqe_bytes
+                + sq_ring
+                + cq_ring
+                + read_bufs.as_ref().map_or(0, ReadBuffers::pinned_bytes),
+            multishot_accept: cfg.multishot_accept,
+            sqpoll: params.is_setup_sqpoll(),
+            registered_files,
+            buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
+        };
         let timers = cfg.timers.max(1);
         let p = Proactor {
             ring,
+            read_bufs,
             rings,
             sq_lock: FutexMutex::INIT,
             sq_state: UnsafeCell::new(SqState { no_cqe: 0, sq }),
@@ -923,7 +967,20 @@ impl Proactor {
             ops_completed: l(&s.ops_completed),
             accepts_dropped: l(&s.accepts_dropped),
             files_updates: l(&s.files_updates),
+            read_buffers_empty: l(&s.read_buffers_empty),
         }
+    }
+
+    /// The read pool, if the context has one.
+    #[inline]
+    pub(crate) fn read_pool(&self) -> Option<&ReadBuffers> {
+        self.read_bufs.as_ref()
+    }
+
+    /// Counts a pooled read that found no buffer (`Stats`).
+    #[inline]
+    pub(crate) fn note_read_buffers_empty(&self) {
+        stat!(self, read_buffers_empty);
     }
 
     // ---- submission ----------------------------------------------------
@@ -1106,6 +1163,9 @@ impl Proactor {
                             set_errno_result(&*op, cqe.res);
                         }
                         local.push(NonNull::new_unchecked(op));
+                    } else if cqe.user_data & TAG_MASK == TAG_POOLED {
+                        // SAFETY: as for TAG_OP, the op being a pooled read.
+                        local.push(self.pooled_cqe(cqe));
                     } else {
                         internal += 1;
                         // Keep CQ order: what came before goes first.
@@ -1122,6 +1182,33 @@ impl Proactor {
         stat!(self, ops_completed, done);
         stat!(self, cqes_reaped, n);
         n
+    }
+
+    /// A pooled read's CQE: its result, and its flags (the buffer the
+    /// kernel picked, now out of the ring and owned by the operation).
+    ///
+    /// # Safety
+    /// `cqe.user_data` is a `TAG_POOLED` pooled read that waits for
+    /// exactly this CQE and is on no queue (push's contract).
+    #[inline]
+    unsafe fn pooled_cqe(&self, cqe: Cqe) -> NonNull<Operation> {
+        let op = (cqe.user_data & !TAG_MASK) as *mut PooledHdr;
+        // SAFETY: per contract, `op` is live and ours until queued.
+        unsafe {
+            if cqe.res >= 0 {
+                (*op).op.set_result(Ok(cqe.res as usize));
+            } else {
+                set_errno_result(&(*op).op, cqe.res);
+            }
+            (*op).cqe_flags.set(cqe.flags);
+        }
+        if cqe.flags & IORING_CQE_F_BUFFER != 0 {
+            if let Some(b) = &self.read_bufs {
+                b.picked_by_kernel();
+            }
+        }
+        // SAFETY: `op` came from a non-null user_data.
+        unsafe { NonNull::new_unchecked(op.cast()) }
     }
 
     /// A CQE of one of the proactor's own requests.
@@ -1728,7 +1815,9 @@ impl Task for Proactor {
 impl Drop for Proactor {
     fn drop(&mut self) {
         // Shutdown has drained every request. Close the sockets still
-        // open, then the interrupter; the ring goes last (field drop).
+        // open, then the interrupter; the ring goes last (field drop),
+        // its buffer ring unregistered first so the kernel lets go of
+        // the entries before they are unmapped.
         for d in self.descs.slots.iter() {
             let fd = d.fd.swap(-1, Ordering::AcqRel);
             if fd >= 0 {
@@ -1736,6 +1825,9 @@ impl Drop for Proactor {
             }
         }
         sys::close(self.efd);
+        if let Some(b) = &self.read_bufs {
+            b.unregister(&self.ring);
+        }
     }
 }
 
@@ -1804,7 +1896,7 @@ mod tests {
     #[test]
     fn user_data_tags_fit_under_slot_alignment() {
         assert!(TAG_MASK < pinion_core::pool::OP_SLOT_ALIGN as u64);
-        for tag in [TAG_OP, TAG_ACCEPT, UD_INTERRUPT, UD_IGNORE] {
+        for tag in [TAG_OP, TAG_ACCEPT, UD_INTERRUPT, UD_IGNORE, TAG_POOLED] {
             assert_eq!(tag & !TAG_MASK, 0);
         }
     }

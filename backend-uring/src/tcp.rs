@@ -16,6 +16,7 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
+use crate::bufs::{start_pooled, PooledBuf};
 use crate::proactor::{unpack_desc, with_target, Sched, Target};
 use crate::ring::Sqe;
 use crate::sys::{self, RawAddr};
@@ -393,6 +394,33 @@ impl<'c> TcpStream<'c> {
             }
         };
         start_buf_op::<B, F, true>(self.ctx, target, buf, handler)
+    }
+
+    /// Reads into a buffer of the context's read pool
+    /// ([`Builder::read_buffers`](crate::Builder::read_buffers)) that the
+    /// kernel picks from the provided buffer ring only once data has
+    /// arrived, so a waiting read holds no memory (see [`crate::bufs`],
+    /// also for the software fallback, which holds one). The handler gets
+    /// the filled buffer, which goes back to the ring when dropped;
+    /// `Err(PoolExhausted)` when data arrived but every buffer was in use
+    /// (the data stays in the socket for the next read), `Err(Eof)` when
+    /// the peer closed its side, `OperationAborted` after
+    /// `cancel`/`close`. A context built without read buffers refuses with
+    /// `OperationNotSupported`.
+    pub fn async_read_pooled<F>(&self, handler: F) -> core::result::Result<(), Rejected<F>>
+    where
+        F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+    {
+        let Some(pool) = self.ctx.proactor().read_pool() else {
+            return Err(Rejected {
+                error: Error::OperationNotSupported,
+                handler,
+            });
+        };
+        match self.target() {
+            Ok(target) => start_pooled(self.ctx, pool, target, handler),
+            Err(error) => Err(Rejected { error, handler }),
+        }
     }
 
     /// Writes at most `buf.bytes_len()` bytes from `buf` (`IORING_OP_SEND`

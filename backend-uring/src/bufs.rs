@@ -1,0 +1,669 @@
+//! Pooled reads: a provided buffer ring, and its software fallback.
+//!
+//! [`Builder::read_buffers`](crate::Builder::read_buffers) reserves
+//! `count` buffers of `size` bytes when the context is built.
+//! [`TcpStream::async_read_pooled`](crate::TcpStream::async_read_pooled)
+//! then queues a receive that names no buffer, only the pool: the kernel
+//! picks one when data arrives, so a waiting read holds no memory and ten
+//! thousand idle connections pin none. The epoll backend serves the same
+//! API from a pool it takes from when a socket is readable.
+//!
+//! # The ring (`IORING_REGISTER_PBUF_RING`, Linux 5.19)
+//!
+//! The buffers are published in a ring of `struct io_uring_buf` entries
+//! (a power-of-two count of them, in page-aligned memory, as the kernel
+//! requires) registered as buffer group 0 (`BGID`). The kernel consumes
+//! from the ring's head; buffers come back at its tail, under a lock, the
+//! tail published with a release store after the entry is written.
+//!
+//! A pooled read's SQE is `IORING_OP_RECV` with `IOSQE_BUFFER_SELECT` and
+//! `IORING_RECVSEND_POLL_FIRST`. The latter makes the first attempt wait
+//! for readiness instead of picking a buffer at once, so a read started
+//! while the ring is empty waits for data like any other; only data
+//! arriving with the ring still empty is `-ENOBUFS`, reported as
+//! `Err(PoolExhausted)` with the bytes left in the socket.
+//!
+//! A CQE whose read used a buffer carries `IORING_CQE_F_BUFFER` and the
+//! buffer id in its flags' high 16 bits. The reaper stores the flags in
+//! the operation (`PooledHdr`) and counts the buffer as taken. From
+//! there the buffer belongs to the operation: the handler gets it as a
+//! [`PooledBuf`] when the read brought data; on every other path (end of
+//! stream, an error, a cancel that lost its race with the data, the
+//! operation destroyed at shutdown) the completion puts it back in the
+//! ring before the handler runs or is dropped.
+//!
+//! # The fallback
+//!
+//! If the kernel refuses the ring, if the builder switched it off
+//! ([`Builder::buffer_ring`](crate::Builder::buffer_ring)), or if more
+//! than 32768 buffers (the kernel's ring limit) were asked for, the same
+//! memory is a software pool. A pooled read then takes a buffer when it
+//! is started and **holds it while it waits** (a plain receive into it).
+//! A read started with the pool empty queues a poll for readability
+//! instead and completes with `PoolExhausted` when data (or the end of
+//! the stream) arrives, as the ring would. Which one a context uses is
+//! [`RingInfo::buffer_ring`](crate::RingInfo::buffer_ring).
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+use core::mem::{size_of, ManuallyDrop};
+use core::ops::{Deref, DerefMut};
+use core::ptr::{self, addr_of, addr_of_mut, NonNull};
+use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+use io_uring::{opcode, IoUring};
+use pinion_core::buf::IoBuf;
+use pinion_core::{Error, Invoke, Operation, Rejected, Result};
+
+use crate::proactor::{with_target, Locked, Sched, Target, TAG_POOLED};
+use crate::ring::Sqe;
+use crate::IoContext;
+
+/// The buffer group id the context's ring is registered under.
+pub(crate) const BGID: u16 = 0;
+/// Smallest buffer: a free buffer of the software pool holds its link.
+pub(crate) const MIN_SIZE: usize = 16;
+/// Most entries the kernel accepts in one provided buffer ring.
+pub(crate) const MAX_RING_ENTRIES: usize = 1 << 15;
+/// `IORING_CQE_F_BUFFER`: the CQE's flags name the buffer its read used.
+pub(crate) const IORING_CQE_F_BUFFER: u32 = 1;
+/// `IORING_CQE_BUFFER_SHIFT`: where the buffer id sits in the flags.
+pub(crate) const IORING_CQE_BUFFER_SHIFT: u32 = 16;
+/// `IOSQE_BUFFER_SELECT`: the kernel picks the buffer from `buf_group`.
+pub(crate) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
+/// `IORING_RECVSEND_POLL_FIRST` (in `ioprio`): wait for readiness before
+/// the first attempt, so no buffer is picked before data is there.
+pub(crate) const IORING_RECVSEND_POLL_FIRST: u16 = 1;
+
+/// End of the software pool's free chain.
+const NIL: u32 = u32::MAX;
+/// A pooled read's `held`: the kernel picks from the ring.
+const RING: u32 = u32::MAX;
+/// A pooled read's `held`: fallback, the pool was empty, a poll waits.
+const POLLING: u32 = u32::MAX - 1;
+
+/// Anonymous memory from `mmap`: page-aligned and zeroed (as the ring
+/// must be), populated at build so the I/O path faults nothing in;
+/// unmapped on drop.
+struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    fn new(len: usize) -> Result<Region> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory
+        // is touched.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len.max(1),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(crate::sys::last_error());
+        }
+        Ok(Region {
+            // SAFETY: mmap succeeded, so `p` is not null.
+            ptr: unsafe { NonNull::new_unchecked(p as *mut u8) },
+            len: len.max(1),
+        })
+    }
+
+    /// Bytes the mapping spans (whole pages).
+    fn span(&self) -> usize {
+        // SAFETY: sysconf reads a constant of the system; no memory.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        self.len
+            .next_multiple_of(usize::try_from(page).unwrap_or(4096).max(1))
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once; its owner
+        // (`ReadBuffers`) hands out no pointer that outlives it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The kernel's `struct io_uring_buf`. In the ring's first entry the
+/// last field is the ring's tail (`struct io_uring_buf_ring`), so entries
+/// are written field by field, never whole.
+#[repr(C)]
+struct RingEntry {
+    addr: u64,
+    len: u32,
+    bid: u16,
+    resv: u16,
+}
+
+const _: () = assert!(size_of::<RingEntry>() == 16);
+
+/// The context's read buffers: a registered provided buffer ring, or the
+/// software pool (see the module docs).
+pub(crate) struct ReadBuffers {
+    mem: Region,
+    size: usize,
+    count: usize,
+    /// The ring's entries, registered with the kernel; `None` for the
+    /// software pool.
+    ring: Option<Region>,
+    /// Ring entries minus one.
+    mask: u16,
+    /// Ring: the tail as last published. Software pool: head of the free
+    /// chain (each free buffer's first four bytes link to the next).
+    next: Locked<u32>,
+    /// Buffers out of the pool: picked by the kernel for a read whose CQE
+    /// was reaped, taken by a fallback read, or held by a [`PooledBuf`].
+    out: AtomicUsize,
+}
+
+// SAFETY: the ring's tail and the free chain are only touched under
+// `next`'s lock; a buffer out of the pool is touched only by its one
+// owner (an operation or a `PooledBuf`); the rest is immutable or atomic.
+unsafe impl Sync for ReadBuffers {}
+// SAFETY: owns its memory; as above.
+unsafe impl Send for ReadBuffers {}
+
+impl ReadBuffers {
+    /// `count` buffers of `size` bytes (at least [`MIN_SIZE`]), all in the
+    /// pool: a ring registered with `ring` if `try_ring` and the kernel
+    /// takes it, else the software pool.
+    pub(crate) fn new(ring: &IoUring, count: usize, size: usize, try_ring: bool) -> Result<Self> {
+        let size = size.clamp(MIN_SIZE, u32::MAX as usize);
+        // Buffer indices stay below the operation's sentinels.
+        let count = count.min(POLLING as usize);
+        let bytes = count.checked_mul(size).ok_or(Error::Os(libc::ENOMEM))?;
+        let mut bufs = ReadBuffers {
+            mem: Region::new(bytes)?,
+            size,
+            count,
+            ring: None,
+            mask: 0,
+            next: Locked::new(NIL),
+            out: AtomicUsize::new(count),
+        };
+        if try_ring && count <= MAX_RING_ENTRIES {
+            let entries = count.next_power_of_two();
+            let region = Region::new(entries * size_of::<RingEntry>())?;
+            // SAFETY: `region` is page-aligned, `entries` entries long,
+            // and stays mapped until the ring is unregistered
+            // (`unregister`, from the proactor's drop) or gone: the
+            // proactor drops its ring before its read buffers.
+            let taken = unsafe {
+                ring.submitter().register_buf_ring_with_flags(
+                    region.ptr.as_ptr() as u64,
+                    entries as u16,
+                    BGID,
+                    0,
+                )
+            };
+            if taken.is_ok() {
+                bufs.ring = Some(region);
+                bufs.mask = (entries - 1) as u16;
+                bufs.next = Locked::new(0);
+            }
+            // Refused (a kernel without provided buffer rings, or memory
+            // it would not pin): `region` is unmapped, the pool is soft.
+        }
+        for i in 0..count as u32 {
+            bufs.release(i);
+        }
+        Ok(bufs)
+    }
+
+    /// `true` when the kernel picks buffers from a registered ring.
+    #[inline]
+    pub(crate) fn is_ring(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// Bytes of the ring's entries, which the kernel pins (0 without one).
+    pub(crate) fn pinned_bytes(&self) -> usize {
+        self.ring.as_ref().map_or(0, Region::span)
+    }
+
+    /// Bytes per buffer.
+    #[inline]
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Buffers in the pool.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Buffers in the pool now.
+    pub(crate) fn free(&self) -> usize {
+        self.count - self.out.load(Ordering::Relaxed).min(self.count)
+    }
+
+    #[inline]
+    fn ptr(&self, i: u32) -> *mut u8 {
+        debug_assert!((i as usize) < self.count);
+        // SAFETY: `i < count`, so the buffer lies inside `mem`.
+        unsafe { self.mem.ptr.as_ptr().add(i as usize * self.size) }
+    }
+
+    /// The reaper found a CQE whose read used a ring buffer: it is out of
+    /// the ring until its operation or `PooledBuf` gives it back.
+    #[inline]
+    pub(crate) fn picked_by_kernel(&self) {
+        self.out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a buffer of the software pool.
+    pub(crate) fn take(&self) -> Option<u32> {
+        debug_assert!(!self.is_ring());
+        let i = self.next.with(|head| {
+            let i = *head;
+            if i != NIL {
+                // SAFETY: a free buffer's first four bytes hold the next
+                // free index (written by `release`), and the chain is
+                // ours under the lock.
+                *head = unsafe { ptr::read_unaligned(self.ptr(i) as *const u32) };
+            }
+            i
+        });
+        if i == NIL {
+            return None;
+        }
+        self.out.fetch_add(1, Ordering::Relaxed);
+        Some(i)
+    }
+
+    /// Puts buffer `i`, which its owner no longer uses, back in the pool:
+    /// at the ring's tail, published to the kernel, or on the free chain.
+    /// From any thread.
+    pub(crate) fn release(&self, i: u32) {
+        debug_assert!((i as usize) < self.count);
+        let addr = self.ptr(i);
+        self.next.with(|next| match &self.ring {
+            Some(ring) => {
+                let base = ring.ptr.as_ptr() as *mut RingEntry;
+                let tail = *next as u16;
+                // SAFETY: `tail & mask` indexes the entries. That entry is
+                // not in the kernel's view (it reads entries between its
+                // head and our tail only), and not still unread by it:
+                // the ring holds at most `count - 1 < entries` buffers
+                // while buffer `i` is out. Only the first three fields
+                // are written (the first entry's fourth is the tail). The
+                // release store publishes them with the tail, which the
+                // kernel loads with acquire.
+                unsafe {
+                    let e = base.add((tail & self.mask) as usize);
+                    addr_of_mut!((*e).addr).write(addr as u64);
+                    addr_of_mut!((*e).len).write(self.size as u32);
+                    addr_of_mut!((*e).bid).write(i as u16);
+                    let ktail = &*(addr_of!((*base).resv) as *const AtomicU16);
+                    ktail.store(tail.wrapping_add(1), Ordering::Release);
+                }
+                *next = tail.wrapping_add(1) as u32;
+            }
+            None => {
+                // SAFETY: buffer `i` is ours again, so its first bytes may
+                // hold the link; the chain is ours under the lock.
+                unsafe { ptr::write_unaligned(addr as *mut u32, *next) };
+                *next = i;
+            }
+        });
+        self.out.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Unregisters the ring (the proactor's drop, after every request has
+    /// completed), so the kernel lets go of its entries.
+    pub(crate) fn unregister(&self, ring: &IoUring) {
+        if self.is_ring() {
+            let _ = ring.submitter().unregister_buf_ring(BGID);
+        }
+    }
+}
+
+/// A buffer of the context's read pool holding the bytes a pooled read
+/// received; back to the pool (the kernel's ring) when dropped, from any
+/// thread.
+///
+/// Derefs to the received bytes; it is an [`IoBuf`], so it can be written
+/// back out as it is (`async_write(&stream, buf, ..)`).
+pub struct PooledBuf<'c> {
+    pool: &'c ReadBuffers,
+    index: u32,
+    len: u32,
+}
+
+impl PooledBuf<'_> {
+    /// Bytes received.
+    #[allow(clippy::len_without_is_empty)] // Deref gives is_empty
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Size of every buffer in the pool.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.pool.size()
+    }
+
+    /// Keeps the first `n` bytes (`n` at most `len()`).
+    pub fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n.min(u32::MAX as usize) as u32);
+    }
+
+    /// The buffer's index in the pool (its buffer id in the ring), for
+    /// diagnostics.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+}
+
+impl Deref for PooledBuf<'_> {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the buffer is ours while this value lives (out of the
+        // pool, so neither the kernel nor another owner touches it), and
+        // its first `len` bytes were written by the read.
+        unsafe { core::slice::from_raw_parts(self.pool.ptr(self.index), self.len as usize) }
+    }
+}
+
+impl DerefMut for PooledBuf<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for `deref`, and `&mut self` makes this the only view.
+        unsafe { core::slice::from_raw_parts_mut(self.pool.ptr(self.index), self.len as usize) }
+    }
+}
+
+impl Drop for PooledBuf<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.pool.release(self.index);
+    }
+}
+
+impl core::fmt::Debug for PooledBuf<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PooledBuf")
+            .field("index", &self.index)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+// SAFETY: the bytes live in the context's pool, which outlives `'static`
+// here, and stay in place while this value (their only owner) moves.
+unsafe impl IoBuf for PooledBuf<'static> {
+    fn read_ptr(&self) -> *const u8 {
+        self.pool.ptr(self.index)
+    }
+    fn bytes_len(&self) -> usize {
+        self.len as usize
+    }
+}
+
+/// Free and total buffers of a context's read pool
+/// ([`IoContext::read_buffers`](crate::IoContext::read_buffers)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadBufferCount {
+    /// Buffers in the pool (the ring) now: not held by the kernel for a
+    /// completed read, by a fallback read, or by a [`PooledBuf`].
+    pub free: usize,
+    /// Buffers in the pool.
+    pub total: usize,
+    /// Bytes per buffer.
+    pub size: usize,
+}
+
+// ---- the operation ------------------------------------------------------
+
+/// The start of a pooled read: the header, then the flags of its CQE,
+/// stored by the reaper (the buffer the kernel picked, if any).
+#[repr(C)]
+pub(crate) struct PooledHdr {
+    pub(crate) op: Operation,
+    pub(crate) cqe_flags: Cell<u32>,
+}
+
+#[repr(C)]
+struct PooledOp<'c, F> {
+    hdr: PooledHdr,
+    /// [`RING`], [`POLLING`], or the software pool's buffer it reads into.
+    held: u32,
+    _ctx: PhantomData<&'c IoContext>,
+    handler: ManuallyDrop<F>,
+}
+
+/// Starts a pooled read on `target` (see the module docs).
+pub(crate) fn start_pooled<'c, F>(
+    ctx: &'c IoContext,
+    pool: &'c ReadBuffers,
+    target: Target,
+    handler: F,
+) -> core::result::Result<(), Rejected<F>>
+where
+    F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+{
+    let op = PooledOp {
+        hdr: PooledHdr {
+            op: Operation::new(complete_pooled::<F>),
+            cqe_flags: Cell::new(0),
+        },
+        held: RING,
+        _ctx: PhantomData,
+        handler: ManuallyDrop::new(handler),
+    };
+    let sched: &Sched = ctx;
+    let here = sched.here();
+    // SAFETY: `here` came from this scheduler.
+    let p = match unsafe { sched.alloc_op_in(here, op) } {
+        Ok(p) => p,
+        Err(op) => {
+            return Err(Rejected {
+                error: Error::PoolExhausted,
+                handler: ManuallyDrop::into_inner(op.handler),
+            })
+        }
+    };
+    // SAFETY: `here` came from this scheduler.
+    unsafe { sched.compensating_work_started_in(here) };
+    let user_data = p.as_ptr() as u64 | TAG_POOLED;
+    let (fd, fixed) = target.raw();
+    if pool.is_ring() {
+        // IORING_OP_RECV naming the buffer group, written in place.
+        let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
+        e.flags |= IOSQE_BUFFER_SELECT;
+        e.ioprio = IORING_RECVSEND_POLL_FIRST;
+        e.len = pool.size() as u32;
+        e.buf_index = BGID;
+        e.user_data = user_data;
+        // SAFETY: the SQE points at no memory of ours but the op's slot
+        // (user_data), allocated until its CQE is reaped; the kernel
+        // writes only into a ring buffer, which is out of the pool (so
+        // untouched by us) from its pick until the CQE is handled.
+        unsafe { ctx.proactor().push_sqe(&e, true) };
+    } else if let Some(i) = pool.take() {
+        // SAFETY: `p` is ours until pushed.
+        unsafe { (*p.as_ptr()).held = i };
+        let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
+        e.addr = pool.ptr(i) as u64;
+        e.len = pool.size() as u32;
+        e.user_data = user_data;
+        // SAFETY: buffer `i` is out of the pool and belongs to this op
+        // until its completion gives it back, after the CQE; the slot
+        // stays allocated until then too.
+        unsafe { ctx.proactor().push_sqe(&e, true) };
+    } else {
+        // SAFETY: `p` is ours until pushed.
+        unsafe { (*p.as_ptr()).held = POLLING };
+        let e = with_target!(target, |t| opcode::PollAdd::new(t, libc::POLLIN as u32)
+            .build())
+        .user_data(user_data);
+        // SAFETY: a poll carries no pointer but the op's slot (user_data),
+        // allocated until its CQE is reaped.
+        unsafe { ctx.proactor().push(&e, true) };
+    }
+    Ok(())
+}
+
+/// # Safety
+/// See `pinion_core::op::CompleteFn`; `op` is a `PooledOp<'c, F>` whose
+/// result and `cqe_flags` the reaper set from its CQE.
+unsafe fn complete_pooled<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+where
+    F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+{
+    let p = op.cast::<PooledOp<'c, F>>();
+    // SAFETY: `p` is live and ours; each field is read once, then the
+    // slot is freed and never touched again.
+    let (res, flags, held, handler) = unsafe {
+        let o = p.as_ptr();
+        (
+            (*o).hdr.op.result(),
+            (*o).hdr.cqe_flags.get(),
+            (*o).held,
+            ManuallyDrop::into_inner(ptr::read(addr_of!((*o).handler))),
+        )
+    };
+    // SAFETY: the owner is the context that allocated the op, alive for 'c.
+    let ctx: &'c IoContext = unsafe { IoContext::from_owner(owner) };
+    // SAFETY: values moved out above; freed once.
+    unsafe { ctx.free_op_in(how.here(), p) };
+    let Some(pool) = ctx.proactor().read_pool() else {
+        unreachable!("a pooled read on a context without read buffers")
+    };
+    // The buffer this read holds, owned from here on: the kernel's pick
+    // (named by the CQE) or the one taken at the start. Dropped unused,
+    // it goes back to the pool.
+    let index = if flags & IORING_CQE_F_BUFFER != 0 {
+        Some(flags >> IORING_CQE_BUFFER_SHIFT)
+    } else {
+        (held < POLLING).then_some(held)
+    };
+    let mut buf = index.map(|index| PooledBuf {
+        pool,
+        index,
+        len: 0,
+    });
+    if !how.is_run() {
+        // Destroyed at shutdown: the buffer goes back before the handler
+        // (and whatever it owns) is dropped.
+        drop(buf);
+        drop(handler);
+        return;
+    }
+    let r = match res {
+        // Fallback with the pool empty: the poll saw data (or the end)
+        // arrive.
+        Ok(_) if held == POLLING => Err(Error::PoolExhausted),
+        Ok(0) => Err(Error::Eof),
+        Ok(n) => match buf.take() {
+            Some(mut b) => {
+                b.len = n.min(pool.size()) as u32;
+                Ok(b)
+            }
+            None => {
+                debug_assert!(false, "the kernel reported data without a buffer");
+                Err(Error::Os(libc::EIO))
+            }
+        },
+        // The ring was empty when data arrived; it stays in the socket.
+        Err(Error::Os(libc::ENOBUFS)) => Err(Error::PoolExhausted),
+        Err(e) => Err(e),
+    };
+    // A buffer not handed over (end of stream, error, cancel) goes back
+    // before the handler runs, so the handler sees it free.
+    drop(buf);
+    if matches!(r, Err(Error::PoolExhausted)) {
+        ctx.proactor().note_read_buffers_empty();
+    }
+    handler(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use io_uring::{squeue, types};
+
+    fn bytes(s: &Sqe) -> [u8; 64] {
+        // SAFETY: `Sqe` is 64 bytes of integers with no padding.
+        unsafe { core::mem::transmute::<Sqe, [u8; 64]>(*s) }
+    }
+
+    #[test]
+    fn hand_built_pooled_recv_matches_io_urings_builder() {
+        let mut e = Sqe::new(opcode::Recv::CODE, 3, true);
+        e.flags |= IOSQE_BUFFER_SELECT;
+        e.ioprio = IORING_RECVSEND_POLL_FIRST;
+        e.len = 4096;
+        e.buf_index = 7;
+        e.user_data = 0x44;
+        let b = opcode::Recv::new(types::Fixed(3), ptr::null_mut(), 4096)
+            .buf_group(7)
+            .ioprio(IORING_RECVSEND_POLL_FIRST)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT)
+            .user_data(0x44);
+        assert_eq!(bytes(&e), bytes(&Sqe::from_entry(b)));
+    }
+
+    #[test]
+    fn cqe_constants_match_io_urings() {
+        let flags = IORING_CQE_F_BUFFER | (513 << IORING_CQE_BUFFER_SHIFT);
+        assert_eq!(io_uring::cqueue::buffer_select(flags), Some(513));
+        assert_eq!(io_uring::cqueue::buffer_select(0), None);
+        assert_eq!(
+            IOSQE_BUFFER_SELECT,
+            squeue::Flags::BUFFER_SELECT.bits(),
+            "IOSQE_BUFFER_SELECT"
+        );
+    }
+
+    #[test]
+    fn software_pool_takes_and_releases_every_buffer() {
+        let ring = IoUring::new(4).expect("io_uring");
+        let p = ReadBuffers::new(&ring, 3, 1, false).unwrap();
+        assert!(!p.is_ring());
+        assert_eq!((p.count(), p.size(), p.free()), (3, MIN_SIZE, 3));
+        let mut got: Vec<u32> = core::iter::from_fn(|| p.take()).collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2]);
+        assert_eq!(p.free(), 0);
+        for i in got {
+            p.release(i);
+        }
+        assert_eq!(p.free(), 3);
+        assert_eq!(p.pinned_bytes(), 0);
+    }
+
+    #[test]
+    fn ring_publishes_every_buffer_at_build() {
+        let ring = IoUring::new(4).expect("io_uring");
+        let p = ReadBuffers::new(&ring, 5, 100, true).unwrap();
+        assert!(p.is_ring(), "this kernel takes provided buffer rings");
+        assert_eq!(p.mask, 7, "entries: the next power of two");
+        // SAFETY: sysconf reads a constant of the system.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        assert_eq!(p.pinned_bytes(), page, "the entries fill one page");
+        let base = p.ring.as_ref().unwrap().ptr.as_ptr() as *const RingEntry;
+        // SAFETY: the ring's entries, written by `release` under the lock
+        // we do not contend here; the tail is entry 0's last field.
+        unsafe {
+            assert_eq!((*base).resv, 5, "tail after five buffers");
+            for i in 0..5u32 {
+                let e = base.add(i as usize);
+                assert_eq!((*e).bid as u32, i);
+                assert_eq!((*e).len, 100);
+                assert_eq!((*e).addr, p.ptr(i) as u64);
+            }
+        }
+        p.unregister(&ring);
+    }
+}
