@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pinion_core::buf::Slice;
+use pinion_core::compose::async_write;
+use pinion_core::Error;
 use pinion_uring::{Builder, TcpListener, TcpStream};
 use util::*;
 
@@ -106,4 +108,65 @@ fn ten_thousand_round_trips_allocate_nothing() {
     );
     // SAFETY: nothing uses ctx any more.
     unsafe { free_ctx(ctx) };
+}
+
+/// Echoes with pooled reads, each buffer written back as it is.
+fn serve_pooled(s: TcpStream<'static>) {
+    s.async_read_pooled(move |r| match r {
+        Ok(buf) => {
+            async_write(&s, buf, move |r, buf| {
+                r.expect("write back");
+                drop(buf);
+                serve_pooled(s);
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        }
+        Err(Error::Eof) => s.close().unwrap(),
+        Err(e) => panic!("pooled read: {e}"),
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+}
+
+/// The same round trips served by pooled reads: taking a buffer from the
+/// ring (or the fallback pool) and giving it back allocate nothing.
+#[test]
+fn pooled_round_trips_allocate_nothing() {
+    for ring in [true, false] {
+        let b = Builder::new().read_buffers(8, 128).buffer_ring(ring);
+        let Some(ctx) = ctx_or_skip(b, "pooled_round_trips_allocate_nothing") else {
+            return;
+        };
+        assert_eq!(ctx.ring_info().buffer_ring, ring);
+        let l = TcpListener::bind(ctx, loopback()).unwrap();
+        let addr = l.local_addr().unwrap();
+        l.async_accept(move |r| {
+            serve_pooled(r.expect("accept").0);
+            l.close().unwrap();
+        })
+        .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        TcpStream::async_connect(ctx, addr, move |r| {
+            step(
+                r.unwrap(),
+                0,
+                Vec::with_capacity(64),
+                Vec::with_capacity(64),
+                d,
+            );
+        })
+        .unwrap();
+        run_watched(ctx);
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+        assert_eq!(ctx.read_buffers().unwrap().free, 8, "every buffer back");
+        assert_eq!(
+            ALLOCS.load(Ordering::SeqCst),
+            0,
+            "heap allocations during {ROUND_TRIPS} pooled round trips (ring: {ring})"
+        );
+        // SAFETY: nothing uses ctx any more.
+        unsafe { free_ctx(ctx) };
+    }
 }
