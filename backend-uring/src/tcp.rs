@@ -374,7 +374,7 @@ impl<'c> TcpStream<'c> {
     /// Reads at most `buf.spare()` bytes into `buf` (`IORING_OP_RECV`).
     /// The handler gets the count (`Eof` for a peer that closed) and the
     /// buffer back, advanced by the count.
-    #[inline]
+    #[inline(always)]
     pub fn async_read_some<B, F>(
         &self,
         buf: B,
@@ -425,7 +425,7 @@ impl<'c> TcpStream<'c> {
 
     /// Writes at most `buf.bytes_len()` bytes from `buf` (`IORING_OP_SEND`
     /// with `MSG_NOSIGNAL`: a closed peer is `BrokenPipe`, never SIGPIPE).
-    #[inline]
+    #[inline(always)]
     pub fn async_write_some<B, F>(
         &self,
         buf: B,
@@ -708,7 +708,7 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
 }
 
 impl AsyncReadSome for TcpStream<'static> {
-    #[inline]
+    #[inline(always)]
     fn async_read_some<B, F>(
         &self,
         buf: B,
@@ -723,7 +723,7 @@ impl AsyncReadSome for TcpStream<'static> {
 }
 
 impl AsyncWriteSome for TcpStream<'static> {
-    #[inline]
+    #[inline(always)]
     fn async_write_some<B, F>(
         &self,
         buf: B,
