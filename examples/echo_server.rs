@@ -2,10 +2,13 @@
 //! client sends comes back, in order.
 //!
 //! ```text
-//! echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N]
+//! echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--read-buffers N]
 //! ```
 //! PORT defaults to 7000, ADDR to 127.0.0.1, N to 1 (the context's
-//! concurrency hint), `--max-conns` to 1024.
+//! concurrency hint), `--max-conns` to 1024. `--read-buffers N` switches
+//! to pooled reads (`async_read_pooled`): N shared 16 KiB buffers, taken
+//! only when data arrives (io_uring: a provided buffer ring), instead of
+//! one buffer per connection.
 //!
 //! Written against the facade `pinion::…`, so it builds on either backend.
 //! Per connection: `TCP_NODELAY` and one 16 KiB buffer from a pool made at
@@ -44,6 +47,8 @@ struct Server {
     accept_failing: AtomicBool,
     /// A connection was refused for want of a buffer since the last log.
     pool_failing: AtomicBool,
+    /// Reads take a shared buffer when data arrives (`--read-buffers`).
+    pooled: bool,
     connections: AtomicU64,
 }
 
@@ -55,6 +60,7 @@ fn main() {
             .descriptors(cfg.max_conns + 16)
             .timers(8)
             .concurrency_hint(cfg.threads)
+            .read_buffers(cfg.read_buffers, BUF_SIZE)
             .build()
             .unwrap_or_else(|e| fail(&format!("building the context: {e:?}"))),
     ));
@@ -63,7 +69,13 @@ fn main() {
         TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
     let server: &'static Server = Box::leak(Box::new(Server {
         listener,
-        pool: Pool::boxed(cfg.max_conns),
+        // Pooled reads need no per-connection buffers.
+        pool: Pool::boxed(if cfg.read_buffers > 0 {
+            0
+        } else {
+            cfg.max_conns
+        }),
+        pooled: cfg.read_buffers > 0,
         retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
         accept_failing: AtomicBool::new(false),
         pool_failing: AtomicBool::new(false),
@@ -131,6 +143,9 @@ fn accept_later(s: &'static Server, e: Error) {
 
 fn start(s: &'static Server, conn: TcpStream<'static>) {
     let _ = conn.set_nodelay(true);
+    if s.pooled {
+        return read_pooled(conn);
+    }
     match s.pool.alloc() {
         Some(buf) => {
             s.pool_failing.store(false, Ordering::Relaxed);
@@ -165,6 +180,41 @@ fn read(conn: TcpStream<'static>, mut buf: Buf) {
 fn write(conn: TcpStream<'static>, buf: Buf) {
     let started = async_write(&conn, buf, move |r, buf| match r {
         Ok(_) => read(conn, buf),
+        Err(_) => {
+            let _ = conn.close();
+        }
+    });
+    if started.is_err() {
+        let _ = conn.close();
+    }
+}
+
+/// Pooled variant: read into a shared buffer taken when data arrives,
+/// write it back, drop it (back to the pool), read again.
+fn read_pooled(conn: TcpStream<'static>) {
+    let started = conn.async_read_pooled(move |r| match r {
+        Ok(buf) => {
+            let started = async_write(&conn, buf, move |r, buf| {
+                drop(buf);
+                match r {
+                    Ok(_) => read_pooled(conn),
+                    Err(_) => {
+                        let _ = conn.close();
+                    }
+                }
+            });
+            if started.is_err() {
+                let _ = conn.close();
+            }
+        }
+        // Every buffer is in flight on other connections; the data waits
+        // in the socket. Try again once the queued handlers have run (and
+        // freed buffers).
+        Err(Error::PoolExhausted) => {
+            if conn.context().post(move || read_pooled(conn)).is_err() {
+                let _ = conn.close();
+            }
+        }
         Err(_) => {
             let _ = conn.close();
         }
@@ -284,6 +334,7 @@ struct Config {
     bind: IpAddr,
     threads: usize,
     max_conns: usize,
+    read_buffers: usize,
 }
 
 impl Config {
@@ -293,6 +344,7 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             threads: 1,
             max_conns: 1024,
+            read_buffers: 0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -304,6 +356,9 @@ impl Config {
                 "--bind" => cfg.bind = parse(&value("--bind"), "--bind"),
                 "--threads" => cfg.threads = parse(&value("--threads"), "--threads"),
                 "--max-conns" => cfg.max_conns = parse(&value("--max-conns"), "--max-conns"),
+                "--read-buffers" => {
+                    cfg.read_buffers = parse(&value("--read-buffers"), "--read-buffers")
+                }
                 "-h" | "--help" => usage(""),
                 p if !p.starts_with('-') => cfg.port = parse(p, "PORT"),
                 other => usage(&format!("unknown option {other}")),
@@ -325,7 +380,9 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("echo_server: {msg}");
     }
-    eprintln!("usage: echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N]");
+    eprintln!(
+        "usage: echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--read-buffers N]"
+    );
     exit(2)
 }
 

@@ -193,6 +193,11 @@ impl<'c> TcpStream<'c> {
         Ok(())
     }
 
+    /// The context this stream belongs to.
+    pub fn context(&self) -> &'c IoContext {
+        self.ctx
+    }
+
     /// Reads at most `buf.spare()` bytes into `buf`. `Err(Eof)` when the
     /// peer closed its side; `Ok(0)` only for a buffer with no room.
     #[inline(always)]
