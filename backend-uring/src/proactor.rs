@@ -85,7 +85,7 @@
 //! registered-file table as large as the descriptor table. A socket
 //! entering the table (bind, connect, accept) is installed at its
 //! descriptor index (`IORING_REGISTER_FILES_UPDATE`), and its SQEs name it
-//! as `types::Fixed(index)` ([`Target`]); cancels add
+//! as `types::Fixed(index)` (`Target`); cancels add
 //! `IORING_ASYNC_CANCEL_FD_FIXED`. Close removes it (update to `-1`) after
 //! the cancel was submitted and before the fd is closed and the index
 //! freed, so an index never names an old socket. The raw fd is kept for
