@@ -327,13 +327,24 @@ fn many_small_writes_from_a_std_peer_arrive_in_order() {
 
 #[test]
 fn echo_on_four_threads_with_connections_closing_concurrently() {
+    echo_on_four_threads(4);
+}
+
+/// A context built for one thread (epoll then does its I/O in the task)
+/// must stay correct when several threads run it anyway, as in Asio.
+#[test]
+fn echo_on_four_threads_of_a_one_thread_context() {
+    echo_on_four_threads(1);
+}
+
+fn echo_on_four_threads(hint: usize) {
     const N: usize = 300;
     let ctx = Ctx::with(
         b::Builder::new()
             .ops(4096)
             .descriptors(2 * N + 16)
             .timers(16)
-            .concurrency_hint(4),
+            .concurrency_hint(hint),
     );
     let c = ctx.get();
     let (l, addr) = listen(c);
