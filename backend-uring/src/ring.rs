@@ -130,10 +130,10 @@ impl Sqe {
     /// An SQE built by io-uring's opcode builders (cold paths).
     #[inline]
     pub(crate) fn from_entry(e: squeue::Entry) -> Sqe {
-        // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's
+        // `squeue::Entry` is `#[repr(C)]` around the kernel's
         // `io_uring_sqe`, which `Sqe` mirrors field for field (same size,
-        // checked by transmute); the builders start from an all-zero SQE,
-        // so every byte is initialised and any bit pattern is a valid Sqe.
+        // checked by transmute); the builders start from an all-zero SQE.
+        // SAFETY: every byte is initialised; any bit pattern is an Sqe.
         unsafe { core::mem::transmute::<squeue::Entry, Sqe>(e) }
     }
 }

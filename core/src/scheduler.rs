@@ -192,12 +192,12 @@ impl Registry {
         // thread's, and this runs several times per handler.
         if self.ids[0].load(Ordering::Relaxed) == me {
             let p = self.infos[0].load(Ordering::Relaxed);
-            // SAFETY: `ids[0] == me` means this thread registered slot 0
-            // (ids are never 0 or NO_THREAD for a registered thread, so a
-            // thread without an id matches nothing), and it stored a
-            // non-null `infos[0]` before returning from `register`; it
-            // points to a ThreadInfo on this thread's stack that lives
-            // until it unregisters.
+            // `ids[0] == me` means this thread registered slot 0 (ids are
+            // never 0 or NO_THREAD for a registered thread, so a thread
+            // without an id matches nothing) and stored a non-null
+            // `infos[0]` before `register` returned.
+            // SAFETY: that ThreadInfo is on this thread's stack and lives
+            // until this thread unregisters.
             return Some(unsafe { &*p });
         }
         self.lookup_rest(me)
