@@ -62,10 +62,10 @@ use pinion_core::timer::{TimerHandle, TimerQueue, TimerSlot};
 use pinion_core::{Error, Here, Invoke, OpQueue, Operation, Result, Storage, Task, Wait};
 use pinion_sync::{FutexMutex, RawMutex};
 
-use crate::bufs::ReadBuffers;
 use crate::interrupter::Interrupter;
 use crate::stats::stat;
 use crate::sys::{syscall, Fd};
+use crate::ReadBuffers;
 use crate::Scheduler;
 
 /// Queue of reads (and accepts) on a descriptor.
@@ -985,7 +985,10 @@ impl Task for Reactor {
             if self.inline_io {
                 // Asio's perform_io, here and now (see the module docs).
                 st.ready_events = bits;
-                perform_io_into(self, st, ops);
+                perform_io(self, st, |op| {
+                    // SAFETY: performed and popped: live, on no queue.
+                    unsafe { ops.push(op) }
+                });
             } else if st.queued {
                 st.ready_events |= bits;
             } else {
@@ -1078,7 +1081,13 @@ unsafe fn descriptor_complete(op: NonNull<Operation>, owner: *const (), how: Inv
             let table = &sched.task().table;
             table.release(table.index_of(slot));
         } else if how.is_run() {
-            first = perform_io(sched.task(), st, &mut completed);
+            // The first completion runs inline below, the rest are
+            // posted (kept apart: the usual case is exactly one).
+            perform_io(sched.task(), st, |op| match first {
+                None => first = Some(op),
+                // SAFETY: performed and popped, live, on no queue.
+                Some(_) => unsafe { completed.push(op) },
+            });
         }
     }
     if !how.is_run() {
@@ -1103,55 +1112,14 @@ unsafe fn descriptor_complete(op: NonNull<Operation>, owner: *const (), how: Inv
 }
 
 /// Asio's `perform_io`: except, write, then read queue; each type whose
-/// events fired may be tried speculatively again. Returns the first op
-/// that completed and queues the others on `completed`, in order (kept
-/// apart because the usual case is exactly one).
-#[inline]
-fn perform_io(
-    reactor: &Reactor,
-    st: &mut State,
-    completed: &mut OpQueue,
-) -> Option<NonNull<Operation>> {
-    let mut first = None;
+/// events fired may be tried speculatively again. Every op that completed
+/// goes to `done`, in that order.
+#[inline(always)]
+fn perform_io(reactor: &Reactor, st: &mut State, mut done: impl FnMut(NonNull<Operation>)) {
     // Unrolled by hand: the compiler keeps the loop otherwise.
-    perform_queue::<EXCEPT_OP>(reactor, st, &mut first, completed);
-    perform_queue::<WRITE_OP>(reactor, st, &mut first, completed);
-    perform_queue::<READ_OP>(reactor, st, &mut first, completed);
-    first
-}
-
-/// `perform_io` for the task of a one-thread context: every completed op
-/// goes to `ops`, in Asio's order.
-#[inline(always)]
-fn perform_io_into(reactor: &Reactor, st: &mut State, ops: &mut OpQueue) {
-    perform_queue_into::<EXCEPT_OP>(reactor, st, ops);
-    perform_queue_into::<WRITE_OP>(reactor, st, ops);
-    perform_queue_into::<READ_OP>(reactor, st, ops);
-}
-
-/// [`perform_queue`] appending every completed op to `ops`.
-#[inline(always)]
-fn perform_queue_into<const J: usize>(_reactor: &Reactor, st: &mut State, ops: &mut OpQueue) {
-    let any = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
-    if st.ready_events & (OP_EVENTS[J] | any) == 0 {
-        return;
-    }
-    st.try_speculative[J] = true;
-    while let Some(op) = st.queues[J].front() {
-        stat!(_reactor, op_attempts);
-        // SAFETY: queued ops are live reactor ops; the slot is locked.
-        let status = unsafe { ReactorOp::perform(op.cast(), st.fd) };
-        if status == Status::NotDone {
-            break;
-        }
-        st.queues[J].pop();
-        // SAFETY: just popped, live, on no other queue.
-        unsafe { ops.push(op) };
-        if status == Status::DoneAndExhausted {
-            st.exhausted(J);
-            break;
-        }
-    }
+    perform_queue::<EXCEPT_OP>(reactor, st, &mut done);
+    perform_queue::<WRITE_OP>(reactor, st, &mut done);
+    perform_queue::<READ_OP>(reactor, st, &mut done);
 }
 
 /// `perform_io` for the queue of type `J`.
@@ -1159,8 +1127,7 @@ fn perform_queue_into<const J: usize>(_reactor: &Reactor, st: &mut State, ops: &
 fn perform_queue<const J: usize>(
     _reactor: &Reactor,
     st: &mut State,
-    first: &mut Option<NonNull<Operation>>,
-    completed: &mut OpQueue,
+    done: &mut impl FnMut(NonNull<Operation>),
 ) {
     let any = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
     if st.ready_events & (OP_EVENTS[J] | any) == 0 {
@@ -1175,12 +1142,7 @@ fn perform_queue<const J: usize>(
             break;
         }
         st.queues[J].pop();
-        if first.is_none() {
-            *first = Some(op);
-        } else {
-            // SAFETY: just popped, live, on no other queue.
-            unsafe { completed.push(op) };
-        }
+        done(op);
         if status == Status::DoneAndExhausted {
             st.exhausted(J);
             break;
