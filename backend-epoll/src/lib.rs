@@ -37,9 +37,11 @@ use core::cell::UnsafeCell;
 use core::ops::Deref;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use pinion_core::pooled::SlabPool;
+#[cfg(feature = "std")]
+use pinion_core::pooled::SLAB_MIN_SIZE;
 use pinion_core::Storage;
 
-mod bufs;
 mod interrupter;
 mod net;
 mod ops;
@@ -48,14 +50,17 @@ mod stats;
 mod sys;
 mod timer;
 
-pub use bufs::{PooledBuf, ReadBufferCount};
 pub use net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+pub use pinion_core::pooled::{PooledBuf, ReadBufferCount};
 pub use pinion_core::timer::TimerSlot;
 pub use pinion_core::{Error, OpSlot, Rejected, Result};
 pub use pinion_sync::FutexKit;
 pub use reactor::{DescriptorSlot, Reactor, POLL_SKIP_MAX, POLL_SKIP_NS};
 pub use stats::Stats;
 pub use timer::SteadyTimer;
+
+/// The pool pooled reads take from when a socket is readable.
+pub(crate) type ReadBuffers = SlabPool<pinion_sync::FutexMutex>;
 
 /// The scheduler of an [`IoContext`].
 pub type Scheduler = pinion_core::Scheduler<Reactor, FutexKit>;
@@ -87,11 +92,7 @@ impl IoContext {
     /// Free and total buffers of the read pool
     /// ([`Builder::read_buffers`]); `None` without one.
     pub fn read_buffers(&self) -> Option<ReadBufferCount> {
-        self.sched.task().read_buffers().map(|p| ReadBufferCount {
-            free: p.available(),
-            total: p.count(),
-            size: p.size(),
-        })
+        self.sched.task().read_buffers().map(|p| p.counts())
     }
 
     /// The reactor's counters so far.
@@ -167,8 +168,8 @@ impl Builder {
     pub fn build(self) -> Result<IoContext> {
         let (count, size) = self.read_buffers;
         let bufs = (count > 0).then(|| {
-            let size = size.max(bufs::MIN_SIZE);
-            bufs::ReadBuffers::new(Storage::boxed_with(count * size, || 0u8), size)
+            let size = size.max(SLAB_MIN_SIZE);
+            ReadBuffers::new(Storage::boxed_with(count * size, || 0u8), size)
         });
         self.finish(
             Storage::boxed_with(self.ops, || OpSlot::EMPTY),
@@ -231,10 +232,7 @@ impl Builder {
             Storage::from_static(ops),
             Storage::from_static(descriptors),
             Storage::from_static(timers),
-            Some(bufs::ReadBuffers::new(
-                Storage::from_static(read_buffers),
-                size.max(bufs::MIN_SIZE),
-            )),
+            Some(ReadBuffers::new(Storage::from_static(read_buffers), size)),
         )
     }
 
@@ -243,7 +241,7 @@ impl Builder {
         ops: Storage<OpSlot>,
         descriptors: Storage<DescriptorSlot>,
         timers: Storage<TimerSlot>,
-        read_buffers: Option<bufs::ReadBuffers>,
+        read_buffers: Option<ReadBuffers>,
     ) -> Result<IoContext> {
         // One thread: I/O is performed where epoll reports it (see the
         // reactor's docs); several: by whichever thread takes the

@@ -12,12 +12,12 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Rejected, Result};
 
-use crate::bufs::PooledBuf;
 use crate::ops::{self, Accept, Connect, Recv, RecvFrom, RecvPooled, Send, SendTo};
 use crate::reactor::{CONNECT_OP, READ_OP, WRITE_OP};
 use crate::stats::stat;
 use crate::sys::{self, syscall, RawAddr};
 use crate::IoContext;
+use pinion_core::pooled::PooledBuf;
 
 /// Which half of a connection [`TcpStream::shutdown`] closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,12 +14,12 @@ use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Invoke, OpResult, Operation, Rejected, Result};
 
-use crate::bufs::PooledBuf;
 use crate::net::TcpStream;
 use crate::reactor::{ReactorOp, Status};
 use crate::stats::stat;
 use crate::sys::{self, syscall, Fd, RawAddr};
 use crate::IoContext;
+use pinion_core::pooled::{BufSource, PooledBuf};
 
 /// What one attempt achieved, with the result when it completed.
 pub(crate) enum Attempt {
@@ -319,31 +319,30 @@ impl<'c, F: FnOnce(Result<PooledBuf<'c>>)> OpState<F> for RecvPooled<'c> {
     fn perform(&mut self, fd: i32) -> Attempt {
         // Taken now, not when the read was started: an idle connection
         // holds no buffer. Given back (dropped) unless bytes arrived.
-        let Some(mut buf) = PooledBuf::take(self.ctx) else {
+        let Some(pool) = self.ctx.task().read_buffers() else {
+            return Attempt::Done(Err(Error::OperationNotSupported));
+        };
+        let Some(i) = pool.take() else {
             // Data is waiting but every buffer is in use: say so now, as
             // io_uring does (ENOBUFS); the bytes stay in the socket.
             return Attempt::Done(Err(Error::PoolExhausted));
         };
-        let (ptr, len) = buf.room();
-        loop {
-            // SAFETY: `ptr` is valid for `len` bytes: the whole buffer,
-            // which `buf` owns.
-            match syscall!(recv(fd, ptr.cast(), len, 0)) {
-                Ok(0) => return Attempt::Done(Err(Error::Eof)),
-                Ok(n) => {
-                    let n = n as usize;
-                    buf.set_len(n);
-                    self.buf = Some(buf);
-                    return if n < len {
-                        Attempt::Exhausted(Ok(n))
-                    } else {
-                        Attempt::Done(Ok(n))
-                    };
-                }
-                Err(Error::WouldBlock) => return Attempt::NotDone,
-                Err(Error::Os(libc::EINTR)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
-            }
+        let (ptr, len) = (pool.buf_ptr(i), pool.buf_size());
+        // SAFETY: `ptr` is valid for `len` bytes: buffer `i`, taken above.
+        let r = stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) });
+        if let Ok(n @ 1..) = r {
+            // SAFETY: taken above and handed over; the kernel wrote `n`.
+            self.buf = Some(unsafe { PooledBuf::new(pool, i, n) });
+        } else {
+            // SAFETY: taken above, unused.
+            unsafe { pool.give_back(i) };
+        }
+        match r {
+            Ok(0) => Attempt::Done(Err(Error::Eof)),
+            Ok(n) if n < len => Attempt::Exhausted(Ok(n)),
+            Ok(n) => Attempt::Done(Ok(n)),
+            Err(Error::WouldBlock) => Attempt::NotDone,
+            Err(e) => Attempt::Done(Err(e)),
         }
     }
 

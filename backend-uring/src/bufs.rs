@@ -47,12 +47,11 @@
 use core::cell::Cell;
 use core::marker::PhantomData;
 use core::mem::{size_of, ManuallyDrop};
-use core::ops::{Deref, DerefMut};
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use io_uring::{opcode, IoUring};
-use pinion_core::buf::IoBuf;
+use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
 use crate::proactor::{with_target, Locked, Sched, Target, TAG_POOLED};
@@ -191,10 +190,10 @@ impl ReadBuffers {
         if try_ring && count <= MAX_RING_ENTRIES {
             let entries = count.next_power_of_two();
             let region = Region::new(entries * size_of::<RingEntry>())?;
-            // SAFETY: `region` is page-aligned, `entries` entries long,
-            // and stays mapped until the ring is unregistered
-            // (`unregister`, from the proactor's drop) or gone: the
-            // proactor drops its ring before its read buffers.
+            // The proactor unregisters the ring (`unregister`, from its
+            // drop) before it drops its read buffers.
+            // SAFETY: `region` is page-aligned, `entries` entries long, and
+            // stays mapped while the kernel may use it (see above).
             let taken = unsafe {
                 ring.submitter().register_buf_ring_with_flags(
                     region.ptr.as_ptr() as u64,
@@ -288,14 +287,14 @@ impl ReadBuffers {
             Some(ring) => {
                 let base = ring.ptr.as_ptr() as *mut RingEntry;
                 let tail = *next as u16;
-                // SAFETY: `tail & mask` indexes the entries. That entry is
-                // not in the kernel's view (it reads entries between its
-                // head and our tail only), and not still unread by it:
-                // the ring holds at most `count - 1 < entries` buffers
-                // while buffer `i` is out. Only the first three fields
-                // are written (the first entry's fourth is the tail). The
-                // release store publishes them with the tail, which the
-                // kernel loads with acquire.
+                // The entry at `tail & mask` is outside the kernel's view
+                // (it reads between its head and our tail only) and not
+                // unread by it: the ring holds at most `count - 1 <
+                // entries` buffers while buffer `i` is out. Only the first
+                // three fields are written (the first entry's fourth is
+                // the tail); the release store publishes them with the
+                // tail, which the kernel loads with acquire.
+                // SAFETY: an in-bounds entry nobody else reads now (above).
                 unsafe {
                     let e = base.add((tail & self.mask) as usize);
                     addr_of_mut!((*e).addr).write(addr as u64);
@@ -325,101 +324,25 @@ impl ReadBuffers {
     }
 }
 
-/// A buffer of the context's read pool holding the bytes a pooled read
-/// received; back to the pool (the kernel's ring) when dropped, from any
-/// thread.
-///
-/// Derefs to the received bytes; it is an [`IoBuf`], so it can be written
-/// back out as it is (`async_write(&stream, buf, ..)`).
-pub struct PooledBuf<'c> {
-    pool: &'c ReadBuffers,
-    index: u32,
-    len: u32,
-}
-
-impl PooledBuf<'_> {
-    /// Bytes received.
-    #[allow(clippy::len_without_is_empty)] // Deref gives is_empty
+// SAFETY: buffers are disjoint `size`-byte pieces of `mem`, which lives
+// as long as the pool; a buffer out of the pool (picked by the kernel and
+// reaped, or taken from the software chain) has one holder.
+unsafe impl BufSource for ReadBuffers {
     #[inline]
-    pub fn len(&self) -> usize {
-        self.len as usize
+    fn buf_ptr(&self, index: u32) -> *mut u8 {
+        assert!((index as usize) < self.count, "buffer index out of range");
+        self.ptr(index)
     }
 
-    /// Size of every buffer in the pool.
     #[inline]
-    pub fn capacity(&self) -> usize {
-        self.pool.size()
+    fn buf_size(&self) -> usize {
+        self.size
     }
 
-    /// Keeps the first `n` bytes (`n` at most `len()`).
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n.min(u32::MAX as usize) as u32);
-    }
-
-    /// The buffer's index in the pool (its buffer id in the ring), for
-    /// diagnostics.
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-}
-
-impl Deref for PooledBuf<'_> {
-    type Target = [u8];
     #[inline]
-    fn deref(&self) -> &[u8] {
-        // SAFETY: the buffer is ours while this value lives (out of the
-        // pool, so neither the kernel nor another owner touches it), and
-        // its first `len` bytes were written by the read.
-        unsafe { core::slice::from_raw_parts(self.pool.ptr(self.index), self.len as usize) }
+    unsafe fn give_back(&self, index: u32) {
+        self.release(index)
     }
-}
-
-impl DerefMut for PooledBuf<'_> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as for `deref`, and `&mut self` makes this the only view.
-        unsafe { core::slice::from_raw_parts_mut(self.pool.ptr(self.index), self.len as usize) }
-    }
-}
-
-impl Drop for PooledBuf<'_> {
-    #[inline]
-    fn drop(&mut self) {
-        self.pool.release(self.index);
-    }
-}
-
-impl core::fmt::Debug for PooledBuf<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("PooledBuf")
-            .field("index", &self.index)
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-// SAFETY: the bytes live in the context's pool, which outlives `'static`
-// here, and stay in place while this value (their only owner) moves.
-unsafe impl IoBuf for PooledBuf<'static> {
-    fn read_ptr(&self) -> *const u8 {
-        self.pool.ptr(self.index)
-    }
-    fn bytes_len(&self) -> usize {
-        self.len as usize
-    }
-}
-
-/// Free and total buffers of a context's read pool
-/// ([`IoContext::read_buffers`](crate::IoContext::read_buffers)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReadBufferCount {
-    /// Buffers in the pool (the ring) now: not held by the kernel for a
-    /// completed read, by a fallback read, or by a [`PooledBuf`].
-    pub free: usize,
-    /// Buffers in the pool.
-    pub total: usize,
-    /// Bytes per buffer.
-    pub size: usize,
 }
 
 // ---- the operation ------------------------------------------------------
@@ -484,10 +407,10 @@ where
         e.len = pool.size() as u32;
         e.buf_index = BGID;
         e.user_data = user_data;
-        // SAFETY: the SQE points at no memory of ours but the op's slot
-        // (user_data), allocated until its CQE is reaped; the kernel
-        // writes only into a ring buffer, which is out of the pool (so
-        // untouched by us) from its pick until the CQE is handled.
+        // The kernel writes only into a ring buffer, which is out of the
+        // pool (untouched by us) from its pick until the CQE is handled.
+        // SAFETY: the SQE names no memory of ours but the op's slot
+        // (user_data), allocated until its CQE is reaped.
         unsafe { ctx.proactor().push_sqe(&e, true) };
     } else if let Some(i) = pool.take() {
         // SAFETY: `p` is ours until pushed.
@@ -547,11 +470,9 @@ where
     } else {
         (held < POLLING).then_some(held)
     };
-    let mut buf = index.map(|index| PooledBuf {
-        pool,
-        index,
-        len: 0,
-    });
+    // SAFETY: the buffer is this op's (see above), handed over with no
+    // bytes yet.
+    let mut buf = index.map(|index| unsafe { PooledBuf::new(pool, index, 0) });
     if !how.is_run() {
         // Destroyed at shutdown: the buffer goes back before the handler
         // (and whatever it owns) is dropped.
@@ -566,7 +487,8 @@ where
         Ok(0) => Err(Error::Eof),
         Ok(n) => match buf.take() {
             Some(mut b) => {
-                b.len = n.min(pool.size()) as u32;
+                // SAFETY: the kernel wrote `n` bytes into the buffer.
+                unsafe { b.set_len(n.min(pool.size())) };
                 Ok(b)
             }
             None => {

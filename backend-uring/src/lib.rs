@@ -44,7 +44,7 @@ pub mod tcp;
 pub mod timer;
 pub mod udp;
 
-pub use bufs::{PooledBuf, ReadBufferCount};
+pub use pinion_core::pooled::{PooledBuf, ReadBufferCount};
 pub use pinion_sync::FutexKit;
 pub use proactor::{Proactor, RingInfo, Stats};
 pub use tcp::{TcpListener, TcpStream};

@@ -16,11 +16,12 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
-use crate::bufs::{start_pooled, PooledBuf};
+use crate::bufs::start_pooled;
 use crate::proactor::{unpack_desc, with_target, Sched, Target};
 use crate::ring::Sqe;
 use crate::sys::{self, RawAddr};
 use crate::{IoContext, Shutdown};
+use pinion_core::pooled::PooledBuf;
 
 /// Listen backlog of [`TcpListener::bind`].
 const DEFAULT_BACKLOG: i32 = 1024;

@@ -13,6 +13,7 @@
 //! - [`strand`]: serialised, ordered handler execution;
 //! - [`timer`]: the deadline heap both backends drive;
 //! - [`buf`]: buffers that operations own while in flight;
+//! - [`pooled`]: pooled reads' buffers and the software pool behind them;
 //! - [`compose`]: `read`, `read_until` and `write`, written once over
 //!   `read_some`/`write_some`.
 //!
@@ -30,6 +31,7 @@ pub mod compose;
 mod error;
 pub mod op;
 pub mod pool;
+pub mod pooled;
 pub mod queue;
 pub mod scheduler;
 pub mod storage;
