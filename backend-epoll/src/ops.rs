@@ -217,29 +217,28 @@ pub(crate) unsafe fn take_back<S: OpState<F>, F>(
 // ---- stream read and write ---------------------------------------------
 
 /// `call()` (a `recv` or `send`), as bytes moved or the error. The error
-/// path, with its errno read and EINTR retry, is kept out of line: the
-/// hot path is the call and one sign test.
+/// path, which reads errno, is kept out of line: the hot path is the call
+/// and one sign test, with no spill of the call's arguments.
 #[inline(always)]
 fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
-    let r = call();
-    if r >= 0 {
-        return Ok(r as usize);
-    }
-    stream_call_failed(&mut call)
-}
-
-#[cold]
-#[inline(never)]
-fn stream_call_failed(call: &mut impl FnMut() -> isize) -> Result<usize> {
     loop {
-        let e = sys::errno();
-        if e != libc::EINTR {
-            return Err(Error::from_errno(e));
-        }
         let r = call();
         if r >= 0 {
             return Ok(r as usize);
         }
+        if let Some(e) = call_failed() {
+            return Err(e);
+        }
+    }
+}
+
+/// The error of a call that returned -1, or `None` for EINTR (retry).
+#[cold]
+#[inline(never)]
+fn call_failed() -> Option<Error> {
+    match sys::errno() {
+        libc::EINTR => None,
+        e => Some(Error::from_errno(e)),
     }
 }
 

@@ -83,6 +83,10 @@ impl Locked {
 pub(crate) struct ThreadInfo {
     private: UnsafeCell<OpQueue>,
     private_work: Cell<usize>,
+    /// The slot freed last, kept apart from `cache` (Asio's
+    /// `thread_info_base` recycling): a completion frees its slot and its
+    /// handler's next operation takes it back, with one test each way.
+    recycled: Cell<*mut OpSlot>,
     cache: Cell<*mut OpSlot>,
     cache_len: Cell<usize>,
     /// Innermost strand frame on this thread's stack (Asio's
@@ -99,6 +103,7 @@ impl ThreadInfo {
             owner,
             private: UnsafeCell::new(OpQueue::new()),
             private_work: Cell::new(0),
+            recycled: Cell::new(ptr::null_mut()),
             cache: Cell::new(ptr::null_mut()),
             cache_len: Cell::new(0),
             strand: Cell::new(ptr::null()),
@@ -658,6 +663,10 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// block, so posts from other threads can use them.
     #[inline]
     fn flush_cache(&self, ti: &ThreadInfo) {
+        if let Some(slot) = NonNull::new(ti.recycled.replace(ptr::null_mut())) {
+            // SAFETY: the recycled slot is a free slot of this pool.
+            unsafe { self.pool.free(slot) };
+        }
         let head = ti.cache.replace(ptr::null_mut());
         if !head.is_null() {
             ti.cache_len.set(0);
@@ -891,6 +900,11 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     pub unsafe fn alloc_op_in<O>(&self, here: Option<Here<'_>>, value: O) -> Result<NonNull<O>, O> {
         crate::pool::assert_fits::<O>();
         let slot = match here {
+            Some(Here { ti }) if !ti.recycled.get().is_null() => {
+                debug_assert_eq!(ti.owner, self.owner());
+                // SAFETY: non-null checked above.
+                unsafe { NonNull::new_unchecked(ti.recycled.replace(ptr::null_mut())) }
+            }
             Some(Here { ti }) if !ti.cache.get().is_null() => {
                 debug_assert_eq!(ti.owner, self.owner());
                 let s = ti.cache.get();
@@ -931,6 +945,10 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         let slot = op.cast::<OpSlot>();
         if let Some(Here { ti }) = here {
             debug_assert_eq!(ti.owner, self.owner());
+            if ti.recycled.get().is_null() {
+                ti.recycled.set(slot.as_ptr());
+                return;
+            }
             if ti.cache_len.get() < SLOT_CACHE_MAX {
                 // SAFETY: the slot is ours again; its first word becomes
                 // the cache link.

@@ -963,8 +963,9 @@ fn randomized_stress_futex_kit() {
 
 // ------------------------------------------------ slots cached by idle threads
 
-/// Slots freed by a thread inside `run` go to its private cache (up to
-/// `SLOT_CACHE_MAX` = 8) and stay there while it sleeps waiting for work:
+/// Slots freed by a thread inside `run` go to its private cache (one
+/// recycled slot plus up to `SLOT_CACHE_MAX` = 8) and would stay there
+/// while it sleeps waiting for work:
 /// `alloc_op` from any other thread only sees the shared free list. So
 /// with one idle thread in `run`, an 8-slot pool refuses the next post
 /// from outside although nothing is pending (`in_use()` says 8).
