@@ -649,7 +649,7 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
 }
 
 /// Starts a read (`READ`) or a write on `target` with `buf`.
-#[inline]
+#[inline(always)]
 fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     ctx: &IoContext,
     target: Target,
