@@ -1211,7 +1211,9 @@ impl Proactor {
         unsafe { NonNull::new_unchecked(op.cast()) }
     }
 
-    /// A CQE of one of the proactor's own requests.
+    /// A CQE of one of the proactor's own requests (rare: cold, so the
+    /// reaping loop tests for a user operation first).
+    #[cold]
     #[inline(never)]
     fn dispatch_internal(
         &self,
