@@ -206,23 +206,26 @@ pub(crate) struct Sq {
     tail: u64,
     /// `tail` when the ring was mapped.
     start: u64,
-    /// The kernel's head as last read; re-read only when the ring looks
-    /// full.
-    head: u32,
+    /// The kernel's head as last read plus `entries`: the ring is full
+    /// when the tail's low 32 bits reach it (the tail is never more than
+    /// `entries` ahead of the head), one compare per push. Re-read only
+    /// when the ring looks full.
+    limit: u32,
 }
 
 impl Sq {
     /// `true` if the SQ has no room by the last head read.
     #[inline(always)]
     pub(crate) fn looks_full(&self) -> bool {
-        (self.tail as u32).wrapping_sub(self.head) >= self.entries
+        self.tail as u32 == self.limit
     }
 
     /// Re-reads the kernel's head; `true` if there is room now.
     #[inline]
     pub(crate) fn sync_head(&mut self) -> bool {
         // SAFETY: `khead` points into the live SQ ring mapping.
-        self.head = unsafe { (*self.khead).load(Ordering::Acquire) };
+        let head = unsafe { (*self.khead).load(Ordering::Acquire) };
+        self.limit = head.wrapping_add(self.entries);
         !self.looks_full()
     }
 
@@ -396,7 +399,9 @@ impl Rings {
                 entries: *sq_map.at::<u32>(p.sq_off.ring_entries),
                 tail,
                 start: tail,
-                head: (*khead).load(Ordering::Acquire),
+                limit: (*khead)
+                    .load(Ordering::Acquire)
+                    .wrapping_add(*sq_map.at::<u32>(p.sq_off.ring_entries)),
             };
             let cq = Cq {
                 khead: cq_ref.at::<AtomicU32>(p.cq_off.head),
