@@ -1140,7 +1140,8 @@ impl Proactor {
         let mut internal = 0usize;
         let mut n = 0usize;
         // SAFETY: only the thread running the task (one at a time) or
-        // shutdown reaps; each entry is read before the head passes it.
+        // shutdown reaps; each entry is read, through a pointer inside the
+        // stretch `run` gave, before the head passes it.
         unsafe {
             let mut head = cq.head();
             loop {
@@ -1150,27 +1151,34 @@ impl Proactor {
                 }
                 n += tail.wrapping_sub(head) as usize;
                 while head != tail {
-                    let cqe = entries.get(head);
-                    head = head.wrapping_add(1);
-                    if cqe.user_data & TAG_MASK == TAG_OP {
-                        let op = cqe.user_data as *mut Operation;
-                        // SAFETY: a TAG_OP user_data is a live operation
-                        // that waits for exactly this CQE and is on no
-                        // queue (push's contract).
-                        if cqe.res >= 0 {
-                            (*op).set_result(Ok(cqe.res as usize));
+                    // One stretch of the array at a time (two when the
+                    // published entries wrap), walked by pointer.
+                    let (mut p, len) = entries.run(head, tail);
+                    head = head.wrapping_add(len);
+                    let end = p.add(len as usize);
+                    while p != end {
+                        let cqe = *p;
+                        p = p.add(1);
+                        if cqe.user_data & TAG_MASK == TAG_OP {
+                            let op = cqe.user_data as *mut Operation;
+                            // SAFETY: a TAG_OP user_data is a live operation
+                            // that waits for exactly this CQE and is on no
+                            // queue (push's contract).
+                            if cqe.res >= 0 {
+                                (*op).set_result(Ok(cqe.res as usize));
+                            } else {
+                                set_errno_result(&*op, cqe.res);
+                            }
+                            local.push(NonNull::new_unchecked(op));
+                        } else if cqe.user_data & TAG_MASK == TAG_POOLED {
+                            // SAFETY: as for TAG_OP, the op being a pooled read.
+                            local.push(self.pooled_cqe(cqe));
                         } else {
-                            set_errno_result(&*op, cqe.res);
+                            internal += 1;
+                            // Keep CQ order: what came before goes first.
+                            ops.push_queue(&mut local);
+                            self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
                         }
-                        local.push(NonNull::new_unchecked(op));
-                    } else if cqe.user_data & TAG_MASK == TAG_POOLED {
-                        // SAFETY: as for TAG_OP, the op being a pooled read.
-                        local.push(self.pooled_cqe(cqe));
-                    } else {
-                        internal += 1;
-                        // Keep CQ order: what came before goes first.
-                        ops.push_queue(&mut local);
-                        self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
                     }
                 }
                 cq.set_head(head);

@@ -326,16 +326,20 @@ pub(crate) struct CqEntries {
 }
 
 impl CqEntries {
-    /// The CQE at position `i`.
+    /// The entries from position `head` on, up to `tail` or the end of the
+    /// array, whichever comes first, as (first, count): a stretch the
+    /// reaper walks by pointer, without masking each position.
     ///
     /// # Safety
-    /// `head() <= i < tail()` (in ring order) of the `Cq` these came
-    /// from, read before its head moves past `i`.
+    /// `head != tail` and both are positions of the `Cq` these came from
+    /// with `head <= tail` in ring order; the entries are read before its
+    /// head moves past them.
     #[inline(always)]
-    pub(crate) unsafe fn get(self, i: u32) -> Cqe {
-        // SAFETY: `i & mask` indexes the CQE array; the entry is published
-        // and not yet handed back to the kernel (per contract).
-        unsafe { *self.cqes.add((i & self.mask) as usize) }
+    pub(crate) unsafe fn run(self, head: u32, tail: u32) -> (*const Cqe, u32) {
+        let i = head & self.mask;
+        let n = tail.wrapping_sub(head).min(self.mask - i + 1);
+        // SAFETY: `i` indexes the CQE array (masked).
+        (unsafe { self.cqes.add(i as usize) }, n)
     }
 }
 
