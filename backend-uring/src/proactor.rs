@@ -605,6 +605,24 @@ impl DescTable {
     #[inline]
     pub(crate) fn target(&self, idx: u32, gen: u32) -> Result<Target> {
         let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
+        Self::target_of(d, gen)
+    }
+
+    /// [`target`](Self::target) without the bounds check, for a socket
+    /// handle's own index (every initiation checks its handle).
+    ///
+    /// # Safety
+    /// `idx` was handed out by this table's [`open`](Self::open), as every
+    /// handle's index is, so it is below the table's fixed length.
+    #[inline(always)]
+    pub(crate) unsafe fn handle_target(&self, idx: u32, gen: u32) -> Result<Target> {
+        debug_assert!((idx as usize) < self.slots.len());
+        // SAFETY: in bounds, per contract.
+        Self::target_of(unsafe { self.slots.get_unchecked(idx as usize) }, gen)
+    }
+
+    #[inline(always)]
+    fn target_of(d: &Desc, gen: u32) -> Result<Target> {
         // One load: a matching generation means the socket is open (close
         // moves the generation on in the store that marks the key closed).
         let key = d.key.load(Ordering::Acquire);

@@ -363,8 +363,16 @@ impl<'c> TcpStream<'c> {
     }
 
     /// How SQEs name this socket (registered file or fd).
+    #[inline(always)]
     fn target(&self) -> Result<Target> {
-        self.ctx.proactor().descs.target(self.index, self.gen)
+        // SAFETY: `index` came from the context's table (accept, connect),
+        // like every stream's.
+        unsafe {
+            self.ctx
+                .proactor()
+                .descs
+                .handle_target(self.index, self.gen)
+        }
     }
 
     /// The context this stream belongs to.
@@ -385,6 +393,10 @@ impl<'c> TcpStream<'c> {
         B: IoBufMut,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
+        let mut buf = buf;
+        // Before the handle's atomic load, which would keep the compiler
+        // from seeing through a caller's `clear()` just before the call.
+        let region = (buf.ptr_for_op(), buf.len_for_op());
         let target = match self.target() {
             Ok(t) => t,
             Err(error) => {
@@ -394,7 +406,7 @@ impl<'c> TcpStream<'c> {
                 })
             }
         };
-        start_buf_op::<B, F, true>(self.ctx, target, buf, handler)
+        start_buf_op::<B, F, true>(self.ctx, target, region, buf, handler)
     }
 
     /// Reads into a buffer of the context's read pool
@@ -436,19 +448,23 @@ impl<'c> TcpStream<'c> {
         B: IoBuf,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
+        let mut buf = WriteOnly(buf);
+        // Before the handle's atomic load (see `async_read_some`).
+        let region = (buf.ptr_for_op(), buf.len_for_op());
         let target = match self.target() {
             Ok(t) => t,
             Err(error) => {
                 return Err(Rejected {
                     error,
-                    handler: (buf, handler),
+                    handler: (buf.0, handler),
                 })
             }
         };
         start_buf_op::<WriteOnly<B>, WriteHandler<F>, false>(
             self.ctx,
             target,
-            WriteOnly(buf),
+            region,
+            buf,
             WriteHandler(handler),
         )
         .map_err(|r| Rejected {
@@ -648,16 +664,18 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write on `target` with `buf`.
+/// Starts a read (`READ`) or a write on `target` with `buf`, whose
+/// `(ptr_for_op(), len_for_op())` is `region`.
 #[inline(always)]
 fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     ctx: &IoContext,
     target: Target,
-    mut buf: B,
+    region: (*mut u8, usize),
+    buf: B,
     handler: F,
 ) -> core::result::Result<(), Rejected<(B, F)>> {
-    let ptr = buf.ptr_for_op();
-    let len = buf.len_for_op().min(u32::MAX as usize) as u32;
+    let (ptr, len) = region;
+    let len = len.min(u32::MAX as usize) as u32;
     let op = BufOp {
         header: Operation::new(complete_buf::<B, F, READ>),
         buf: ManuallyDrop::new(buf),
