@@ -1017,9 +1017,35 @@ impl Proactor {
     /// operation its `user_data` names) stays valid, unmoved and unfreed
     /// until the kernel has posted the SQE's final CQE and the reaper has
     /// handed it on. Operations keep it by pointing only into their own
-    /// slot, which is freed only by their complete function.
-    #[inline]
+    /// slot, which is freed only by their complete function. And
+    /// `sqe.is_lean()` (as an SQE made by `Sqe::new` for `RECV`/`SEND`
+    /// is): only the fields such SQEs use are written.
+    #[inline(always)]
     pub(crate) unsafe fn push_sqe(&self, sqe: &Sqe, expects_cqe: bool) {
+        debug_assert!(sqe.is_lean());
+        // SAFETY: forwarded; lean per contract.
+        unsafe { self.push_with(expects_cqe, |sq| sq.push_lean(sqe)) }
+    }
+
+    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
+    /// builders (the cold paths), written whole.
+    ///
+    /// # Safety
+    /// As for `push_sqe`, without the leanness.
+    #[inline]
+    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
+        let e = Sqe::from_entry(sqe.clone());
+        // SAFETY: forwarded.
+        unsafe { self.push_with(expects_cqe, |sq| sq.push(&e)) }
+    }
+
+    /// The body of both pushes: `write` puts the entry at the tail.
+    ///
+    /// # Safety
+    /// `write` is a push (`Sq::push` or `Sq::push_lean`) of an SQE that
+    /// keeps `push_sqe`'s rule; it is called with room in the SQ.
+    #[inline(always)]
+    unsafe fn push_with(&self, expects_cqe: bool, write: impl FnOnce(&mut Sq)) {
         self.sq_lock.lock();
         let _u = Unlock(&self.sq_lock);
         // SAFETY: `sq_state` is only touched under `sq_lock`, held until
@@ -1028,9 +1054,9 @@ impl Proactor {
         if st.sq.looks_full() && !st.sq.sync_head() {
             self.make_room(&mut st.sq);
         }
-        // SAFETY: there is room; the entry's pointers stay valid per this
-        // fn's contract. The tail is published before the lock drops.
-        unsafe { st.sq.push(sqe) };
+        // There is room; the entry's pointers stay valid per the callers'
+        // contract. The tail is published before the lock drops.
+        write(&mut st.sq);
         if !expects_cqe {
             st.no_cqe += 1;
         }
@@ -1038,17 +1064,6 @@ impl Proactor {
             self.wake_waiter();
         }
         stat!(self, sqes_submitted);
-    }
-
-    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
-    /// builders (the cold paths).
-    ///
-    /// # Safety
-    /// As for `push_sqe`.
-    #[inline]
-    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
-        // SAFETY: forwarded.
-        unsafe { self.push_sqe(&Sqe::from_entry(sqe.clone()), expects_cqe) }
     }
 
     /// A thread is blocked in `io_uring_enter` with SQEs it has not seen:
