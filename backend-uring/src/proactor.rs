@@ -758,7 +758,8 @@ pub struct Proactor {
     sq_lock: FutexMutex,
     sq_state: UnsafeCell<SqState>,
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
-    /// interrupts it. Written under `sq_lock`.
+    /// interrupts it. Set under `sq_lock`, together with making the SQ
+    /// look full, so only a push's slow path needs to look at it.
     waiting: AtomicBool,
     runner: UnsafeCell<RunnerState>,
     efd: i32,
@@ -1051,8 +1052,8 @@ impl Proactor {
         // SAFETY: `sq_state` is only touched under `sq_lock`, held until
         // `_u` drops: this is the only reference.
         let st = unsafe { &mut *self.sq_state.get() };
-        if st.sq.looks_full() && !st.sq.sync_head() {
-            self.make_room(&mut st.sq);
+        if st.sq.looks_full() {
+            self.push_slow(&mut st.sq);
         }
         // There is room; the entry's pointers stay valid per the callers'
         // contract. The tail is published before the lock drops.
@@ -1060,10 +1061,23 @@ impl Proactor {
         if !expects_cqe {
             st.no_cqe += 1;
         }
+        stat!(self, sqes_submitted);
+    }
+
+    /// A push found the SQ full by the last head read, or made to look
+    /// full by a thread about to block (`Task::run`): interrupt that
+    /// thread if it still waits, then make room. Called with `sq_lock`
+    /// held; the lock is kept until the entry is published, so the woken
+    /// thread sees it before it can wait again.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, sq: &mut Sq) {
         if self.waiting.load(Ordering::Relaxed) {
             self.wake_waiter();
         }
-        stat!(self, sqes_submitted);
+        if !sq.sync_head() {
+            self.make_room(sq);
+        }
     }
 
     /// A thread is blocked in `io_uring_enter` with SQEs it has not seen:
@@ -1769,10 +1783,11 @@ impl Task for Proactor {
             })
         };
         if block {
-            self.sq_lock.lock();
-            self.waiting.store(true, Ordering::Relaxed);
-            // SAFETY: locked just above.
-            unsafe { self.sq_lock.unlock() };
+            self.with_sq(|st| {
+                self.waiting.store(true, Ordering::Relaxed);
+                // The next push then takes its slow path, which wakes us.
+                st.sq.look_full();
+            });
             let until = deadline.unwrap_or(u64::MAX);
             self.enter_and_wait((until != u64::MAX).then_some(until), now);
             self.waiting.store(false, Ordering::Relaxed);

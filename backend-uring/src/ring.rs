@@ -238,6 +238,13 @@ impl Sq {
         self.tail as u32 == self.limit
     }
 
+    /// Makes the SQ look full until the next [`sync_head`](Self::sync_head),
+    /// so that the next push takes its slow path.
+    #[inline]
+    pub(crate) fn look_full(&mut self) {
+        self.limit = self.tail as u32;
+    }
+
     /// Re-reads the kernel's head; `true` if there is room now.
     #[inline]
     pub(crate) fn sync_head(&mut self) -> bool {
