@@ -605,6 +605,24 @@ impl DescTable {
     #[inline]
     pub(crate) fn target(&self, idx: u32, gen: u32) -> Result<Target> {
         let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
+        Self::target_of(d, gen)
+    }
+
+    /// [`target`](Self::target) without the bounds check, for a socket
+    /// handle's own index (every initiation checks its handle).
+    ///
+    /// # Safety
+    /// `idx` was handed out by this table's [`open`](Self::open), as every
+    /// handle's index is, so it is below the table's fixed length.
+    #[inline(always)]
+    pub(crate) unsafe fn handle_target(&self, idx: u32, gen: u32) -> Result<Target> {
+        debug_assert!((idx as usize) < self.slots.len());
+        // SAFETY: in bounds, per contract.
+        Self::target_of(unsafe { self.slots.get_unchecked(idx as usize) }, gen)
+    }
+
+    #[inline(always)]
+    fn target_of(d: &Desc, gen: u32) -> Result<Target> {
         // One load: a matching generation means the socket is open (close
         // moves the generation on in the store that marks the key closed).
         let key = d.key.load(Ordering::Acquire);
@@ -740,7 +758,8 @@ pub struct Proactor {
     sq_lock: FutexMutex,
     sq_state: UnsafeCell<SqState>,
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
-    /// interrupts it. Written under `sq_lock`.
+    /// interrupts it. Set under `sq_lock`, together with making the SQ
+    /// look full, so only a push's slow path needs to look at it.
     waiting: AtomicBool,
     runner: UnsafeCell<RunnerState>,
     efd: i32,
@@ -999,38 +1018,66 @@ impl Proactor {
     /// operation its `user_data` names) stays valid, unmoved and unfreed
     /// until the kernel has posted the SQE's final CQE and the reaper has
     /// handed it on. Operations keep it by pointing only into their own
-    /// slot, which is freed only by their complete function.
-    #[inline]
+    /// slot, which is freed only by their complete function. And
+    /// `sqe.is_lean()` (as an SQE made by `Sqe::new` for `RECV`/`SEND`
+    /// is): only the fields such SQEs use are written.
+    #[inline(always)]
     pub(crate) unsafe fn push_sqe(&self, sqe: &Sqe, expects_cqe: bool) {
+        debug_assert!(sqe.is_lean());
+        // SAFETY: forwarded; lean per contract.
+        unsafe { self.push_with(expects_cqe, |sq| sq.push_lean(sqe)) }
+    }
+
+    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
+    /// builders (the cold paths), written whole.
+    ///
+    /// # Safety
+    /// As for `push_sqe`, without the leanness.
+    #[inline]
+    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
+        let e = Sqe::from_entry(sqe.clone());
+        // SAFETY: forwarded.
+        unsafe { self.push_with(expects_cqe, |sq| sq.push(&e)) }
+    }
+
+    /// The body of both pushes: `write` puts the entry at the tail.
+    ///
+    /// # Safety
+    /// `write` is a push (`Sq::push` or `Sq::push_lean`) of an SQE that
+    /// keeps `push_sqe`'s rule; it is called with room in the SQ.
+    #[inline(always)]
+    unsafe fn push_with(&self, expects_cqe: bool, write: impl FnOnce(&mut Sq)) {
         self.sq_lock.lock();
         let _u = Unlock(&self.sq_lock);
         // SAFETY: `sq_state` is only touched under `sq_lock`, held until
         // `_u` drops: this is the only reference.
         let st = unsafe { &mut *self.sq_state.get() };
-        if st.sq.looks_full() && !st.sq.sync_head() {
-            self.make_room(&mut st.sq);
+        if st.sq.looks_full() {
+            self.push_slow(&mut st.sq);
         }
-        // SAFETY: there is room; the entry's pointers stay valid per this
-        // fn's contract. The tail is published before the lock drops.
-        unsafe { st.sq.push(sqe) };
+        // There is room; the entry's pointers stay valid per the callers'
+        // contract. The tail is published before the lock drops.
+        write(&mut st.sq);
         if !expects_cqe {
             st.no_cqe += 1;
-        }
-        if self.waiting.load(Ordering::Relaxed) {
-            self.wake_waiter();
         }
         stat!(self, sqes_submitted);
     }
 
-    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
-    /// builders (the cold paths).
-    ///
-    /// # Safety
-    /// As for `push_sqe`.
-    #[inline]
-    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
-        // SAFETY: forwarded.
-        unsafe { self.push_sqe(&Sqe::from_entry(sqe.clone()), expects_cqe) }
+    /// A push found the SQ full by the last head read, or made to look
+    /// full by a thread about to block (`Task::run`): interrupt that
+    /// thread if it still waits, then make room. Called with `sq_lock`
+    /// held; the lock is kept until the entry is published, so the woken
+    /// thread sees it before it can wait again.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, sq: &mut Sq) {
+        if self.waiting.load(Ordering::Relaxed) {
+            self.wake_waiter();
+        }
+        if !sq.sync_head() {
+            self.make_room(sq);
+        }
     }
 
     /// A thread is blocked in `io_uring_enter` with SQEs it has not seen:
@@ -1140,7 +1187,8 @@ impl Proactor {
         let mut internal = 0usize;
         let mut n = 0usize;
         // SAFETY: only the thread running the task (one at a time) or
-        // shutdown reaps; each entry is read before the head passes it.
+        // shutdown reaps; each entry is read, through a pointer inside the
+        // stretch `run` gave, before the head passes it.
         unsafe {
             let mut head = cq.head();
             loop {
@@ -1150,27 +1198,34 @@ impl Proactor {
                 }
                 n += tail.wrapping_sub(head) as usize;
                 while head != tail {
-                    let cqe = entries.get(head);
-                    head = head.wrapping_add(1);
-                    if cqe.user_data & TAG_MASK == TAG_OP {
-                        let op = cqe.user_data as *mut Operation;
-                        // SAFETY: a TAG_OP user_data is a live operation
-                        // that waits for exactly this CQE and is on no
-                        // queue (push's contract).
-                        if cqe.res >= 0 {
-                            (*op).set_result(Ok(cqe.res as usize));
+                    // One stretch of the array at a time (two when the
+                    // published entries wrap), walked by pointer.
+                    let (mut p, len) = entries.run(head, tail);
+                    head = head.wrapping_add(len);
+                    let end = p.add(len as usize);
+                    while p != end {
+                        let cqe = *p;
+                        p = p.add(1);
+                        if cqe.user_data & TAG_MASK == TAG_OP {
+                            let op = cqe.user_data as *mut Operation;
+                            // SAFETY: a TAG_OP user_data is a live operation
+                            // that waits for exactly this CQE and is on no
+                            // queue (push's contract).
+                            if cqe.res >= 0 {
+                                (*op).set_result(Ok(cqe.res as usize));
+                            } else {
+                                set_errno_result(&*op, cqe.res);
+                            }
+                            local.push(NonNull::new_unchecked(op));
+                        } else if cqe.user_data & TAG_MASK == TAG_POOLED {
+                            // SAFETY: as for TAG_OP, the op being a pooled read.
+                            local.push(self.pooled_cqe(cqe));
                         } else {
-                            set_errno_result(&*op, cqe.res);
+                            internal += 1;
+                            // Keep CQ order: what came before goes first.
+                            ops.push_queue(&mut local);
+                            self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
                         }
-                        local.push(NonNull::new_unchecked(op));
-                    } else if cqe.user_data & TAG_MASK == TAG_POOLED {
-                        // SAFETY: as for TAG_OP, the op being a pooled read.
-                        local.push(self.pooled_cqe(cqe));
-                    } else {
-                        internal += 1;
-                        // Keep CQ order: what came before goes first.
-                        ops.push_queue(&mut local);
-                        self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
                     }
                 }
                 cq.set_head(head);
@@ -1211,7 +1266,9 @@ impl Proactor {
         unsafe { NonNull::new_unchecked(op.cast()) }
     }
 
-    /// A CQE of one of the proactor's own requests.
+    /// A CQE of one of the proactor's own requests (rare: cold, so the
+    /// reaping loop tests for a user operation first).
+    #[cold]
     #[inline(never)]
     fn dispatch_internal(
         &self,
@@ -1726,10 +1783,11 @@ impl Task for Proactor {
             })
         };
         if block {
-            self.sq_lock.lock();
-            self.waiting.store(true, Ordering::Relaxed);
-            // SAFETY: locked just above.
-            unsafe { self.sq_lock.unlock() };
+            self.with_sq(|st| {
+                self.waiting.store(true, Ordering::Relaxed);
+                // The next push then takes its slow path, which wakes us.
+                st.sq.look_full();
+            });
             let until = deadline.unwrap_or(u64::MAX);
             self.enter_and_wait((until != u64::MAX).then_some(until), now);
             self.waiting.store(false, Ordering::Relaxed);

@@ -5,9 +5,10 @@
 //! of mappings of one ring) and reads and writes the rings directly. That
 //! spares every push building a `SubmissionQueue` (two loads through
 //! pointers, a tail store on drop) and every SQE a copy through the
-//! crate's `Entry`: the hot operations write their SQE in place, eight
-//! words, and the tail is kept in [`Sq`] instead of being read back from
-//! the shared page.
+//! crate's `Entry`: the hot operations write their SQE in place, only
+//! the fields `RECV`/`SEND` use (the rest are kept zero in every slot, see
+//! [`Sq::push_lean`]), and the tail is kept in [`Sq`] instead of being
+//! read back from the shared page.
 //!
 //! Nothing here is synchronised: [`Sq`] is used under the proactor's
 //! `sq_lock`, [`Cq`] only by the thread running the task.
@@ -127,6 +128,14 @@ impl Sqe {
         }
     }
 
+    /// `true` if the fields that no hot operation (`RECV`, `SEND`) uses
+    /// are zero: `off`, `addr3` and `pad`. Such an SQE may be pushed with
+    /// [`Sq::push_lean`], which does not write them.
+    #[inline(always)]
+    pub(crate) fn is_lean(&self) -> bool {
+        self.off | self.addr3 | self.pad == 0
+    }
+
     /// An SQE built by io-uring's opcode builders (cold paths).
     #[inline]
     pub(crate) fn from_entry(e: squeue::Entry) -> Sqe {
@@ -206,43 +215,140 @@ pub(crate) struct Sq {
     tail: u64,
     /// `tail` when the ring was mapped.
     start: u64,
-    /// The kernel's head as last read; re-read only when the ring looks
-    /// full.
-    head: u32,
+    /// The kernel's head as last read plus `entries`: the ring is full
+    /// when the tail's low 32 bits reach it (the tail is never more than
+    /// `entries` ahead of the head), one compare per push. Re-read only
+    /// when the ring looks full.
+    limit: u32,
+    /// Positions (counted like `tail`) from `dirty.0` to `dirty.1`
+    /// inclusive may hold a full push whose [`Sqe::is_lean`] fields are
+    /// not zero; `dirty.0 > dirty.1` when none does. See [`push_lean`].
+    ///
+    /// [`push_lean`]: Self::push_lean
+    dirty: (u64, u64),
 }
+
+/// `Sq::dirty` when no slot is dirty.
+const CLEAN: (u64, u64) = (1, 0);
 
 impl Sq {
     /// `true` if the SQ has no room by the last head read.
     #[inline(always)]
     pub(crate) fn looks_full(&self) -> bool {
-        (self.tail as u32).wrapping_sub(self.head) >= self.entries
+        self.tail as u32 == self.limit
+    }
+
+    /// Makes the SQ look full until the next [`sync_head`](Self::sync_head),
+    /// so that the next push takes its slow path.
+    #[inline]
+    pub(crate) fn look_full(&mut self) {
+        self.limit = self.tail as u32;
     }
 
     /// Re-reads the kernel's head; `true` if there is room now.
     #[inline]
     pub(crate) fn sync_head(&mut self) -> bool {
         // SAFETY: `khead` points into the live SQ ring mapping.
-        self.head = unsafe { (*self.khead).load(Ordering::Acquire) };
+        let head = unsafe { (*self.khead).load(Ordering::Acquire) };
+        if self.dirty.0 <= self.dirty.1 {
+            self.clean_consumed(head);
+        }
+        self.limit = head.wrapping_add(self.entries);
         !self.looks_full()
     }
 
-    /// Writes `sqe` at the tail and publishes it.
+    /// Zeroes the lean fields of the dirty slots the kernel has consumed
+    /// (positions before `head`), before `limit` lets the tail reach them
+    /// again.
+    #[cold]
+    #[inline(never)]
+    fn clean_consumed(&mut self, head: u32) {
+        // `head` as a position: the tail is at most `entries` ahead.
+        let head = self.tail - (self.tail as u32).wrapping_sub(head) as u64;
+        let (from, to) = self.dirty;
+        for pos in from..(to + 1).min(head) {
+            // SAFETY: a masked index into the SQE array; the kernel has
+            // consumed position `pos` (before its head) and the tail has
+            // not come round to the slot again (it is less than `entries`
+            // past `pos`), so nobody reads or writes it meanwhile.
+            unsafe {
+                let e = self.sqes.add((pos as u32 & self.mask) as usize);
+                (*e).off = 0;
+                (*e).addr3 = 0;
+                (*e).pad = 0;
+            }
+        }
+        self.dirty = if to < head {
+            CLEAN
+        } else {
+            (head.max(from), to)
+        };
+    }
+
+    /// Writes all of `sqe` at the tail and publishes it.
     ///
     /// # Safety
     /// There is room (`!looks_full()`); the SQE's pointers obey the
     /// proactor's buffer-lifetime rule.
     #[inline(always)]
     pub(crate) unsafe fn push(&mut self, sqe: &Sqe) {
+        let tail = self.tail;
+        if !sqe.is_lean() {
+            // The slot must be cleaned before a lean push comes round.
+            if self.dirty.0 > self.dirty.1 {
+                self.dirty.0 = tail;
+            }
+            self.dirty.1 = tail;
+        }
         // SAFETY: `tail & mask` indexes the SQE array; the slot is free
         // because the ring is not full (per contract), so the kernel does
         // not read it until the tail store below publishes it.
         unsafe {
-            let tail = self.tail;
             ptr::write(self.sqes.add((tail as u32 & self.mask) as usize), *sqe);
-            let tail = tail + 1;
-            self.tail = tail;
-            (*self.ktail).store(tail as u32, Ordering::Release);
+            self.publish(tail + 1);
         }
+    }
+
+    /// [`push`](Self::push) for a lean SQE, writing only the fields that
+    /// are not always zero in one: every slot's lean fields are zero by
+    /// the time a push reaches it (zeroed at mapping; a full push that
+    /// sets them marks its slot dirty, and the slot is cleaned once the
+    /// kernel has consumed it, before the tail can come round to it).
+    ///
+    /// # Safety
+    /// As for `push`, and `sqe.is_lean()`.
+    #[inline(always)]
+    pub(crate) unsafe fn push_lean(&mut self, sqe: &Sqe) {
+        debug_assert!(sqe.is_lean());
+        let tail = self.tail;
+        // SAFETY: as in `push`; the fields not written here are zero in
+        // the slot (this fn's docs), as they are in `sqe` (per contract).
+        unsafe {
+            let e = self.sqes.add((tail as u32 & self.mask) as usize);
+            (*e).opcode = sqe.opcode;
+            (*e).flags = sqe.flags;
+            (*e).ioprio = sqe.ioprio;
+            (*e).fd = sqe.fd;
+            (*e).addr = sqe.addr;
+            (*e).len = sqe.len;
+            (*e).op_flags = sqe.op_flags;
+            (*e).user_data = sqe.user_data;
+            (*e).buf_index = sqe.buf_index;
+            (*e).personality = sqe.personality;
+            (*e).splice_fd_in = sqe.splice_fd_in;
+            self.publish(tail + 1);
+        }
+    }
+
+    /// Moves the tail on to `tail`, for the kernel to see.
+    ///
+    /// # Safety
+    /// Every entry before `tail` has been written.
+    #[inline(always)]
+    unsafe fn publish(&mut self, tail: u64) {
+        self.tail = tail;
+        // SAFETY: `ktail` points into the live SQ ring mapping.
+        unsafe { (*self.ktail).store(tail as u32, Ordering::Release) };
     }
 
     /// SQEs published that the kernel has not consumed yet.
@@ -323,16 +429,20 @@ pub(crate) struct CqEntries {
 }
 
 impl CqEntries {
-    /// The CQE at position `i`.
+    /// The entries from position `head` on, up to `tail` or the end of the
+    /// array, whichever comes first, as (first, count): a stretch the
+    /// reaper walks by pointer, without masking each position.
     ///
     /// # Safety
-    /// `head() <= i < tail()` (in ring order) of the `Cq` these came
-    /// from, read before its head moves past `i`.
+    /// `head != tail` and both are positions of the `Cq` these came from
+    /// with `head <= tail` in ring order; the entries are read before its
+    /// head moves past them.
     #[inline(always)]
-    pub(crate) unsafe fn get(self, i: u32) -> Cqe {
-        // SAFETY: `i & mask` indexes the CQE array; the entry is published
-        // and not yet handed back to the kernel (per contract).
-        unsafe { *self.cqes.add((i & self.mask) as usize) }
+    pub(crate) unsafe fn run(self, head: u32, tail: u32) -> (*const Cqe, u32) {
+        let i = head & self.mask;
+        let n = tail.wrapping_sub(head).min(self.mask - i + 1);
+        // SAFETY: `i` indexes the CQE array (masked).
+        (unsafe { self.cqes.add(i as usize) }, n)
     }
 }
 
@@ -354,7 +464,8 @@ unsafe impl Send for Sq {}
 impl Rings {
     /// Maps `ring`'s SQ ring, CQ ring and SQE array once more. The `Sq`
     /// points into the returned `Rings`' mappings: it must not be used
-    /// after they are dropped.
+    /// after they are dropped. Called before any SQE is queued on `ring`
+    /// (it zeroes the SQE array).
     pub(crate) fn map(ring: &IoUring) -> std::io::Result<(Rings, Sq)> {
         use std::os::unix::io::AsRawFd;
         // SAFETY: `Parameters` is `#[repr(transparent)]` over the
@@ -369,6 +480,10 @@ impl Rings {
             IORING_OFF_SQES,
             p.sq_entries as usize * size_of::<Sqe>(),
         )?;
+        // Every slot starts clean for `Sq::push_lean`.
+        // SAFETY: the SQE array, just mapped writable at this length; no
+        // SQE has been queued yet (per this fn's contract).
+        unsafe { ptr::write_bytes(sqes.ptr, 0, sqes.len) };
         let (sq_map, cq_map) = if ring.params().is_feature_single_mmap() {
             (
                 Mapping::new(fd, IORING_OFF_SQ_RING, sq_len.max(cq_len))?,
@@ -396,7 +511,10 @@ impl Rings {
                 entries: *sq_map.at::<u32>(p.sq_off.ring_entries),
                 tail,
                 start: tail,
-                head: (*khead).load(Ordering::Acquire),
+                dirty: CLEAN,
+                limit: (*khead)
+                    .load(Ordering::Acquire)
+                    .wrapping_add(*sq_map.at::<u32>(p.sq_off.ring_entries)),
             };
             let cq = Cq {
                 khead: cq_ref.at::<AtomicU32>(p.cq_off.head),
@@ -424,6 +542,43 @@ mod tests {
     fn bytes(s: &Sqe) -> [u8; 64] {
         // SAFETY: `Sqe` is 64 bytes of integers with no padding.
         unsafe { core::mem::transmute::<Sqe, [u8; 64]>(*s) }
+    }
+
+    #[test]
+    fn lean_pushes_find_a_full_pushs_slot_clean_again() {
+        let ring = IoUring::new(4).expect("an io_uring");
+        let (_rings, mut sq) = Rings::map(&ring).expect("mapped");
+        assert_eq!(sq.entries, 4);
+        let lean = |ud| {
+            let mut e = Sqe::new(opcode::Nop::CODE, 0, false);
+            e.user_data = ud;
+            e
+        };
+        // A full push that sets the lean fields, then lean ones to fill
+        // the ring.
+        let mut full = lean(1);
+        full.off = 7;
+        full.addr3 = 8;
+        full.pad = 9;
+        assert!(!full.is_lean() && lean(2).is_lean());
+        // SAFETY: room in the ring; NOPs carry no pointer.
+        unsafe { sq.push(&full) };
+        for ud in 2..=4 {
+            assert!(!sq.looks_full());
+            // SAFETY: as above.
+            unsafe { sq.push_lean(&lean(ud)) };
+        }
+        assert!(sq.looks_full());
+        ring.submitter().submit().expect("submitted");
+        assert!(sq.sync_head(), "the kernel consumed the ring");
+        // The next lean push lands in the full push's slot, which must
+        // read as if written whole.
+        // SAFETY: as above.
+        unsafe { sq.push_lean(&lean(5)) };
+        // SAFETY: slot 0 of the SQE array, not yet submitted.
+        let slot = unsafe { *sq.sqes };
+        assert_eq!(bytes(&slot), bytes(&lean(5)));
+        assert_eq!(sq.dirty, CLEAN);
     }
 
     #[test]

@@ -43,15 +43,18 @@ pub struct TcpListener<'c> {
 #[derive(Clone, Copy)]
 pub struct TcpStream<'c> {
     ctx: &'c IoContext,
-    index: u32,
-    gen: u32,
+    /// Descriptor index (low half) and generation (high half), as an
+    /// operation result packs them (`proactor::pack_desc`):
+    /// two scalars make the handle travel in two registers (into
+    /// handlers, through calls) rather than through the stack.
+    id: u64,
 }
 
 impl core::fmt::Debug for TcpStream<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TcpStream")
-            .field("index", &self.index)
-            .field("gen", &self.gen)
+            .field("index", &self.index())
+            .field("gen", &self.gen())
             .finish()
     }
 }
@@ -127,7 +130,7 @@ where
                 } else {
                     register(ctx, v as i32)?
                 };
-                let s = TcpStream { ctx, index, gen };
+                let s = TcpStream::new(ctx, index, gen);
                 let addr = addr
                     .or_else(|| s.peer_addr().ok())
                     .unwrap_or_else(unspecified);
@@ -288,7 +291,7 @@ where
     unsafe { ctx.free_op_in(how.here(), p) };
     if how.is_run() {
         let r = match res {
-            Ok(_) => Ok(TcpStream { ctx, index, gen }),
+            Ok(_) => Ok(TcpStream::new(ctx, index, gen)),
             Err(e) => {
                 let _ = ctx.proactor().close_desc(ctx, index, gen);
                 Err(e)
@@ -300,6 +303,26 @@ where
 }
 
 impl<'c> TcpStream<'c> {
+    #[inline(always)]
+    fn new(ctx: &'c IoContext, index: u32, gen: u32) -> Self {
+        TcpStream {
+            ctx,
+            id: (gen as u64) << 32 | index as u64,
+        }
+    }
+
+    /// The descriptor-table index.
+    #[inline(always)]
+    fn index(&self) -> u32 {
+        self.id as u32
+    }
+
+    /// The generation the descriptor must still have.
+    #[inline(always)]
+    fn gen(&self) -> u32 {
+        (self.id >> 32) as u32
+    }
+
     /// Connects to `addr` (`IORING_OP_CONNECT`). The handler gets the
     /// stream, or `ConnectionRefused` and friends.
     pub fn async_connect<F>(
@@ -359,12 +382,20 @@ impl<'c> TcpStream<'c> {
 
     #[inline]
     fn fd(&self) -> Result<i32> {
-        self.ctx.proactor().descs.fd(self.index, self.gen)
+        self.ctx.proactor().descs.fd(self.index(), self.gen())
     }
 
     /// How SQEs name this socket (registered file or fd).
+    #[inline(always)]
     fn target(&self) -> Result<Target> {
-        self.ctx.proactor().descs.target(self.index, self.gen)
+        // SAFETY: `index` came from the context's table (accept, connect),
+        // like every stream's.
+        unsafe {
+            self.ctx
+                .proactor()
+                .descs
+                .handle_target(self.index(), self.gen())
+        }
     }
 
     /// The context this stream belongs to.
@@ -385,6 +416,10 @@ impl<'c> TcpStream<'c> {
         B: IoBufMut,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
+        let mut buf = buf;
+        // Before the handle's atomic load, which would keep the compiler
+        // from seeing through a caller's `clear()` just before the call.
+        let region = (buf.ptr_for_op(), buf.len_for_op());
         let target = match self.target() {
             Ok(t) => t,
             Err(error) => {
@@ -394,7 +429,7 @@ impl<'c> TcpStream<'c> {
                 })
             }
         };
-        start_buf_op::<B, F, true>(self.ctx, target, buf, handler)
+        start_buf_op::<B, F, true>(self.ctx, target, region, buf, handler)
     }
 
     /// Reads into a buffer of the context's read pool
@@ -436,19 +471,23 @@ impl<'c> TcpStream<'c> {
         B: IoBuf,
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
+        let mut buf = WriteOnly(buf);
+        // Before the handle's atomic load (see `async_read_some`).
+        let region = (buf.ptr_for_op(), buf.len_for_op());
         let target = match self.target() {
             Ok(t) => t,
             Err(error) => {
                 return Err(Rejected {
                     error,
-                    handler: (buf, handler),
+                    handler: (buf.0, handler),
                 })
             }
         };
         start_buf_op::<WriteOnly<B>, WriteHandler<F>, false>(
             self.ctx,
             target,
-            WriteOnly(buf),
+            region,
+            buf,
             WriteHandler(handler),
         )
         .map_err(|r| Rejected {
@@ -512,14 +551,14 @@ impl<'c> TcpStream<'c> {
     pub fn cancel(&self) -> Result<()> {
         self.ctx
             .proactor()
-            .cancel_desc(self.ctx, self.index, self.gen)
+            .cancel_desc(self.ctx, self.index(), self.gen())
     }
 
     /// Cancels pending operations, closes the socket, frees its slot.
     pub fn close(&self) -> Result<()> {
         self.ctx
             .proactor()
-            .close_desc(self.ctx, self.index, self.gen)
+            .close_desc(self.ctx, self.index(), self.gen())
     }
 }
 
@@ -648,16 +687,18 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write on `target` with `buf`.
-#[inline]
+/// Starts a read (`READ`) or a write on `target` with `buf`, whose
+/// `(ptr_for_op(), len_for_op())` is `region`.
+#[inline(always)]
 fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     ctx: &IoContext,
     target: Target,
-    mut buf: B,
+    region: (*mut u8, usize),
+    buf: B,
     handler: F,
 ) -> core::result::Result<(), Rejected<(B, F)>> {
-    let ptr = buf.ptr_for_op();
-    let len = buf.len_for_op().min(u32::MAX as usize) as u32;
+    let (ptr, len) = region;
+    let len = len.min(u32::MAX as usize) as u32;
     let op = BufOp {
         header: Operation::new(complete_buf::<B, F, READ>),
         buf: ManuallyDrop::new(buf),
