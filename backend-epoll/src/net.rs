@@ -113,12 +113,34 @@ impl<'c> TcpListener<'c> {
 /// A connected TCP socket.
 #[derive(Clone, Copy)]
 pub struct TcpStream<'c> {
-    pub(crate) ctx: &'c IoContext,
-    pub(crate) index: u32,
-    pub(crate) gen: u32,
+    ctx: &'c IoContext,
+    /// Descriptor index (low half) and generation (high half): as two
+    /// scalars the handle travels in two registers (into handlers,
+    /// through calls) rather than through the stack.
+    id: u64,
 }
 
 impl<'c> TcpStream<'c> {
+    #[inline(always)]
+    pub(crate) fn new(ctx: &'c IoContext, index: u32, gen: u32) -> Self {
+        TcpStream {
+            ctx,
+            id: (gen as u64) << 32 | index as u64,
+        }
+    }
+
+    /// The descriptor-table index.
+    #[inline(always)]
+    fn index(&self) -> u32 {
+        self.id as u32
+    }
+
+    /// The generation the descriptor must still have.
+    #[inline(always)]
+    fn gen(&self) -> u32 {
+        (self.id >> 32) as u32
+    }
+
     /// Connects to `addr` (non-blocking connect, then `SO_ERROR`). The
     /// handler gets the stream, or the error (`ConnectionRefused`...).
     pub fn async_connect<F>(
@@ -217,8 +239,8 @@ impl<'c> TcpStream<'c> {
         }
         buf_back!(ops::start::<READ_OP, _, _>(
             self.ctx,
-            self.index,
-            self.gen,
+            self.index(),
+            self.gen(),
             Recv { buf },
             handler,
             true
@@ -247,12 +269,11 @@ impl<'c> TcpStream<'c> {
             ctx: self.ctx,
             buf: None,
         };
-        ops::start::<READ_OP, _, _>(self.ctx, self.index, self.gen, state, handler, true).map_err(
-            |r| Rejected {
+        ops::start::<READ_OP, _, _>(self.ctx, self.index(), self.gen(), state, handler, true)
+            .map_err(|r| Rejected {
                 error: r.error,
                 handler: r.handler.1,
-            },
-        )
+            })
     }
 
     /// Writes at most `buf.bytes_len()` bytes from `buf`. Never raises
@@ -274,8 +295,8 @@ impl<'c> TcpStream<'c> {
         }
         buf_back!(ops::start::<WRITE_OP, _, _>(
             self.ctx,
-            self.index,
-            self.gen,
+            self.index(),
+            self.gen(),
             Send { buf },
             handler,
             true
@@ -321,23 +342,23 @@ impl<'c> TcpStream<'c> {
 
     /// The socket's descriptor, or -1 once closed.
     pub fn as_raw_fd(&self) -> i32 {
-        self.ctx.task().raw_fd(self.index, self.gen)
+        self.ctx.task().raw_fd(self.index(), self.gen())
     }
 
     /// Completes every pending read and write with `OperationAborted`,
     /// handing their buffers back.
     pub fn cancel(&self) -> Result<()> {
-        self.ctx.task().cancel(self.ctx, self.index, self.gen)
+        self.ctx.task().cancel(self.ctx, self.index(), self.gen())
     }
 
     /// Cancels, closes the socket and frees its slot; the handle (and its
     /// copies) then answer `BadDescriptor`.
     pub fn close(&self) -> Result<()> {
-        self.ctx.task().close(self.ctx, self.index, self.gen)
+        self.ctx.task().close(self.ctx, self.index(), self.gen())
     }
 
     fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
-        self.ctx.task().with_fd(self.index, self.gen, f)
+        self.ctx.task().with_fd(self.index(), self.gen(), f)
     }
 }
 

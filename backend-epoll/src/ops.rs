@@ -465,14 +465,7 @@ impl<'c, F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>)> OpState<F> for Accept<'
             let fd = self.accepted.ok_or(Error::BadDescriptor)?;
             let peer = self.peer.socket_addr()?;
             let (index, gen) = self.ctx.task().register(fd)?;
-            Ok((
-                TcpStream {
-                    ctx: self.ctx,
-                    index,
-                    gen,
-                },
-                peer,
-            ))
+            Ok((TcpStream::new(self.ctx, index, gen), peer))
         });
         handler(r)
     }
@@ -511,11 +504,7 @@ impl<'c, F: FnOnce(Result<TcpStream<'c>>)> OpState<F> for Connect<'c> {
 
     fn run(self, r: OpResult, handler: F) {
         match r {
-            Ok(_) => handler(Ok(TcpStream {
-                ctx: self.ctx,
-                index: self.index,
-                gen: self.gen,
-            })),
+            Ok(_) => handler(Ok(TcpStream::new(self.ctx, self.index, self.gen))),
             Err(e) => {
                 if self.index != u32::MAX {
                     let _ = self.ctx.task().close(self.ctx, self.index, self.gen);
