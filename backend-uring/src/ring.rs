@@ -267,10 +267,10 @@ impl Sq {
         let head = self.tail - (self.tail as u32).wrapping_sub(head) as u64;
         let (from, to) = self.dirty;
         for pos in from..(to + 1).min(head) {
-            // SAFETY: a masked index into the SQE array; the kernel has
-            // consumed position `pos` (before its head) and the tail has
-            // not come round to the slot again (it is less than `entries`
-            // past `pos`), so nobody reads or writes it meanwhile.
+            // The kernel has consumed position `pos` (before its head) and
+            // the tail has not come round to the slot again (it is less
+            // than `entries` past `pos`): nobody reads or writes it now.
+            // SAFETY: a masked index into the live SQE array, unused (above).
             unsafe {
                 let e = self.sqes.add((pos as u32 & self.mask) as usize);
                 (*e).off = 0;

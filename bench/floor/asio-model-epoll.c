@@ -11,47 +11,13 @@
  *   queue checks, flag clear -> enqueue on descriptor, work++, unlock.
  * Single thread runs it, but locks and work counts are atomics, as in a
  * context that other threads may post to. */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
+#include "model.h"
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#define NOINLINE __attribute__((noinline))
-#define BUF 16384
 #define MAXEV 128
-#define NDESC 1024
 enum { READ_OP = 0, WRITE_OP = 1, EXCEPT_OP = 2 };
 enum { NOT_DONE, DONE, EXHAUSTED };
-
-typedef struct op op;
-struct op {
-  op *next;
-  void (*complete)(op *, void *here);
-  int (*perform)(op *, int fd);
-  long result;
-  char state[64]; /* per-kind state and handler, type-erased */
-};
-
-typedef struct { op *head, *tail; } queue;
-static inline void qpush(queue *q, op *o) {
-  o->next = NULL;
-  if (q->tail) q->tail->next = o; else q->head = o;
-  q->tail = o;
-}
-static inline op *qpop(queue *q) {
-  op *o = q->head;
-  if (o) { q->head = o->next; if (!q->head) q->tail = NULL; }
-  return o;
-}
 
 typedef struct {
   atomic_int lock;
@@ -66,35 +32,18 @@ static desc table[NDESC];
 static atomic_long outstanding;
 static int ep;
 
-/* thread info: private queue, private work, recycled slot, free list */
-typedef struct { queue priv; long priv_work; op *recycled; op *free; } tinfo;
-static op slots[4096];
-static op *pool_free;
-static atomic_int pool_lock;
+/* The run thread: private queue and work count, recycled slot. */
+struct tinfo { queue priv; long priv_work; op *recycled; };
 
-static inline void lock(atomic_int *l) { int z = 0; while (!atomic_compare_exchange_weak(l, &z, 1)) z = 0; }
-static inline void unlock(atomic_int *l) { atomic_exchange(l, 0); }
-
-static inline op *alloc_op(tinfo *t) {
-  op *o = t->recycled;
-  if (o) { t->recycled = NULL; return o; }
-  lock(&pool_lock); o = pool_free; if (o) pool_free = o->next; unlock(&pool_lock);
-  return o;
+static void close_conn(buf b, conn c) {
+  free(b.base);
+  close(table[c.index].fd);
+  table[c.index].gen++;
 }
-static inline void free_op(tinfo *t, op *o) {
-  if (!t->recycled) { t->recycled = o; return; }
-  lock(&pool_lock); o->next = pool_free; pool_free = o; unlock(&pool_lock);
-}
-
-typedef struct { uint32_t index, gen; } conn;
-typedef struct { char *base; size_t len, pos; } buf;
 
 /* ---- recv op ---- */
-typedef void (*read_handler)(tinfo *, long r, buf b, conn c);
-typedef struct { buf b; read_handler h; conn c; } recv_state;
-
 static int recv_perform(op *o, int fd) {
-  recv_state *s = (recv_state *)o->state;
+  io_state *s = (io_state *)o->state;
   size_t spare = BUF - s->b.len;
   for (;;) {
     ssize_t n = recv(fd, s->b.base + s->b.len, spare, 0);
@@ -105,19 +54,16 @@ static int recv_perform(op *o, int fd) {
     o->result = -errno; return DONE;
   }
 }
-static void recv_complete(op *o, void *here) {
-  recv_state s = *(recv_state *)o->state;
+static void recv_complete(op *o, tinfo *here) {
+  io_state s = *(io_state *)o->state;
   long r = o->result;
-  free_op(here, o);
+  free_op(&here->recycled, o);
   s.h(here, r, s.b, s.c);
 }
 
 /* ---- send op (one step of a composed async_write) ---- */
-typedef void (*write_handler)(tinfo *, long r, buf b, conn c);
-typedef struct { buf b; write_handler h; conn c; } send_state;
-
 static int send_perform(op *o, int fd) {
-  send_state *s = (send_state *)o->state;
+  io_state *s = (io_state *)o->state;
   size_t left = s->b.len - s->b.pos;
   for (;;) {
     ssize_t n = send(fd, s->b.base + s->b.pos, left, MSG_NOSIGNAL);
@@ -127,11 +73,11 @@ static int send_perform(op *o, int fd) {
     o->result = -errno; return DONE;
   }
 }
-static void start_write(tinfo *t, buf b, write_handler h, conn c);
-static void send_complete(op *o, void *here) {
-  send_state s = *(send_state *)o->state;
+static void start_write(tinfo *t, buf b, handler h, conn c);
+static void send_complete(op *o, tinfo *here) {
+  io_state s = *(io_state *)o->state;
   long r = o->result;
-  free_op(here, o);
+  free_op(&here->recycled, o);
   if (r < 0) { s.h(here, r, s.b, s.c); return; }
   s.b.pos += r;
   if (s.b.pos < s.b.len) { start_write(here, s.b, s.h, s.c); return; }  /* composed: next step */
@@ -162,32 +108,32 @@ static inline int start_op(tinfo *t, int type, conn c, op *o, int speculative) {
   return 0;
 }
 
-static void start_write(tinfo *t, buf b, write_handler h, conn c) {
-  op *o = alloc_op(t);
+static void start_write(tinfo *t, buf b, handler h, conn c) {
+  op *o = alloc_op(&t->recycled);
   if (!o) { h(t, -1, b, c); return; }
   o->complete = send_complete; o->perform = send_perform; o->result = 0;
-  send_state *s = (send_state *)o->state; s->b = b; s->h = h; s->c = c;
-  if (start_op(t, WRITE_OP, c, o, 1) < 0) { free_op(t, o); }
+  io_state *s = (io_state *)o->state; s->b = b; s->h = h; s->c = c;
+  if (start_op(t, WRITE_OP, c, o, 1) < 0) free_op(&t->recycled, o);
 }
 
 static void on_write(tinfo *t, long r, buf b, conn c);
 static NOINLINE void start_read(tinfo *t, buf b, conn c);
 static void on_read(tinfo *t, long r, buf b, conn c) {
-  if (r <= 0) { free(b.base); close(table[c.index].fd); table[c.index].gen++; return; }
+  if (r <= 0) { close_conn(b, c); return; }
   b.pos = 0;
   start_write(t, b, on_write, c);
 }
 static void on_write(tinfo *t, long r, buf b, conn c) {
-  if (r < 0) { free(b.base); close(table[c.index].fd); table[c.index].gen++; return; }
+  if (r < 0) { close_conn(b, c); return; }
   start_read(t, b, c);
 }
 static NOINLINE void start_read(tinfo *t, buf b, conn c) {
   b.len = 0;
-  op *o = alloc_op(t);
+  op *o = alloc_op(&t->recycled);
   if (!o) return;
   o->complete = recv_complete; o->perform = recv_perform; o->result = 0;
-  recv_state *s = (recv_state *)o->state; s->b = b; s->h = on_read; s->c = c;
-  if (start_op(t, READ_OP, c, o, 1) < 0) free_op(t, o);
+  io_state *s = (io_state *)o->state; s->b = b; s->h = on_read; s->c = c;
+  if (start_op(t, READ_OP, c, o, 1) < 0) free_op(&t->recycled, o);
 }
 
 /* ---- perform_io: except, write, read ---- */
@@ -208,16 +154,12 @@ static inline void perform_io(desc *d, uint32_t ev, queue *out) {
 }
 
 int main(int argc, char **argv) {
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1]))};
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(lfd, (struct sockaddr *)&a, sizeof a) < 0 || listen(lfd, 4096) < 0) return 1;
+  if (argc < 2) return 2;
+  int lfd = listen_loopback(argv[1], SOCK_NONBLOCK);
   ep = epoll_create1(EPOLL_CLOEXEC);
   struct epoll_event le = {.events = EPOLLIN, .data.u64 = ~0ull};
   epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &le);
-  for (int i = 0; i < 4096; i++) { slots[i].next = pool_free; pool_free = &slots[i]; }
+  pool_init();
   tinfo ti = {0};
   queue ready = {0};
   struct epoll_event evs[MAXEV];
@@ -240,7 +182,7 @@ int main(int argc, char **argv) {
         for (;;) {
           int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
           if (fd < 0 || fd >= NDESC) { if (fd >= 0) close(fd); break; }
-          setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+          set_nodelay(fd);
           desc *d = &table[fd];
           d->fd = fd; d->try_spec[0] = d->try_spec[1] = d->try_spec[2] = 1;
           conn c = {fd, d->gen};
