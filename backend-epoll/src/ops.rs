@@ -147,11 +147,9 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<F>, F>(
     // One thread lookup serves the allocation and the queueing.
     let here = ctx.here();
     // SAFETY: `here` is this context's.
-    let op =
-        unsafe { ctx.alloc_op_in(here, SocketOp::new(state, handler)) }.map_err(|v| Rejected {
-            error: Error::PoolExhausted,
-            handler: v.into_parts(),
-        })?;
+    let op = unsafe {
+        ctx.alloc_op_in_or_reject(here, SocketOp::new(state, handler), SocketOp::into_parts)
+    }?;
     // SAFETY: `op` is ours and on no queue: start_op performs it under the
     // descriptor's lock only.
     let perform = |fd| unsafe { perform_now(op, fd) };
@@ -175,11 +173,7 @@ pub(crate) type Allocated<S, F> = core::result::Result<NonNull<SocketOp<S, F>>, 
 /// Allocates the operation, or hands state and handler back.
 #[inline(always)]
 pub(crate) fn alloc<S: OpState<F>, F>(ctx: &IoContext, state: S, handler: F) -> Allocated<S, F> {
-    ctx.alloc_op(SocketOp::new(state, handler))
-        .map_err(|v| Rejected {
-            error: Error::PoolExhausted,
-            handler: v.into_parts(),
-        })
+    ctx.alloc_op_or_reject(SocketOp::new(state, handler), SocketOp::into_parts)
 }
 
 /// Queues an operation already completed with `r` (zero-length transfers,

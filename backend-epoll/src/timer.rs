@@ -64,10 +64,9 @@ impl<'c> SteadyTimer<'c> {
             header: Operation::new(complete_wait::<F>),
             handler: ManuallyDrop::new(handler),
         };
-        let op = self.ctx.alloc_op(op).map_err(|op| Rejected {
-            error: pinion_core::Error::PoolExhausted,
-            handler: ManuallyDrop::into_inner(op.handler),
-        })?;
+        let op = self
+            .ctx
+            .alloc_op_or_reject(op, |op| ManuallyDrop::into_inner(op.handler))?;
         match self
             .ctx
             .task()

@@ -386,15 +386,9 @@ where
     let sched: &Sched = ctx;
     let here = sched.here();
     // SAFETY: `here` came from this scheduler.
-    let p = match unsafe { sched.alloc_op_in(here, op) } {
-        Ok(p) => p,
-        Err(op) => {
-            return Err(Rejected {
-                error: Error::PoolExhausted,
-                handler: ManuallyDrop::into_inner(op.handler),
-            })
-        }
-    };
+    let p = unsafe {
+        sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
+    }?;
     // SAFETY: `here` came from this scheduler.
     unsafe { sched.compensating_work_started_in(here) };
     let user_data = p.as_ptr() as u64 | TAG_POOLED;

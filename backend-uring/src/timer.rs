@@ -6,7 +6,7 @@ use core::mem::ManuallyDrop;
 use core::ptr::{addr_of, NonNull};
 use core::time::Duration;
 
-use pinion_core::{Error, Invoke, Operation, Rejected, Result, Task};
+use pinion_core::{Invoke, Operation, Rejected, Result, Task};
 
 use crate::proactor::{Sched, WaitHdr};
 use crate::IoContext;
@@ -87,15 +87,9 @@ impl<'c> SteadyTimer<'c> {
         };
         let here = sched.here();
         // SAFETY: `here` came from this scheduler.
-        let p = match unsafe { sched.alloc_op_in(here, op) } {
-            Ok(p) => p,
-            Err(op) => {
-                return Err(Rejected {
-                    error: Error::PoolExhausted,
-                    handler: ManuallyDrop::into_inner(op.handler),
-                })
-            }
-        };
+        let p = unsafe {
+            sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
+        }?;
         // SAFETY: a fresh wait op on no queue; `here` is this scheduler's.
         match unsafe {
             self.ctx

@@ -205,18 +205,14 @@ impl<'c> UdpSocket<'c> {
         let sched: &Sched = self.ctx;
         let here = sched.here();
         // SAFETY: `here` came from this scheduler.
-        let p = match unsafe { sched.alloc_op_in(here, op) } {
-            Ok(p) => p,
-            Err(op) => {
-                return Err(Rejected {
-                    error: Error::PoolExhausted,
-                    handler: (
-                        ManuallyDrop::into_inner(op.buf),
-                        ManuallyDrop::into_inner(op.handler),
-                    ),
-                })
-            }
-        };
+        let p = unsafe {
+            sched.alloc_op_in_or_reject(here, op, |op| {
+                (
+                    ManuallyDrop::into_inner(op.buf),
+                    ManuallyDrop::into_inner(op.handler),
+                )
+            })
+        }?;
         // SAFETY: `here` came from this scheduler.
         unsafe { sched.compensating_work_started_in(here) };
         let o = p.as_ptr();

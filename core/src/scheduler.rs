@@ -924,6 +924,38 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         Ok(unsafe { emplace(slot, value) })
     }
 
+    /// [`alloc_op_in`](Self::alloc_op_in), with an exhausted pool turned
+    /// into the caller's rejection: `give_back` takes what the caller
+    /// must hand back (handler, buffer) out of the unplaced value.
+    ///
+    /// # Safety
+    /// `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn alloc_op_in_or_reject<O, H>(
+        &self,
+        here: Option<Here<'_>>,
+        value: O,
+        give_back: impl FnOnce(O) -> H,
+    ) -> Result<NonNull<O>, Rejected<H>> {
+        // SAFETY: forwarded.
+        unsafe { self.alloc_op_in(here, value) }.map_err(|v| Rejected {
+            error: Error::PoolExhausted,
+            handler: give_back(v),
+        })
+    }
+
+    /// [`alloc_op_in_or_reject`](Self::alloc_op_in_or_reject) for a
+    /// thread not known yet.
+    #[inline(always)]
+    pub fn alloc_op_or_reject<O, H>(
+        &self,
+        value: O,
+        give_back: impl FnOnce(O) -> H,
+    ) -> Result<NonNull<O>, Rejected<H>> {
+        // SAFETY: a Here of this scheduler.
+        unsafe { self.alloc_op_in_or_reject(self.here(), value, give_back) }
+    }
+
     /// Returns an operation's slot. Does not drop the value in it.
     ///
     /// # Safety
@@ -984,18 +1016,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         };
         let here = self.here();
         // SAFETY: a Here of this scheduler.
-        match unsafe { self.alloc_op_in(here, op) } {
-            Ok(p) => {
-                // SAFETY: a fresh operation whose complete function expects
-                // this scheduler as owner; `here` is this scheduler's.
-                unsafe { self.post_immediate_completion_in(here, p.cast()) };
-                Ok(())
-            }
-            Err(op) => Err(Rejected {
-                error: Error::PoolExhausted,
-                handler: ManuallyDrop::into_inner(op.handler),
-            }),
-        }
+        let p = unsafe {
+            self.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
+        }?;
+        // SAFETY: a fresh operation whose complete function expects this
+        // scheduler as owner; `here` is this scheduler's.
+        unsafe { self.post_immediate_completion_in(here, p.cast()) };
+        Ok(())
     }
 
     /// Runs `handler` now if the calling thread is inside `run`, otherwise

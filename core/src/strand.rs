@@ -105,16 +105,11 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
             header: Operation::new(complete_handler::<F, T, K>),
             handler: ManuallyDrop::new(handler),
         };
-        match self.sched.alloc_op(op) {
-            Ok(p) => {
-                self.enqueue(p.cast());
-                Ok(())
-            }
-            Err(op) => Err(Rejected {
-                error: Error::PoolExhausted,
-                handler: ManuallyDrop::into_inner(op.handler),
-            }),
-        }
+        let p = self
+            .sched
+            .alloc_op_or_reject(op, |op| ManuallyDrop::into_inner(op.handler))?;
+        self.enqueue(p.cast());
+        Ok(())
     }
 
     /// Runs `handler` now if that keeps the strand's guarantees (the
