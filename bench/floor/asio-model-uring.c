@@ -66,17 +66,7 @@ static void start_write(tinfo *t, buf b, handler h, conn c) {
   io_state *s = (io_state *)o->state; s->b = b; s->h = h; s->c = c;
   if (submit(t, c, o, 1, &b) < 0) free_op(&t->recycled, o);
 }
-static void on_write(tinfo *t, long r, buf b, conn c);
-static NOINLINE void start_read(tinfo *t, buf b, conn c);
-static void on_read(tinfo *t, long r, buf b, conn c) {
-  if (r <= 0) { close_conn(b, c); return; }
-  b.pos = 0;
-  start_write(t, b, on_write, c);
-}
-static void on_write(tinfo *t, long r, buf b, conn c) {
-  if (r < 0) { close_conn(b, c); return; }
-  start_read(t, b, c);
-}
+#include "echo.h"
 static NOINLINE void start_read(tinfo *t, buf b, conn c) {
   b.len = 0;
   op *o = alloc_op(&t->recycled);
