@@ -16,6 +16,10 @@ mod util;
 macro_rules! backend {
     ($b:ident) => {
         pub(crate) use pinion::epoll as $b;
+        /// The builders `race.rs` runs on.
+        pub(crate) fn race_builders() -> Vec<(&'static str, $b::Builder)> {
+            vec![("the default builder", $b::Builder::new())]
+        }
     };
 }
 #[cfg(feature = "epoll")]
@@ -32,6 +36,18 @@ mod epoll;
 macro_rules! backend {
     ($b:ident) => {
         pub(crate) use pinion::uring as $b;
+        /// The builders `race.rs` runs on: every way a socket can be named
+        /// in an SQE, and both kinds of accept.
+        pub(crate) fn race_builders() -> Vec<(&'static str, $b::Builder)> {
+            vec![
+                ("registered files and multishot accept", $b::Builder::new()),
+                ("plain fds", $b::Builder::new().registered_files(false)),
+                (
+                    "single-shot accept",
+                    $b::Builder::new().multishot_accept(false),
+                ),
+            ]
+        }
     };
 }
 #[cfg(feature = "uring")]

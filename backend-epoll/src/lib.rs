@@ -95,6 +95,11 @@ impl IoContext {
         self.sched.task().read_buffers().map(|p| p.counts())
     }
 
+    /// Sockets currently open in the descriptor table.
+    pub fn descriptors_in_use(&self) -> usize {
+        self.sched.task().sockets_in_use()
+    }
+
     /// The reactor's counters so far.
     #[cfg(feature = "stats")]
     pub fn stats(&self) -> Stats {

@@ -927,6 +927,20 @@ impl Reactor {
     fn slots_used(&self) -> u32 {
         self.table.used()
     }
+
+    /// Sockets open in the table (O(slots ever used); for tests and
+    /// diagnostics). A closed socket whose descriptor op is still queued
+    /// counts until that op has run.
+    pub(crate) fn sockets_in_use(&self) -> usize {
+        (0..self.slots_used())
+            .filter_map(|i| self.table.get(i))
+            .filter(|slot| {
+                let mut l = Locked::new(slot);
+                let st = l.state();
+                st.kind == Kind::Socket || st.free_pending
+            })
+            .count()
+    }
 }
 
 impl Task for Reactor {

@@ -54,7 +54,7 @@ use io_uring::{opcode, IoUring};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Invoke, Operation, Rejected, Result};
 
-use crate::proactor::{with_target, Locked, Sched, Target, TAG_POOLED};
+use crate::proactor::{with_target, Locked, Sched, TAG_POOLED};
 use crate::ring::Sqe;
 use crate::IoContext;
 
@@ -364,11 +364,13 @@ struct PooledOp<'c, F> {
     handler: ManuallyDrop<F>,
 }
 
-/// Starts a pooled read on `target` (see the module docs).
+/// Starts a pooled read on the socket the handle `(index, gen)` names
+/// (see the module docs).
 pub(crate) fn start_pooled<'c, F>(
     ctx: &'c IoContext,
     pool: &'c ReadBuffers,
-    target: Target,
+    index: u32,
+    gen: u32,
     handler: F,
 ) -> core::result::Result<(), Rejected<F>>
 where
@@ -389,45 +391,72 @@ where
     let p = unsafe {
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
-    // SAFETY: `here` came from this scheduler.
-    unsafe { sched.compensating_work_started_in(here) };
     let user_data = p.as_ptr() as u64 | TAG_POOLED;
-    let (fd, fixed) = target.raw();
-    if pool.is_ring() {
-        // IORING_OP_RECV naming the buffer group, written in place.
-        let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
-        e.flags |= IOSQE_BUFFER_SELECT;
-        e.ioprio = IORING_RECVSEND_POLL_FIRST;
-        e.len = pool.size() as u32;
-        e.buf_index = BGID;
-        e.user_data = user_data;
-        // The kernel writes only into a ring buffer, which is out of the
-        // pool (untouched by us) from its pick until the CQE is handled.
+    let proactor = ctx.proactor();
+    // SAFETY: `here` came from this scheduler (for every `started` below).
+    let started = || unsafe { sched.compensating_work_started_in(here) };
+    let pushed = if pool.is_ring() {
+        // IORING_OP_RECV naming the buffer group, written in place. The
+        // kernel writes only into a ring buffer, which is out of the pool
+        // (untouched by us) from its pick until the CQE is handled.
         // SAFETY: the SQE names no memory of ours but the op's slot
-        // (user_data), allocated until its CQE is reaped.
-        unsafe { ctx.proactor().push_sqe(&e, true) };
+        // (user_data), allocated until its CQE is reaped; a table index.
+        unsafe {
+            proactor.push_sqe_on(index, gen, started, |target| {
+                let (fd, fixed) = target.raw();
+                let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
+                e.flags |= IOSQE_BUFFER_SELECT;
+                e.ioprio = IORING_RECVSEND_POLL_FIRST;
+                e.len = pool.size() as u32;
+                e.buf_index = BGID;
+                e.user_data = user_data;
+                e
+            })
+        }
     } else if let Some(i) = pool.take() {
         // SAFETY: `p` is ours until pushed.
         unsafe { (*p.as_ptr()).held = i };
-        let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
-        e.addr = pool.ptr(i) as u64;
-        e.len = pool.size() as u32;
-        e.user_data = user_data;
         // SAFETY: buffer `i` is out of the pool and belongs to this op
         // until its completion gives it back, after the CQE; the slot
-        // stays allocated until then too.
-        unsafe { ctx.proactor().push_sqe(&e, true) };
+        // stays allocated until then too; a table index.
+        unsafe {
+            proactor.push_sqe_on(index, gen, started, |target| {
+                let (fd, fixed) = target.raw();
+                let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
+                e.addr = pool.ptr(i) as u64;
+                e.len = pool.size() as u32;
+                e.user_data = user_data;
+                e
+            })
+        }
     } else {
         // SAFETY: `p` is ours until pushed.
         unsafe { (*p.as_ptr()).held = POLLING };
-        let e = with_target!(target, |t| opcode::PollAdd::new(t, libc::POLLIN as u32)
-            .build())
-        .user_data(user_data);
         // SAFETY: a poll carries no pointer but the op's slot (user_data),
-        // allocated until its CQE is reaped.
-        unsafe { ctx.proactor().push(&e, true) };
-    }
-    Ok(())
+        // allocated until its CQE is reaped; a table index.
+        unsafe {
+            proactor.push_on(index, gen, true, started, |target| {
+                with_target!(target, |t| opcode::PollAdd::new(t, libc::POLLIN as u32)
+                    .build())
+                .user_data(user_data)
+            })
+        }
+    };
+    pushed.map_err(|error| {
+        // Refused (a stale handle): never queued, so the op, and the
+        // buffer it may hold, are still ours.
+        // SAFETY: as said; each field read once, then the slot is freed.
+        let handler = unsafe {
+            let o = p.as_ptr();
+            if (*o).held < POLLING {
+                drop(PooledBuf::new(pool, (*o).held, 0));
+            }
+            let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*o).handler)));
+            sched.free_op_in(here, p);
+            h
+        };
+        Rejected { error, handler }
+    })
 }
 
 /// # Safety

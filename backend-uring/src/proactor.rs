@@ -30,13 +30,15 @@
 //!
 //! io-uring's `SubmissionQueue::push` is unsafe because the kernel may
 //! read or write everything an SQE points to until the SQE's last CQE.
-//! This module is the one place that keeps the rule: `Proactor::push_sqe`
-//! (and `push`, its form for io-uring's builders) is the only way to queue
-//! an SQE, and every caller points it only into its own operation slot
+//! This module is the one place that keeps the rule: `Proactor::push` (for
+//! the proactor's own requests) and `push_sqe_on`/`push_on` (for requests
+//! on a socket) are the only ways to queue an SQE, and every caller points
+//! it only into its own operation slot
 //! (buffer handles, addresses, `msghdr`), into the proactor's boxed
 //! state, or into the read pool: a pooled read's buffer is out of the
 //! pool, untouched by anyone else, from the kernel's pick (or the
-//! fallback's take) until the read's completion hands it on or back. A slot is freed only by its complete function, which runs after
+//! fallback's take) until the read's completion hands it on or back. A
+//! slot is freed only by its complete function, which runs after
 //! the scheduler took the op off the queue it was put on *by the reaper*,
 //! i.e. after its final CQE. Cancelling does not change this: a cancelled
 //! op still waits for its own CQE (`ECANCELED` or the real result).
@@ -75,9 +77,30 @@
 //! on the socket's fd (`IORING_ASYNC_CANCEL_FD | ALL`); each cancelled
 //! operation then completes through its own CQE (`ECANCELED` →
 //! `OperationAborted`, or its real result if it finished first), buffer
-//! included. `close()` does the same, submits at once (so the kernel looks
-//! the fd up before it can be reused), removes the registered file, then
-//! closes the fd.
+//! included.
+//!
+//! Handles are `Copy` and `Send`, so one thread may start an operation
+//! while another closes the socket and opens the next one, which takes the
+//! same descriptor slot, registered-file index and fd number. The rule:
+//! an operation runs on the socket its handle named or is refused with
+//! `BadDescriptor`, never on a successor. It holds because
+//! - every SQE that names a socket is written by `push_sqe_on`/`push_on`,
+//!   which check the handle's generation and write the SQE in one stretch
+//!   under `sq_lock`;
+//! - `close()` moves the generation on and queues its cancel in one
+//!   stretch under the same lock, so every SQE of the old handle is ahead
+//!   of the cancel in the SQ and none can follow it;
+//! - the socket is torn down (registered file removed, fd closed, slot
+//!   freed) only once the kernel's SQ head has passed the cancel: every
+//!   earlier SQE has been issued, its file looked up, and the cancel has
+//!   found it. `close()` submits until then; if the kernel has not got
+//!   there (an SQPOLL thread busy elsewhere, a failed submission) the
+//!   teardown waits in a list the runner finishes after its next
+//!   `io_uring_enter`, and shutdown at the latest. The handle is stale
+//!   from the moment `close()` takes the lock either way.
+//! - Calls that use the fd directly (options, addresses, `shutdown`) run
+//!   under the descriptor's lock, which `close()` takes to move the
+//!   generation on.
 //!
 //! # Registered files
 //!
@@ -148,6 +171,10 @@ pub(crate) const TAG_POOLED: u64 = 4;
 /// multishot accept is stopped (until the next `async_accept`); the
 /// kernel's listen queue holds the rest.
 const ACCEPT_HIGH_WATER: usize = 16;
+
+/// Submission attempts a close makes for its cancel before it leaves the
+/// teardown to the runner (see `Proactor::submit_through`).
+const SUBMIT_TRIES: usize = 1000;
 
 /// Cap on how long shutdown waits for the kernel to give back operations.
 const SHUTDOWN_DRAIN_NS: u64 = 10_000_000_000;
@@ -403,10 +430,14 @@ pub(crate) fn unpack_desc(v: usize) -> (u32, u32) {
 }
 
 struct DescState {
+    /// A handle may use the socket (from open to `close_desc`).
     open: bool,
-    /// Closed while its multishot accept was still in the kernel: the slot
-    /// is freed when that request's final CQE arrives.
-    zombie: bool,
+    /// After `close_desc`: what the slot still waits for before it may be
+    /// reused. One for the teardown (once the kernel has taken the close's
+    /// cancel, the registered file is removed and the fd closed), one more
+    /// while the listener's multishot accept is still in the kernel (its
+    /// final CQE). The last to finish frees the slot.
+    holds: u8,
     listener: ListenerState,
 }
 
@@ -445,6 +476,11 @@ pub(crate) struct Desc {
     /// Link in a listener's list of accepted connections, guarded by that
     /// listener's lock (nobody else can reach a pending descriptor).
     pending_next: Cell<u32>,
+    /// Link in the proactor's list of closes waiting for the kernel, and
+    /// the SQ position their cancel must be consumed before; guarded by
+    /// that list's lock.
+    closing_next: Cell<u32>,
+    closing_fence: Cell<u64>,
     st: UnsafeCell<DescState>,
 }
 
@@ -517,9 +553,11 @@ impl DescTable {
                 fixed: AtomicBool::new(false),
                 next_free: Cell::new(NIL),
                 pending_next: Cell::new(NIL),
+                closing_next: Cell::new(NIL),
+                closing_fence: Cell::new(0),
                 st: UnsafeCell::new(DescState {
                     open: false,
-                    zombie: false,
+                    holds: 0,
                     listener: ListenerState::new(),
                 }),
             })
@@ -551,7 +589,7 @@ impl DescTable {
         let d = &self.slots[idx as usize];
         let gen = d.with(|st| {
             st.open = true;
-            st.zombie = false;
+            st.holds = 0;
             d.fd.store(fd, Ordering::Release);
             let gen = d.gen.load(Ordering::Relaxed);
             d.key
@@ -586,18 +624,29 @@ impl DescTable {
         self.release(idx);
     }
 
-    /// The fd of a live handle.
-    #[inline]
-    pub(crate) fn fd(&self, idx: u32, gen: u32) -> Result<i32> {
+    /// Runs `f` on the fd of a live handle, under the descriptor's lock:
+    /// `close_desc` moves the generation on under the same lock, so the
+    /// fd cannot be closed (and its number reused) while `f` runs.
+    pub(crate) fn with_fd<R>(
+        &self,
+        idx: u32,
+        gen: u32,
+        f: impl FnOnce(i32) -> Result<R>,
+    ) -> Result<R> {
         let d = self.slots.get(idx as usize).ok_or(Error::BadDescriptor)?;
-        if d.gen.load(Ordering::Acquire) != gen {
-            return Err(Error::BadDescriptor);
-        }
-        let fd = d.fd.load(Ordering::Acquire);
-        if fd < 0 {
-            return Err(Error::BadDescriptor);
-        }
-        Ok(fd)
+        d.with(|st| {
+            if !st.open || d.gen.load(Ordering::Relaxed) != gen {
+                return Err(Error::BadDescriptor);
+            }
+            f(d.fd.load(Ordering::Relaxed))
+        })
+    }
+
+    /// `Ok` while the handle is current: a check for paths that queue no
+    /// SQE (an SQE's own check is [`Proactor::push_sqe_on`]'s).
+    #[inline]
+    pub(crate) fn check(&self, idx: u32, gen: u32) -> Result<()> {
+        self.target(idx, gen).map(drop)
     }
 
     /// How SQEs name the socket of a live handle: its registered-file
@@ -772,6 +821,11 @@ pub struct Proactor {
     /// Deadline the blocked runner sleeps until; 0 when nobody blocks.
     blocked_until: AtomicU64,
     pub(crate) descs: DescTable,
+    /// Closes whose cancel the kernel has not consumed yet: (head, tail)
+    /// of a list through `Desc::closing_next`.
+    closing: Locked<(u32, u32)>,
+    /// `closing` is not empty (a lock-free peek for the runner).
+    closes_pending: AtomicBool,
     info: RingInfo,
     #[cfg(feature = "stats")]
     stats: StatCells,
@@ -959,6 +1013,8 @@ impl Proactor {
             next_timer: AtomicU64::new(u64::MAX),
             blocked_until: AtomicU64::new(0),
             descs: DescTable::new(cfg.descriptors),
+            closing: Locked::new((NIL, NIL)),
+            closes_pending: AtomicBool::new(false),
             info,
             #[cfg(feature = "stats")]
             stats: StatCells::default(),
@@ -1004,9 +1060,10 @@ impl Proactor {
 
     // ---- submission ----------------------------------------------------
 
-    /// Queues one SQE. `expects_cqe`: the SQE will post a final CQE that
-    /// shutdown must wait for (every user operation and internal request;
-    /// not cancels, whose CQEs are ignored).
+    /// Queues one SQE that names no socket (the proactor's own requests).
+    /// `expects_cqe`: the SQE will post a final CQE that shutdown must
+    /// wait for (every user operation and internal request; not cancels,
+    /// whose CQEs are ignored).
     ///
     /// A full SQ is submitted to make room, then the push is retried:
     /// back-pressure, never an error. If a thread is blocked in
@@ -1018,21 +1075,7 @@ impl Proactor {
     /// operation its `user_data` names) stays valid, unmoved and unfreed
     /// until the kernel has posted the SQE's final CQE and the reaper has
     /// handed it on. Operations keep it by pointing only into their own
-    /// slot, which is freed only by their complete function. And
-    /// `sqe.is_lean()` (as an SQE made by `Sqe::new` for `RECV`/`SEND`
-    /// is): only the fields such SQEs use are written.
-    #[inline(always)]
-    pub(crate) unsafe fn push_sqe(&self, sqe: &Sqe, expects_cqe: bool) {
-        debug_assert!(sqe.is_lean());
-        // SAFETY: forwarded; lean per contract.
-        unsafe { self.push_with(expects_cqe, |sq| sq.push_lean(sqe)) }
-    }
-
-    /// [`push_sqe`](Self::push_sqe) for an SQE made by io-uring's opcode
-    /// builders (the cold paths), written whole.
-    ///
-    /// # Safety
-    /// As for `push_sqe`, without the leanness.
+    /// slot, which is freed only by their complete function.
     #[inline]
     pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
         let e = Sqe::from_entry(sqe.clone());
@@ -1040,11 +1083,11 @@ impl Proactor {
         unsafe { self.push_with(expects_cqe, |sq| sq.push(&e)) }
     }
 
-    /// The body of both pushes: `write` puts the entry at the tail.
+    /// The body of every push: `write` puts the entry at the tail.
     ///
     /// # Safety
     /// `write` is a push (`Sq::push` or `Sq::push_lean`) of an SQE that
-    /// keeps `push_sqe`'s rule; it is called with room in the SQ.
+    /// keeps [`push`](Self::push)'s rule; it is called with room in the SQ.
     #[inline(always)]
     unsafe fn push_with(&self, expects_cqe: bool, write: impl FnOnce(&mut Sq)) {
         self.sq_lock.lock();
@@ -1052,6 +1095,16 @@ impl Proactor {
         // SAFETY: `sq_state` is only touched under `sq_lock`, held until
         // `_u` drops: this is the only reference.
         let st = unsafe { &mut *self.sq_state.get() };
+        // SAFETY: forwarded.
+        unsafe { self.push_locked(st, expects_cqe, write) }
+    }
+
+    /// [`push_with`](Self::push_with) with `sq_lock` already held.
+    ///
+    /// # Safety
+    /// As for `push_with`; `st` is the SQ state, reached under `sq_lock`.
+    #[inline(always)]
+    unsafe fn push_locked(&self, st: &mut SqState, expects_cqe: bool, write: impl FnOnce(&mut Sq)) {
         if st.sq.looks_full() {
             self.push_slow(&mut st.sq);
         }
@@ -1062,6 +1115,90 @@ impl Proactor {
             st.no_cqe += 1;
         }
         stat!(self, sqes_submitted);
+    }
+
+    /// Queues the SQE `make` builds for the socket that handle `(idx,
+    /// gen)` names, or refuses with `BadDescriptor` if the handle is
+    /// stale. The handle is checked and the SQE written in one stretch
+    /// under `sq_lock`, the lock under which [`close_desc`](Self::close_desc)
+    /// moves the generation on and queues its cancel: an SQE pushed here
+    /// is either refused or ahead of that cancel in the SQ, and the close
+    /// tears the socket down (registered file, fd, slot) only once the
+    /// kernel has taken every SQE up to its cancel. So an operation never
+    /// reaches the socket that reuses the slot, index or fd number.
+    /// `started` runs once the handle passed, before the SQE is visible
+    /// (where an operation counts its work: it cannot complete earlier).
+    ///
+    /// # Safety
+    /// [`push`](Self::push)'s rule for the SQE `make` returns, which is
+    /// lean ([`Sqe::is_lean`], as one made by `Sqe::new` for `RECV`/`SEND`
+    /// is): only the fields such SQEs use are written. `idx` came from
+    /// this table (every handle's does).
+    #[inline(always)]
+    pub(crate) unsafe fn push_sqe_on(
+        &self,
+        idx: u32,
+        gen: u32,
+        started: impl FnOnce(),
+        make: impl FnOnce(Target) -> Sqe,
+    ) -> Result<()> {
+        // SAFETY: forwarded; `make`'s SQE is lean per contract.
+        unsafe {
+            self.push_checked(idx, gen, true, started, |sq, t| {
+                let e = make(t);
+                debug_assert!(e.is_lean());
+                sq.push_lean(&e)
+            })
+        }
+    }
+
+    /// [`push_sqe_on`](Self::push_sqe_on) for an SQE from io-uring's
+    /// opcode builders. `expects_cqe` as for [`push`](Self::push).
+    ///
+    /// # Safety
+    /// As for `push_sqe_on`, without the leanness.
+    #[inline]
+    pub(crate) unsafe fn push_on(
+        &self,
+        idx: u32,
+        gen: u32,
+        expects_cqe: bool,
+        started: impl FnOnce(),
+        make: impl FnOnce(Target) -> squeue::Entry,
+    ) -> Result<()> {
+        // SAFETY: forwarded.
+        unsafe {
+            self.push_checked(idx, gen, expects_cqe, started, |sq, t| {
+                sq.push(&Sqe::from_entry(make(t)))
+            })
+        }
+    }
+
+    /// The body of the checked pushes.
+    ///
+    /// # Safety
+    /// As for [`push_with`](Self::push_with); `idx` came from this table.
+    #[inline(always)]
+    unsafe fn push_checked(
+        &self,
+        idx: u32,
+        gen: u32,
+        expects_cqe: bool,
+        started: impl FnOnce(),
+        write: impl FnOnce(&mut Sq, Target),
+    ) -> Result<()> {
+        self.sq_lock.lock();
+        let _u = Unlock(&self.sq_lock);
+        // SAFETY: `idx` came from the table (contract).
+        let target = unsafe { self.descs.handle_target(idx, gen) }?;
+        started();
+        // SAFETY: `sq_state` is only touched under `sq_lock`, held until
+        // `_u` drops; the rest is forwarded.
+        unsafe {
+            let st = &mut *self.sq_state.get();
+            self.push_locked(st, expects_cqe, |sq| write(sq, target));
+        }
+        Ok(())
     }
 
     /// A push found the SQ full by the last head read, or made to look
@@ -1130,14 +1267,6 @@ impl Proactor {
         }
     }
 
-    /// Submits what is queued now, without waiting (`close`, shutdown).
-    fn submit_now(&self) {
-        self.sq_lock.lock();
-        let _u = Unlock(&self.sq_lock);
-        stat!(self, enter_calls);
-        let _ = self.ring.submitter().submit();
-    }
-
     /// Queues the interrupter's read of its eventfd.
     fn arm_interrupter(&self) {
         let e = opcode::Read::new(types::Fd(self.efd), self.efd_buf.get() as *mut u8, 8)
@@ -1147,19 +1276,6 @@ impl Proactor {
         // the ring is dropped (after every CQE was reaped in shutdown)
         // before it is.
         unsafe { self.push(&e, true) };
-    }
-
-    /// Queues `IORING_OP_ASYNC_CANCEL` for every request on the socket
-    /// (`IORING_ASYNC_CANCEL_FD`, with `_FD_FIXED` for a registered file:
-    /// the kernel matches requests by file, however they named it).
-    pub(crate) fn cancel_target(&self, target: Target) {
-        let cb = with_target!(target, |t| types::CancelBuilder::fd(t).all());
-        let e = opcode::AsyncCancel2::new(cb)
-            .build()
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(UD_IGNORE);
-        // SAFETY: a cancel carries no pointer.
-        unsafe { self.push(&e, false) };
     }
 
     // ---- completion ----------------------------------------------------
@@ -1296,14 +1412,28 @@ impl Proactor {
 
     // ---- multishot accept ----------------------------------------------
 
-    fn arm_accept(&self, idx: u32, target: Target) {
-        let e = with_target!(target, |t| opcode::AcceptMulti::new(t)
-            .flags(libc::SOCK_CLOEXEC)
-            .build())
-        .user_data(((idx as u64) << 4) | TAG_ACCEPT);
+    /// Arms listener `idx`'s multishot accept. Called under the
+    /// listener's lock with the socket open, so no close can come between
+    /// (`close_desc` needs that lock to move the generation on).
+    fn arm_accept(&self, idx: u32, gen: u32) {
         // SAFETY: a multishot accept carries no pointer; its descriptor
-        // slot is not reused before its final CQE (the zombie rule).
-        unsafe { self.push(&e, true) };
+        // slot is not reused before its final CQE (`DescState::holds`);
+        // `idx` is a table index.
+        let armed = unsafe {
+            self.push_on(
+                idx,
+                gen,
+                true,
+                || {},
+                |t| {
+                    with_target!(t, |t| opcode::AcceptMulti::new(t)
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build())
+                    .user_data(((idx as u64) << 4) | TAG_ACCEPT)
+                },
+            )
+        };
+        debug_assert!(armed.is_ok(), "an open listener refused its accept");
     }
 
     /// One CQE of a listener's multishot accept. An accepted connection
@@ -1313,7 +1443,7 @@ impl Proactor {
     fn on_accept(&self, idx: u32, res: i32, more: bool, shutting_down: bool, ops: &mut OpQueue) {
         let d = &self.descs.slots[idx as usize];
         let mut close_fd = -1;
-        let (free, rearm) = d.with(|st| {
+        let free = d.with(|st| {
             let ls = &mut st.listener;
             if !more {
                 ls.armed = false;
@@ -1370,21 +1500,20 @@ impl Proactor {
                 // SAFETY: a cancel carries no pointer.
                 unsafe { self.push(&e, false) };
             }
-            let free = !more && st.zombie;
-            if free {
-                st.zombie = false;
+            if !more && !st.open {
+                // Closed while armed: the close counted this CQE as a hold.
+                debug_assert!(st.holds > 0);
+                st.holds -= 1;
+                return st.holds == 0;
             }
-            let rearm = !more && st.open && !shutting_down && !ls.waiters.is_empty();
-            if rearm {
+            if !more && st.open && !shutting_down && !ls.waiters.is_empty() {
                 ls.armed = true;
+                self.arm_accept(idx, d.gen.load(Ordering::Relaxed));
             }
-            (free, rearm)
+            false
         });
         if close_fd >= 0 {
             sys::close(close_fd);
-        }
-        if rearm {
-            self.arm_accept(idx, self.slot_target(idx));
         }
         if free {
             self.descs.release(idx);
@@ -1393,47 +1522,52 @@ impl Proactor {
 
     /// Queues a user accept operation on listener `idx`: completed from
     /// the listener's accepted connections if one waits, else parked until
-    /// the multishot accept delivers one (armed if it is not).
+    /// the multishot accept delivers one (armed if it is not). A stale
+    /// handle is `BadDescriptor`, the op untouched and still the caller's.
     ///
     /// # Safety
-    /// `op` is a live accept operation on no queue, its work counted; its
-    /// result slot is set before it is handed to the scheduler.
+    /// `op` is a live accept operation on no queue; its result slot is
+    /// set before it is handed to the scheduler. `here` came from `sched`.
     pub(crate) unsafe fn accept_multishot(
         &self,
         sched: &Sched,
+        here: Option<Here<'_>>,
         idx: u32,
         gen: u32,
         op: NonNull<Operation>,
-    ) {
-        let d = &self.descs.slots[idx as usize];
-        let mut arm = None;
+    ) -> Result<()> {
+        let d = self
+            .descs
+            .slots
+            .get(idx as usize)
+            .ok_or(Error::BadDescriptor)?;
         let ready = d.with(|st| {
             if !st.open || d.gen.load(Ordering::Relaxed) != gen {
-                return Some(Err(Error::BadDescriptor));
+                return Err(Error::BadDescriptor);
             }
+            // SAFETY: `here` came from `sched` (contract).
+            unsafe { sched.compensating_work_started_in(here) };
             let ls = &mut st.listener;
             if let Some((i, g)) = ls.pop_pending(&self.descs.slots) {
-                return Some(Ok(pack_desc(i, g)));
+                return Ok(Some(pack_desc(i, g)));
             }
             // SAFETY: per contract.
             unsafe { ls.waiters.push(op) };
             if !ls.armed {
                 ls.armed = true;
                 ls.cancel_sent = false;
-                arm = Some(self.slot_target(idx));
+                self.arm_accept(idx, gen);
             }
-            None
-        });
-        if let Some(target) = arm {
-            self.arm_accept(idx, target);
-        }
-        if let Some(r) = ready {
-            // SAFETY: per contract; the op is on no queue.
+            Ok(None)
+        })?;
+        if let Some(v) = ready {
+            // SAFETY: per contract; the op is on no queue, its work counted.
             unsafe {
-                op.as_ref().set_result(r);
+                op.as_ref().set_result(Ok(v));
                 sched.post_deferred_completion(op);
             }
         }
+        Ok(())
     }
 
     // ---- descriptors ---------------------------------------------------
@@ -1463,9 +1597,8 @@ impl Proactor {
     }
 
     /// Empties registered-file slot `idx` if it holds a file. Called
-    /// after the socket's cancel was submitted and before its fd is
-    /// closed and its descriptor slot freed, so the index is never reused
-    /// while the old file sits in it.
+    /// once no SQE can name the index any more and before the slot is
+    /// freed, so the index is never reused while the old file sits in it.
     fn unregister_file(&self, idx: u32) {
         if self.descs.slots[idx as usize]
             .fixed
@@ -1476,7 +1609,8 @@ impl Proactor {
         }
     }
 
-    /// How SQEs name the socket in slot `idx` (its owner holds it open).
+    /// How SQEs name the socket in slot `idx` (its registered file, or
+    /// its fd while the slot holds one).
     fn slot_target(&self, idx: u32) -> Target {
         let d = &self.descs.slots[idx as usize];
         if d.fixed.load(Ordering::Acquire) {
@@ -1490,17 +1624,32 @@ impl Proactor {
     /// once, kernel requests by `IORING_OP_ASYNC_CANCEL` (their CQEs then
     /// complete them).
     pub(crate) fn cancel_desc(&self, sched: &Sched, idx: u32, gen: u32) -> Result<()> {
-        let target = self.descs.target(idx, gen)?;
+        let d = self
+            .descs
+            .slots
+            .get(idx as usize)
+            .ok_or(Error::BadDescriptor)?;
         let mut aborted = OpQueue::new();
-        self.descs.slots[idx as usize].with(|st| take_waiters(&mut st.listener, &mut aborted));
-        self.cancel_target(target);
+        d.with(|st| {
+            if !st.open || d.gen.load(Ordering::Relaxed) != gen {
+                return Err(Error::BadDescriptor);
+            }
+            take_waiters(&mut st.listener, &mut aborted);
+            // Under the descriptor's lock, which `close_desc` needs, so
+            // the cancel names this socket and no successor.
+            // SAFETY: a cancel carries no pointer; `idx` is a table index.
+            unsafe { self.push_on(idx, gen, false, || {}, cancel_entry) }
+        })?;
         sched.post_deferred_completions(&mut aborted);
         Ok(())
     }
 
-    /// Cancels everything pending on the socket, closes it, frees its
-    /// slot (or leaves it to the multishot accept's final CQE). A
-    /// listener's accepted-but-unclaimed connections are closed too.
+    /// Cancels everything pending on the socket and closes it: a handle
+    /// is stale from here on, and the socket is torn down (registered
+    /// file removed, fd closed, slot freed) once the kernel has taken
+    /// every SQE queued for it, which [`push_sqe_on`](Self::push_sqe_on)
+    /// puts ahead of this close's cancel. A listener's
+    /// accepted-but-unclaimed connections are closed too.
     pub(crate) fn close_desc(&self, sched: &Sched, idx: u32, gen: u32) -> Result<()> {
         let d = self
             .descs
@@ -1508,53 +1657,141 @@ impl Proactor {
             .get(idx as usize)
             .ok_or(Error::BadDescriptor)?;
         let mut aborted = OpQueue::new();
-        let r = d.with(|st| {
+        let fence = d.with(|st| {
             if !st.open || d.gen.load(Ordering::Relaxed) != gen {
                 return Err(Error::BadDescriptor);
             }
             st.open = false;
-            d.gen.store(gen.wrapping_add(1), Ordering::Release);
-            d.key
-                .store(desc_key(gen.wrapping_add(1), KEY_CLOSED), Ordering::Release);
-            let fd = d.fd.swap(-1, Ordering::AcqRel);
             take_waiters(&mut st.listener, &mut aborted);
-            st.zombie = st.listener.armed;
-            Ok((fd, st.zombie))
-        });
-        let (fd, zombie) = r?;
-        let target = if d.fixed.load(Ordering::Acquire) {
-            Target::Fixed(idx)
-        } else {
-            Target::Fd(fd)
-        };
-        // The cancel must reach the kernel while `fd` (or the registered
-        // file at `idx`) still names this socket: submit it now, then
-        // remove the registered file, then close.
-        self.cancel_target(target);
-        self.submit_now();
-        if self.info.sqpoll {
-            // The kernel thread consumes the SQ on its own time: wait
-            // (briefly) until it has issued the cancel.
-            for _ in 0..100_000 {
-                if !self.sq_pending() {
-                    break;
-                }
-                std::thread::yield_now();
-            }
-        }
-        self.unregister_file(idx);
-        sys::close(fd);
+            st.holds = 1 + st.listener.armed as u8;
+            let target = self.slot_target(idx);
+            // The generation moves on and the cancel is queued in one
+            // stretch under `sq_lock`: every SQE a handle of this socket
+            // pushed (under the same lock, checking the generation) is
+            // ahead of the cancel, and none can follow it.
+            Ok(self.with_sq(|sq| {
+                let next = gen.wrapping_add(1);
+                d.gen.store(next, Ordering::Release);
+                d.key.store(desc_key(next, KEY_CLOSED), Ordering::Release);
+                // SAFETY: a cancel carries no pointer.
+                unsafe {
+                    self.push_locked(sq, false, |q| {
+                        q.push(&Sqe::from_entry(cancel_entry(target)))
+                    })
+                };
+                sq.sq.tail_pos()
+            }))
+        })?;
         // Closed, the listener gets no new pending connections; hand back
-        // the ones it holds (one at a time: each close takes locks).
+        // the ones it holds (one at a time: each close takes locks). No
+        // SQE ever named them, so they go at once.
         while let Some((i, _)) = d.with(|st| st.listener.pop_pending(&self.descs.slots)) {
             self.unregister_file(i);
             self.descs.close_unused(i);
         }
         sched.post_deferred_completions(&mut aborted);
-        if !zombie {
-            self.descs.release(idx);
+        if self.submit_through(fence) {
+            self.teardown(idx);
+        } else {
+            self.defer_teardown(idx, fence);
         }
         Ok(())
+    }
+
+    /// The end of a close, once the kernel has consumed its cancel: no SQE
+    /// can name the socket any more, so its registered file goes, its fd
+    /// is closed, and its slot is freed unless a multishot accept still
+    /// holds it.
+    fn teardown(&self, idx: u32) {
+        self.unregister_file(idx);
+        let d = &self.descs.slots[idx as usize];
+        let fd = d.fd.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            sys::close(fd);
+        }
+        let free = d.with(|st| {
+            st.holds -= 1;
+            st.holds == 0
+        });
+        if free {
+            self.descs.release(idx);
+        }
+    }
+
+    /// Parks a close whose cancel the kernel has not consumed yet (an
+    /// SQPOLL thread that has not got to it, or a failed submission);
+    /// [`finish_closes`](Self::finish_closes) tears it down once it has.
+    #[cold]
+    fn defer_teardown(&self, idx: u32, fence: u64) {
+        let slots = &self.descs.slots;
+        self.closing.with(|(head, tail)| {
+            let d = &slots[idx as usize];
+            d.closing_fence.set(fence);
+            d.closing_next.set(NIL);
+            if *tail == NIL {
+                *head = idx;
+            } else {
+                slots[*tail as usize].closing_next.set(idx);
+            }
+            *tail = idx;
+        });
+        self.closes_pending.store(true, Ordering::Release);
+    }
+
+    /// Tears down the parked closes whose cancels the kernel has consumed
+    /// (in close order; fences grow along the list).
+    #[cold]
+    #[inline(never)]
+    fn finish_closes(&self) {
+        let head_pos = self.with_sq(|st| st.sq.head_pos());
+        let slots = &self.descs.slots;
+        loop {
+            let next = self.closing.with(|(head, tail)| {
+                if *head == NIL || slots[*head as usize].closing_fence.get() > head_pos {
+                    if *head == NIL {
+                        self.closes_pending.store(false, Ordering::Release);
+                    }
+                    return None;
+                }
+                let idx = *head;
+                *head = slots[idx as usize].closing_next.get();
+                if *head == NIL {
+                    *tail = NIL;
+                }
+                Some(idx)
+            });
+            match next {
+                Some(idx) => self.teardown(idx),
+                None => return,
+            }
+        }
+    }
+
+    /// Has the kernel take the SQ up to `fence` (a [`Sq::tail_pos`]):
+    /// submits what is queued, retrying an interrupted call; with SQPOLL,
+    /// wakes the kernel thread and gives it a moment. `false` if the
+    /// kernel has not consumed it yet (a failed submission, a busy SQPOLL
+    /// thread); never `true` before it has.
+    fn submit_through(&self, fence: u64) -> bool {
+        for _ in 0..SUBMIT_TRIES {
+            let r = self.with_sq(|st| {
+                if st.sq.consumed_before(fence) {
+                    return Some(true);
+                }
+                stat!(self, enter_calls);
+                match self.ring.submitter().submit() {
+                    Ok(_) => None,
+                    Err(e) if io_errno(&e) == libc::EINTR => None,
+                    Err(_) => Some(false),
+                }
+            });
+            match r {
+                Some(done) => return done,
+                None if self.info.sqpoll => std::thread::yield_now(),
+                None => {}
+            }
+        }
+        self.with_sq(|st| st.sq.consumed_before(fence))
     }
 
     // ---- timers --------------------------------------------------------
@@ -1734,6 +1971,17 @@ impl Proactor {
     }
 }
 
+/// `IORING_OP_ASYNC_CANCEL` for every request on the socket `target`
+/// names (`IORING_ASYNC_CANCEL_FD`, with `_FD_FIXED` for a registered
+/// file: the kernel matches requests by file, however they named it).
+fn cancel_entry(target: Target) -> squeue::Entry {
+    let cb = with_target!(target, |t| types::CancelBuilder::fd(t).all());
+    opcode::AsyncCancel2::new(cb)
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
+        .user_data(UD_IGNORE)
+}
+
 fn take_waiters(ls: &mut ListenerState, aborted: &mut OpQueue) {
     while let Some(w) = ls.waiters.pop() {
         // SAFETY: parked accept ops are live and their work counted.
@@ -1810,6 +2058,9 @@ impl Task for Proactor {
             self.enter_submit();
             self.reap(rs, ops);
         }
+        if self.closes_pending.load(Ordering::Acquire) {
+            self.finish_closes();
+        }
         self.fire_timers(ops);
     }
 
@@ -1855,6 +2106,8 @@ impl Task for Proactor {
                 std::process::abort();
             }
         }
+        // Every SQE has been consumed: parked closes can finish.
+        self.finish_closes();
         self.timers.with(|ts| {
             ts.queue.drain_all(ops);
             for o in ts.objs.iter_mut() {
@@ -1923,7 +2176,7 @@ mod tests {
         let (b, _) = t.open(101).unwrap();
         assert_ne!(a, b);
         assert_eq!(t.open(102), Err(Error::PoolExhausted));
-        assert_eq!(t.fd(a, ga), Ok(100));
+        assert_eq!(t.with_fd(a, ga, Ok), Ok(100));
         assert_eq!(t.target(a, ga), Ok(Target::Fd(100)));
         assert_eq!(t.target(a, ga.wrapping_add(1)), Err(Error::BadDescriptor));
         // Close by hand (no ring here): bump the generation, free the slot.
@@ -1934,19 +2187,19 @@ mod tests {
             .store(desc_key(ga.wrapping_add(1), KEY_CLOSED), Ordering::Release);
         d.fd.store(-1, Ordering::Release);
         t.release(a);
-        assert_eq!(t.fd(a, ga), Err(Error::BadDescriptor));
+        assert_eq!(t.with_fd(a, ga, Ok), Err(Error::BadDescriptor));
         assert_eq!(t.target(a, ga), Err(Error::BadDescriptor));
         let (c, gc) = t.open(103).unwrap();
         assert_eq!(c, a, "the freed slot is reused");
         assert_ne!(gc, ga);
         assert_eq!(
-            t.fd(a, ga),
+            t.with_fd(a, ga, Ok),
             Err(Error::BadDescriptor),
             "old handle stays stale"
         );
-        assert_eq!(t.fd(c, gc), Ok(103));
+        assert_eq!(t.with_fd(c, gc, Ok), Ok(103));
         assert_eq!(t.target(c, gc), Ok(Target::Fd(103)));
-        assert_eq!(t.fd(99, 0), Err(Error::BadDescriptor));
+        assert_eq!(t.with_fd(99, 0, Ok), Err(Error::BadDescriptor));
         assert_eq!(t.target(99, 0), Err(Error::BadDescriptor));
         assert_eq!(t.in_use(), 2);
     }

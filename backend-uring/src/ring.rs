@@ -358,6 +358,31 @@ impl Sq {
         self.tail as u32 != unsafe { (*self.khead).load(Ordering::Acquire) }
     }
 
+    /// The position the next push takes, counted like [`pushed`](Self::pushed)
+    /// plus a fixed start: after a push, the position just past it.
+    #[inline]
+    pub(crate) fn tail_pos(&self) -> u64 {
+        self.tail
+    }
+
+    /// The kernel's head as a position comparable with [`tail_pos`](Self::tail_pos):
+    /// every SQE before it has been consumed, i.e. issued (the kernel
+    /// moves its head only after submitting the SQEs it took, SQPOLL's
+    /// thread too).
+    #[inline]
+    pub(crate) fn head_pos(&self) -> u64 {
+        // SAFETY: `khead` points into the live SQ ring mapping.
+        let head = unsafe { (*self.khead).load(Ordering::Acquire) };
+        // The tail is never more than `entries` ahead of the head.
+        self.tail - (self.tail as u32).wrapping_sub(head) as u64
+    }
+
+    /// `true` once the kernel has consumed every SQE before position `pos`.
+    #[inline]
+    pub(crate) fn consumed_before(&self, pos: u64) -> bool {
+        self.head_pos() >= pos
+    }
+
     /// SQEs pushed since the ring was mapped.
     #[inline]
     pub(crate) fn pushed(&self) -> u64 {

@@ -14,10 +14,10 @@ use core::ptr::{addr_of, NonNull};
 use io_uring::opcode;
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
-use pinion_core::{Error, Invoke, Operation, Rejected, Result};
+use pinion_core::{Error, Here, Invoke, Operation, Rejected, Result};
 
 use crate::bufs::start_pooled;
-use crate::proactor::{unpack_desc, with_target, Sched, Target};
+use crate::proactor::{unpack_desc, with_target, Sched};
 use crate::ring::Sqe;
 use crate::sys::{self, RawAddr};
 use crate::{IoContext, Shutdown};
@@ -163,18 +163,14 @@ impl<'c> TcpListener<'c> {
         Ok(TcpListener { ctx, index, gen })
     }
 
-    fn fd(&self) -> Result<i32> {
-        self.ctx.proactor().descs.fd(self.index, self.gen)
-    }
-
-    /// How SQEs name this socket (registered file or fd).
-    fn target(&self) -> Result<Target> {
-        self.ctx.proactor().descs.target(self.index, self.gen)
+    /// Runs `f` on the socket's fd, which cannot be closed meanwhile.
+    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+        self.ctx.proactor().descs.with_fd(self.index, self.gen, f)
     }
 
     /// The bound address (with the port the kernel picked for port 0).
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sys::local_addr(self.fd()?)
+        self.with_fd(sys::local_addr)
     }
 
     /// Accepts one connection. The handler gets the stream and the peer's
@@ -185,10 +181,6 @@ impl<'c> TcpListener<'c> {
     where
         F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>) + Send + 'static,
     {
-        let target = match self.target() {
-            Ok(t) => t,
-            Err(error) => return Err(Rejected { error, handler }),
-        };
         let sched: &Sched = self.ctx;
         let multishot = self.ctx.ring_info().multishot_accept;
         let op = AcceptOp {
@@ -206,32 +198,47 @@ impl<'c> TcpListener<'c> {
         }?;
         // SAFETY: `p` is ours until handed on below.
         unsafe { p.as_ref().header.set_result(Err(Error::OperationAborted)) };
-        // SAFETY: `here` came from this scheduler.
-        unsafe { sched.compensating_work_started_in(here) };
         if multishot {
-            // SAFETY: a live accept op on no queue, its work counted.
-            unsafe {
+            // SAFETY: a live accept op on no queue; `here` came from this
+            // scheduler.
+            let queued = unsafe {
                 self.ctx
                     .proactor()
-                    .accept_multishot(sched, self.index, self.gen, p.cast())
+                    .accept_multishot(sched, here, self.index, self.gen, p.cast())
             };
-        } else {
-            let o = p.as_ptr();
-            // SAFETY: `addr`/`addrlen` live in the op's slot, which stays
-            // allocated until the CQE has been reaped.
-            unsafe {
-                let e = with_target!(target, |t| opcode::Accept::new(
-                    t,
-                    (*o).addr.as_mut_ptr(),
-                    core::ptr::addr_of_mut!((*o).addrlen),
-                )
-                .flags(libc::SOCK_CLOEXEC)
-                .build())
-                .user_data(o as u64);
-                self.ctx.proactor().push(&e, true);
-            }
+            return queued.map_err(|error| Rejected {
+                error,
+                // SAFETY: refused, the op was never queued: still ours.
+                handler: unsafe { take_handler(sched, here, p) },
+            });
         }
-        Ok(())
+        let o = p.as_ptr();
+        // SAFETY: `addr`/`addrlen` live in the op's slot, which stays
+        // allocated until the CQE has been reaped; the index is a table
+        // index; `here` came from this scheduler.
+        let pushed = unsafe {
+            self.ctx.proactor().push_on(
+                self.index,
+                self.gen,
+                true,
+                || sched.compensating_work_started_in(here),
+                |target| {
+                    with_target!(target, |t| opcode::Accept::new(
+                        t,
+                        (*o).addr.as_mut_ptr(),
+                        core::ptr::addr_of_mut!((*o).addrlen),
+                    )
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build())
+                    .user_data(o as u64)
+                },
+            )
+        };
+        // SAFETY: refused, the op was never queued: still ours.
+        pushed.map_err(|error| Rejected {
+            error,
+            handler: unsafe { take_handler(sched, here, p) },
+        })
     }
 
     /// Every pending accept completes with `OperationAborted`.
@@ -335,10 +342,6 @@ impl<'c> TcpStream<'c> {
             Ok(x) => x,
             Err(error) => return Err(Rejected { error, handler }),
         };
-        let target = match ctx.proactor().descs.target(index, gen) {
-            Ok(t) => t,
-            Err(error) => return Err(Rejected { error, handler }),
-        };
         let (raw, len) = RawAddr::from_std(addr);
         let op = ConnectOp {
             header: Operation::new(complete_connect::<F>),
@@ -357,35 +360,41 @@ impl<'c> TcpStream<'c> {
         .inspect_err(|_| {
             let _ = ctx.proactor().close_desc(ctx, index, gen);
         })?;
-        // SAFETY: `here` came from this scheduler.
-        unsafe { sched.compensating_work_started_in(here) };
         let o = p.as_ptr();
-        // SAFETY: the address lives in the op's slot until the CQE.
-        unsafe {
-            let e = with_target!(target, |t| opcode::Connect::new(t, (*o).addr.as_ptr(), len)
-                .build())
-            .user_data(o as u64);
-            ctx.proactor().push(&e, true);
-        }
-        Ok(())
+        // SAFETY: the address lives in the op's slot until the CQE; the
+        // index came from the table; `here` came from this scheduler.
+        let pushed = unsafe {
+            ctx.proactor().push_on(
+                index,
+                gen,
+                true,
+                || sched.compensating_work_started_in(here),
+                |target| {
+                    with_target!(target, |t| opcode::Connect::new(t, (*o).addr.as_ptr(), len)
+                        .build())
+                    .user_data(o as u64)
+                },
+            )
+        };
+        pushed.map_err(|error| {
+            // Nobody else has the fresh socket's handle: only a bug could
+            // get here; still hand everything back.
+            let _ = ctx.proactor().close_desc(ctx, index, gen);
+            Rejected {
+                error,
+                // SAFETY: refused, the op was never queued: still ours.
+                handler: unsafe { take_handler(sched, here, p) },
+            }
+        })
     }
 
+    /// Runs `f` on the socket's fd, which cannot be closed meanwhile.
     #[inline]
-    fn fd(&self) -> Result<i32> {
-        self.ctx.proactor().descs.fd(self.index(), self.gen())
-    }
-
-    /// How SQEs name this socket (registered file or fd).
-    #[inline(always)]
-    fn target(&self) -> Result<Target> {
-        // SAFETY: `index` came from the context's table (accept, connect),
-        // like every stream's.
-        unsafe {
-            self.ctx
-                .proactor()
-                .descs
-                .handle_target(self.index(), self.gen())
-        }
+    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+        self.ctx
+            .proactor()
+            .descs
+            .with_fd(self.index(), self.gen(), f)
     }
 
     /// The context this stream belongs to.
@@ -407,19 +416,8 @@ impl<'c> TcpStream<'c> {
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
         let mut buf = buf;
-        // Before the handle's atomic load, which would keep the compiler
-        // from seeing through a caller's `clear()` just before the call.
         let region = (buf.ptr_for_op(), buf.len_for_op());
-        let target = match self.target() {
-            Ok(t) => t,
-            Err(error) => {
-                return Err(Rejected {
-                    error,
-                    handler: (buf, handler),
-                })
-            }
-        };
-        start_buf_op::<B, F, true>(self.ctx, target, region, buf, handler)
+        start_buf_op::<B, F, true>(self.ctx, self.id, region, buf, handler)
     }
 
     /// Reads into a buffer of the context's read pool
@@ -443,10 +441,7 @@ impl<'c> TcpStream<'c> {
                 handler,
             });
         };
-        match self.target() {
-            Ok(target) => start_pooled(self.ctx, pool, target, handler),
-            Err(error) => Err(Rejected { error, handler }),
-        }
+        start_pooled(self.ctx, pool, self.index(), self.gen(), handler)
     }
 
     /// Writes at most `buf.bytes_len()` bytes from `buf` (`IORING_OP_SEND`
@@ -462,20 +457,10 @@ impl<'c> TcpStream<'c> {
         F: FnOnce(Result<usize>, B) + Send + 'static,
     {
         let mut buf = WriteOnly(buf);
-        // Before the handle's atomic load (see `async_read_some`).
         let region = (buf.ptr_for_op(), buf.len_for_op());
-        let target = match self.target() {
-            Ok(t) => t,
-            Err(error) => {
-                return Err(Rejected {
-                    error,
-                    handler: (buf.0, handler),
-                })
-            }
-        };
         start_buf_op::<WriteOnly<B>, WriteHandler<F>, false>(
             self.ctx,
-            target,
+            self.id,
             region,
             buf,
             WriteHandler(handler),
@@ -493,47 +478,39 @@ impl<'c> TcpStream<'c> {
             Shutdown::Write => libc::SHUT_WR,
             Shutdown::Both => libc::SHUT_RDWR,
         };
-        sys::syscall!(shutdown(self.fd()?, how)).map(drop)
+        self.with_fd(|fd| sys::syscall!(shutdown(fd, how)).map(drop))
     }
 
     /// `TCP_NODELAY`.
     pub fn set_nodelay(&self, on: bool) -> Result<()> {
-        sys::set_opt_int(self.fd()?, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as i32)
+        self.with_fd(|fd| sys::set_opt_int(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, on as i32))
     }
 
     /// `SO_SNDBUF`.
     pub fn set_send_buffer_size(&self, n: usize) -> Result<()> {
-        sys::set_opt_int(
-            self.fd()?,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            n.min(i32::MAX as usize) as i32,
-        )
+        let n = n.min(i32::MAX as usize) as i32;
+        self.with_fd(|fd| sys::set_opt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, n))
     }
 
     /// `SO_RCVBUF`.
     pub fn set_recv_buffer_size(&self, n: usize) -> Result<()> {
-        sys::set_opt_int(
-            self.fd()?,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            n.min(i32::MAX as usize) as i32,
-        )
+        let n = n.min(i32::MAX as usize) as i32;
+        self.with_fd(|fd| sys::set_opt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n))
     }
 
     /// This end's address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sys::local_addr(self.fd()?)
+        self.with_fd(sys::local_addr)
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddr> {
-        sys::peer_addr(self.fd()?)
+        self.with_fd(sys::peer_addr)
     }
 
     /// The socket's fd, or -1 once closed.
     pub fn as_raw_fd(&self) -> i32 {
-        self.fd().unwrap_or(-1)
+        self.with_fd(Ok).unwrap_or(-1)
     }
 
     /// Every pending read and write completes with `OperationAborted`
@@ -677,16 +654,18 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write on `target` with `buf`, whose
-/// `(ptr_for_op(), len_for_op())` is `region`.
+/// Starts a read (`READ`) or a write with `buf`, whose `(ptr_for_op(),
+/// len_for_op())` is `region`, on the socket the stream handle `id`
+/// (index and generation, as [`TcpStream`] packs them) names.
 #[inline(always)]
 fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     ctx: &IoContext,
-    target: Target,
+    id: u64,
     region: (*mut u8, usize),
     buf: B,
     handler: F,
 ) -> core::result::Result<(), Rejected<(B, F)>> {
+    let (index, gen) = (id as u32, (id >> 32) as u32);
     let (ptr, len) = region;
     let len = len.min(u32::MAX as usize) as u32;
     let op = BufOp {
@@ -714,31 +693,120 @@ fn start_buf_op<B: BufLike, F: BufHandler<B>, const READ: bool>(
     };
     if len == 0 {
         // Nothing to transfer: complete with Ok(0), through the queue.
+        if let Err(error) = ctx.proactor().descs.check(index, gen) {
+            // SAFETY: never queued: still ours.
+            return Err(unsafe { refuse_buf_op(sched, here, p, error) });
+        }
         // SAFETY: a fresh op, on no queue, completing with this scheduler;
         // `here` is this scheduler's.
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    // SAFETY: `here` came from this scheduler.
-    unsafe { sched.compensating_work_started_in(here) };
     // IORING_OP_RECV / IORING_OP_SEND, written in place (as io-uring's
     // `Recv`/`Send` builders would, without the copy).
-    let (fd, fixed) = target.raw();
-    let mut e = if READ {
-        Sqe::new(opcode::Recv::CODE, fd, fixed)
-    } else {
-        let mut e = Sqe::new(opcode::Send::CODE, fd, fixed);
-        e.op_flags = libc::MSG_NOSIGNAL as u32;
-        e
-    };
-    e.addr = ptr as u64;
-    e.len = len;
-    e.user_data = p.as_ptr() as u64;
+    let user_data = p.as_ptr() as u64;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
-    // allocated until this SQE's CQE has been reaped.
-    unsafe { ctx.proactor().push_sqe(&e, true) };
-    Ok(())
+    // allocated until this SQE's CQE has been reaped; the index came from
+    // the table; `here` came from this scheduler.
+    let pushed = unsafe {
+        ctx.proactor().push_sqe_on(
+            index,
+            gen,
+            || sched.compensating_work_started_in(here),
+            |target| {
+                let (fd, fixed) = target.raw();
+                let mut e = if READ {
+                    Sqe::new(opcode::Recv::CODE, fd, fixed)
+                } else {
+                    let mut e = Sqe::new(opcode::Send::CODE, fd, fixed);
+                    e.op_flags = libc::MSG_NOSIGNAL as u32;
+                    e
+                };
+                e.addr = ptr as u64;
+                e.len = len;
+                e.user_data = user_data;
+                e
+            },
+        )
+    };
+    match pushed {
+        Ok(()) => Ok(()),
+        // SAFETY: refused, the op was never queued: still ours.
+        Err(error) => Err(unsafe { refuse_buf_op(sched, here, p, error) }),
+    }
+}
+
+/// Hands buffer and handler of an op that was never queued back to the
+/// caller and frees its slot: a stale handle's refusal, off the hot path.
+///
+/// # Safety
+/// `p` is a live `BufOp` of `sched`'s pool, on no queue; `here` came from
+/// `sched`.
+#[cold]
+#[inline(never)]
+unsafe fn refuse_buf_op<B, F>(
+    sched: &Sched,
+    here: Option<Here<'_>>,
+    p: NonNull<BufOp<B, F>>,
+    error: Error,
+) -> Rejected<(B, F)> {
+    // SAFETY: per contract; each field read once, then the slot freed.
+    unsafe {
+        let o = p.as_ptr();
+        let buf = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).buf)));
+        let handler = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler)));
+        sched.free_op_in(here, p);
+        Rejected {
+            error,
+            handler: (buf, handler),
+        }
+    }
+}
+
+/// An op with a `handler` field that was never queued: the handler back
+/// out, the slot freed.
+///
+/// # Safety
+/// `p` is a live op of `sched`'s pool, on no queue, whose handler has not
+/// been moved out; `here` came from `sched`.
+unsafe fn take_handler<O: HasHandler>(
+    sched: &Sched,
+    here: Option<Here<'_>>,
+    p: NonNull<O>,
+) -> O::Handler {
+    // SAFETY: per contract.
+    unsafe {
+        let h = O::take(p);
+        sched.free_op_in(here, p);
+        h
+    }
+}
+
+/// Ops whose refusal hands back only a handler.
+trait HasHandler {
+    type Handler;
+    /// Moves the handler out.
+    ///
+    /// # Safety
+    /// `p` is live and its handler still in place; it is not used again.
+    unsafe fn take(p: NonNull<Self>) -> Self::Handler;
+}
+
+impl<F> HasHandler for AcceptOp<'_, F> {
+    type Handler = F;
+    unsafe fn take(p: NonNull<Self>) -> F {
+        // SAFETY: per contract.
+        unsafe { ManuallyDrop::into_inner(core::ptr::read(addr_of!((*p.as_ptr()).handler))) }
+    }
+}
+
+impl<F> HasHandler for ConnectOp<'_, F> {
+    type Handler = F;
+    unsafe fn take(p: NonNull<Self>) -> F {
+        // SAFETY: per contract.
+        unsafe { ManuallyDrop::into_inner(core::ptr::read(addr_of!((*p.as_ptr()).handler))) }
+    }
 }
 
 impl AsyncReadSome for TcpStream<'static> {

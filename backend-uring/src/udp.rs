@@ -112,13 +112,12 @@ impl<'c> UdpSocket<'c> {
         Ok(UdpSocket { ctx, index, gen })
     }
 
-    fn fd(&self) -> Result<i32> {
-        self.ctx.proactor().descs.fd(self.index, self.gen)
-    }
-
     /// The bound address.
     pub fn local_addr(&self) -> Result<SocketAddr> {
-        sys::local_addr(self.fd()?)
+        self.ctx
+            .proactor()
+            .descs
+            .with_fd(self.index, self.gen, sys::local_addr)
     }
 
     /// Sends `buf` as one datagram to `to`.
@@ -183,15 +182,6 @@ impl<'c> UdpSocket<'c> {
         alen: libc::socklen_t,
         recv: bool,
     ) -> core::result::Result<(), Rejected<(B, F)>> {
-        let target = match self.ctx.proactor().descs.target(self.index, self.gen) {
-            Ok(t) => t,
-            Err(error) => {
-                return Err(Rejected {
-                    error,
-                    handler: (buf, handler),
-                })
-            }
-        };
         let op = MsgOp {
             header: Operation::new(func),
             // SAFETY: msghdr and iovec are plain C structs; zero is valid.
@@ -213,8 +203,6 @@ impl<'c> UdpSocket<'c> {
                 )
             })
         }?;
-        // SAFETY: `here` came from this scheduler.
-        unsafe { sched.compensating_work_started_in(here) };
         let o = p.as_ptr();
         // The msghdr points at the iovec and address in the same slot and
         // the iovec at the buffer's bytes; all stay put until the CQE has
@@ -227,17 +215,42 @@ impl<'c> UdpSocket<'c> {
             (*o).msg.msg_namelen = alen;
             (*o).msg.msg_iov = addr_of_mut!((*o).iov);
             (*o).msg.msg_iovlen = 1;
-            let e = if recv {
-                with_target!(target, |t| opcode::RecvMsg::new(t, addr_of_mut!((*o).msg))
-                    .build())
-            } else {
-                with_target!(target, |t| opcode::SendMsg::new(t, addr_of!((*o).msg))
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build())
-            };
-            self.ctx.proactor().push(&e.user_data(o as u64), true);
         }
-        Ok(())
+        // SAFETY: as above, the SQE points only into the op's slot and its
+        // buffer; a table index; `here` came from this scheduler.
+        let pushed = unsafe {
+            self.ctx.proactor().push_on(
+                self.index,
+                self.gen,
+                true,
+                || sched.compensating_work_started_in(here),
+                |target| {
+                    let e = if recv {
+                        with_target!(target, |t| opcode::RecvMsg::new(t, addr_of_mut!((*o).msg))
+                            .build())
+                    } else {
+                        with_target!(target, |t| opcode::SendMsg::new(t, addr_of!((*o).msg))
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .build())
+                    };
+                    e.user_data(o as u64)
+                },
+            )
+        };
+        pushed.map_err(|error| {
+            // SAFETY: refused, never queued: the op is ours; each field
+            // is read once, then the slot freed.
+            let (buf, handler) = unsafe {
+                let b = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).buf)));
+                let h = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler)));
+                sched.free_op_in(here, p);
+                (b, h)
+            };
+            Rejected {
+                error,
+                handler: (buf, handler),
+            }
+        })
     }
 
     /// Every pending operation completes with `OperationAborted`.

@@ -17,6 +17,7 @@ mod compose;
 mod pool;
 // Pooled reads, for the backends that have them (see conformance.rs).
 pooled_reads!();
+mod race;
 mod tcp;
 mod timer;
 mod udp;
