@@ -7,16 +7,35 @@
 //! - `errno`: [`Errno`], an error number with its name (`ECONNRESET`) and a
 //!   short description; one associated constant per Linux errno
 //!   ([`Errno::CONNRESET`]...), all taken from `libc` so that MIPS, SPARC
-//!   and the other architectures with their own numbering are right.
+//!   and the other architectures with their own numbering are right;
+//! - `syscall`: [`syscall!`] (call a libc function, `-1` becomes
+//!   `Err(Errno)`), [`syscall_retry!`] and [`retry_eintr`] for `EINTR`;
+//! - `fd`: [`Fd`], an owned descriptor closed on drop.
 //!
 //! Only [`Errno`] exists on targets other than Linux (bare metal): without
 //! libc it has no names, no constants and no [`Errno::last`].
 //!
-//! Features: `std` adds `std::error::Error` for [`Errno`] and
-//! `From<Errno>` for `std::io::Error`.
+//! Features: `std` adds `std::error::Error` for [`Errno`], `From<Errno>`
+//! for `std::io::Error`, `AsRawFd` and `From<Fd>` for `OwnedFd`.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
+// First, so that the macros are in scope in the modules below.
+#[cfg(target_os = "linux")]
+#[macro_use]
+mod syscall;
+
 mod errno;
+#[cfg(target_os = "linux")]
+mod fd;
 
 pub use errno::Errno;
+#[cfg(target_os = "linux")]
+pub use fd::Fd;
+#[cfg(target_os = "linux")]
+pub use syscall::retry_eintr;
+
+/// libc for the macros' expansions, so that callers need not name it.
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub use libc as __libc;
