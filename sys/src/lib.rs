@@ -10,7 +10,9 @@
 //!   and the other architectures with their own numbering are right;
 //! - `syscall`: [`syscall!`] (call a libc function, `-1` becomes
 //!   `Err(Errno)`), [`syscall_retry!`] and [`retry_eintr`] for `EINTR`;
-//! - `fd`: [`Fd`], an owned descriptor closed on drop.
+//! - `fd`: [`Fd`], an owned descriptor closed on drop;
+//! - [`event`]: eventfd (signal, drain) and timerfd (absolute monotonic
+//!   deadlines).
 //!
 //! Only [`Errno`] exists on targets other than Linux (bare metal): without
 //! libc it has no names, no constants and no [`Errno::last`].
@@ -28,6 +30,9 @@ mod syscall;
 mod errno;
 #[cfg(target_os = "linux")]
 mod fd;
+
+#[cfg(target_os = "linux")]
+pub mod event;
 
 pub use errno::Errno;
 #[cfg(target_os = "linux")]
