@@ -11,6 +11,11 @@
 //! - `syscall`: [`syscall!`] (call a libc function, `-1` becomes
 //!   `Err(Errno)`), [`syscall_retry!`] and [`retry_eintr`] for `EINTR`;
 //! - `fd`: [`Fd`], an owned descriptor closed on drop;
+//! - [`addr`]: [`RawAddr`](addr::RawAddr), an IPv4 or IPv6 socket address
+//!   in the kernel's layout, and the conversions from and to
+//!   [`core::net::SocketAddr`];
+//! - [`socket`]: socket, bind, listen, connect, accept, addresses,
+//!   shutdown, `int` options, `SO_ERROR`, `O_NONBLOCK`, on raw descriptors;
 //! - [`event`]: eventfd (signal, drain) and timerfd (absolute monotonic
 //!   deadlines).
 //!
@@ -32,7 +37,11 @@ mod errno;
 mod fd;
 
 #[cfg(target_os = "linux")]
+pub mod addr;
+#[cfg(target_os = "linux")]
 pub mod event;
+#[cfg(target_os = "linux")]
+pub mod socket;
 
 pub use errno::Errno;
 #[cfg(target_os = "linux")]

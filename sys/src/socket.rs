@@ -1,0 +1,197 @@
+//! Socket calls on raw descriptors: create, bind, listen, connect, accept,
+//! addresses, shutdown, options.
+//!
+//! Everything but [`socket`] and [`accept`] takes the descriptor as a raw
+//! `i32`, so a backend can call these under its own lock on a number it
+//! keeps in a table.
+//!
+//! ```
+//! use pinion_sys::socket::{self, Shutdown};
+//!
+//! let any = "127.0.0.1:0".parse().unwrap();
+//! let l = socket::socket(libc::AF_INET, libc::SOCK_STREAM, false).unwrap();
+//! socket::bind(l.raw(), &any).unwrap();
+//! socket::listen(l.raw(), 16).unwrap();
+//! let at = socket::local_addr(l.raw()).unwrap();
+//!
+//! let c = socket::socket(libc::AF_INET, libc::SOCK_STREAM, false).unwrap();
+//! socket::connect(c.raw(), &at).unwrap();
+//! let (s, peer) = socket::accept(l.raw(), false).unwrap();
+//! assert_eq!(peer, socket::local_addr(c.raw()).unwrap());
+//! assert_eq!(socket::peer_addr(s.raw()), Ok(peer));
+//! socket::shutdown(c.raw(), Shutdown::Write).unwrap();
+//! ```
+
+use core::mem::size_of;
+use core::net::SocketAddr;
+
+use crate::addr::RawAddr;
+use crate::{Errno, Fd};
+
+/// A new close-on-exec socket (`socket(2)` with protocol 0).
+///
+/// `nonblocking` adds `SOCK_NONBLOCK`: the epoll backend wants it, the
+/// io_uring backend does not (io_uring fails an operation on a
+/// non-blocking socket with `EAGAIN` instead of waiting for readiness).
+/// `domain` is usually [`family`](crate::addr::family) of the address.
+pub fn socket(domain: i32, ty: i32, nonblocking: bool) -> Result<Fd, Errno> {
+    let mut ty = ty | libc::SOCK_CLOEXEC;
+    if nonblocking {
+        ty |= libc::SOCK_NONBLOCK;
+    }
+    // SAFETY: plain integers.
+    let fd = syscall!(socket(domain, ty, 0))?;
+    // SAFETY: `socket` just returned this descriptor; nobody else has it.
+    Ok(unsafe { Fd::from_raw(fd) })
+}
+
+/// Binds `fd` to `addr` (`bind(2)`).
+pub fn bind(fd: i32, addr: &SocketAddr) -> Result<(), Errno> {
+    let (raw, len) = RawAddr::from_socket_addr(addr);
+    // SAFETY: `raw` holds `len` initialised bytes and lives across the call.
+    syscall!(bind(fd, raw.as_ptr(), len)).map(drop)
+}
+
+/// Marks `fd` as accepting connections, with room for `backlog` pending
+/// ones (`listen(2)`; the kernel caps it at `somaxconn`).
+pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: plain integers.
+    syscall!(listen(fd, backlog)).map(drop)
+}
+
+/// Connects `fd` to `addr` (`connect(2)`).
+///
+/// On a non-blocking socket the usual answer is `Err(Errno::INPROGRESS)`:
+/// wait until it is writable, then read the outcome with
+/// [`socket_error`]. `EINTR` is returned as it is, not retried: the
+/// connection goes on in the background and a second `connect` would
+/// answer `EALREADY`.
+pub fn connect(fd: i32, addr: &SocketAddr) -> Result<(), Errno> {
+    let (raw, len) = RawAddr::from_socket_addr(addr);
+    // SAFETY: `raw` holds `len` initialised bytes and lives across the call.
+    syscall!(connect(fd, raw.as_ptr(), len)).map(drop)
+}
+
+/// Takes one pending connection from the listener `fd` (`accept4(2)`,
+/// close-on-exec, `SOCK_NONBLOCK` when `nonblocking`), retrying `EINTR`.
+///
+/// A non-blocking listener with nothing pending answers
+/// `Err(Errno::AGAIN)`. `ECONNABORTED` (the peer gave up while queued) is
+/// returned for the caller to skip.
+pub fn accept(fd: i32, nonblocking: bool) -> Result<(Fd, SocketAddr), Errno> {
+    let mut flags = libc::SOCK_CLOEXEC;
+    if nonblocking {
+        flags |= libc::SOCK_NONBLOCK;
+    }
+    let mut raw = RawAddr::zeroed();
+    let mut len = RawAddr::CAPACITY;
+    // SAFETY: `raw` is writable for `len` bytes; both live across the call.
+    let new = syscall_retry!(accept4(fd, raw.as_mut_ptr(), &mut len, flags))?;
+    // SAFETY: `accept4` just returned this descriptor; nobody else has it.
+    let new = unsafe { Fd::from_raw(new) };
+    // On error `new` is dropped, so closed.
+    Ok((new, raw.to_socket_addr()?))
+}
+
+/// The address `fd` is bound to (`getsockname(2)`).
+pub fn local_addr(fd: i32) -> Result<SocketAddr, Errno> {
+    let mut raw = RawAddr::zeroed();
+    let mut len = RawAddr::CAPACITY;
+    // SAFETY: `raw` is writable for `len` bytes; both live across the call.
+    syscall!(getsockname(fd, raw.as_mut_ptr(), &mut len))?;
+    raw.to_socket_addr()
+}
+
+/// The address `fd` is connected to (`getpeername(2)`); `ENOTCONN` when
+/// it is not connected.
+pub fn peer_addr(fd: i32) -> Result<SocketAddr, Errno> {
+    let mut raw = RawAddr::zeroed();
+    let mut len = RawAddr::CAPACITY;
+    // SAFETY: `raw` is writable for `len` bytes; both live across the call.
+    syscall!(getpeername(fd, raw.as_mut_ptr(), &mut len))?;
+    raw.to_socket_addr()
+}
+
+/// Which directions [`shutdown`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// No more receiving (`SHUT_RD`): reads see end-of-file.
+    Read,
+    /// No more sending (`SHUT_WR`): the peer reads end-of-file once the
+    /// data already sent has arrived.
+    Write,
+    /// Both (`SHUT_RDWR`).
+    Both,
+}
+
+/// Closes one or both directions of a connected socket (`shutdown(2)`);
+/// the descriptor stays open. `ENOTCONN` when it is not connected.
+pub fn shutdown(fd: i32, how: Shutdown) -> Result<(), Errno> {
+    let how = match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    };
+    // SAFETY: plain integers.
+    syscall!(shutdown(fd, how)).map(drop)
+}
+
+/// `setsockopt(2)` for an `int` option (`SO_REUSEADDR`, `TCP_NODELAY`,
+/// `SO_SNDBUF`...).
+pub fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {
+    // SAFETY: `value` lives across the call and its size is passed with it.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        &value as *const i32 as *const libc::c_void,
+        size_of::<i32>() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
+/// `getsockopt(2)` for an `int` option.
+pub fn get_int_opt(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
+    let mut value: i32 = 0;
+    let mut len = size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are writable, sized as passed, and live
+    // across the call.
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        &mut value as *mut i32 as *mut libc::c_void,
+        &mut len
+    ))?;
+    Ok(value)
+}
+
+/// The socket's pending error (`SO_ERROR`), which reading clears: after a
+/// non-blocking [`connect`] became writable, `Ok(None)` means connected
+/// and `Ok(Some(e))` is why it failed. `Err` is for the query itself.
+pub fn socket_error(fd: i32) -> Result<Option<Errno>, Errno> {
+    match get_int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR)? {
+        0 => Ok(None),
+        e => Ok(Some(Errno(e))),
+    }
+}
+
+/// Sets or clears `O_NONBLOCK` on `fd` (any descriptor, not only
+/// sockets). Writes the flags only when they change.
+pub fn set_nonblocking(fd: i32, nonblocking: bool) -> Result<(), Errno> {
+    // SAFETY: F_GETFL takes no argument and touches no memory.
+    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
+    let new = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
+    };
+    if new != flags {
+        // SAFETY: F_SETFL takes an int and touches no memory.
+        syscall!(fcntl(fd, libc::F_SETFL, new))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
