@@ -6,6 +6,7 @@
 //! keeps in a table.
 //!
 //! ```
+//! # #[cfg(not(miri))] { // miri's isolation has no sockets
 //! use pinion_sys::socket::{self, Shutdown};
 //!
 //! let any = "127.0.0.1:0".parse().unwrap();
@@ -20,6 +21,7 @@
 //! assert_eq!(peer, socket::local_addr(c.raw()).unwrap());
 //! assert_eq!(socket::peer_addr(s.raw()), Ok(peer));
 //! socket::shutdown(c.raw(), Shutdown::Write).unwrap();
+//! # }
 //! ```
 
 use core::mem::size_of;
