@@ -11,15 +11,16 @@ use core::mem::ManuallyDrop;
 use core::net::SocketAddr;
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 
+use pinion_core::backend::{Fd, Handler, Invoke, Key, OpResult, Operation, Sched};
 use pinion_core::buf::{IoBuf, IoBufMut};
-use pinion_core::{Error, Invoke, OpResult, Operation, Rejected, Result};
-
-use crate::net::TcpStream;
-use crate::reactor::{ReactorOp, Status};
-use crate::stats::stat;
-use crate::sys::{self, syscall, Fd, RawAddr};
-use crate::IoContext;
 use pinion_core::pooled::{BufSource, PooledBuf};
+use pinion_core::{Error, Pool, Rejected, Result};
+use pinion_sys::addr::RawAddr;
+use pinion_sys::{socket, syscall, Errno};
+
+use crate::reactor::perform::{ReactorOp, Status};
+use crate::reactor::Reactor;
+use crate::stats::stat;
 
 /// What one attempt achieved, with the result when it completed.
 pub(crate) enum Attempt {
@@ -32,39 +33,35 @@ pub(crate) enum Attempt {
 }
 
 /// The per-kind part of a socket operation.
-pub(crate) trait OpState<F>: Sized {
+pub(crate) trait OpState<H>: Sized {
     /// Tries the system call once on `fd`.
-    fn perform(&mut self, fd: i32) -> Attempt;
+    fn perform(&mut self, reactor: &Reactor, fd: i32) -> Attempt;
     /// Hands the result to the handler.
-    fn run(self, r: OpResult, handler: F);
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H);
+    /// Destroyed at shutdown without running: give back what is held.
+    fn destroy(self, _sched: &Sched<Reactor>) {}
 }
 
 /// A socket operation: reactor header, state and handler in one slot.
 #[repr(C)]
-pub(crate) struct SocketOp<S, F> {
+pub(crate) struct SocketOp<S, H> {
     op: ReactorOp,
     state: ManuallyDrop<S>,
-    handler: ManuallyDrop<F>,
+    handler: ManuallyDrop<H>,
 }
 
-impl<S: OpState<F>, F> SocketOp<S, F> {
+impl<S: OpState<H>, H> SocketOp<S, H> {
     #[inline]
-    pub(crate) fn new(state: S, handler: F) -> Self {
+    fn new(state: S, handler: H) -> Self {
         SocketOp {
-            op: ReactorOp::new(complete::<S, F>, perform::<S, F>),
+            op: ReactorOp::new(complete::<S, H>, perform::<S, H>),
             state: ManuallyDrop::new(state),
             handler: ManuallyDrop::new(handler),
         }
     }
 
-    /// The state, to fill in before the op is started.
     #[inline]
-    pub(crate) fn state_mut(&mut self) -> &mut S {
-        &mut self.state
-    }
-
-    #[inline]
-    pub(crate) fn into_parts(self) -> (S, F) {
+    fn into_parts(self) -> (S, H) {
         (
             ManuallyDrop::into_inner(self.state),
             ManuallyDrop::into_inner(self.handler),
@@ -75,23 +72,28 @@ impl<S: OpState<F>, F> SocketOp<S, F> {
 /// The type-erased perform function `perform_io` calls.
 ///
 /// # Safety
-/// See [`PerformFn`](crate::reactor::PerformFn); `op` is a `SocketOp<S, F>`.
-unsafe fn perform<S: OpState<F>, F>(op: NonNull<ReactorOp>, fd: i32) -> Status {
+/// See [`PerformFn`](crate::reactor::perform::PerformFn); `op` is a
+/// `SocketOp<S, H>`.
+unsafe fn perform<S: OpState<H>, H>(op: NonNull<ReactorOp>, reactor: &Reactor, fd: i32) -> Status {
     // SAFETY: forwarded.
-    unsafe { perform_now(op.cast::<SocketOp<S, F>>(), fd) }
+    unsafe { perform_now(op.cast::<SocketOp<S, H>>(), reactor, fd) }
 }
 
 /// One attempt at `op`, its result written into its header.
 ///
 /// # Safety
-/// `op` is a live `SocketOp<S, F>` that nobody else touches meanwhile (it
+/// `op` is a live `SocketOp<S, H>` that nobody else touches meanwhile (it
 /// is on a descriptor queue under that descriptor's lock, or being started).
 #[inline(always)]
-pub(crate) unsafe fn perform_now<S: OpState<F>, F>(op: NonNull<SocketOp<S, F>>, fd: i32) -> Status {
+unsafe fn perform_now<S: OpState<H>, H>(
+    op: NonNull<SocketOp<S, H>>,
+    reactor: &Reactor,
+    fd: i32,
+) -> Status {
     let p = op.as_ptr();
     // SAFETY: per this function's contract.
     let (state, header) = unsafe { (&mut *addr_of_mut!((*p).state), &(*p).op.base) };
-    match state.perform(fd) {
+    match state.perform(reactor, fd) {
         Attempt::NotDone => Status::NotDone,
         Attempt::Done(r) => {
             header.set_result(r);
@@ -106,105 +108,103 @@ pub(crate) unsafe fn perform_now<S: OpState<F>, F>(op: NonNull<SocketOp<S, F>>, 
 
 /// # Safety
 /// See [`CompleteFn`](pinion_core::op::CompleteFn); `op` is a
-/// `SocketOp<S, F>` allocated from the pool of the context `owner`.
-unsafe fn complete<S: OpState<F>, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>) {
-    let p = op.cast::<SocketOp<S, F>>();
-    // SAFETY: `owner` is the scheduler of the IoContext that allocated `op`
-    // (IoContext is a transparent wrapper of it).
-    let ctx = unsafe { &*(owner as *const IoContext) };
-    // SAFETY: `op` is live and dequeued; state and handler are moved out
-    // once, then the slot is freed (Asio's "free before upcall").
-    let take = || unsafe {
+/// `SocketOp<S, H>` allocated from the pool of the scheduler `owner`.
+unsafe fn complete<S: OpState<H>, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>) {
+    let p = op.cast::<SocketOp<S, H>>();
+    // SAFETY: `owner` is the scheduler that allocated `op`.
+    let sched = unsafe { &*(owner as *const Sched<Reactor>) };
+    // SAFETY: `op` is live and dequeued; the result is read, state and
+    // handler are moved out once, then the slot is freed (Asio's "free
+    // before upcall").
+    let (r, s, h) = unsafe {
+        let r = op.as_ref().result();
         let s = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).state)));
         let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).handler)));
-        ctx.free_op_in(how.here(), p);
-        (s, h)
+        sched.free_op_in(how.here(), p);
+        (r, s, h)
     };
     match how {
         Invoke::Run(_) => {
-            // SAFETY: as above; the result is read before the slot is freed.
-            let r = unsafe { op.as_ref().result() };
-            let (s, h) = take();
-            stat!(ctx.task(), ops_completed);
-            s.run(r, h);
+            stat!(sched.task(), ops_completed);
+            s.run(sched, r, h);
         }
-        // Dropping the state releases what it holds (an accepted fd).
-        Invoke::Destroy => drop(take()),
-    }
-}
-
-/// Allocates the operation and starts it on socket `(index, gen)`. On
-/// rejection (pool full, stale handle) state and handler come back.
-#[inline(always)]
-pub(crate) fn start<const OP_TYPE: usize, S: OpState<F>, F>(
-    ctx: &IoContext,
-    index: u32,
-    gen: u32,
-    state: S,
-    handler: F,
-    allow_speculative: bool,
-) -> core::result::Result<(), Rejected<(S, F)>> {
-    // One thread lookup serves the allocation and the queueing.
-    let here = ctx.here();
-    // SAFETY: `here` is this context's.
-    let op = unsafe {
-        ctx.alloc_op_in_or_reject(here, SocketOp::new(state, handler), SocketOp::into_parts)
-    }?;
-    // SAFETY: `op` is ours and on no queue: start_op performs it under the
-    // descriptor's lock only.
-    let perform = |fd| unsafe { perform_now(op, fd) };
-    // SAFETY: `here` is this thread's, looked up above.
-    match unsafe {
-        ctx.task()
-            .start_op::<OP_TYPE>(ctx, here, index, gen, op.cast(), allow_speculative, perform)
-    } {
-        Ok(()) => Ok(()),
-        Err(error) => Err(Rejected {
-            error,
-            // SAFETY: start_op handed `op` back untouched.
-            handler: unsafe { take_back(ctx, op) },
-        }),
+        Invoke::Destroy => {
+            s.destroy(sched);
+            drop(h);
+        }
     }
 }
 
 /// A fresh operation, or state and handler handed back.
-pub(crate) type Allocated<S, F> = core::result::Result<NonNull<SocketOp<S, F>>, Rejected<(S, F)>>;
+type Allocated<S, H> = core::result::Result<NonNull<SocketOp<S, H>>, Rejected<(S, H)>>;
 
 /// Allocates the operation, or hands state and handler back.
 #[inline(always)]
-pub(crate) fn alloc<S: OpState<F>, F>(ctx: &IoContext, state: S, handler: F) -> Allocated<S, F> {
-    ctx.alloc_op_or_reject(SocketOp::new(state, handler), SocketOp::into_parts)
-}
-
-/// Queues an operation already completed with `r` (zero-length transfers,
-/// connect results known at once). Its handler still runs from `run()`.
-#[inline]
-pub(crate) fn post_result<S: OpState<F>, F>(
-    ctx: &IoContext,
-    op: NonNull<SocketOp<S, F>>,
-    r: OpResult,
-) {
-    // SAFETY: `op` is a fresh operation of this context, on no queue.
-    unsafe {
-        op.cast::<Operation>().as_ref().set_result(r);
-        ctx.post_immediate_completion(op.cast());
-    }
+fn alloc<S: OpState<H>, H>(sched: &Sched<Reactor>, state: S, handler: H) -> Allocated<S, H> {
+    // SAFETY: the slot is freed by `complete` or `take_back`, once.
+    unsafe { sched.alloc_op_or_reject(SocketOp::new(state, handler), SocketOp::into_parts) }
 }
 
 /// Takes state and handler back out of an operation that was never
 /// queued, and frees its slot.
 ///
 /// # Safety
-/// `op` came from [`alloc`] on `ctx` and is on no queue.
-pub(crate) unsafe fn take_back<S: OpState<F>, F>(
-    ctx: &IoContext,
-    op: NonNull<SocketOp<S, F>>,
-) -> (S, F) {
+/// `op` came from [`alloc`] on `sched` and is on no queue.
+unsafe fn take_back<S: OpState<H>, H>(
+    sched: &Sched<Reactor>,
+    op: NonNull<SocketOp<S, H>>,
+) -> (S, H) {
     // SAFETY: live and ours (contract); read once, then freed.
     unsafe {
         let v = ptr::read(op.as_ptr());
-        ctx.free_op(op);
+        sched.free_op(op);
         v.into_parts()
+    }
+}
+
+/// Queues an operation already completed with `r` (connect results known
+/// at once). Its handler still runs from `run()`.
+fn post_result<S: OpState<H>, H>(sched: &Sched<Reactor>, op: NonNull<SocketOp<S, H>>, r: OpResult) {
+    // SAFETY: `op` is a fresh operation of this scheduler, on no queue.
+    unsafe {
+        op.cast::<Operation>().as_ref().set_result(r);
+        sched.post_immediate_completion(op.cast());
+    }
+}
+
+/// Allocates the operation and starts it on socket `key` in queue
+/// `OP_TYPE`. On refusal (pool full, stale key) state and handler come
+/// back.
+#[inline(always)]
+pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H>(
+    sched: &Sched<Reactor>,
+    key: Key,
+    state: S,
+    handler: H,
+    allow_speculative: bool,
+) -> core::result::Result<(), Rejected<(S, H)>> {
+    // One thread lookup serves the allocation and the queueing.
+    let here = sched.here();
+    // SAFETY: `here` is this scheduler's; the slot is freed by `complete`
+    // or `take_back`, once.
+    let op = unsafe {
+        sched.alloc_op_in_or_reject(here, SocketOp::new(state, handler), SocketOp::into_parts)
+    }?;
+    let reactor = sched.task();
+    // SAFETY: `op` is ours and on no queue: start_op performs it under the
+    // descriptor's lock only.
+    let perform = |fd| unsafe { perform_now(op, reactor, fd) };
+    // SAFETY: `here` is this thread's, looked up above; `op` is live, on
+    // no queue, and completes with `sched`.
+    match unsafe {
+        reactor.start_op::<OP_TYPE>(sched, here, key, op.cast(), allow_speculative, perform)
+    } {
+        Ok(()) => Ok(()),
+        Err(error) => Err(Rejected {
+            error,
+            // SAFETY: start_op handed `op` back untouched.
+            handler: unsafe { take_back(sched, op) },
+        }),
     }
 }
 
@@ -230,8 +230,8 @@ fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
 #[cold]
 #[inline(never)]
 fn call_failed() -> Option<Error> {
-    match sys::errno() {
-        libc::EINTR => None,
+    match Errno::last() {
+        Errno::INTR => None,
         e => Some(Error::from_errno(e)),
     }
 }
@@ -241,13 +241,15 @@ pub(crate) struct Recv<B> {
     pub(crate) buf: B,
 }
 
-impl<B: IoBufMut, F: FnOnce(Result<usize>, B)> OpState<F> for Recv<B> {
+impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B> {
     #[inline(always)]
-    fn perform(&mut self, fd: i32) -> Attempt {
+    fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         let len = self.buf.spare();
         let ptr = self.buf.write_ptr();
         // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
         match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
+            // `len > 0` (the facade refuses a buffer with no room), so 0
+            // bytes is the peer's end of stream.
             Ok(0) => Attempt::Done(Err(Error::Eof)),
             Ok(n) => {
                 // SAFETY: the kernel wrote `n <= spare()` bytes.
@@ -264,8 +266,8 @@ impl<B: IoBufMut, F: FnOnce(Result<usize>, B)> OpState<F> for Recv<B> {
     }
 
     #[inline]
-    fn run(self, r: OpResult, handler: F) {
-        handler(r, self.buf)
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        handler.call(sched, (r, self.buf))
     }
 }
 
@@ -274,9 +276,9 @@ pub(crate) struct Send<B> {
     pub(crate) buf: B,
 }
 
-impl<B: IoBuf, F: FnOnce(Result<usize>, B)> OpState<F> for Send<B> {
+impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
     #[inline(always)]
-    fn perform(&mut self, fd: i32) -> Attempt {
+    fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         let len = self.buf.bytes_len();
         let ptr = self.buf.read_ptr();
         // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
@@ -294,38 +296,36 @@ impl<B: IoBuf, F: FnOnce(Result<usize>, B)> OpState<F> for Send<B> {
     }
 
     #[inline]
-    fn run(self, r: OpResult, handler: F) {
-        handler(r, self.buf)
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        handler.call(sched, (r, self.buf))
     }
 }
 
 /// `recv` into a buffer taken from the context's read pool only when the
-/// socket is readable ([`crate::TcpStream::async_read_pooled`]).
-pub(crate) struct RecvPooled<'c> {
-    pub(crate) ctx: &'c IoContext,
-    /// The filled buffer, from a successful attempt until the handler runs
-    /// (dropping the state, on destroy, returns it).
-    pub(crate) buf: Option<PooledBuf<'c>>,
+/// socket is readable (pooled reads).
+pub(crate) struct RecvPooled {
+    /// The filled buffer (index, length), from a successful attempt until
+    /// the handler runs.
+    pub(crate) got: Option<(u32, usize)>,
 }
 
-impl<'c, F: FnOnce(Result<PooledBuf<'c>>)> OpState<F> for RecvPooled<'c> {
-    fn perform(&mut self, fd: i32) -> Attempt {
+impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPooled {
+    fn perform(&mut self, reactor: &Reactor, fd: i32) -> Attempt {
         // Taken now, not when the read was started: an idle connection
-        // holds no buffer. Given back (dropped) unless bytes arrived.
-        let Some(pool) = self.ctx.task().read_buffers() else {
-            return Attempt::Done(Err(Error::OperationNotSupported));
+        // holds no buffer. Given back unless bytes arrived.
+        let Some(pool) = reactor.read_buffers.as_ref() else {
+            return Attempt::Done(Err(Error::NoPool(Pool::ReadBuffers)));
         };
         let Some(i) = pool.take() else {
             // Data is waiting but every buffer is in use: say so now, as
             // io_uring does (ENOBUFS); the bytes stay in the socket.
-            return Attempt::Done(Err(Error::PoolExhausted));
+            return Attempt::Done(Err(Error::PoolFull(Pool::ReadBuffers)));
         };
         let (ptr, len) = (pool.buf_ptr(i), pool.buf_size());
         // SAFETY: `ptr` is valid for `len` bytes: buffer `i`, taken above.
         let r = stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) });
         if let Ok(n @ 1..) = r {
-            // SAFETY: taken above and handed over; the kernel wrote `n`.
-            self.buf = Some(unsafe { PooledBuf::new(pool, i, n) });
+            self.got = Some((i, n));
         } else {
             // SAFETY: taken above, unused.
             unsafe { pool.give_back(i) };
@@ -339,9 +339,24 @@ impl<'c, F: FnOnce(Result<PooledBuf<'c>>)> OpState<F> for RecvPooled<'c> {
         }
     }
 
-    fn run(mut self, r: OpResult, handler: F) {
-        let r = r.and_then(|_| self.buf.take().ok_or(Error::BadDescriptor));
-        handler(r)
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        let pool = sched.task().read_buffers.as_ref();
+        let r = r.map(|_| {
+            let (Some((i, n)), Some(pool)) = (self.got, pool) else {
+                unreachable!("a pooled read completed with data but no buffer");
+            };
+            // SAFETY: buffer `i` was taken by this read, holds `n` received
+            // bytes, and is handed over here, once.
+            unsafe { PooledBuf::new(pool, i, n) }
+        });
+        handler.call(sched, r)
+    }
+
+    fn destroy(self, sched: &Sched<Reactor>) {
+        if let (Some((i, _)), Some(pool)) = (self.got, sched.task().read_buffers.as_ref()) {
+            // SAFETY: taken by this read and never handed over.
+            unsafe { pool.give_back(i) };
+        }
     }
 }
 
@@ -353,36 +368,35 @@ pub(crate) struct RecvFrom<B> {
     pub(crate) from: RawAddr,
 }
 
-impl<B: IoBufMut, F: FnOnce(Result<(usize, SocketAddr)>, B)> OpState<F> for RecvFrom<B> {
-    fn perform(&mut self, fd: i32) -> Attempt {
+impl<B: IoBufMut, H: Handler<Reactor, (Result<(usize, SocketAddr)>, B)>> OpState<H>
+    for RecvFrom<B>
+{
+    fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         let len = self.buf.spare();
-        loop {
-            let mut alen = RawAddr::CAPACITY;
-            // SAFETY: `write_ptr()` is valid for `spare()` bytes; `from` is
-            // writable for `alen` bytes.
-            match syscall!(recvfrom(
-                fd,
-                self.buf.write_ptr().cast(),
-                len,
-                0,
-                self.from.as_mut_ptr(),
-                &mut alen
-            )) {
-                Ok(n) => {
-                    // SAFETY: the kernel wrote `n <= spare()` bytes.
-                    unsafe { self.buf.advance(n as usize) };
-                    return Attempt::Done(Ok(n as usize));
-                }
-                Err(Error::WouldBlock) => return Attempt::NotDone,
-                Err(Error::Os(libc::EINTR)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
+        let mut alen = RawAddr::CAPACITY;
+        // SAFETY: `write_ptr()` is valid for `spare()` bytes; `from` is
+        // writable for `alen` bytes; retried on EINTR.
+        match pinion_sys::syscall_retry!(recvfrom(
+            fd,
+            self.buf.write_ptr().cast(),
+            len,
+            0,
+            self.from.as_mut_ptr(),
+            &mut alen
+        )) {
+            Ok(n) => {
+                // SAFETY: the kernel wrote `n <= spare()` bytes.
+                unsafe { self.buf.advance(n as usize) };
+                Attempt::Done(Ok(n as usize))
             }
+            Err(Errno::AGAIN) => Attempt::NotDone,
+            Err(e) => Attempt::Done(Err(e.into())),
         }
     }
 
-    fn run(self, r: OpResult, handler: F) {
-        let r = r.and_then(|n| Ok((n, self.from.socket_addr()?)));
-        handler(r, self.buf)
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        let r = r.and_then(|n| Ok((n, self.from.to_socket_addr()?)));
+        handler.call(sched, (r, self.buf))
     }
 }
 
@@ -393,45 +407,56 @@ pub(crate) struct SendTo<B> {
     pub(crate) to_len: libc::socklen_t,
 }
 
-impl<B: IoBuf, F: FnOnce(Result<usize>, B)> OpState<F> for SendTo<B> {
-    fn perform(&mut self, fd: i32) -> Attempt {
-        loop {
-            // SAFETY: `read_ptr()` is valid for `bytes_len()` bytes; `to`
-            // holds `to_len` initialised bytes.
-            match syscall!(sendto(
-                fd,
-                self.buf.read_ptr().cast(),
-                self.buf.bytes_len(),
-                libc::MSG_NOSIGNAL,
-                self.to.as_ptr(),
-                self.to_len
-            )) {
-                Ok(n) => return Attempt::Done(Ok(n as usize)),
-                Err(Error::WouldBlock) => return Attempt::NotDone,
-                Err(Error::Os(libc::EINTR)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
-            }
+impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for SendTo<B> {
+    fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
+        // SAFETY: `read_ptr()` is valid for `bytes_len()` bytes; `to`
+        // holds `to_len` initialised bytes; retried on EINTR.
+        match pinion_sys::syscall_retry!(sendto(
+            fd,
+            self.buf.read_ptr().cast(),
+            self.buf.bytes_len(),
+            libc::MSG_NOSIGNAL,
+            self.to.as_ptr(),
+            self.to_len
+        )) {
+            Ok(n) => Attempt::Done(Ok(n as usize)),
+            Err(Errno::AGAIN) => Attempt::NotDone,
+            Err(e) => Attempt::Done(Err(e.into())),
         }
     }
 
-    fn run(self, r: OpResult, handler: F) {
-        handler(r, self.buf)
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        handler.call(sched, (r, self.buf))
     }
 }
 
 // ---- accept and connect --------------------------------------------------
 
-/// `accept4` (`reactive_socket_accept_op`); the new socket is registered
-/// when the handler is about to run (Asio's `do_assign`).
-pub(crate) struct Accept<'c> {
-    pub(crate) ctx: &'c IoContext,
+/// `accept4` (`reactive_socket_accept_op`) into a descriptor slot reserved
+/// first: with the table full the connection stays in the listen backlog
+/// and the handler gets `PoolFull(Descriptors)`. The new socket is
+/// registered when the handler is about to run (Asio's `do_assign`).
+pub(crate) struct Accept {
     pub(crate) peer: RawAddr,
-    /// The accepted descriptor, owned by the op until the handler runs.
-    pub(crate) accepted: Option<Fd>,
+    /// The accepted descriptor and the slot reserved for it, owned by the
+    /// op until the handler runs.
+    pub(crate) accepted: Option<(Fd, Key)>,
 }
 
-impl<'c, F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>)> OpState<F> for Accept<'c> {
-    fn perform(&mut self, fd: i32) -> Attempt {
+impl Accept {
+    /// Gives back the slot of a connection that was never handed over.
+    fn unreserve(reactor: &Reactor, key: Key) {
+        // SAFETY: the slot was taken for this accept and its key never
+        // handed out, so nothing refers to it.
+        unsafe { reactor.table.release(key.index()) };
+    }
+}
+
+impl<H: Handler<Reactor, Result<(Key, SocketAddr)>>> OpState<H> for Accept {
+    fn perform(&mut self, reactor: &Reactor, fd: i32) -> Attempt {
+        let Some((key, _)) = reactor.table.insert() else {
+            return Attempt::Done(Err(Error::PoolFull(Pool::Descriptors)));
+        };
         loop {
             let mut alen = RawAddr::CAPACITY;
             // SAFETY: `peer` is writable for `alen` bytes.
@@ -443,40 +468,51 @@ impl<'c, F: FnOnce(Result<(TcpStream<'c>, SocketAddr)>)> OpState<F> for Accept<'
             )) {
                 Ok(new_fd) => {
                     // SAFETY: accept4 just returned this descriptor.
-                    self.accepted = Some(unsafe { Fd::from_raw(new_fd) });
+                    self.accepted = Some((unsafe { Fd::from_raw(new_fd) }, key));
                     return Attempt::Done(Ok(0));
                 }
-                Err(Error::WouldBlock) => return Attempt::NotDone,
                 // The connection died in the backlog: take the next one.
-                Err(Error::Os(libc::EINTR | libc::ECONNABORTED | libc::EPROTO)) => continue,
-                Err(e) => return Attempt::Done(Err(e)),
+                Err(Errno::INTR | Errno::CONNABORTED | Errno::PROTO) => continue,
+                Err(e) => {
+                    Self::unreserve(reactor, key);
+                    return match e {
+                        Errno::AGAIN => Attempt::NotDone,
+                        e => Attempt::Done(Err(e.into())),
+                    };
+                }
             }
         }
     }
 
-    fn run(self, r: OpResult, handler: F) {
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        let reactor = sched.task();
         let r = r.and_then(|_| {
-            let fd = self.accepted.ok_or(Error::BadDescriptor)?;
-            let peer = self.peer.socket_addr()?;
-            let (index, gen) = self.ctx.task().register(fd)?;
-            Ok((TcpStream::new(self.ctx, index, gen), peer))
+            let (fd, key) = self.accepted.ok_or(Error::BadDescriptor)?;
+            let peer = match self.peer.to_socket_addr() {
+                Ok(p) => p,
+                Err(e) => {
+                    Self::unreserve(reactor, key);
+                    return Err(e.into());
+                }
+            };
+            Ok((reactor.register_in(key, fd)?, peer))
         });
-        handler(r)
+        handler.call(sched, r)
+    }
+
+    fn destroy(self, sched: &Sched<Reactor>) {
+        if let Some((fd, key)) = self.accepted {
+            drop(fd);
+            Self::unreserve(sched.task(), key);
+        }
     }
 }
 
-/// Waits for a non-blocking connect (`reactive_socket_connect_op`). The
-/// socket is registered before the op starts; on failure it is closed
-/// before the handler runs. `index == u32::MAX`: no socket (the connect
-/// failed at once).
-pub(crate) struct Connect<'c> {
-    pub(crate) ctx: &'c IoContext,
-    pub(crate) index: u32,
-    pub(crate) gen: u32,
-}
+/// Waits for a non-blocking connect (`reactive_socket_connect_op`).
+pub(crate) struct Connect;
 
-impl<'c, F: FnOnce(Result<TcpStream<'c>>)> OpState<F> for Connect<'c> {
-    fn perform(&mut self, fd: i32) -> Attempt {
+impl<H: Handler<Reactor, Result<()>>> OpState<H> for Connect {
+    fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         // Writable means connected or failed (Asio's non_blocking_connect).
         let mut pfd = libc::pollfd {
             fd,
@@ -487,24 +523,69 @@ impl<'c, F: FnOnce(Result<TcpStream<'c>>)> OpState<F> for Connect<'c> {
         match syscall!(poll(&mut pfd, 1, 0)) {
             Ok(0) => return Attempt::NotDone,
             Ok(_) => {}
-            Err(e) => return Attempt::Done(Err(e)),
+            Err(e) => return Attempt::Done(Err(e.into())),
         }
-        match sys::get_int_opt(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-            Ok(0) => Attempt::Done(Ok(0)),
-            Ok(e) => Attempt::Done(Err(Error::from_errno(e))),
-            Err(e) => Attempt::Done(Err(e)),
+        match socket::socket_error(fd) {
+            Ok(None) => Attempt::Done(Ok(0)),
+            Ok(Some(e)) | Err(e) => Attempt::Done(Err(e.into())),
         }
     }
 
-    fn run(self, r: OpResult, handler: F) {
-        match r {
-            Ok(_) => handler(Ok(TcpStream::new(self.ctx, self.index, self.gen))),
-            Err(e) => {
-                if self.index != u32::MAX {
-                    let _ = self.ctx.task().close(self.ctx, self.index, self.gen);
-                }
-                handler(Err(e))
-            }
-        }
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        handler.call(sched, r.map(drop))
     }
+}
+
+/// Starts a connect of socket `key` to `addr`: the non-blocking
+/// `connect`, then a wait for writability unless it finished at once.
+pub(crate) fn connect<H: Handler<Reactor, Result<()>>>(
+    sched: &Sched<Reactor>,
+    key: Key,
+    addr: SocketAddr,
+    handler: H,
+) -> core::result::Result<(), Rejected<H>> {
+    let op = alloc(sched, Connect, handler).map_err(|r| r.map(|(_, h)| h))?;
+    let reactor = sched.task();
+    stat!(reactor, op_attempts);
+    let pending = match reactor.with_fd(key, |fd| Ok(socket::connect(fd, &addr))) {
+        Ok(Ok(())) => false,
+        Ok(Err(Errno::INPROGRESS)) => true,
+        // Failed at once (loopback refuses synchronously): the handler gets
+        // the error, from `run()`.
+        Ok(Err(e)) => {
+            post_result(sched, op, Err(e.into()));
+            return Ok(());
+        }
+        Err(error) => {
+            return Err(Rejected {
+                error,
+                // SAFETY: `op` was allocated above and never queued.
+                handler: unsafe { take_back(sched, op) }.1,
+            });
+        }
+    };
+    if !pending {
+        post_result(sched, op, Ok(0));
+        return Ok(());
+    }
+    // Not speculative: readiness comes from the EPOLL_CTL_MOD that
+    // start_op makes for a connect (Asio's start_connect_op).
+    // SAFETY: `op` is ours; never performed here (not speculative).
+    let perform = |fd| unsafe { perform_now(op, reactor, fd) };
+    // SAFETY: `here` is this thread's; `op` is live, on no queue.
+    let started = unsafe {
+        reactor.start_op::<{ crate::reactor::CONNECT_OP }>(
+            sched,
+            sched.here(),
+            key,
+            op.cast(),
+            false,
+            perform,
+        )
+    };
+    started.map_err(|error| Rejected {
+        error,
+        // SAFETY: start_op handed `op` back untouched.
+        handler: unsafe { take_back(sched, op) }.1,
+    })
 }

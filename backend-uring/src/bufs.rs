@@ -21,7 +21,7 @@
 //! for readiness instead of picking a buffer at once, so a read started
 //! while the ring is empty waits for data like any other; only data
 //! arriving with the ring still empty is `-ENOBUFS`, reported as
-//! `Err(PoolExhausted)` with the bytes left in the socket.
+//! `Err(PoolFull(ReadBuffers))` with the bytes left in the socket.
 //!
 //! A CQE whose read used a buffer carries `IORING_CQE_F_BUFFER` and the
 //! buffer id in its flags' high 16 bits. The reaper stores the flags in
@@ -40,23 +40,26 @@
 //! memory is a software pool. A pooled read then takes a buffer when it
 //! is started and **holds it while it waits** (a plain receive into it).
 //! A read started with the pool empty queues a poll for readability
-//! instead and completes with `PoolExhausted` when data (or the end of
+//! instead and completes with `PoolFull(ReadBuffers)` when data (or the end of
 //! the stream) arrives, as the ring would. Which one a context uses is
 //! [`RingInfo::buffer_ring`](crate::RingInfo::buffer_ring).
 
 use core::cell::Cell;
-use core::marker::PhantomData;
 use core::mem::{size_of, ManuallyDrop};
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use io_uring::{opcode, IoUring};
+use pinion_core::backend::{Handler, Invoke, Key, Operation};
 use pinion_core::pooled::{BufSource, PooledBuf};
-use pinion_core::{Error, Invoke, Operation, Rejected, Result};
+use pinion_core::{Error, Pool, Rejected, Result};
+use pinion_sync::FutexMutex;
+use pinion_sys::Errno;
 
-use crate::proactor::{with_target, Locked, Sched, TAG_POOLED};
+use crate::desc::with_target;
+use crate::locked::Locked;
+use crate::proactor::{Proactor, Sched, TAG_POOLED};
 use crate::ring::Sqe;
-use crate::IoContext;
 
 /// The buffer group id the context's ring is registered under.
 pub(crate) const BGID: u16 = 0;
@@ -104,7 +107,7 @@ impl Region {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(crate::sys::last_error());
+            return Err(Errno::last().into());
         }
         Ok(Region {
             // SAFETY: mmap succeeded, so `p` is not null.
@@ -156,7 +159,7 @@ pub(crate) struct ReadBuffers {
     mask: u16,
     /// Ring: the tail as last published. Software pool: head of the free
     /// chain (each free buffer's first four bytes link to the next).
-    next: Locked<u32>,
+    next: Locked<FutexMutex, u32>,
     /// Buffers out of the pool: picked by the kernel for a read whose CQE
     /// was reaped, taken by a fallback read, or held by a [`PooledBuf`].
     out: AtomicUsize,
@@ -177,7 +180,7 @@ impl ReadBuffers {
         let size = size.clamp(MIN_SIZE, u32::MAX as usize);
         // Buffer indices stay below the operation's sentinels.
         let count = count.min(POLLING as usize);
-        let bytes = count.checked_mul(size).ok_or(Error::Os(libc::ENOMEM))?;
+        let bytes = count.checked_mul(size).ok_or(Error::Os(Errno::NOMEM))?;
         let mut bufs = ReadBuffers {
             mem: Region::new(bytes)?,
             size,
@@ -260,7 +263,8 @@ impl ReadBuffers {
     /// Takes a buffer of the software pool.
     pub(crate) fn take(&self) -> Option<u32> {
         debug_assert!(!self.is_ring());
-        let i = self.next.with(|head| {
+        let i = {
+            let mut head = self.next.lock();
             let i = *head;
             if i != NIL {
                 // SAFETY: a free buffer's first four bytes hold the next
@@ -269,7 +273,7 @@ impl ReadBuffers {
                 *head = unsafe { ptr::read_unaligned(self.ptr(i) as *const u32) };
             }
             i
-        });
+        };
         if i == NIL {
             return None;
         }
@@ -283,7 +287,8 @@ impl ReadBuffers {
     pub(crate) fn release(&self, i: u32) {
         debug_assert!((i as usize) < self.count);
         let addr = self.ptr(i);
-        self.next.with(|next| match &self.ring {
+        let mut next = self.next.lock();
+        match &self.ring {
             Some(ring) => {
                 let base = ring.ptr.as_ptr() as *mut RingEntry;
                 let tail = *next as u16;
@@ -311,7 +316,8 @@ impl ReadBuffers {
                 unsafe { ptr::write_unaligned(addr as *mut u32, *next) };
                 *next = i;
             }
-        });
+        }
+        drop(next);
         self.out.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -356,53 +362,56 @@ pub(crate) struct PooledHdr {
 }
 
 #[repr(C)]
-struct PooledOp<'c, F> {
+struct PooledOp<H> {
     hdr: PooledHdr,
     /// [`RING`], [`POLLING`], or the software pool's buffer it reads into.
     held: u32,
-    _ctx: PhantomData<&'c IoContext>,
-    handler: ManuallyDrop<F>,
+    handler: ManuallyDrop<H>,
 }
 
-/// Starts a pooled read on the socket the handle `(index, gen)` names
-/// (see the module docs).
-pub(crate) fn start_pooled<'c, F>(
-    ctx: &'c IoContext,
-    pool: &'c ReadBuffers,
-    index: u32,
-    gen: u32,
-    handler: F,
-) -> core::result::Result<(), Rejected<F>>
+/// `Backend::read_pooled`: a pooled read on the socket `key` names (see
+/// the module docs).
+pub(crate) fn start_pooled<H>(
+    sched: &Sched,
+    key: Key,
+    handler: H,
+) -> core::result::Result<(), Rejected<H>>
 where
-    F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+    H: for<'p> Handler<Proactor, Result<PooledBuf<'p>>>,
 {
+    let proactor = sched.task();
+    let Some(pool) = proactor.read_pool() else {
+        return Err(Rejected {
+            error: Error::NoPool(Pool::ReadBuffers),
+            handler,
+        });
+    };
     let op = PooledOp {
         hdr: PooledHdr {
-            op: Operation::new(complete_pooled::<F>),
+            op: Operation::new(complete_pooled::<H>),
             cqe_flags: Cell::new(0),
         },
         held: RING,
-        _ctx: PhantomData,
         handler: ManuallyDrop::new(handler),
     };
-    let sched: &Sched = ctx;
     let here = sched.here();
-    // SAFETY: `here` came from this scheduler.
+    // SAFETY: `here` came from this scheduler; the slot is freed by
+    // `complete_pooled` or below, once.
     let p = unsafe {
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
     let user_data = p.as_ptr() as u64 | TAG_POOLED;
-    let proactor = ctx.proactor();
-    // SAFETY: `here` came from this scheduler (for every `started` below).
-    let started = || unsafe { sched.compensating_work_started_in(here) };
+    // SAFETY: counted once the key is checked, finished by the op's
+    // completion.
+    let started = || unsafe { sched.io_work_started() };
     let pushed = if pool.is_ring() {
         // IORING_OP_RECV naming the buffer group, written in place. The
         // kernel writes only into a ring buffer, which is out of the pool
         // (untouched by us) from its pick until the CQE is handled.
         // SAFETY: the SQE names no memory of ours but the op's slot
-        // (user_data), allocated until its CQE is reaped; a table index.
+        // (user_data), allocated until its CQE is reaped.
         unsafe {
-            proactor.push_sqe_on(index, gen, started, |target| {
+            proactor.push_sqe_on(key, started, |target| {
                 let (fd, fixed) = target.raw();
                 let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
                 e.flags |= IOSQE_BUFFER_SELECT;
@@ -418,9 +427,9 @@ where
         unsafe { (*p.as_ptr()).held = i };
         // SAFETY: buffer `i` is out of the pool and belongs to this op
         // until its completion gives it back, after the CQE; the slot
-        // stays allocated until then too; a table index.
+        // stays allocated until then too.
         unsafe {
-            proactor.push_sqe_on(index, gen, started, |target| {
+            proactor.push_sqe_on(key, started, |target| {
                 let (fd, fixed) = target.raw();
                 let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
                 e.addr = pool.ptr(i) as u64;
@@ -433,9 +442,9 @@ where
         // SAFETY: `p` is ours until pushed.
         unsafe { (*p.as_ptr()).held = POLLING };
         // SAFETY: a poll carries no pointer but the op's slot (user_data),
-        // allocated until its CQE is reaped; a table index.
+        // allocated until its CQE is reaped.
         unsafe {
-            proactor.push_on(index, gen, true, started, |target| {
+            proactor.push_on(key, true, started, |target| {
                 with_target!(target, |t| opcode::PollAdd::new(t, libc::POLLIN as u32)
                     .build())
                 .user_data(user_data)
@@ -443,13 +452,13 @@ where
         }
     };
     pushed.map_err(|error| {
-        // Refused (a stale handle): never queued, so the op, and the
-        // buffer it may hold, are still ours.
+        // Refused (a stale key): never queued, so the op, and the buffer it
+        // may hold, are still ours.
         // SAFETY: as said; each field read once, then the slot is freed.
         let handler = unsafe {
             let o = p.as_ptr();
             if (*o).held < POLLING {
-                drop(PooledBuf::new(pool, (*o).held, 0));
+                pool.release((*o).held);
             }
             let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*o).handler)));
             sched.free_op_in(here, p);
@@ -460,13 +469,13 @@ where
 }
 
 /// # Safety
-/// See `pinion_core::op::CompleteFn`; `op` is a `PooledOp<'c, F>` whose
-/// result and `cqe_flags` the reaper set from its CQE.
-unsafe fn complete_pooled<'c, F>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+/// See `pinion_core::op::CompleteFn`; `op` is a `PooledOp<H>` whose result
+/// and `cqe_flags` the reaper set from its CQE.
+unsafe fn complete_pooled<H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
-    F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+    H: for<'p> Handler<Proactor, Result<PooledBuf<'p>>>,
 {
-    let p = op.cast::<PooledOp<'c, F>>();
+    let p = op.cast::<PooledOp<H>>();
     // SAFETY: `p` is live and ours; each field is read once, then the
     // slot is freed and never touched again.
     let (res, flags, held, handler) = unsafe {
@@ -478,11 +487,11 @@ where
             ManuallyDrop::into_inner(ptr::read(addr_of!((*o).handler))),
         )
     };
-    // SAFETY: the owner is the context that allocated the op, alive for 'c.
-    let ctx: &'c IoContext = unsafe { IoContext::from_owner(owner) };
+    // SAFETY: the owner is the scheduler that allocated the op.
+    let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: values moved out above; freed once.
-    unsafe { ctx.free_op_in(how.here(), p) };
-    let Some(pool) = ctx.proactor().read_pool() else {
+    unsafe { sched.free_op_in(how.here(), p) };
+    let Some(pool) = sched.task().read_pool() else {
         unreachable!("a pooled read on a context without read buffers")
     };
     // The buffer this read holds, owned from here on: the kernel's pick
@@ -506,7 +515,7 @@ where
     let r = match res {
         // Fallback with the pool empty: the poll saw data (or the end)
         // arrive.
-        Ok(_) if held == POLLING => Err(Error::PoolExhausted),
+        Ok(_) if held == POLLING => Err(Error::PoolFull(Pool::ReadBuffers)),
         Ok(0) => Err(Error::Eof),
         Ok(n) => match buf.take() {
             Some(mut b) => {
@@ -516,22 +525,21 @@ where
             }
             None => {
                 debug_assert!(false, "the kernel reported data without a buffer");
-                Err(Error::Os(libc::EIO))
+                Err(Error::Os(Errno::IO))
             }
         },
         // The ring was empty when data arrived; it stays in the socket.
-        Err(Error::Os(libc::ENOBUFS)) => Err(Error::PoolExhausted),
+        Err(Error::Os(Errno::NOBUFS)) => Err(Error::PoolFull(Pool::ReadBuffers)),
         Err(e) => Err(e),
     };
     // A buffer not handed over (end of stream, error, cancel) goes back
     // before the handler runs, so the handler sees it free.
     drop(buf);
-    if matches!(r, Err(Error::PoolExhausted)) {
-        ctx.proactor().note_read_buffers_empty();
+    if matches!(r, Err(Error::PoolFull(_))) {
+        sched.task().note_read_buffers_empty();
     }
-    handler(r)
+    handler.call(sched, r)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

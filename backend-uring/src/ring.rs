@@ -23,9 +23,9 @@ use io_uring::{squeue, IoUring};
 pub(crate) const IOSQE_FIXED_FILE: u8 = 1;
 /// `IORING_SQ_CQ_OVERFLOW` in the SQ ring's flags.
 const IORING_SQ_CQ_OVERFLOW: u32 = 2;
-const IORING_OFF_SQ_RING: i64 = 0;
-const IORING_OFF_CQ_RING: i64 = 0x800_0000;
-const IORING_OFF_SQES: i64 = 0x1000_0000;
+const IORING_OFF_SQ_RING: libc::off_t = 0;
+const IORING_OFF_CQ_RING: libc::off_t = 0x800_0000;
+const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
 
 /// The kernel's `struct io_sqring_offsets`.
 #[allow(dead_code)]
@@ -163,7 +163,7 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(fd: i32, offset: i64, len: usize) -> std::io::Result<Mapping> {
+    fn new(fd: i32, offset: libc::off_t, len: usize) -> std::io::Result<Mapping> {
         // SAFETY: a fresh shared mapping of the ring fd; no existing
         // memory is touched.
         let ptr = unsafe {

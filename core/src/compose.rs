@@ -51,8 +51,8 @@ use pinion_sync::SyncKit;
 
 use crate::buf::{IoBuf, IoBufMut, Slice};
 
+use crate::backend::Task;
 use crate::scheduler::{Bound, Scheduler};
-use crate::task::Task;
 use crate::{Error, Rejected, Result};
 
 /// A stream that can read some bytes into an owned buffer.
@@ -102,7 +102,7 @@ pub const MAX_TRANSFER_SIZE: usize = 65536;
 ///
 /// Contract for implementations: never call `run` inline; queue it so that
 /// it runs where the stream's own completions run. When it cannot be
-/// queued, hand `value` back in [`Rejected`] (`PoolExhausted`,
+/// queued, hand `value` back in [`Rejected`] (`PoolFull(Ops)`,
 /// `Shutdown`, ...). A context destroyed with the call still queued drops
 /// `value` without running `run`.
 ///
@@ -113,7 +113,8 @@ pub const MAX_TRANSFER_SIZE: usize = 65536;
 ///
 /// ```
 /// use pinion_core::compose::{post_value, Post};
-/// use pinion_core::{NoTask, Rejected, Scheduler};
+/// use pinion_core::backend::NoTask;
+/// use pinion_core::{Rejected, Scheduler};
 /// use pinion_sync::SpinKit;
 ///
 /// #[derive(Clone)]
@@ -142,7 +143,7 @@ pub trait Post {
 }
 
 /// Queues `run(value)` on `sched` as new work, like [`Scheduler::post`],
-/// but hands `value` back (with `PoolExhausted`) when no operation slot is
+/// but hands `value` back (with `PoolFull(Ops)`) when no operation slot is
 /// free: the [`Post`] implementation for a stream on a scheduler.
 ///
 /// `value`, `run` and the operation header must fit one operation slot
@@ -210,7 +211,7 @@ impl Completion {
 /// [`Post`], without touching the stream. The handler never runs inside
 /// this call; if the first step cannot be queued, buffer and handler come
 /// back in the `Err`. A later step that cannot be queued ends the operation
-/// with that error (`PoolExhausted`), handed to `handler` with the buffer.
+/// with that error (`PoolFull(Ops)`), handed to `handler` with the buffer.
 pub fn async_read<S, B, F>(
     stream: &S,
     buf: B,
@@ -337,7 +338,7 @@ unsafe impl<S: Send + 'static, B: IoBufMut, F: Send + 'static> IoBufMut for Read
 /// Errors, with the buffer and every byte read so far in it:
 /// - `Err(NotFound)`: the buffer filled up without the delimiter;
 /// - `Err(Eof)`: the peer closed first;
-/// - any error of the stream's read, or `PoolExhausted` when a later step
+/// - any error of the stream's read, or `PoolFull(Ops)` when a later step
 ///   cannot be queued.
 ///
 /// Each search resumes where the last one stopped, less `delim.len() - 1`
@@ -534,7 +535,7 @@ unsafe impl<S: Send + 'static, B: IoBufMut, F: Send + 'static> IoBufMut for Read
 /// touching the stream. The handler never runs inside this call; if the
 /// first step cannot be queued, buffer and handler come back in the `Err`.
 /// A later step that cannot be queued ends the operation with that error
-/// (`PoolExhausted`), handed to `handler` with the buffer.
+/// (`PoolFull(Ops)`), handed to `handler` with the buffer.
 pub fn async_write<S, B, F>(
     stream: &S,
     buf: B,
@@ -625,9 +626,11 @@ unsafe impl<S: Send + 'static, B: IoBuf, F: Send + 'static> IoBuf for WriteOp<S,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::StaticSlots;
+    use crate::backend::NoTask;
+    use crate::pool::OpSlot;
     use crate::scheduler::HandlerOp;
-    use crate::{NoTask, Storage};
+    use crate::StaticArray;
+    use crate::Storage;
     use pinion_sync::SpinKit;
     use std::boxed::Box;
     use std::collections::VecDeque;
@@ -725,7 +728,7 @@ mod tests {
             let mut s = self.script();
             if s.refuse_read_at == Some(s.read_spares.len()) {
                 return Err(Rejected {
-                    error: Error::PoolExhausted,
+                    error: Error::PoolFull(crate::Pool::Ops),
                     handler: (buf, handler),
                 });
             }
@@ -763,7 +766,7 @@ mod tests {
             let call = s.write_lens.len();
             if s.refuse_write_at == Some(call) {
                 return Err(Rejected {
-                    error: Error::PoolExhausted,
+                    error: Error::PoolFull(crate::Pool::Ops),
                     handler: (buf, handler),
                 });
             }
@@ -796,7 +799,7 @@ mod tests {
             let mut s = self.script();
             if s.refuse_posts {
                 return Err(Rejected {
-                    error: Error::PoolExhausted,
+                    error: Error::PoolFull(crate::Pool::Ops),
                     handler: value,
                 });
             }
@@ -1025,7 +1028,7 @@ mod tests {
         s.script().refuse_read_at = Some(0);
         let (out, h) = catcher::<TestBuf>();
         let e = async_read_until(&s, TestBuf::with(b"ab", 8), b"\n", h).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
         let (buf, h) = e.handler;
         assert_eq!(buf.v, b"ab");
         h(Ok(7), buf);
@@ -1036,14 +1039,14 @@ mod tests {
         s.script().refuse_posts = true;
         let (_, h) = catcher::<TestBuf>();
         let e = async_read_until(&s, TestBuf::with(b"a\nb", 8), b"\n", h).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
         assert_eq!(e.handler.0.v, b"a\nb");
 
         // Mid-way: the second read is refused; the handler gets the error.
         let s = ScriptStream::with_reads([Step::Data(b"ab"), Step::Data(b"\n")]);
         s.script().refuse_read_at = Some(1);
         let (r, buf) = read_until(&s, TestBuf::new(8), b"\n");
-        assert_eq!(r, Err(Error::PoolExhausted));
+        assert_eq!(r, Err(Error::PoolFull(crate::Pool::Ops)));
         assert_eq!(buf, b"ab");
     }
 
@@ -1139,19 +1142,19 @@ mod tests {
         s.script().refuse_read_at = Some(0);
         let (_, h) = catcher::<TestBuf>();
         let e = async_read(&s, TestBuf::with(b"q", 8), Completion::TransferAll, h).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
         assert_eq!(e.handler.0.v, b"q");
 
         let s = ScriptStream::default();
         s.script().refuse_posts = true;
         let (_, h) = catcher::<TestBuf>();
         let e = async_read(&s, TestBuf::new(8), Completion::Exactly(0), h).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
 
         let s = ScriptStream::with_reads(b"abcd".chunks(1).map(Step::Data));
         s.script().refuse_read_at = Some(2);
         let (r, buf) = read(&s, TestBuf::new(8), Completion::Exactly(4));
-        assert_eq!(r, Err(Error::PoolExhausted));
+        assert_eq!(r, Err(Error::PoolFull(crate::Pool::Ops)));
         assert_eq!(buf, b"ab");
     }
 
@@ -1252,14 +1255,14 @@ mod tests {
         s.script().refuse_write_at = Some(0);
         let (_, h) = catcher::<&'static [u8]>();
         let e = async_write(&s, b"abc" as &'static [u8], h).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
         assert_eq!(e.handler.0, b"abc");
 
         let s = ScriptStream::default();
         s.script().write_max = std::vec![1];
         s.script().refuse_write_at = Some(1);
         let (r, buf) = write(&s, b"abc");
-        assert_eq!(r, Err(Error::PoolExhausted));
+        assert_eq!(r, Err(Error::PoolFull(crate::Pool::Ops)));
         assert_eq!(buf, b"abc");
         assert_eq!(s.script().written, b"a");
     }
@@ -1268,7 +1271,7 @@ mod tests {
 
     #[test]
     fn post_value_runs_from_the_loop_and_hands_back_when_full() {
-        static SLOTS: StaticSlots<2> = StaticSlots::new();
+        static SLOTS: StaticArray<OpSlot, 2> = StaticArray::new([OpSlot::EMPTY; 2]);
         let sched: Scheduler<NoTask, SpinKit> =
             Scheduler::new(NoTask, Storage::from_static(SLOTS.take().unwrap()), 1);
         let hits = Arc::new(AtomicUsize::new(0));
@@ -1278,7 +1281,7 @@ mod tests {
         post_value(&sched, hits.clone(), bump).unwrap();
         post_value(&sched, hits.clone(), bump).unwrap();
         let e = post_value(&sched, hits.clone(), bump).unwrap_err();
-        assert_eq!(e.error, Error::PoolExhausted);
+        assert_eq!(e.error, Error::PoolFull(crate::Pool::Ops));
         assert!(Arc::ptr_eq(&e.handler, &hits), "the value comes back");
         drop(e);
         assert_eq!(hits.load(Ordering::Relaxed), 0, "never inline");
@@ -1290,7 +1293,7 @@ mod tests {
 
     #[test]
     fn post_value_dropped_unrun_when_scheduler_dies() {
-        static SLOTS: StaticSlots<1> = StaticSlots::new();
+        static SLOTS: StaticArray<OpSlot, 1> = StaticArray::new([OpSlot::EMPTY; 1]);
         let sched: Scheduler<NoTask, SpinKit> =
             Scheduler::new(NoTask, Storage::from_static(SLOTS.take().unwrap()), 1);
         let hits = Arc::new(AtomicUsize::new(0));

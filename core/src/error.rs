@@ -2,11 +2,53 @@
 
 use core::fmt;
 
+pub use pinion_sys::Errno;
+
+/// A fixed pool of a context, as a full-pool error names it.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pool {
+    /// Operation slots: every pending operation, posted handler and
+    /// strand takes one (`Builder::ops`).
+    Ops,
+    /// The descriptor table: every open socket takes one
+    /// (`Builder::descriptors`).
+    Descriptors,
+    /// Timer objects (`Builder::timers`).
+    Timers,
+    /// The read-buffer pool of pooled reads (`Builder::read_buffers`).
+    ReadBuffers,
+}
+
+impl Pool {
+    /// The `Builder` method that sizes this pool.
+    pub const fn knob(self) -> &'static str {
+        match self {
+            Pool::Ops => "Builder::ops",
+            Pool::Descriptors => "Builder::descriptors",
+            Pool::Timers => "Builder::timers",
+            Pool::ReadBuffers => "Builder::read_buffers",
+        }
+    }
+
+    /// What one entry of the pool holds, for messages.
+    const fn what(self) -> &'static str {
+        match self {
+            Pool::Ops => "operation slot",
+            Pool::Descriptors => "descriptor slot",
+            Pool::Timers => "timer",
+            Pool::ReadBuffers => "read buffer",
+        }
+    }
+}
+
 /// Everything an operation can fail with.
 ///
 /// errno-like kinds for what the network and the kernel say, plus the
-/// runtime's own (`PoolExhausted`, `OperationAborted`, `NotFound`, `Eof`).
+/// runtime's own (`PoolFull`, `OperationAborted`, `NotFound`, `Eof`...).
 /// `Copy` and two words wide, so it rides in an operation's result slot.
+/// `Display` says what happened and, for the runtime's own kinds, what to
+/// change; an [`Os`](Error::Os) error prints its errno name and text.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
@@ -18,21 +60,28 @@ pub enum Error {
     ConnectionRefused,
     /// Writing to a connection the peer has closed (`EPIPE`).
     BrokenPipe,
-    /// The peer closed its side: a read returned 0 bytes, or a composed
-    /// read ended before it could be satisfied.
+    /// End of stream: a read returned 0 bytes because the peer closed its
+    /// side, or a composed read ended before it could be satisfied.
     Eof,
     /// `read_until` filled its buffer to the limit without the delimiter.
     NotFound,
     /// The operation was cancelled (`cancel()`, `close()`, timer reset).
     OperationAborted,
-    /// A fixed pool had no free slot. Size the pool larger in the context's
-    /// configuration, or bound the number of operations in flight.
-    PoolExhausted,
+    /// A fixed pool had no free entry.
+    PoolFull(Pool),
+    /// The context was built without this pool (a pooled read on a context
+    /// with no read buffers).
+    NoPool(Pool),
+    /// A read was given a buffer with no room (`spare() == 0`): nothing
+    /// could be read. (A `Vec` reads into its spare capacity, not into its
+    /// length.)
+    BufferFull,
     /// A deadline passed (`ETIMEDOUT`).
     TimedOut,
-    /// The descriptor is not registered with this context's reactor.
+    /// The descriptor does not support the operation (`EOPNOTSUPP`; a
+    /// file epoll cannot watch).
     OperationNotSupported,
-    /// The socket handle is closed or was never opened.
+    /// The handle is closed or was never opened.
     BadDescriptor,
     /// The address is already in use (`EADDRINUSE`).
     AddrInUse,
@@ -40,28 +89,30 @@ pub enum Error {
     TooManyOpenFiles,
     /// The context has been shut down; no new operations are accepted.
     Shutdown,
-    /// Any other OS error, by errno.
-    Os(i32),
+    /// Any other OS error.
+    Os(Errno),
 }
 
 impl Error {
-    /// Maps a Linux errno to its kind; unknown values become `Os(errno)`.
-    pub const fn from_errno(errno: i32) -> Error {
-        // Linux numbering (asm-generic/errno*.h), identical on every Linux
-        // architecture pinion targets; core names no libc on purpose.
-        match errno {
-            11 => Error::WouldBlock,
-            104 => Error::ConnectionReset,
-            111 => Error::ConnectionRefused,
-            32 => Error::BrokenPipe,
-            125 => Error::OperationAborted,
-            110 => Error::TimedOut,
-            9 => Error::BadDescriptor,
-            98 => Error::AddrInUse,
-            24 | 23 => Error::TooManyOpenFiles,
-            95 => Error::OperationNotSupported,
-            e => Error::Os(e),
+    /// Maps an errno to its kind; the others become `Os(errno)`.
+    pub fn from_errno(e: Errno) -> Error {
+        #[cfg(target_os = "linux")]
+        {
+            match e {
+                Errno::AGAIN => return Error::WouldBlock,
+                Errno::CONNRESET => return Error::ConnectionReset,
+                Errno::CONNREFUSED => return Error::ConnectionRefused,
+                Errno::PIPE => return Error::BrokenPipe,
+                Errno::CANCELED => return Error::OperationAborted,
+                Errno::TIMEDOUT => return Error::TimedOut,
+                Errno::BADF => return Error::BadDescriptor,
+                Errno::ADDRINUSE => return Error::AddrInUse,
+                Errno::MFILE | Errno::NFILE => return Error::TooManyOpenFiles,
+                Errno::OPNOTSUPP => return Error::OperationNotSupported,
+                _ => {}
+            }
         }
+        Error::Os(e)
     }
 
     /// `true` for the kinds that end a connection's usefulness.
@@ -71,41 +122,92 @@ impl Error {
             Error::ConnectionReset | Error::BrokenPipe | Error::Eof | Error::ConnectionRefused
         )
     }
+
+    /// The errno this error stands for, when it stands for one.
+    pub fn errno(&self) -> Option<Errno> {
+        #[cfg(target_os = "linux")]
+        {
+            Some(match *self {
+                Error::WouldBlock => Errno::AGAIN,
+                Error::ConnectionReset => Errno::CONNRESET,
+                Error::ConnectionRefused => Errno::CONNREFUSED,
+                Error::BrokenPipe => Errno::PIPE,
+                Error::OperationAborted => Errno::CANCELED,
+                Error::TimedOut => Errno::TIMEDOUT,
+                Error::BadDescriptor => Errno::BADF,
+                Error::AddrInUse => Errno::ADDRINUSE,
+                Error::TooManyOpenFiles => Errno::MFILE,
+                Error::OperationNotSupported => Errno::OPNOTSUPP,
+                Error::Os(e) => e,
+                _ => return None,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            match *self {
+                Error::Os(e) => Some(e),
+                _ => None,
+            }
+        }
+    }
+}
+
+impl From<Errno> for Error {
+    fn from(e: Errno) -> Self {
+        Error::from_errno(e)
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::WouldBlock => f.write_str("operation would block"),
-            Error::ConnectionReset => f.write_str("connection reset by peer"),
-            Error::ConnectionRefused => f.write_str("connection refused"),
-            Error::BrokenPipe => f.write_str("broken pipe: the peer closed the connection"),
-            Error::Eof => f.write_str("end of file: the peer closed its side"),
+            Error::WouldBlock => f.write_str("operation would block (EAGAIN)"),
+            Error::ConnectionReset => f.write_str("connection reset by peer (ECONNRESET)"),
+            Error::ConnectionRefused => f.write_str("connection refused (ECONNREFUSED)"),
+            Error::BrokenPipe => f.write_str("broken pipe: the peer closed the connection (EPIPE)"),
+            Error::Eof => f.write_str("end of stream: the peer closed its side"),
             Error::NotFound => {
                 f.write_str("delimiter not found before the buffer's limit was reached")
             }
             Error::OperationAborted => f.write_str("operation aborted (cancelled or closed)"),
-            Error::PoolExhausted => f.write_str(
-                "operation pool exhausted: raise the pool size in the context's configuration \
-                 or bound the operations in flight",
+            Error::PoolFull(p) => write!(
+                f,
+                "{} pool full: every {} is in use; raise {} or bound what is in flight",
+                match p {
+                    Pool::Ops => "operation",
+                    Pool::Descriptors => "descriptor",
+                    Pool::Timers => "timer",
+                    Pool::ReadBuffers => "read-buffer",
+                },
+                p.what(),
+                p.knob()
             ),
-            Error::TimedOut => f.write_str("timed out"),
+            Error::NoPool(p) => write!(
+                f,
+                "this context has no {} pool: build it with {}",
+                p.what(),
+                p.knob()
+            ),
+            Error::BufferFull => f.write_str(
+                "the buffer has no room to read into (spare capacity 0); a Vec reads into its \
+                 spare capacity: use Vec::with_capacity, or clear the buffer",
+            ),
+            Error::TimedOut => f.write_str("timed out (ETIMEDOUT)"),
             Error::OperationNotSupported => {
-                f.write_str("operation not supported: descriptor not registered with the reactor")
+                f.write_str("operation not supported on this descriptor (EOPNOTSUPP)")
             }
-            Error::BadDescriptor => f.write_str("bad descriptor: the socket is closed"),
-            Error::AddrInUse => f.write_str("address already in use"),
-            Error::TooManyOpenFiles => {
-                f.write_str("too many open files: the descriptor limit (ulimit -n) is reached")
-            }
+            Error::BadDescriptor => f.write_str("bad descriptor: the handle is closed"),
+            Error::AddrInUse => f.write_str("address already in use (EADDRINUSE)"),
+            Error::TooManyOpenFiles => f.write_str(
+                "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)",
+            ),
             Error::Shutdown => f.write_str("the context has been shut down"),
-            Error::Os(e) => write!(f, "os error {e}"),
+            Error::Os(e) => fmt::Display::fmt(e, f),
         }
     }
 }
 
-#[cfg(feature = "std")]
-impl std::error::Error for Error {}
+impl core::error::Error for Error {}
 
 #[cfg(feature = "std")]
 impl From<Error> for std::io::Error {
@@ -121,7 +223,8 @@ impl From<Error> for std::io::Error {
             Error::OperationAborted => K::Interrupted,
             Error::TimedOut => K::TimedOut,
             Error::AddrInUse => K::AddrInUse,
-            Error::Os(code) => return std::io::Error::from_raw_os_error(code),
+            Error::PoolFull(_) => K::OutOfMemory,
+            Error::Os(e) => return std::io::Error::from_raw_os_error(e.0),
             _ => K::Other,
         };
         std::io::Error::new(kind, e)
@@ -130,3 +233,94 @@ impl From<Error> for std::io::Error {
 
 /// Result with pinion's [`Error`].
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// A value handed back because it could not be queued: `error` says why,
+/// `handler` is what the caller gave (the handler, with its buffer for
+/// I/O), unrun. Converts into [`Error`], so `?` works where the handler
+/// need not come back.
+pub struct Rejected<H> {
+    /// Why the value was not accepted.
+    pub error: Error,
+    /// The handler (and buffer) the caller gave, unrun.
+    pub handler: H,
+}
+
+impl<H> Rejected<H> {
+    /// The handed-back value, for a caller that wants it and not the error.
+    pub fn into_inner(self) -> H {
+        self.handler
+    }
+
+    /// The same rejection with the handed-back value changed by `f`.
+    pub fn map<G>(self, f: impl FnOnce(H) -> G) -> Rejected<G> {
+        Rejected {
+            error: self.error,
+            handler: f(self.handler),
+        }
+    }
+}
+
+impl<H> fmt::Debug for Rejected<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H> fmt::Display for Rejected<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<H> core::error::Error for Rejected<H> {}
+
+impl<H> From<Rejected<H>> for Error {
+    fn from(r: Rejected<H>) -> Self {
+        r.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn pool_errors_name_the_pool_and_the_knob() {
+        let s = Error::PoolFull(Pool::Descriptors).to_string();
+        assert!(
+            s.contains("descriptor") && s.contains("Builder::descriptors"),
+            "{s}"
+        );
+        let s = Error::NoPool(Pool::ReadBuffers).to_string();
+        assert!(s.contains("Builder::read_buffers"), "{s}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn os_errors_print_their_errno_name() {
+        let e = Error::from_errno(Errno::NOTSOCK);
+        assert_eq!(e, Error::Os(Errno::NOTSOCK));
+        assert!(e.to_string().starts_with("ENOTSOCK: "), "{e}");
+        assert_eq!(Error::from_errno(Errno::CONNRESET), Error::ConnectionReset);
+        assert_eq!(Error::ConnectionReset.errno(), Some(Errno::CONNRESET));
+    }
+
+    #[test]
+    fn rejections_convert_into_errors() {
+        fn refuse() -> core::result::Result<(), Rejected<u8>> {
+            Err(Rejected {
+                error: Error::PoolFull(Pool::Ops),
+                handler: 7,
+            })
+        }
+        fn caller() -> Result<()> {
+            refuse()?;
+            Ok(())
+        }
+        assert_eq!(caller(), Err(Error::PoolFull(Pool::Ops)));
+        assert_eq!(refuse().unwrap_err().into_inner(), 7);
+    }
+}

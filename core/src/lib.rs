@@ -5,17 +5,23 @@
 //! - [`op`]: the operation header (link, complete-or-destroy function,
 //!   result slot) every piece of queued work starts with;
 //! - [`queue`]: the intrusive FIFO of operations;
-//! - [`pool`] and [`storage`]: fixed-capacity slot pools whose memory is
-//!   reserved when a context is built;
+//! - [`pool`] and [`storage`]: fixed-capacity operation slots whose memory
+//!   is reserved when a context is built;
+//! - [`slab`]: the one fixed-capacity table of entries named by index and
+//!   generation (descriptor tables, timer objects);
 //! - [`scheduler`]: Asio's `scheduler`, the run loop (`run`, `poll`,
 //!   `stop`, `restart`, `post`, `dispatch`, `defer`, work guards), generic
-//!   over the backend [`task`] and the sync kit;
+//!   over the backend task and the sync kit;
+//! - [`backend`]: the contract a backend implements and the plumbing only
+//!   a backend may use;
 //! - [`strand`]: serialised, ordered handler execution;
-//! - [`timer`]: the deadline heap both backends drive;
+//! - [`timer`]: the deadline heap and the timer service both backends use;
 //! - [`buf`]: buffers that operations own while in flight;
 //! - [`pooled`]: pooled reads' buffers and the software pool behind them;
 //! - [`compose`]: `read`, `read_until` and `write`, written once over
-//!   `read_some`/`write_some`.
+//!   `read_some`/`write_some`;
+//! - [`word64`]: a 64-bit value shared without 64-bit atomics where the
+//!   target has none.
 //!
 //! No allocation, no `std`: with the `alloc` feature, storage may be boxed
 //! once at build time, and `Vec<u8>` can serve as a buffer.
@@ -26,6 +32,7 @@
 #[cfg(any(test, feature = "alloc"))]
 extern crate alloc;
 
+pub mod backend;
 pub mod buf;
 pub mod compose;
 mod error;
@@ -34,41 +41,16 @@ pub mod pool;
 pub mod pooled;
 pub mod queue;
 pub mod scheduler;
+pub mod slab;
 pub mod storage;
 pub mod strand;
-pub mod task;
 pub mod timer;
+pub mod word64;
 
-pub use error::{Error, Result};
+pub use error::{Errno, Error, Pool, Rejected, Result};
 pub use op::{Invoke, OpResult, Operation};
-pub use pool::{OpSlot, SlotPool, StaticSlots, OP_SLOT_SIZE};
+pub use pool::{OpSlot, SlotPool, OP_SLOT_SIZE};
 pub use queue::OpQueue;
 pub use scheduler::{Here, Scheduler, WorkGuard};
-pub use storage::Storage;
+pub use storage::{StaticArray, Storage};
 pub use strand::Strand;
-pub use task::{NoTask, Task, Wait};
-
-use core::fmt;
-
-/// A value handed back because it could not be queued: the error says
-/// why, `handler` is the caller's handler (with its buffer, for I/O).
-pub struct Rejected<H> {
-    /// Why the value was not accepted.
-    pub error: Error,
-    /// The handler (and buffer) the caller gave, unrun.
-    pub handler: H,
-}
-
-impl<H> fmt::Debug for Rejected<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rejected")
-            .field("error", &self.error)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<H> fmt::Display for Rejected<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.error, f)
-    }
-}

@@ -3,7 +3,7 @@
 //! Every operation (a posted handler, a socket read with its buffer and
 //! handler, a strand, a timer wait) lives in one fixed-size [`OpSlot`] taken
 //! from the context's pool. The pool's memory is reserved when the context
-//! is built, either from `static` storage ([`StaticSlots`]) or, with the
+//! is built, either from `static` storage ([`StaticArray`](crate::storage::StaticArray)) or, with the
 //! `alloc` feature, one boxed slice; nothing is allocated afterwards.
 //!
 //! A value that does not fit a slot is rejected at compile time
@@ -17,7 +17,6 @@
 use core::cell::{Cell, UnsafeCell};
 use core::mem::{align_of, size_of, MaybeUninit};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use pinion_sync::RawMutex;
 
@@ -62,51 +61,6 @@ pub const fn assert_fits<T>() {
             "pinion: this operation (handler + state) does not fit in an OP_SLOT_SIZE slot; \
              capture less in the handler (e.g. a handle or an index instead of a large value)"
         )
-    }
-}
-
-/// `N` slots in `static` memory, handed out once.
-///
-/// ```
-/// use pinion_core::pool::StaticSlots;
-/// static SLOTS: StaticSlots<64> = StaticSlots::new();
-/// let slots = SLOTS.take().unwrap();
-/// assert_eq!(slots.len(), 64);
-/// assert!(SLOTS.take().is_none());
-/// ```
-pub struct StaticSlots<const N: usize> {
-    taken: AtomicBool,
-    slots: UnsafeCell<[OpSlot; N]>,
-}
-
-// SAFETY: the slots are reachable only through the one `&'static mut`
-// that `take` hands out, guarded by the `taken` flag.
-unsafe impl<const N: usize> Sync for StaticSlots<N> {}
-
-impl<const N: usize> StaticSlots<N> {
-    /// `N` unused slots.
-    pub const fn new() -> Self {
-        StaticSlots {
-            taken: AtomicBool::new(false),
-            slots: UnsafeCell::new([OpSlot::EMPTY; N]),
-        }
-    }
-
-    /// The slots, the first time; `None` afterwards.
-    #[allow(clippy::mut_from_ref)] // unique by the `taken` flag, like StaticCell
-    pub fn take(&'static self) -> Option<&'static mut [OpSlot]> {
-        if self.taken.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        // SAFETY: `taken` flipped from false exactly once, so this is the
-        // only reference ever made to the array.
-        Some(unsafe { &mut *self.slots.get() })
-    }
-}
-
-impl<const N: usize> Default for StaticSlots<N> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -322,7 +276,7 @@ mod tests {
 
     #[test]
     fn static_slots_taken_once() {
-        static S: StaticSlots<3> = StaticSlots::new();
+        static S: crate::StaticArray<OpSlot, 3> = crate::StaticArray::new([OpSlot::EMPTY; 3]);
         let s = S.take().unwrap();
         assert_eq!(s.len(), 3);
         assert!(S.take().is_none());

@@ -5,7 +5,9 @@
 //! raw pointers into it for their whole life; a reference moved with the
 //! pool would be retagged and invalidate them (miri's aliasing model).
 
+use core::cell::UnsafeCell;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// A fixed slice of `T` that a pool owns for its whole life.
 pub struct Storage<T: 'static> {
@@ -71,5 +73,45 @@ impl<T: 'static> Drop for Storage<T> {
             // SAFETY: made by Box::into_raw in `boxed_with`, dropped once.
             drop(unsafe { alloc::boxed::Box::from_raw(s) });
         }
+    }
+}
+
+/// `N` items in `static` memory, handed out once as `&'static mut [T]`:
+/// storage for contexts built without allocation.
+///
+/// ```
+/// use pinion_core::{OpSlot, StaticArray};
+/// static SLOTS: StaticArray<OpSlot, 64> = StaticArray::new([OpSlot::EMPTY; 64]);
+/// let slots = SLOTS.take().unwrap();
+/// assert_eq!(slots.len(), 64);
+/// assert!(SLOTS.take().is_none());
+/// ```
+pub struct StaticArray<T, const N: usize> {
+    taken: AtomicBool,
+    items: UnsafeCell<[T; N]>,
+}
+
+// SAFETY: the items are reachable only through the one `&'static mut`
+// that `take` hands out, guarded by `taken`.
+unsafe impl<T: Send, const N: usize> Sync for StaticArray<T, N> {}
+
+impl<T, const N: usize> StaticArray<T, N> {
+    /// Wraps `items` (typically `[T::EMPTY; N]`).
+    pub const fn new(items: [T; N]) -> Self {
+        StaticArray {
+            taken: AtomicBool::new(false),
+            items: UnsafeCell::new(items),
+        }
+    }
+
+    /// The items, the first time; `None` afterwards.
+    #[allow(clippy::mut_from_ref)] // unique by the `taken` flag, like StaticCell
+    pub fn take(&'static self) -> Option<&'static mut [T]> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: `taken` flipped from false exactly once, so this is the
+        // only reference ever made to the array.
+        Some(unsafe { &mut *self.items.get() })
     }
 }

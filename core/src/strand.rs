@@ -24,11 +24,11 @@ use core::ptr::NonNull;
 
 use pinion_sync::{RawMutex, SyncKit};
 
+use crate::backend::Task;
 use crate::op::{Invoke, Operation};
 use crate::queue::OpQueue;
 use crate::scheduler::{complete_handler, HandlerOp, Scheduler, StrandFrame};
-use crate::task::Task;
-use crate::{Error, Rejected};
+use crate::{Error, Pool, Rejected};
 
 #[repr(C)]
 struct StrandImpl<K: SyncKit> {
@@ -75,9 +75,11 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
             ready: UnsafeCell::new(OpQueue::new()),
             waiting: UnsafeCell::new(OpQueue::new()),
         };
-        match sched.alloc_op(imp) {
+        // SAFETY: the slot is given back by the last handle's drop or the
+        // last hand-over (`release`), once.
+        match unsafe { sched.alloc_op(imp) } {
             Ok(imp) => Ok(Strand { sched, imp }),
-            Err(_) => Err(Error::PoolExhausted),
+            Err(_) => Err(Error::PoolFull(Pool::Ops)),
         }
     }
 
@@ -105,9 +107,11 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
             header: Operation::new(complete_handler::<F, T, K>),
             handler: ManuallyDrop::new(handler),
         };
-        let p = self
-            .sched
-            .alloc_op_or_reject(op, |op| ManuallyDrop::into_inner(op.handler))?;
+        // SAFETY: the slot is freed by the handler op's complete function.
+        let p = unsafe {
+            self.sched
+                .alloc_op_or_reject(op, |op| ManuallyDrop::into_inner(op.handler))
+        }?;
         self.enqueue(p.cast());
         Ok(())
     }

@@ -1,9 +1,7 @@
 //! The pipe interrupter (Asio's `pipe_select_interrupter`): one byte sits
 //! in the pipe from creation on.
 
-use pinion_core::Error;
-
-use crate::sys::{syscall, Fd};
+use pinion_sys::{syscall, Errno, Fd};
 
 /// A pipe with one unread byte; the read end is registered with epoll.
 pub(crate) struct Interrupter {
@@ -14,7 +12,7 @@ pub(crate) struct Interrupter {
 
 impl Interrupter {
     /// Creates the pipe and writes its one byte.
-    pub(crate) fn new() -> Result<Self, Error> {
+    pub(crate) fn new() -> Result<Self, Errno> {
         let mut fds = [0i32; 2];
         // SAFETY: `fds` is room for the two descriptors pipe2 writes.
         syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK))?;

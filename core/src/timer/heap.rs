@@ -1,4 +1,4 @@
-//! The timer queue: pending waits ordered by deadline (Asio's `timer_queue`).
+//! The deadline heap: pending entries ordered by deadline (Asio's `timer_queue`).
 //!
 //! A backend keeps one [`TimerQueue`] per context. A timer wait inserts its
 //! operation with an absolute deadline and gets a [`TimerHandle`] back; the

@@ -27,19 +27,26 @@
 //! under its thread id (`pinion_sync::current_thread_id`). Where no id is
 //! available, every post takes the locked path.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::marker::PhantomData;
-use core::mem::ManuallyDrop;
-use core::ptr::{self, addr_of, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use pinion_sync::{current_thread_id, RawMutex, SyncKit, WakeEvent};
+use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
+use crate::backend::{Task, Wait};
 use crate::op::{Invoke, Operation};
-use crate::pool::{emplace, OpSlot, SlotPool, SlotStorage};
+use crate::pool::{SlotPool, SlotStorage};
 use crate::queue::OpQueue;
-use crate::task::{Task, Wait};
-use crate::{Error, Rejected};
+
+mod handlers;
+mod plumbing;
+mod thread;
+
+pub(crate) use handlers::{complete_handler, Bound, HandlerOp};
+pub use thread::Here;
+use thread::{Registration, Registry};
+pub(crate) use thread::{StrandFrame, ThreadInfo};
 
 /// Most handlers one thread takes per lock on a context run by several
 /// threads; small enough that a sibling thread finds work quickly.
@@ -75,230 +82,6 @@ impl Locked {
     fn has_work(&self) -> bool {
         !self.ready.is_empty() || self.task_queued
     }
-}
-
-/// Per-thread state of a thread inside `run` (Asio's `thread_info`). Lives
-/// on that thread's stack; reached through the registry only by the same
-/// thread, so its cells need no synchronisation.
-pub(crate) struct ThreadInfo {
-    private: UnsafeCell<OpQueue>,
-    private_work: Cell<usize>,
-    /// The slot freed last, kept apart from `cache` (Asio's
-    /// `thread_info_base` recycling): a completion frees its slot and its
-    /// handler's next operation takes it back, with one test each way.
-    recycled: Cell<*mut OpSlot>,
-    cache: Cell<*mut OpSlot>,
-    cache_len: Cell<usize>,
-    /// Innermost strand frame on this thread's stack (Asio's
-    /// `call_stack<strand_impl>`), null when no strand runs here.
-    pub(crate) strand: Cell<*const StrandFrame>,
-    /// The scheduler whose `run` made this (checked in debug builds
-    /// wherever a [`Here`] is used).
-    owner: *const (),
-}
-
-impl ThreadInfo {
-    fn new(owner: *const ()) -> Self {
-        ThreadInfo {
-            owner,
-            private: UnsafeCell::new(OpQueue::new()),
-            private_work: Cell::new(0),
-            recycled: Cell::new(ptr::null_mut()),
-            cache: Cell::new(ptr::null_mut()),
-            cache_len: Cell::new(0),
-            strand: Cell::new(ptr::null()),
-        }
-    }
-
-    /// # Safety
-    /// No other reference to the private queue is live (it is only used in
-    /// short, non-reentrant stretches by the owning thread).
-    #[inline]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn private(&self) -> &mut OpQueue {
-        // SAFETY: per this function's contract.
-        unsafe { &mut *self.private.get() }
-    }
-}
-
-/// Proof that the calling thread is inside `run` of a scheduler, carrying
-/// that thread's private state (queue, work count, slot cache).
-///
-/// The scheduler hands one to every operation it runs
-/// ([`Invoke::Run`]); a backend passes it on so that freeing the slot and
-/// queueing follow-up work need not look the thread up again. Obtained
-/// outside a completion with [`Scheduler::here`].
-#[derive(Clone, Copy)]
-pub struct Here<'a> {
-    pub(crate) ti: &'a ThreadInfo,
-}
-
-impl core::fmt::Debug for Here<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Here").finish_non_exhaustive()
-    }
-}
-
-/// One strand running on a thread; frames chain outwards through `outer`
-/// so a strand nested inside another still knows both are running.
-pub(crate) struct StrandFrame {
-    pub(crate) strand: *const (),
-    pub(crate) outer: *const StrandFrame,
-}
-
-impl ThreadInfo {
-    /// `true` if `strand` has a frame on this thread's stack.
-    pub(crate) fn in_strand(&self, strand: *const ()) -> bool {
-        let mut f = self.strand.get();
-        while !f.is_null() {
-            // SAFETY: frames live on this thread's stack below the current
-            // one and unlink themselves before returning.
-            let fr = unsafe { &*f };
-            if core::ptr::eq(fr.strand, strand) {
-                return true;
-            }
-            f = fr.outer;
-        }
-        false
-    }
-}
-
-/// Maps thread ids to the `ThreadInfo` of threads inside `run`.
-struct Registry {
-    ids: [AtomicUsize; MAX_RUN_THREADS],
-    infos: [AtomicPtr<ThreadInfo>; MAX_RUN_THREADS],
-    high: AtomicUsize,
-}
-
-struct Registration {
-    index: usize,
-    previous: *mut ThreadInfo,
-}
-
-/// A registry slot no thread holds. Not 0: `current_thread_id` is 0 where
-/// no id is available, and such a thread must match no slot, so a lookup
-/// needs only one comparison.
-const NO_THREAD: usize = usize::MAX;
-
-impl Registry {
-    const fn new() -> Self {
-        Registry {
-            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
-            infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
-            high: AtomicUsize::new(0),
-        }
-    }
-
-    /// The calling thread's `ThreadInfo`, if it is inside `run`.
-    #[inline(always)]
-    fn lookup(&self) -> Option<&ThreadInfo> {
-        let me = current_thread_id();
-        // Slot 0 first, unrolled: on a one-thread context it is the run
-        // thread's, and this runs several times per handler.
-        if self.ids[0].load(Ordering::Relaxed) == me {
-            let p = self.infos[0].load(Ordering::Relaxed);
-            // `ids[0] == me` means this thread registered slot 0 (ids are
-            // never 0 or NO_THREAD for a registered thread, so a thread
-            // without an id matches nothing) and stored a non-null
-            // `infos[0]` before `register` returned.
-            // SAFETY: that ThreadInfo is on this thread's stack and lives
-            // until this thread unregisters.
-            return Some(unsafe { &*p });
-        }
-        self.lookup_rest(me)
-    }
-
-    /// `lookup` past slot 0.
-    #[inline(never)]
-    fn lookup_rest(&self, me: usize) -> Option<&ThreadInfo> {
-        if me == 0 {
-            return None;
-        }
-        let high = self.high.load(Ordering::Relaxed);
-        for i in 1..high.min(MAX_RUN_THREADS) {
-            if self.ids[i].load(Ordering::Relaxed) == me {
-                let p = self.infos[i].load(Ordering::Relaxed);
-                // SAFETY: only this thread writes `infos[i]` while
-                // `ids[i] == me`, and it points to a ThreadInfo on this
-                // thread's stack that lives until it unregisters.
-                return unsafe { p.as_ref() };
-            }
-        }
-        None
-    }
-
-    fn register(&self, ti: *mut ThreadInfo) -> Option<Registration> {
-        let me = current_thread_id();
-        if me == 0 {
-            return None;
-        }
-        debug_assert_ne!(me, NO_THREAD, "a thread id that marks a free slot");
-        let high = self.high.load(Ordering::Relaxed).min(MAX_RUN_THREADS);
-        // A nested `run` on the same thread takes over its slot.
-        for i in 0..high {
-            if self.ids[i].load(Ordering::Relaxed) == me {
-                let previous = self.infos[i].swap(ti, Ordering::Relaxed);
-                return Some(Registration { index: i, previous });
-            }
-        }
-        for i in 0..MAX_RUN_THREADS {
-            if self.ids[i]
-                .compare_exchange(NO_THREAD, me, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.infos[i].store(ti, Ordering::Relaxed);
-                self.high.fetch_max(i + 1, Ordering::Relaxed);
-                return Some(Registration {
-                    index: i,
-                    previous: ptr::null_mut(),
-                });
-            }
-        }
-        None
-    }
-
-    fn unregister(&self, r: Registration) {
-        if r.previous.is_null() {
-            self.infos[r.index].store(ptr::null_mut(), Ordering::Relaxed);
-            self.ids[r.index].store(NO_THREAD, Ordering::Release);
-        } else {
-            self.infos[r.index].store(r.previous, Ordering::Relaxed);
-        }
-    }
-}
-
-/// What a posted handler operation runs once: a closure, or a value with
-/// the function to call on it ([`Bound`], which a refused post can hand
-/// back as the bare value).
-pub(crate) trait Runnable: Send + 'static {
-    fn run(self);
-}
-
-impl<F: FnOnce() + Send + 'static> Runnable for F {
-    #[inline(always)]
-    fn run(self) {
-        self()
-    }
-}
-
-/// `run(value)`, queued without a closure.
-pub(crate) struct Bound<V> {
-    pub(crate) value: V,
-    pub(crate) run: fn(V),
-}
-
-impl<V: Send + 'static> Runnable for Bound<V> {
-    #[inline(always)]
-    fn run(self) {
-        (self.run)(self.value)
-    }
-}
-
-/// A posted handler: header plus the closure, inline in one slot.
-#[repr(C)]
-pub(crate) struct HandlerOp<F> {
-    pub(crate) header: Operation,
-    pub(crate) handler: ManuallyDrop<F>,
 }
 
 /// Asio's scheduler, generic over the backend task `T` and the sync kit `K`.
@@ -367,9 +150,17 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         &self.task
     }
 
-    /// The operation slot pool (capacity, slots in use).
-    pub fn pool(&self) -> &SlotPool<K::Mutex> {
-        &self.pool
+    /// Operation slots: (in use, capacity). O(free slots); for
+    /// diagnostics and tests.
+    pub fn ops_in_use(&self) -> (usize, usize) {
+        (self.pool.in_use(), self.pool.capacity())
+    }
+
+    /// A guard that keeps `run` from running out of work until dropped.
+    pub fn work_guard(&self) -> WorkGuard<'_, T, K> {
+        // SAFETY: matched by the guard's drop.
+        unsafe { self.work_started() };
+        WorkGuard { sched: self }
     }
 
     /// The pointer operations receive as `owner` in their complete function.
@@ -534,9 +325,11 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                 if task_wait != Wait::Poll {
                     self.flush_cache(ti);
                 }
-                // SAFETY: the private queue is used only by this thread and
-                // no other reference to it is live across this call.
-                self.task.run(task_wait, unsafe { ti.private() });
+                // SAFETY: this thread took the task sentinel, so no other
+                // runs the task; the private queue is used only by this
+                // thread and no other reference to it is live across this
+                // call.
+                unsafe { self.task.run(task_wait, ti.private()) };
                 task_ran = true;
                 // Asio's task_cleanup: publish private work, requeue the
                 // completions and then the sentinel behind them.
@@ -744,313 +537,6 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.threads.lookup().map(|ti| Here { ti })
     }
 
-    // ---- work ----------------------------------------------------------
-
-    /// Counts one more unit of outstanding work.
-    #[inline]
-    pub fn work_started(&self) {
-        self.outstanding_work.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one unit of work done; the last one stops the scheduler.
-    #[inline]
-    pub fn work_finished(&self) {
-        if self.outstanding_work.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.stop();
-        }
-    }
-
-    /// Counts work from inside a running handler or task without touching
-    /// the shared counter (Asio's `compensating_work_started`).
-    #[inline]
-    pub fn compensating_work_started(&self) {
-        // SAFETY: a Here of this scheduler.
-        unsafe { self.compensating_work_started_in(self.here()) }
-    }
-
-    /// [`compensating_work_started`](Self::compensating_work_started)
-    /// with the thread already known.
-    ///
-    /// # Safety
-    /// `here` came from this scheduler (its [`here`](Self::here) or an
-    /// [`Invoke::Run`] it passed).
-    #[inline(always)]
-    pub unsafe fn compensating_work_started_in(&self, here: Option<Here<'_>>) {
-        match here {
-            Some(h) => {
-                debug_assert_eq!(h.ti.owner, self.owner());
-                h.ti.private_work.set(h.ti.private_work.get() + 1)
-            }
-            None => self.work_started(),
-        }
-    }
-
-    /// Outstanding work right now (for tests and diagnostics).
-    pub fn outstanding_work(&self) -> usize {
-        self.outstanding_work.load(Ordering::Relaxed)
-    }
-
-    /// A guard that keeps `run` from running out of work until dropped.
-    pub fn work_guard(&self) -> WorkGuard<'_, T, K> {
-        self.work_started();
-        WorkGuard { sched: self }
-    }
-
-    // ---- queueing ------------------------------------------------------
-
-    /// Queues `op` as new work (Asio's `post_immediate_completion`).
-    ///
-    /// # Safety
-    /// `op` is live, on no queue, completes with this scheduler as owner.
-    #[inline(always)]
-    pub unsafe fn post_immediate_completion(&self, op: NonNull<Operation>) {
-        // SAFETY: forwarded; a Here of this scheduler.
-        unsafe { self.post_immediate_completion_in(self.here(), op) }
-    }
-
-    /// [`post_immediate_completion`](Self::post_immediate_completion) with
-    /// the thread already known.
-    ///
-    /// # Safety
-    /// As for `post_immediate_completion`; `here` came from this scheduler.
-    #[inline(always)]
-    pub unsafe fn post_immediate_completion_in(
-        &self,
-        here: Option<Here<'_>>,
-        op: NonNull<Operation>,
-    ) {
-        if let Some(Here { ti }) = here {
-            debug_assert_eq!(ti.owner, self.owner());
-            ti.private_work.set(ti.private_work.get() + 1);
-            // SAFETY: owning thread; `op` per contract.
-            unsafe { ti.private().push(op) };
-            return;
-        }
-        // SAFETY: forwarded.
-        unsafe { self.post_immediate_locked(op) }
-    }
-
-    /// `post_immediate_completion` from a thread outside `run`: kept out
-    /// of line so the private path inlines into every initiating call.
-    ///
-    /// # Safety
-    /// As for [`post_immediate_completion`](Self::post_immediate_completion).
-    #[inline(never)]
-    unsafe fn post_immediate_locked(&self, op: NonNull<Operation>) {
-        self.work_started();
-        self.lock();
-        // SAFETY: held; `op` per contract; released by the wake call.
-        unsafe {
-            let st = self.locked();
-            if st.task_queued {
-                st.after.push(op)
-            } else {
-                st.ready.push(op)
-            }
-            self.wake_one_thread_and_unlock();
-        }
-    }
-
-    /// Queues an operation whose work was already counted (Asio's
-    /// `post_deferred_completion`), e.g. a reactor op that completed.
-    ///
-    /// # Safety
-    /// As for [`post_immediate_completion`](Self::post_immediate_completion).
-    #[inline]
-    pub unsafe fn post_deferred_completion(&self, op: NonNull<Operation>) {
-        let mut q = OpQueue::new();
-        // SAFETY: per contract.
-        unsafe { q.push(op) };
-        self.post_deferred_completions(&mut q);
-    }
-
-    /// Queues a batch of operations whose work was already counted.
-    pub fn post_deferred_completions(&self, ops: &mut OpQueue) {
-        if ops.is_empty() {
-            return;
-        }
-        if let Some(ti) = self.this_thread() {
-            // SAFETY: owning thread, no other reference live.
-            unsafe { ti.private().push_queue(ops) };
-            return;
-        }
-        self.lock();
-        // SAFETY: held; released by the wake call.
-        unsafe {
-            self.locked().push_back(ops);
-            self.wake_one_thread_and_unlock();
-        }
-    }
-
-    // ---- operation memory ----------------------------------------------
-
-    /// Moves `value` into a free slot, from this thread's cache if it has
-    /// one. Hands `value` back when the pool is exhausted.
-    #[inline]
-    pub fn alloc_op<O>(&self, value: O) -> Result<NonNull<O>, O> {
-        // SAFETY: a Here of this scheduler.
-        unsafe { self.alloc_op_in(self.here(), value) }
-    }
-
-    /// [`alloc_op`](Self::alloc_op) with the thread already known.
-    ///
-    /// # Safety
-    /// `here` came from this scheduler.
-    #[inline(always)]
-    pub unsafe fn alloc_op_in<O>(&self, here: Option<Here<'_>>, value: O) -> Result<NonNull<O>, O> {
-        crate::pool::assert_fits::<O>();
-        let slot = match here {
-            Some(Here { ti }) if !ti.recycled.get().is_null() => {
-                debug_assert_eq!(ti.owner, self.owner());
-                // SAFETY: non-null checked above.
-                unsafe { NonNull::new_unchecked(ti.recycled.replace(ptr::null_mut())) }
-            }
-            Some(Here { ti }) if !ti.cache.get().is_null() => {
-                debug_assert_eq!(ti.owner, self.owner());
-                let s = ti.cache.get();
-                // SAFETY: cached slots hold the next cached slot in their
-                // first word (written by `free_op`).
-                ti.cache.set(unsafe { ptr::read(s as *const *mut OpSlot) });
-                ti.cache_len.set(ti.cache_len.get() - 1);
-                // SAFETY: non-null checked above.
-                unsafe { NonNull::new_unchecked(s) }
-            }
-            _ => match self.pool.alloc() {
-                Some(s) => s,
-                None => return Err(value),
-            },
-        };
-        // SAFETY: the slot is free and ours.
-        Ok(unsafe { emplace(slot, value) })
-    }
-
-    /// [`alloc_op_in`](Self::alloc_op_in), with an exhausted pool turned
-    /// into the caller's rejection: `give_back` takes what the caller
-    /// must hand back (handler, buffer) out of the unplaced value.
-    ///
-    /// # Safety
-    /// `here` came from this scheduler.
-    #[inline(always)]
-    pub unsafe fn alloc_op_in_or_reject<O, H>(
-        &self,
-        here: Option<Here<'_>>,
-        value: O,
-        give_back: impl FnOnce(O) -> H,
-    ) -> Result<NonNull<O>, Rejected<H>> {
-        // SAFETY: forwarded.
-        unsafe { self.alloc_op_in(here, value) }.map_err(|v| Rejected {
-            error: Error::PoolExhausted,
-            handler: give_back(v),
-        })
-    }
-
-    /// [`alloc_op_in_or_reject`](Self::alloc_op_in_or_reject) for a
-    /// thread not known yet.
-    #[inline(always)]
-    pub fn alloc_op_or_reject<O, H>(
-        &self,
-        value: O,
-        give_back: impl FnOnce(O) -> H,
-    ) -> Result<NonNull<O>, Rejected<H>> {
-        // SAFETY: a Here of this scheduler.
-        unsafe { self.alloc_op_in_or_reject(self.here(), value, give_back) }
-    }
-
-    /// Returns an operation's slot. Does not drop the value in it.
-    ///
-    /// # Safety
-    /// `op` came from [`alloc_op`](Self::alloc_op) on this scheduler, its
-    /// value has been moved out or dropped, and it is freed once.
-    #[inline]
-    pub unsafe fn free_op<O>(&self, op: NonNull<O>) {
-        // SAFETY: forwarded; a Here of this scheduler.
-        unsafe { self.free_op_in(self.here(), op) }
-    }
-
-    /// [`free_op`](Self::free_op) with the thread already known (a
-    /// complete function's [`Invoke::here`]).
-    ///
-    /// # Safety
-    /// As for `free_op`; `here` came from this scheduler.
-    #[inline(always)]
-    pub unsafe fn free_op_in<O>(&self, here: Option<Here<'_>>, op: NonNull<O>) {
-        let slot = op.cast::<OpSlot>();
-        if let Some(Here { ti }) = here {
-            debug_assert_eq!(ti.owner, self.owner());
-            if ti.recycled.get().is_null() {
-                ti.recycled.set(slot.as_ptr());
-                return;
-            }
-            if ti.cache_len.get() < SLOT_CACHE_MAX {
-                // SAFETY: the slot is ours again; its first word becomes
-                // the cache link.
-                unsafe { ptr::write(slot.as_ptr() as *mut *mut OpSlot, ti.cache.get()) };
-                ti.cache.set(slot.as_ptr());
-                ti.cache_len.set(ti.cache_len.get() + 1);
-                return;
-            }
-        }
-        // SAFETY: per contract.
-        unsafe { self.pool.free(slot) }
-    }
-
-    // ---- handlers ------------------------------------------------------
-
-    /// Queues `handler` to run on a thread inside `run`; never runs it
-    /// inline. Hands it back with `PoolExhausted` when no slot is free.
-    #[inline]
-    pub fn post<F>(&self, handler: F) -> Result<(), Rejected<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.post_runnable(handler)
-    }
-
-    /// The one way a handler operation is made and queued (`post`, and
-    /// `compose::post_value`).
-    #[inline]
-    pub(crate) fn post_runnable<F: Runnable>(&self, handler: F) -> Result<(), Rejected<F>> {
-        let op = HandlerOp {
-            header: Operation::new(complete_handler::<F, T, K>),
-            handler: ManuallyDrop::new(handler),
-        };
-        let here = self.here();
-        // SAFETY: a Here of this scheduler.
-        let p = unsafe {
-            self.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
-        }?;
-        // SAFETY: a fresh operation whose complete function expects this
-        // scheduler as owner; `here` is this scheduler's.
-        unsafe { self.post_immediate_completion_in(here, p.cast()) };
-        Ok(())
-    }
-
-    /// Runs `handler` now if the calling thread is inside `run`, otherwise
-    /// posts it.
-    #[inline]
-    pub fn dispatch<F>(&self, handler: F) -> Result<(), Rejected<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        if self.running_in_this_thread() {
-            handler();
-            Ok(())
-        } else {
-            self.post(handler)
-        }
-    }
-
-    /// Posts `handler` as a continuation of the current one (Asio's
-    /// `defer`). pinion's `post` already queues privately from inside
-    /// `run`, so the two behave alike.
-    #[inline]
-    pub fn defer<F>(&self, handler: F) -> Result<(), Rejected<F>>
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        self.post(handler)
-    }
-
     /// Destroys every queued operation and the task's pending ones without
     /// running them (Asio's `scheduler::shutdown`).
     fn shutdown(&mut self) {
@@ -1062,7 +548,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             ops.push_queue(&mut st.ready);
             ops.push_queue(&mut st.after);
         }
-        self.task.shutdown(&mut ops);
+        // SAFETY: `&mut self`: no thread runs the context.
+        unsafe { self.task.shutdown(&mut ops) };
         // Destroying a strand may hand back more work; loop until quiet.
         while let Some(op) = ops.pop() {
             // SAFETY: queued operations are live and owned by this
@@ -1124,32 +611,8 @@ impl<T: Task, K: SyncKit> Drop for RunExit<'_, T, K> {
     }
 }
 
-/// Completion of a posted handler: move the closure out, free the slot so
-/// the handler's own posts can reuse it, then run or drop the closure.
-///
-/// # Safety
-/// See [`CompleteFn`](crate::op::CompleteFn).
-pub(crate) unsafe fn complete_handler<F: Runnable, T: Task, K: SyncKit>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
-) {
-    let op = op.cast::<HandlerOp<F>>();
-    // SAFETY: `op` is a live HandlerOp<F> (this function was stored in its
-    // header by `post::<F>`), read once, then its slot is freed.
-    let handler = unsafe { ManuallyDrop::into_inner(ptr::read(addr_of!((*op.as_ptr()).handler))) };
-    // SAFETY: `owner` is the Scheduler<T, K> that allocated `op`.
-    let sched = unsafe { &*(owner as *const Scheduler<T, K>) };
-    // SAFETY: the value was moved out above; freed once; `how` comes
-    // from this scheduler.
-    unsafe { sched.free_op_in(how.here(), op) };
-    if how.is_run() {
-        handler.run();
-    }
-}
-
 /// Keeps a scheduler's `run` from returning for lack of work while alive
-/// (Asio's `executor_work_guard`).
+/// (Asio's `executor_work_guard`); made by [`Scheduler::work_guard`].
 pub struct WorkGuard<'a, T: Task, K: SyncKit> {
     sched: &'a Scheduler<T, K>,
 }
@@ -1161,6 +624,7 @@ impl<T: Task, K: SyncKit> WorkGuard<'_, T, K> {
 
 impl<T: Task, K: SyncKit> Drop for WorkGuard<'_, T, K> {
     fn drop(&mut self) {
-        self.sched.work_finished();
+        // SAFETY: matches the `work_started` of `work_guard`, once.
+        unsafe { self.sched.work_finished() };
     }
 }

@@ -1,0 +1,426 @@
+//! Accepts, both ways, with the same back-pressure as epoll.
+//!
+//! - **Single-shot** (the default): one `IORING_OP_ACCEPT` per
+//!   `async_accept`, into a descriptor slot reserved before the SQE is
+//!   queued. With the table full the accept completes with
+//!   `PoolFull(Descriptors)` and the connection stays in the kernel's listen
+//!   backlog, exactly as on epoll; the reserved slot becomes the new
+//!   socket's when the accept succeeds.
+//! - **Multishot** (`Options::multishot_accept`): a listener keeps one
+//!   multishot accept armed while an `async_accept` waits. Connections it
+//!   accepts with nobody waiting are registered in the descriptor table and
+//!   queued on the listener; past a high-water mark the request is
+//!   cancelled until the next `async_accept`. The kernel accepts before it
+//!   asks, so a connection that finds the table full has to be closed
+//!   (`Stats::accepts_dropped`): the price of one SQE for many accepts.
+
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ptr::{addr_of, addr_of_mut, NonNull};
+
+use io_uring::{opcode, squeue};
+use pinion_core::backend::{DescKind, Fd, Handler, Invoke, Key, Operation};
+use pinion_core::{Error, OpQueue, Rejected, Result};
+use pinion_sys::addr::RawAddr;
+use pinion_sys::socket;
+
+use crate::desc::{with_target, DescTable, NIL};
+use crate::proactor::{stat, Proactor, Sched, TAG_ACCEPT, UD_IGNORE};
+
+/// Accepted connections a listener holds for `async_accept` before its
+/// multishot accept is stopped (until the next `async_accept`); the
+/// kernel's listen queue holds the rest.
+const ACCEPT_HIGH_WATER: usize = 16;
+
+/// A listener's multishot accept state (under the descriptor's lock).
+///
+/// Connections the kernel accepted while nobody waited in `async_accept`
+/// are registered in the descriptor table at once and queued here, linked
+/// through their descriptors' `pending_next`.
+pub(crate) struct ListenerState {
+    pub(crate) armed: bool,
+    cancel_sent: bool,
+    waiters: OpQueue,
+    pend_head: u32,
+    pend_tail: u32,
+    len: usize,
+}
+
+impl ListenerState {
+    pub(crate) const fn new() -> Self {
+        ListenerState {
+            armed: false,
+            cancel_sent: false,
+            waiters: OpQueue::new(),
+            pend_head: NIL,
+            pend_tail: NIL,
+            len: 0,
+        }
+    }
+
+    fn push_pending(&mut self, descs: &DescTable, idx: u32) {
+        let at = |i: u32| descs.at(i).expect("a table index");
+        at(idx).pending_next.set(NIL);
+        if self.pend_tail == NIL {
+            self.pend_head = idx;
+        } else {
+            at(self.pend_tail).pending_next.set(idx);
+        }
+        self.pend_tail = idx;
+        self.len += 1;
+    }
+
+    /// The oldest pending connection's index.
+    pub(crate) fn pop_pending(&mut self, descs: &DescTable) -> Option<u32> {
+        if self.pend_head == NIL {
+            return None;
+        }
+        let idx = self.pend_head;
+        self.pend_head = descs.at(idx).expect("a table index").pending_next.get();
+        if self.pend_head == NIL {
+            self.pend_tail = NIL;
+        }
+        self.len -= 1;
+        Some(idx)
+    }
+}
+
+/// Hands every parked accept to `aborted` with `OperationAborted`.
+pub(crate) fn take_waiters(ls: &mut ListenerState, aborted: &mut OpQueue) {
+    while let Some(w) = ls.waiters.pop() {
+        // SAFETY: parked accept ops are live and their work counted.
+        unsafe {
+            w.as_ref().set_result(Err(Error::OperationAborted));
+            aborted.push(w);
+        }
+    }
+}
+
+/// The start of every accept operation: the header and the key of the
+/// descriptor it accepts into (reserved, or, multishot, registered by the
+/// reaper), 64 bits on every target.
+#[repr(C)]
+pub(crate) struct AcceptHdr {
+    op: Operation,
+    key: Cell<u64>,
+}
+
+#[repr(C)]
+struct AcceptOp<H> {
+    hdr: AcceptHdr,
+    /// Written by the kernel (single-shot accept only).
+    addr: RawAddr,
+    addrlen: libc::socklen_t,
+    multishot: bool,
+    handler: ManuallyDrop<H>,
+}
+
+fn unspecified() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+}
+
+/// # Safety
+/// See `pinion_core::op::CompleteFn`; `op` is an `AcceptOp<H>` of the
+/// scheduler `owner`.
+unsafe fn complete_accept<H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+where
+    H: Handler<Proactor, Result<(Key, SocketAddr)>>,
+{
+    let p = op.cast::<AcceptOp<H>>();
+    // SAFETY: `owner` is the scheduler that allocated the op.
+    let sched = unsafe { &*(owner as *const Sched) };
+    // SAFETY: `p` is live and ours; fields are read once, then the slot is
+    // freed and never touched again.
+    let (res, multishot, addr, key, handler) = unsafe {
+        let o = p.as_ptr();
+        let multishot = (*o).multishot;
+        let addr = if multishot {
+            None
+        } else {
+            (*o).addr.to_socket_addr().ok()
+        };
+        let r = (
+            (*o).hdr.op.result(),
+            multishot,
+            addr,
+            Key::from_bits((*o).hdr.key.get()),
+            ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
+        );
+        sched.free_op_in(how.here(), p);
+        r
+    };
+    let proactor = sched.task();
+    match (how, multishot) {
+        // A multishot result is already a registered descriptor, which the
+        // context closes as it goes down.
+        (Invoke::Destroy, true) => {}
+        (Invoke::Destroy, false) => {
+            if let Ok(fd) = res {
+                // SAFETY: the kernel gave this op a new fd, nobody else has it.
+                drop(unsafe { Fd::from_raw(fd as i32) });
+            }
+            proactor.unreserve_desc(key);
+        }
+        (Invoke::Run(_), _) => {
+            let r = res.map(|fd| {
+                let key = if multishot {
+                    key
+                } else {
+                    // SAFETY: the kernel gave this op a new fd.
+                    let fd = unsafe { Fd::from_raw(fd as i32) };
+                    proactor.open_reserved(key, fd, DescKind::Stream)
+                };
+                let addr = addr
+                    .or_else(|| proactor.with_fd(key, |fd| Ok(socket::peer_addr(fd)?)).ok())
+                    .unwrap_or_else(unspecified);
+                (key, addr)
+            });
+            if r.is_err() && !multishot {
+                proactor.unreserve_desc(key);
+            }
+            handler.call(sched, r)
+        }
+    }
+}
+
+/// `Backend::accept`: one accept on listener `key`.
+pub(crate) fn start<H>(sched: &Sched, key: Key, handler: H) -> core::result::Result<(), Rejected<H>>
+where
+    H: Handler<Proactor, Result<(Key, SocketAddr)>>,
+{
+    let proactor = sched.task();
+    let multishot = proactor.info.multishot_accept;
+    let op = AcceptOp {
+        hdr: AcceptHdr {
+            op: Operation::new(complete_accept::<H>),
+            key: Cell::new(0),
+        },
+        addr: RawAddr::zeroed(),
+        addrlen: RawAddr::CAPACITY,
+        multishot,
+        handler: ManuallyDrop::new(handler),
+    };
+    let here = sched.here();
+    // SAFETY: `here` came from this scheduler; the slot is freed by
+    // `complete_accept` or `take_handler`, once.
+    let p = unsafe {
+        sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
+    }?;
+    let take_handler = |error| Rejected {
+        error,
+        // SAFETY: refused, the op was never queued: still ours; the handler
+        // moves out once, then the slot is freed.
+        handler: unsafe {
+            let h = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*p.as_ptr()).handler)));
+            sched.free_op_in(here, p);
+            h
+        },
+    };
+    if multishot {
+        // SAFETY: a live accept op on no queue.
+        return unsafe { proactor.accept_multishot(sched, key, p.cast()) }.map_err(take_handler);
+    }
+    let reserved = match proactor.reserve_desc() {
+        Ok(k) => k,
+        Err(e) => {
+            // The table is full: the connection stays in the backlog and the
+            // handler hears of it from `run()`, as on epoll.
+            // SAFETY: a fresh op of this scheduler, on no queue.
+            unsafe {
+                p.as_ref().hdr.op.set_result(Err(e));
+                sched.post_immediate_completion_in(here, p.cast());
+            }
+            return Ok(());
+        }
+    };
+    let o = p.as_ptr();
+    // SAFETY: ours until pushed.
+    unsafe { (*o).hdr.key.set(reserved.to_bits()) };
+    // SAFETY: `addr`/`addrlen` live in the op's slot, which stays allocated
+    // until the CQE has been reaped.
+    let pushed = unsafe {
+        proactor.push_on(
+            key,
+            true,
+            // SAFETY: counted once the key is checked, finished by the
+            // op's completion.
+            || sched.io_work_started(),
+            |target| {
+                with_target!(target, |t| opcode::Accept::new(
+                    t,
+                    (*o).addr.as_mut_ptr(),
+                    addr_of_mut!((*o).addrlen),
+                )
+                .flags(libc::SOCK_CLOEXEC)
+                .build())
+                .user_data(o as u64)
+            },
+        )
+    };
+    pushed.map_err(|error| {
+        proactor.unreserve_desc(reserved);
+        take_handler(error)
+    })
+}
+
+impl Proactor {
+    /// Arms listener `idx`'s multishot accept. Called under the listener's
+    /// lock with the socket open, so no close can come between
+    /// (`close_desc` needs that lock to retire the key).
+    fn arm_accept(&self, key: Key) {
+        // SAFETY: a multishot accept carries no pointer; its descriptor slot
+        // is not reused before its final CQE (`DescState::holds`).
+        let armed = unsafe {
+            self.push_on(
+                key,
+                true,
+                || {},
+                |t| {
+                    with_target!(t, |t| opcode::AcceptMulti::new(t)
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build())
+                    .user_data(((key.index() as u64) << 4) | TAG_ACCEPT)
+                },
+            )
+        };
+        debug_assert!(armed.is_ok(), "an open listener refused its accept");
+    }
+
+    /// One CQE of a listener's multishot accept. An accepted connection is
+    /// registered in the descriptor table here, then handed to the oldest
+    /// waiting `async_accept` or queued on the listener.
+    pub(crate) fn on_accept(
+        &self,
+        idx: u32,
+        res: i32,
+        more: bool,
+        shutting_down: bool,
+        ops: &mut OpQueue,
+    ) {
+        let d = self.descs.at(idx).expect("a table index");
+        let mut close_fd = None;
+        let free = d.with(|st| {
+            let ls = &mut st.listener;
+            if !more {
+                ls.armed = false;
+                ls.cancel_sent = false;
+            }
+            let outcome = if res >= 0 {
+                // SAFETY: the kernel gave us this new fd.
+                let fd = unsafe { Fd::from_raw(res) };
+                if !st.open {
+                    close_fd = Some(fd);
+                    None
+                } else {
+                    match self.open_desc(fd, DescKind::Stream) {
+                        Ok(k) => Some(Ok(k)),
+                        Err(e) => {
+                            stat!(self, accepts_dropped);
+                            Some(Err(e))
+                        }
+                    }
+                }
+            } else if res != -libc::ECANCELED && st.open {
+                Some(Err(Error::from_errno(pinion_sys::Errno(-res))))
+            } else {
+                None
+            };
+            match (outcome, ls.waiters.pop()) {
+                (Some(r), Some(w)) => {
+                    // SAFETY: waiters are live accept ops (an `AcceptHdr`
+                    // at offset 0), their work counted, now off the list.
+                    unsafe {
+                        if let Ok(k) = r {
+                            w.cast::<AcceptHdr>().as_ref().key.set(k.to_bits());
+                        }
+                        w.as_ref().set_result(r.map(|_| 0));
+                        ops.push(w);
+                    }
+                }
+                (Some(Ok(k)), None) => ls.push_pending(&self.descs, k.index()),
+                // An error with nobody waiting: the next accept re-arms and
+                // meets the condition again if it persists.
+                (_, Some(w)) => {
+                    // SAFETY: `w` was popped just above and is live.
+                    unsafe { ls.waiters.push_front(w) }
+                }
+                _ => {}
+            }
+            if more
+                && ls.armed
+                && ls.waiters.is_empty()
+                && ls.len >= ACCEPT_HIGH_WATER
+                && !ls.cancel_sent
+            {
+                ls.cancel_sent = true;
+                let e = opcode::AsyncCancel::new(((idx as u64) << 4) | TAG_ACCEPT)
+                    .build()
+                    .flags(squeue::Flags::SKIP_SUCCESS)
+                    .user_data(UD_IGNORE);
+                // SAFETY: a cancel carries no pointer.
+                unsafe { self.push(&e, false) };
+            }
+            if !more && !st.open {
+                // Closed while armed: the close counted this CQE as a hold.
+                return true;
+            }
+            if !more && st.open && !shutting_down && !ls.waiters.is_empty() {
+                ls.armed = true;
+                if let Some(k) = self.descs.key_of(idx) {
+                    self.arm_accept(k);
+                }
+            }
+            false
+        });
+        drop(close_fd);
+        if free {
+            self.release_hold(idx);
+        }
+    }
+
+    /// Queues a user accept operation on listener `key`: completed from
+    /// the listener's accepted connections if one waits, else parked until
+    /// the multishot accept delivers one (armed if it is not). A stale key
+    /// is `BadDescriptor`, the op untouched and still the caller's.
+    ///
+    /// # Safety
+    /// `op` is a live accept operation (an `AcceptHdr` at offset 0) on no
+    /// queue, of `sched`'s pool.
+    unsafe fn accept_multishot(
+        &self,
+        sched: &Sched,
+        key: Key,
+        op: NonNull<Operation>,
+    ) -> Result<()> {
+        let d = self.desc(key)?;
+        let ready = d.with(|st| {
+            if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {
+                return Err(Error::BadDescriptor);
+            }
+            // SAFETY: counted once, finished by the op's completion.
+            unsafe { sched.io_work_started() };
+            let ls = &mut st.listener;
+            if let Some(i) = ls.pop_pending(&self.descs) {
+                return Ok(self.descs.key_of(i));
+            }
+            // SAFETY: per contract.
+            unsafe { ls.waiters.push(op) };
+            if !ls.armed {
+                ls.armed = true;
+                ls.cancel_sent = false;
+                self.arm_accept(key);
+            }
+            Ok(None)
+        })?;
+        if let Some(k) = ready {
+            // SAFETY: per contract; the op is on no queue, its work counted.
+            unsafe {
+                op.cast::<AcceptHdr>().as_ref().key.set(k.to_bits());
+                op.as_ref().set_result(Ok(0));
+                sched.post_deferred_completion(op);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! Reaping: the CQ, read in place by the one thread running the task, and
+//! what each CQE hands on.
+
+use std::ptr::NonNull;
+
+use io_uring::cqueue;
+use pinion_core::{Error, OpQueue, Operation};
+
+use super::{stat, Proactor, RunnerState, TAG_ACCEPT, TAG_MASK, TAG_OP, TAG_POOLED, UD_INTERRUPT};
+use crate::bufs::{PooledHdr, IORING_CQE_F_BUFFER};
+use crate::ring::Cqe;
+
+/// Stores a negative CQE result as the error, out of the reaping loop.
+#[cold]
+#[inline(never)]
+fn set_errno_result(op: &Operation, res: i32) {
+    op.set_result(Err(Error::from_errno(pinion_sys::Errno(-res))))
+}
+
+impl Proactor {
+    /// Reaps every CQE, handing completed operations to `ops`. Runner
+    /// only. Returns how many CQEs were reaped.
+    #[inline(always)]
+    pub(crate) fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
+        // SAFETY: runner only (as `reap_some`).
+        if unsafe { self.rings.cq.head() } == self.rings.cq.tail() {
+            // An empty CQ (often, before the wait) costs no call.
+            return 0;
+        }
+        self.reap_some(rs, ops)
+    }
+
+    /// [`reap`](Self::reap) when the CQ holds something.
+    #[inline(never)]
+    fn reap_some(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
+        let cq = &self.rings.cq;
+        let entries = cq.entries();
+        // Completed operations gather here (in registers) and join `ops`
+        // in one splice, in CQ order.
+        let mut local = OpQueue::new();
+        let mut internal = 0usize;
+        let mut n = 0usize;
+        // SAFETY: only the thread running the task (one at a time) or
+        // shutdown reaps; each entry is read, through a pointer inside the
+        // stretch `run` gave, before the head passes it.
+        unsafe {
+            let mut head = cq.head();
+            loop {
+                let tail = cq.tail();
+                if head == tail {
+                    break;
+                }
+                n += tail.wrapping_sub(head) as usize;
+                while head != tail {
+                    // One stretch of the array at a time (two when the
+                    // published entries wrap), walked by pointer.
+                    let (mut p, len) = entries.run(head, tail);
+                    head = head.wrapping_add(len);
+                    let end = p.add(len as usize);
+                    while p != end {
+                        let cqe = *p;
+                        p = p.add(1);
+                        if cqe.user_data & TAG_MASK == TAG_OP {
+                            let op = cqe.user_data as *mut Operation;
+                            // SAFETY: a TAG_OP user_data is a live operation
+                            // that waits for exactly this CQE and is on no
+                            // queue (push's contract).
+                            if cqe.res >= 0 {
+                                (*op).set_result(Ok(cqe.res as usize));
+                            } else {
+                                set_errno_result(&*op, cqe.res);
+                            }
+                            local.push(NonNull::new_unchecked(op));
+                        } else if cqe.user_data & TAG_MASK == TAG_POOLED {
+                            // SAFETY: as for TAG_OP, the op being a pooled read.
+                            local.push(self.pooled_cqe(cqe));
+                        } else {
+                            internal += 1;
+                            // Keep CQ order: what came before goes first.
+                            ops.push_queue(&mut local);
+                            self.dispatch_internal(rs, cqe.user_data, cqe.res, cqe.flags, ops);
+                        }
+                    }
+                }
+                cq.set_head(head);
+            }
+        }
+        ops.push_queue(&mut local);
+        let done = (n - internal) as u64;
+        rs.completed += done;
+        stat!(self, ops_completed, done);
+        stat!(self, cqes_reaped, n);
+        n
+    }
+
+    /// A pooled read's CQE: its result, and its flags (the buffer the
+    /// kernel picked, now out of the ring and owned by the operation).
+    ///
+    /// # Safety
+    /// `cqe.user_data` is a `TAG_POOLED` pooled read that waits for
+    /// exactly this CQE and is on no queue (push's contract).
+    #[inline]
+    unsafe fn pooled_cqe(&self, cqe: Cqe) -> NonNull<Operation> {
+        let op = (cqe.user_data & !TAG_MASK) as *mut PooledHdr;
+        // SAFETY: per contract, `op` is live and ours until queued.
+        unsafe {
+            if cqe.res >= 0 {
+                (*op).op.set_result(Ok(cqe.res as usize));
+            } else {
+                set_errno_result(&(*op).op, cqe.res);
+            }
+            (*op).cqe_flags.set(cqe.flags);
+        }
+        if cqe.flags & IORING_CQE_F_BUFFER != 0 {
+            if let Some(b) = &self.read_bufs {
+                b.picked_by_kernel();
+            }
+        }
+        // SAFETY: `op` came from a non-null user_data.
+        unsafe { NonNull::new_unchecked(op.cast()) }
+    }
+
+    /// A CQE of one of the proactor's own requests (rare: cold, so the
+    /// reaping loop tests for a user operation first).
+    #[cold]
+    #[inline(never)]
+    fn dispatch_internal(
+        &self,
+        rs: &mut RunnerState,
+        ud: u64,
+        res: i32,
+        flags: u32,
+        ops: &mut OpQueue,
+    ) {
+        match ud & TAG_MASK {
+            TAG_ACCEPT => {
+                let more = cqueue::more(flags);
+                if !more {
+                    rs.completed += 1;
+                }
+                self.on_accept((ud >> 4) as u32, res, more, rs.shutting_down, ops);
+            }
+            UD_INTERRUPT => {
+                rs.completed += 1;
+                rs.rearm_interrupter = !rs.shutting_down;
+            }
+            _ => {}
+        }
+    }
+}

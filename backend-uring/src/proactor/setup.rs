@@ -1,0 +1,234 @@
+//! Setting the proactor up: the ring (with the fallbacks older kernels
+//! need), the probes, registered files, the interrupter, the read pool,
+//! and a [`BuildError`] that says what to change when any of it fails.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::AtomicBool;
+
+use io_uring::{opcode, IoUring};
+use pinion_core::backend::{BuildError, Config};
+use pinion_core::slab::Slab;
+use pinion_core::timer::TimerService;
+use pinion_sync::{FutexMutex, RawMutex};
+use pinion_sys::{event, Errno};
+
+use super::stats::RingInfo;
+use super::submit::{io_errno, SqState};
+use super::{Proactor, RunnerState};
+use crate::bufs::ReadBuffers;
+use crate::desc::{MAX_DESCRIPTORS, NIL};
+use crate::locked::Locked;
+use crate::ring::Rings;
+use crate::{Options, Parts};
+
+/// Reads `/proc/sys/kernel/io_uring_disabled` (0 when absent).
+fn io_uring_disabled() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The soft `RLIMIT_MEMLOCK`, in bytes.
+fn memlock_limit() -> usize {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `r` is writable; getrlimit writes it and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
+        return usize::MAX;
+    }
+    usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
+}
+
+/// Bytes the ring pins for `sq` and `cq` entries: SQE array, SQ and CQ
+/// rings (ring headers are well under a page: one page each).
+fn ring_bytes(sq: u32, cq: u32) -> usize {
+    sq as usize * 64 + (4096 + sq as usize * 4) + (4096 + cq as usize * 16)
+}
+
+/// Why `io_uring_setup` failed, in words that say what to do.
+fn setup_error(errno: i32, opts: &Options) -> BuildError {
+    match errno {
+        libc::ENOSYS | libc::EPERM => match io_uring_disabled() {
+            0 if errno == libc::ENOSYS => BuildError::NotSupported,
+            0 => BuildError::PermissionDenied,
+            v => BuildError::Disabled(v as i32),
+        },
+        libc::ENOMEM => {
+            let sq = opts.sq_entries.max(1).next_power_of_two();
+            let cq = opts
+                .cq_entries
+                .unwrap_or(2 * sq)
+                .max(sq)
+                .next_power_of_two();
+            let need = ring_bytes(sq, cq);
+            let have = memlock_limit();
+            if have < need {
+                BuildError::Memlock { need, have }
+            } else {
+                BuildError::OutOfMemory
+            }
+        }
+        e => BuildError::Os {
+            what: "io_uring_setup",
+            error: Errno(e).into(),
+        },
+    }
+}
+
+impl Proactor {
+    /// Sets up the ring, the interrupter, the descriptor table and the
+    /// timers: every allocation and kernel object this backend makes, made
+    /// here.
+    pub(crate) fn new(cfg: &Config, opts: &Options, parts: Parts) -> Result<Self, BuildError> {
+        if parts.descriptors.len() > MAX_DESCRIPTORS {
+            return Err(BuildError::Invalid {
+                knob: "descriptors",
+                why: "at most 2147483646 on io_uring (registered-file indices are 31 bits)",
+            });
+        }
+        let (count, size) = cfg.read_buffers;
+        if count > 0 && size < crate::bufs::MIN_SIZE {
+            return Err(BuildError::Invalid {
+                knob: "read_buffers",
+                why: "each buffer is at least 16 bytes (a free buffer holds its pool link)",
+            });
+        }
+        let setup = |sqpoll: Option<u32>, submit_all: bool| {
+            let mut b = IoUring::builder();
+            b.dontfork();
+            if let Some(cq) = opts.cq_entries {
+                b.setup_cqsize(cq.max(opts.sq_entries));
+            }
+            if submit_all {
+                b.setup_submit_all();
+            }
+            if let Some(idle) = sqpoll {
+                b.setup_sqpoll(idle);
+            }
+            b.build(opts.sq_entries.max(1))
+        };
+        let ring = match setup(opts.sqpoll_idle_ms, true) {
+            Ok(r) => r,
+            Err(e) => {
+                let errno = io_errno(&e);
+                if matches!(errno, libc::ENOSYS | libc::EPERM | libc::ENOMEM) {
+                    return Err(setup_error(errno, opts));
+                }
+                // Older kernels refuse SUBMIT_ALL (5.18) or unprivileged
+                // SQPOLL: fall back to the plain ring.
+                setup(None, false).map_err(|e| setup_error(io_errno(&e), opts))?
+            }
+        };
+        let params = ring.params();
+        if !params.is_feature_ext_arg() {
+            return Err(BuildError::KernelTooOld(
+                "IORING_FEAT_EXT_ARG (Linux 5.11) for timed waits",
+            ));
+        }
+        if !params.is_feature_nodrop() {
+            return Err(BuildError::KernelTooOld(
+                "IORING_FEAT_NODROP (Linux 5.5): completions could be lost",
+            ));
+        }
+        let os = |what: &'static str| {
+            move |e: std::io::Error| BuildError::Os {
+                what,
+                error: Errno(io_errno(&e)).into(),
+            }
+        };
+        let mut probe = io_uring::Probe::new();
+        ring.submitter()
+            .register_probe(&mut probe)
+            .map_err(os("io_uring_register (probe)"))?;
+        for (code, what) in [
+            (opcode::Recv::CODE, "IORING_OP_RECV"),
+            (opcode::Send::CODE, "IORING_OP_SEND"),
+            (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
+            (opcode::Connect::CODE, "IORING_OP_CONNECT"),
+            (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
+            (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG"),
+            (opcode::Read::CODE, "IORING_OP_READ"),
+            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+        ] {
+            if !probe.is_supported(code) {
+                return Err(BuildError::KernelTooOld(what));
+            }
+        }
+        // Cancel by fd and cancel-any (5.19) arrived with IORING_OP_SOCKET,
+        // and so did multishot accept: the opcode is their marker.
+        if !probe.is_supported(opcode::Socket::CODE) {
+            return Err(BuildError::KernelTooOld(
+                "Linux 5.19 io_uring (cancel by fd, IORING_OP_SOCKET)",
+            ));
+        }
+        let sq_entries = params.sq_entries();
+        let cq_entries = params.cq_entries();
+        // One registered-file slot per descriptor-table entry, all empty
+        // (sparse, Linux 5.19). Any refusal (EINVAL/ENOSYS on kernels
+        // without it, ENOMEM, EMFILE past RLIMIT_NOFILE) leaves plain fds.
+        let descriptors = parts.descriptors.len();
+        let registered_files = opts.registered_files
+            && descriptors > 0
+            && ring
+                .submitter()
+                .register_files_sparse(descriptors as u32)
+                .is_ok();
+        let (rings, sq) = Rings::map(&ring).map_err(os("mmap of the rings"))?;
+        let efd = event::eventfd(false).map_err(|e| BuildError::Os {
+            what: "eventfd (the interrupter)",
+            error: e.into(),
+        })?;
+        // The read pool, ring registration probed here: a kernel that
+        // refuses it gets the software pool (see `bufs`).
+        let read_bufs = if count > 0 {
+            let b = ReadBuffers::new(&ring, count, size, opts.buffer_ring).map_err(|error| {
+                BuildError::Os {
+                    what: "the read-buffer pool",
+                    error,
+                }
+            })?;
+            Some(b)
+        } else {
+            None
+        };
+        let info = RingInfo {
+            sq_entries,
+            cq_entries,
+            pinned_bytes: ring_bytes(sq_entries, cq_entries)
+                + read_bufs.as_ref().map_or(0, ReadBuffers::pinned_bytes),
+            multishot_accept: opts.multishot_accept,
+            sqpoll: params.is_setup_sqpoll(),
+            registered_files,
+            buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
+        };
+        let p = Proactor {
+            ring,
+            read_bufs,
+            rings,
+            sq_lock: FutexMutex::INIT,
+            sq_state: UnsafeCell::new(SqState { no_cqe: 0, sq }),
+            waiting: AtomicBool::new(false),
+            runner: UnsafeCell::new(RunnerState {
+                completed: 0,
+                rearm_interrupter: false,
+                deferred: false,
+                shutting_down: false,
+            }),
+            efd,
+            efd_buf: Box::new(UnsafeCell::new(0)),
+            timers: TimerService::new(parts.timers, parts.heap),
+            blocked_until: UnsafeCell::new(0),
+            descs: Slab::new(parts.descriptors),
+            closing: Locked::new((NIL, NIL)),
+            closes_pending: AtomicBool::new(false),
+            info,
+            #[cfg(feature = "stats")]
+            stats: Default::default(),
+        };
+        p.arm_interrupter();
+        Ok(p)
+    }
+}

@@ -1,0 +1,434 @@
+//! The backend contract: everything only a backend may use, and the trait
+//! both backends implement.
+//!
+//! This is the one place where backends plug in, like Asio's `reactor`
+//! typedef or mio's `sys` module. A backend (the epoll reactor, the
+//! io_uring proactor) is two things:
+//!
+//! - the scheduler's [`Task`]: run once whenever the task sentinel reaches
+//!   the front of the scheduler's queue (Asio's `task_operation_`), and
+//!   interrupted when work arrives for a thread blocked inside it;
+//! - a [`Backend`]: how each operation reaches the kernel and comes back.
+//!   The user types (`TcpListener`, `TcpStream`, `UdpSocket`,
+//!   `SteadyTimer`, `Strand`, `IoContext`, `Builder`) are written once, in
+//!   the `pinion` facade, over this trait; a backend that drifts from it
+//!   fails to compile, and the conformance suite instantiates every test
+//!   for every backend.
+//!
+//! What a program could misuse into undefined behaviour or broken counts
+//! is `unsafe` here: [`Task`] is an `unsafe trait` whose `run` only the
+//! scheduler may call, and the scheduler's plumbing (operation slots,
+//! queueing completions, counting work) consists of `unsafe fn`s on
+//! [`Scheduler`] with their `# Safety` sections. A user never holds a
+//! `Scheduler` of a context: `IoContext` keeps it private and has its own
+//! user methods.
+//!
+//! # The rules every backend keeps
+//!
+//! - **Handlers run from `run()`**, on a thread running the context, never
+//!   inside the initiating call.
+//! - **Exactly once.** Every operation's handler runs once, or is dropped
+//!   without running when the context is destroyed with it pending; its
+//!   buffer always comes back (in the handler, or dropped with it).
+//! - **Refusals hand everything back.** A full pool, a stale handle, a
+//!   shut-down context: the initiating call returns `Err(Rejected)` with
+//!   the handler (and buffer) and queues nothing. A full pool's error
+//!   names the pool ([`Error::PoolFull`]).
+//! - **Work.** An operation counts as outstanding work from start to
+//!   completion, so `run()` returns when the last one completes.
+//! - **Handles.** A [`Key`] names a descriptor (index and generation); an
+//!   operation started on a key runs on the object it named or is refused
+//!   with `BadDescriptor` (or aborted by the close), under every
+//!   interleaving with a close on another thread, never on the object that
+//!   reuses the slot.
+//! - **Cancel and close.** `cancel` completes every pending operation of
+//!   the descriptor with `OperationAborted` (or its real result if it
+//!   finished first); `close` does the same, then frees the descriptor.
+//! - **No allocation** after the backend is built, on any path.
+//! - **Errors.** End of stream is `Eof` (a read of 0 bytes from a peer
+//!   that closed), a reset `ConnectionReset`, a write to a closed peer
+//!   `BrokenPipe` (never SIGPIPE), a refused connect `ConnectionRefused`,
+//!   the fd limit on accept `TooManyOpenFiles` (the listener keeps
+//!   working), a full descriptor table on accept `PoolFull(Descriptors)`
+//!   with the connection left in the listen backlog.
+
+use core::fmt;
+#[cfg(target_os = "linux")]
+use core::net::SocketAddr;
+
+#[cfg(target_os = "linux")]
+use pinion_sync::SyncKit;
+
+#[cfg(target_os = "linux")]
+use crate::buf::{IoBuf, IoBufMut};
+#[cfg(target_os = "linux")]
+use crate::pooled::{PooledBuf, ReadBufferCount};
+use crate::queue::OpQueue;
+#[cfg(target_os = "linux")]
+use crate::timer::TimerService;
+use crate::Error;
+#[cfg(target_os = "linux")]
+use crate::{Rejected, Result};
+
+pub use crate::op::{CompleteFn, Invoke, OpResult, Operation};
+pub use crate::pool::{emplace, OpSlot, SlotPool, SlotStorage};
+pub use crate::scheduler::{Here, Scheduler};
+pub use crate::slab::Key;
+#[cfg(target_os = "linux")]
+pub use pinion_sys::Fd;
+
+/// How long [`Task::run`] may block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once with whatever is ready (Asio's `usec == 0`).
+    Poll,
+    /// Block until something is ready or [`Task::interrupt`] is called.
+    Forever,
+    /// Block at most until this monotonic time (ns of [`Task::now_ns`]).
+    Until(u64),
+}
+
+/// A backend the scheduler drives: a reactor (epoll) or a proactor
+/// (io_uring).
+///
+/// # Safety
+/// Implementors rely on the scheduler's guarantees, stated on each method,
+/// and keep the rules in the [module docs](self). `run` touches runner-only
+/// state without locks because the scheduler calls it from one thread at a
+/// time.
+pub unsafe trait Task: Send + Sync + 'static {
+    /// `false` only for [`NoTask`]: the scheduler then keeps no task
+    /// sentinel and idle threads simply wait for posted work.
+    const PRESENT: bool = true;
+
+    /// Waits per `wait` for readiness or completions and pushes the
+    /// operations that are ready onto `ops`, which the scheduler splices
+    /// into its queue as one batch.
+    ///
+    /// # Safety
+    /// Only the scheduler calls it, from one thread at a time (the thread
+    /// that took the task sentinel), with no other reference to `ops`.
+    unsafe fn run(&self, wait: Wait, ops: &mut OpQueue);
+
+    /// Makes a `run` blocked in another thread return soon. Called with the
+    /// scheduler's mutex held, at most once per blocking `run`; harmless at
+    /// any other time.
+    fn interrupt(&self);
+
+    /// Hands every operation the backend still holds to `ops` for
+    /// destruction, once no operation can be in the kernel any more.
+    ///
+    /// # Safety
+    /// Only the scheduler calls it, at shutdown, when no thread runs the
+    /// context.
+    unsafe fn shutdown(&self, ops: &mut OpQueue);
+
+    /// The monotonic clock, in nanoseconds, that deadlines refer to.
+    fn now_ns(&self) -> u64;
+}
+
+/// The task of a context without I/O: posted handlers, strands and work
+/// guards only. Idle threads sleep on the scheduler's wake-up event.
+///
+/// Its clock is `CLOCK_MONOTONIC` on Linux. On targets with no clock it
+/// reads `u64::MAX`, so every deadline has passed and `run_for` behaves
+/// like `poll`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoTask;
+
+// SAFETY: holds nothing; every method is a no-op.
+unsafe impl Task for NoTask {
+    const PRESENT: bool = false;
+    unsafe fn run(&self, _: Wait, _: &mut OpQueue) {}
+    fn interrupt(&self) {}
+    unsafe fn shutdown(&self, _: &mut OpQueue) {}
+    fn now_ns(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        {
+            pinion_sync::monotonic_now_ns()
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            u64::MAX
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// The scheduler of a context on backend `B`.
+pub type Sched<B> = Scheduler<B, <B as Backend>::Kit>;
+
+#[cfg(target_os = "linux")]
+/// How a backend hands an operation's result to whoever started it.
+///
+/// The facade's user types wrap the user's closure in a small struct that
+/// implements this (turning a [`Key`] into a `TcpStream`, say); a refused
+/// operation hands the struct back, and the facade takes the closure out
+/// of it again, so a refusal always returns the user's own handler.
+/// `sched` is the scheduler the operation ran on.
+pub trait Handler<B: Backend, T>: Send {
+    /// Delivers the result. Called once, from `run()`.
+    fn call(self, sched: &Sched<B>, result: T);
+}
+
+/// What a descriptor will be used for, so a backend can set up what that
+/// use needs (a listener's accept state, say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescKind {
+    /// A listening stream socket.
+    Listener,
+    /// A connected (or connecting) stream socket.
+    Stream,
+    /// A datagram socket.
+    Datagram,
+}
+
+/// The sizes every backend is built with: each an exact cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Operation slots (pending operations, posted handlers, strands).
+    pub ops: usize,
+    /// Descriptors (sockets) open at once.
+    pub descriptors: usize,
+    /// Timer objects open at once.
+    pub timers: usize,
+    /// Threads expected to run the context (Asio's concurrency hint).
+    pub concurrency_hint: usize,
+    /// Read buffers for pooled reads: (count, bytes each); none if 0.
+    pub read_buffers: (usize, usize),
+}
+
+#[cfg(target_os = "linux")]
+/// The operations both backends provide, written once in the facade's user
+/// types over this trait.
+///
+/// Every initiating function takes the scheduler the backend is the task
+/// of (`sched.task()` is `self`), a [`Key`] from [`register`](Self::register)
+/// and a [`Handler`], and keeps the rules in the [module docs](self).
+///
+/// # Safety
+/// Implementors keep those rules, in particular the handle rule (an
+/// operation never reaches a successor of the descriptor its key named)
+/// and the buffer rule (a buffer the kernel may still write is not handed
+/// back, dropped or freed before the kernel is done with it).
+pub unsafe trait Backend: Task + Sized {
+    /// The mutex and wake-up event the scheduler is built on: shareable,
+    /// since any thread may run a context.
+    type Kit: SyncKit<Mutex: Send + Sync, Event: Send + Sync>;
+    /// The backend's own build options (io_uring: ring sizes, registered
+    /// files, ...); `()`-like for backends with none.
+    type Options: Clone + fmt::Debug + Default + Send + Sync + 'static;
+    /// The backend's counters (`stats` feature); zeros without it.
+    type Stats: Copy + fmt::Debug + Default + PartialEq;
+    /// The backend's name, for messages: `"epoll"`, `"io_uring"`.
+    const NAME: &'static str;
+    /// Sockets for this backend are blocking (io_uring waits in the
+    /// kernel; a non-blocking socket would make it return `EAGAIN`) or
+    /// non-blocking (epoll).
+    const BLOCKING_SOCKETS: bool;
+
+    /// The backend's own fixed memory (descriptor table, timer objects,
+    /// read buffers): boxed once by [`boxed_parts`](Self::boxed_parts), or
+    /// made from `static` storage by a backend that supports no_std.
+    type Parts;
+
+    /// Boxes this backend's parts for `config`: the one allocation a
+    /// context makes besides its operation slots. `None` when the backend
+    /// was built without allocation (its `std` feature off).
+    fn boxed_parts(config: &Config) -> Option<Self::Parts>;
+
+    /// Builds the backend for a context of `config` on `parts`, setting up
+    /// everything it will ever use (kernel objects included). A size the
+    /// backend cannot honour exactly is `BuildError::Invalid`.
+    fn build(
+        config: &Config,
+        options: &Self::Options,
+        parts: Self::Parts,
+    ) -> core::result::Result<Self, BuildError>;
+
+    /// The counters so far.
+    fn stats(&self) -> Self::Stats;
+
+    /// The context's timers.
+    fn timers(&self) -> &TimerService<<Self::Kit as SyncKit>::Mutex>;
+
+    /// The earliest timer deadline changed to `earliest` (`None`: no timer
+    /// pending). Called under the timer lock, so calls come in order.
+    fn timers_changed(&self, earliest: Option<u64>);
+
+    /// Free and total buffers of the read pool, if the context has one.
+    fn read_buffers(&self) -> Option<ReadBufferCount>;
+
+    /// Descriptors open now (closed ones the kernel still holds included).
+    fn descriptors_in_use(&self) -> usize;
+
+    /// Registers `fd` (a socket of `kind`) and returns its key. On error
+    /// the fd is closed; a full table is `PoolFull(Descriptors)`.
+    fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> Result<Key>;
+
+    /// Completes every pending operation of `key`'s descriptor with
+    /// `OperationAborted`.
+    fn cancel(sched: &Sched<Self>, key: Key) -> Result<()>;
+
+    /// Cancels, closes the fd and frees the descriptor; `key` and every copy
+    /// of it are stale from here on.
+    fn close(sched: &Sched<Self>, key: Key) -> Result<()>;
+
+    /// Runs `f` on the descriptor's fd, which no close can free (or its
+    /// number reuse) while `f` runs.
+    fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R>;
+
+    /// Reads at most `buf.spare()` bytes into `buf`'s room (`Eof` for a
+    /// peer that closed).
+    fn read_some<B, H>(
+        sched: &Sched<Self>,
+        key: Key,
+        buf: B,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<(B, H)>>
+    where
+        B: IoBufMut,
+        H: Handler<Self, (Result<usize>, B)>;
+
+    /// Writes at most `buf.bytes_len()` bytes of `buf`.
+    fn write_some<B, H>(
+        sched: &Sched<Self>,
+        key: Key,
+        buf: B,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<(B, H)>>
+    where
+        B: IoBuf,
+        H: Handler<Self, (Result<usize>, B)>;
+
+    /// Reads into a buffer of the read pool taken only when data arrives.
+    fn read_pooled<H>(
+        sched: &Sched<Self>,
+        key: Key,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<H>>
+    where
+        H: for<'p> Handler<Self, Result<PooledBuf<'p>>>;
+
+    /// Accepts one connection, registered in the table before the handler
+    /// gets its key.
+    fn accept<H>(
+        sched: &Sched<Self>,
+        key: Key,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<H>>
+    where
+        H: Handler<Self, Result<(Key, SocketAddr)>>;
+
+    /// Connects `key`'s (registered, unconnected) socket to `addr`.
+    fn connect<H>(
+        sched: &Sched<Self>,
+        key: Key,
+        addr: SocketAddr,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<H>>
+    where
+        H: Handler<Self, Result<()>>;
+
+    /// Sends `buf` as one datagram to `to`.
+    fn send_to<B, H>(
+        sched: &Sched<Self>,
+        key: Key,
+        buf: B,
+        to: SocketAddr,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<(B, H)>>
+    where
+        B: IoBuf,
+        H: Handler<Self, (Result<usize>, B)>;
+
+    /// Receives one datagram into `buf`'s room, with its sender.
+    fn recv_from<B, H>(
+        sched: &Sched<Self>,
+        key: Key,
+        buf: B,
+        handler: H,
+    ) -> core::result::Result<(), Rejected<(B, H)>>
+    where
+        B: IoBufMut,
+        H: Handler<Self, (Result<(usize, SocketAddr)>, B)>;
+}
+
+/// Why a context could not be built. Its `Display` says what to change.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildError {
+    /// A size given to the builder cannot be honoured by this backend.
+    Invalid {
+        /// The builder knob, e.g. `"descriptors"`.
+        knob: &'static str,
+        /// Why, e.g. `"at most 2147483646 on io_uring (registered-file indices are 31 bits)"`.
+        why: &'static str,
+    },
+    /// The kernel has no io_uring (`io_uring_setup` gave `ENOSYS`).
+    NotSupported,
+    /// io_uring is switched off: `/proc/sys/kernel/io_uring_disabled` holds
+    /// this value (1: only for the `io_uring_group`, 2: for everyone).
+    Disabled(i32),
+    /// `io_uring_setup` was refused (`EPERM`): a seccomp filter or a
+    /// container policy.
+    PermissionDenied,
+    /// The kernel lacks something this backend needs.
+    KernelTooOld(&'static str),
+    /// The ring (or other pinned memory) is over `RLIMIT_MEMLOCK`.
+    Memlock {
+        /// Bytes the ring pins.
+        need: usize,
+        /// The soft `RLIMIT_MEMLOCK`, in bytes.
+        have: usize,
+    },
+    /// Memory could not be reserved (`ENOMEM`).
+    OutOfMemory,
+    /// Another system call failed while setting up.
+    Os {
+        /// What was being set up, e.g. `"epoll_create1"`.
+        what: &'static str,
+        /// The error.
+        error: Error,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Invalid { knob, why } => {
+                write!(f, "Builder::{knob} cannot be honoured: {why}")
+            }
+            BuildError::NotSupported => f.write_str(
+                "io_uring is not available in this kernel (io_uring_setup: ENOSYS); \
+                 use the epoll backend (pinion feature `epoll`) or a kernel built with CONFIG_IO_URING",
+            ),
+            BuildError::Disabled(v) => write!(
+                f,
+                "io_uring is disabled: kernel.io_uring_disabled = {v}; \
+                 run `sysctl kernel.io_uring_disabled=0`, or use the epoll backend"
+            ),
+            BuildError::PermissionDenied => f.write_str(
+                "io_uring_setup was refused (EPERM), likely by a seccomp or container policy; \
+                 allow io_uring_setup/io_uring_enter/io_uring_register, or use the epoll backend",
+            ),
+            BuildError::KernelTooOld(what) => write!(
+                f,
+                "this kernel's io_uring lacks {what}; pinion's io_uring backend needs Linux 5.19 \
+                 or later (or use the epoll backend)"
+            ),
+            BuildError::Memlock { need, have } => write!(
+                f,
+                "RLIMIT_MEMLOCK too small for the ring: need {need} bytes, have {have}; \
+                 raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit) or lower \
+                 Builder::sq_entries/cq_entries"
+            ),
+            BuildError::OutOfMemory => f.write_str(
+                "out of memory reserving the context (ENOMEM): lower the Builder's pool sizes",
+            ),
+            BuildError::Os { what, error } => write!(f, "{what} failed: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for BuildError {}

@@ -1,0 +1,202 @@
+//! The per-thread state of threads inside `run` (Asio's `thread_info`)
+//! and the registry that finds it without thread-local storage.
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use pinion_sync::current_thread_id;
+
+use super::MAX_RUN_THREADS;
+use crate::pool::OpSlot;
+use crate::queue::OpQueue;
+
+/// Per-thread state of a thread inside `run` (Asio's `thread_info`). Lives
+/// on that thread's stack; reached through the registry only by the same
+/// thread, so its cells need no synchronisation.
+pub(crate) struct ThreadInfo {
+    pub(crate) private: UnsafeCell<OpQueue>,
+    pub(crate) private_work: Cell<usize>,
+    /// The slot freed last, kept apart from `cache` (Asio's
+    /// `thread_info_base` recycling): a completion frees its slot and its
+    /// handler's next operation takes it back, with one test each way.
+    pub(crate) recycled: Cell<*mut OpSlot>,
+    pub(crate) cache: Cell<*mut OpSlot>,
+    pub(crate) cache_len: Cell<usize>,
+    /// Innermost strand frame on this thread's stack (Asio's
+    /// `call_stack<strand_impl>`), null when no strand runs here.
+    pub(crate) strand: Cell<*const StrandFrame>,
+    /// The scheduler whose `run` made this (checked in debug builds
+    /// wherever a [`Here`] is used).
+    pub(crate) owner: *const (),
+}
+
+impl ThreadInfo {
+    pub(crate) fn new(owner: *const ()) -> Self {
+        ThreadInfo {
+            owner,
+            private: UnsafeCell::new(OpQueue::new()),
+            private_work: Cell::new(0),
+            recycled: Cell::new(ptr::null_mut()),
+            cache: Cell::new(ptr::null_mut()),
+            cache_len: Cell::new(0),
+            strand: Cell::new(ptr::null()),
+        }
+    }
+
+    /// # Safety
+    /// No other reference to the private queue is live (it is only used in
+    /// short, non-reentrant stretches by the owning thread).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn private(&self) -> &mut OpQueue {
+        // SAFETY: per this function's contract.
+        unsafe { &mut *self.private.get() }
+    }
+}
+
+/// Proof that the calling thread is inside `run` of a scheduler, carrying
+/// that thread's private state (queue, work count, slot cache).
+///
+/// The scheduler hands one to every operation it runs
+/// ([`Invoke::Run`]); a backend passes it on so that freeing the slot and
+/// queueing follow-up work need not look the thread up again. Obtained
+/// outside a completion with [`Scheduler::here`].
+#[derive(Clone, Copy)]
+pub struct Here<'a> {
+    pub(crate) ti: &'a ThreadInfo,
+}
+
+impl core::fmt::Debug for Here<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Here").finish_non_exhaustive()
+    }
+}
+
+/// One strand running on a thread; frames chain outwards through `outer`
+/// so a strand nested inside another still knows both are running.
+pub(crate) struct StrandFrame {
+    pub(crate) strand: *const (),
+    pub(crate) outer: *const StrandFrame,
+}
+
+impl ThreadInfo {
+    /// `true` if `strand` has a frame on this thread's stack.
+    pub(crate) fn in_strand(&self, strand: *const ()) -> bool {
+        let mut f = self.strand.get();
+        while !f.is_null() {
+            // SAFETY: frames live on this thread's stack below the current
+            // one and unlink themselves before returning.
+            let fr = unsafe { &*f };
+            if core::ptr::eq(fr.strand, strand) {
+                return true;
+            }
+            f = fr.outer;
+        }
+        false
+    }
+}
+
+/// Maps thread ids to the `ThreadInfo` of threads inside `run`.
+pub(crate) struct Registry {
+    ids: [AtomicUsize; MAX_RUN_THREADS],
+    infos: [AtomicPtr<ThreadInfo>; MAX_RUN_THREADS],
+    high: AtomicUsize,
+}
+
+pub(crate) struct Registration {
+    index: usize,
+    pub(crate) previous: *mut ThreadInfo,
+}
+
+/// A registry slot no thread holds. Not 0: `current_thread_id` is 0 where
+/// no id is available, and such a thread must match no slot, so a lookup
+/// needs only one comparison.
+const NO_THREAD: usize = usize::MAX;
+
+impl Registry {
+    pub(crate) const fn new() -> Self {
+        Registry {
+            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
+            infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
+            high: AtomicUsize::new(0),
+        }
+    }
+
+    /// The calling thread's `ThreadInfo`, if it is inside `run`.
+    #[inline(always)]
+    pub(crate) fn lookup(&self) -> Option<&ThreadInfo> {
+        let me = current_thread_id();
+        // Slot 0 first, unrolled: on a one-thread context it is the run
+        // thread's, and this runs several times per handler.
+        if self.ids[0].load(Ordering::Relaxed) == me {
+            let p = self.infos[0].load(Ordering::Relaxed);
+            // `ids[0] == me` means this thread registered slot 0 (ids are
+            // never 0 or NO_THREAD for a registered thread, so a thread
+            // without an id matches nothing) and stored a non-null
+            // `infos[0]` before `register` returned.
+            // SAFETY: that ThreadInfo is on this thread's stack and lives
+            // until this thread unregisters.
+            return Some(unsafe { &*p });
+        }
+        self.lookup_rest(me)
+    }
+
+    /// `lookup` past slot 0.
+    #[inline(never)]
+    fn lookup_rest(&self, me: usize) -> Option<&ThreadInfo> {
+        if me == 0 {
+            return None;
+        }
+        let high = self.high.load(Ordering::Relaxed);
+        for i in 1..high.min(MAX_RUN_THREADS) {
+            if self.ids[i].load(Ordering::Relaxed) == me {
+                let p = self.infos[i].load(Ordering::Relaxed);
+                // SAFETY: only this thread writes `infos[i]` while
+                // `ids[i] == me`, and it points to a ThreadInfo on this
+                // thread's stack that lives until it unregisters.
+                return unsafe { p.as_ref() };
+            }
+        }
+        None
+    }
+
+    pub(crate) fn register(&self, ti: *mut ThreadInfo) -> Option<Registration> {
+        let me = current_thread_id();
+        if me == 0 {
+            return None;
+        }
+        debug_assert_ne!(me, NO_THREAD, "a thread id that marks a free slot");
+        let high = self.high.load(Ordering::Relaxed).min(MAX_RUN_THREADS);
+        // A nested `run` on the same thread takes over its slot.
+        for i in 0..high {
+            if self.ids[i].load(Ordering::Relaxed) == me {
+                let previous = self.infos[i].swap(ti, Ordering::Relaxed);
+                return Some(Registration { index: i, previous });
+            }
+        }
+        for i in 0..MAX_RUN_THREADS {
+            if self.ids[i]
+                .compare_exchange(NO_THREAD, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.infos[i].store(ti, Ordering::Relaxed);
+                self.high.fetch_max(i + 1, Ordering::Relaxed);
+                return Some(Registration {
+                    index: i,
+                    previous: ptr::null_mut(),
+                });
+            }
+        }
+        None
+    }
+
+    pub(crate) fn unregister(&self, r: Registration) {
+        if r.previous.is_null() {
+            self.infos[r.index].store(ptr::null_mut(), Ordering::Relaxed);
+            self.ids[r.index].store(NO_THREAD, Ordering::Release);
+        } else {
+            self.infos[r.index].store(r.previous, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Sizing and building an [`IoContext`].
+
+use pinion_core::backend::{Backend, BuildError, Config, Sched};
+use pinion_core::{OpSlot, Storage};
+
+use crate::context::IoContext;
+
+/// Sizes and builds an [`IoContext`]. Every size is an exact cap on every
+/// backend: a full pool is an error naming the pool
+/// ([`Error::PoolFull`](crate::Error::PoolFull)), and a size a backend
+/// cannot honour is a [`BuildError`] that says which and why.
+///
+/// Defaults: 1024 operation slots, 1024 descriptors, 1024 timers, one
+/// thread (concurrency hint 1), no read buffers, the backend's default
+/// options.
+///
+/// ```
+/// let ctx = pinion::Builder::new()
+///     .ops(256)
+///     .descriptors(64)
+///     .timers(16)
+///     .build()
+///     .unwrap();
+/// assert_eq!(ctx.ops_in_use(), (0, 256));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder<B: Backend> {
+    config: Config,
+    options: B::Options,
+}
+
+impl<B: Backend> Default for Builder<B> {
+    fn default() -> Self {
+        Builder {
+            config: Config {
+                ops: 1024,
+                descriptors: 1024,
+                timers: 1024,
+                concurrency_hint: 1,
+                read_buffers: (0, 0),
+            },
+            options: B::Options::default(),
+        }
+    }
+}
+
+impl<B: Backend> Builder<B> {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Operation slots: every pending operation, posted handler and strand
+    /// takes one (`PoolFull(Ops)` when all are taken).
+    pub fn ops(mut self, n: usize) -> Self {
+        self.config.ops = n;
+        self
+    }
+
+    /// Descriptors (sockets) open at once (`PoolFull(Descriptors)` beyond;
+    /// an accept then leaves the connection in the listen backlog).
+    pub fn descriptors(mut self, n: usize) -> Self {
+        self.config.descriptors = n;
+        self
+    }
+
+    /// Timer objects open at once (`PoolFull(Timers)` beyond); each may
+    /// have any number of waits, each wait an operation slot.
+    pub fn timers(mut self, n: usize) -> Self {
+        self.config.timers = n;
+        self
+    }
+
+    /// Threads expected to run the context: 1 (the default) lets the one
+    /// thread take whole batches and never wake a sibling (Asio's hint 1);
+    /// more runs Asio's multi-thread scheduling. At least 1.
+    pub fn concurrency_hint(mut self, n: usize) -> Self {
+        self.config.concurrency_hint = n;
+        self
+    }
+
+    /// A pool of `count` read buffers of `size` bytes (at least 16) for
+    /// `TcpStream::async_read_pooled`; none by default.
+    pub fn read_buffers(mut self, count: usize, size: usize) -> Self {
+        self.config.read_buffers = (count, size);
+        self
+    }
+
+    /// Replaces the backend's own options.
+    pub fn options(mut self, options: B::Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The backend's own options, to change in place.
+    pub fn options_mut(&mut self) -> &mut B::Options {
+        &mut self.options
+    }
+
+    /// The sizes set so far.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn check(&self) -> Result<(), BuildError> {
+        if self.config.concurrency_hint == 0 {
+            return Err(BuildError::Invalid {
+                knob: "concurrency_hint",
+                why: "it is at least 1 (1: one thread runs the context; more: several do)",
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the context, boxing every pool once, now: the last
+    /// allocation the context makes.
+    #[cfg(feature = "std")]
+    pub fn build(self) -> Result<IoContext<B>, BuildError> {
+        self.check()?;
+        let parts = B::boxed_parts(&self.config).ok_or(BuildError::Invalid {
+            knob: "build",
+            why: "the backend crate was built without its `std` feature: build on static memory with build_in",
+        })?;
+        let ops = Storage::boxed_with(self.config.ops, || OpSlot::EMPTY);
+        self.finish(ops, parts)
+    }
+
+    /// [`build`](Self::build), leaked: a `&'static IoContext` for programs
+    /// whose handlers capture sockets and timers (which borrow their
+    /// context), as most callback programs do. The memory lives as long
+    /// as the process; the kernel objects go when the process exits.
+    ///
+    /// ```
+    /// let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+    /// let t = pinion::SteadyTimer::new(ctx).unwrap();
+    /// t.expires_after(std::time::Duration::ZERO).unwrap();
+    /// t.async_wait(move |r| assert!(r.is_ok())).unwrap();
+    /// ctx.run();
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn build_static(self) -> Result<&'static IoContext<B>, BuildError> {
+        Ok(std::boxed::Box::leak(std::boxed::Box::new(self.build()?)))
+    }
+
+    /// Builds the context on caller-provided memory (no allocation at
+    /// all): `ops` operation slots and the backend's `parts` (for epoll,
+    /// `pinion::epoll::Parts::from_static`). The slices' lengths replace
+    /// the sizes set on the builder.
+    pub fn build_in(
+        self,
+        ops: &'static mut [OpSlot],
+        parts: B::Parts,
+    ) -> Result<IoContext<B>, BuildError> {
+        self.check()?;
+        self.finish(Storage::from_static(ops), parts)
+    }
+
+    fn finish(self, ops: Storage<OpSlot>, parts: B::Parts) -> Result<IoContext<B>, BuildError> {
+        let task = B::build(&self.config, &self.options, parts)?;
+        Ok(IoContext::from_parts(Sched::<B>::new(
+            task,
+            ops,
+            self.config.concurrency_hint,
+        )))
+    }
+}
+
+/// The io_uring backend's own knobs ([`pinion_uring::Options`]).
+#[cfg(feature = "uring")]
+impl Builder<pinion_uring::Proactor> {
+    /// Submission queue entries (rounded up to a power of two by the
+    /// kernel); default 256. A full SQ is submitted and refilled, never an
+    /// error.
+    pub fn sq_entries(mut self, n: u32) -> Self {
+        self.options.sq_entries = n;
+        self
+    }
+
+    /// Completion queue entries (at least `sq_entries`; default twice).
+    pub fn cq_entries(mut self, n: u32) -> Self {
+        self.options.cq_entries = Some(n);
+        self
+    }
+
+    /// One multishot accept per listener (default off: see
+    /// [`pinion_uring::Options::multishot_accept`]).
+    pub fn multishot_accept(mut self, on: bool) -> Self {
+        self.options.multishot_accept = on;
+        self
+    }
+
+    /// Registered files (default on; falls back to plain fds if refused).
+    pub fn registered_files(mut self, on: bool) -> Self {
+        self.options.registered_files = on;
+        self
+    }
+
+    /// A provided buffer ring for pooled reads (default on; falls back to
+    /// a software pool if refused).
+    pub fn buffer_ring(mut self, on: bool) -> Self {
+        self.options.buffer_ring = on;
+        self
+    }
+
+    /// `IORING_SETUP_SQPOLL` with this idle time (ms), or none (default).
+    pub fn sqpoll(mut self, idle_ms: Option<u32>) -> Self {
+        self.options.sqpoll_idle_ms = idle_ms;
+        self
+    }
+}

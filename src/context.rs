@@ -1,0 +1,233 @@
+//! The I/O context: Asio's `io_context`, the scheduler with a backend as
+//! its task.
+//!
+//! `IoContext` has its own user methods and nothing else: the scheduler's
+//! plumbing (operation slots, work counting, the backend task) is not
+//! reachable from it, so safe code cannot break a count or run the
+//! reactor outside `run()`:
+//!
+//! ```compile_fail
+//! let ctx = pinion::Builder::new().build().unwrap();
+//! ctx.work_finished(); // no such method: work is counted by guards
+//! ```
+//!
+//! ```compile_fail
+//! let ctx = pinion::Builder::new().build().unwrap();
+//! let mut ops = pinion_core::OpQueue::new();
+//! ctx.task().run(pinion_core::backend::Wait::Poll, &mut ops); // no task()
+//! ```
+//!
+//! ```compile_fail
+//! let ctx = pinion::Builder::new().build().unwrap();
+//! let _ = ctx.alloc_op(0u8); // no operation slots from user code
+//! ```
+
+use core::time::Duration;
+
+use pinion_core::backend::{Backend, Sched};
+use pinion_core::pooled::ReadBufferCount;
+use pinion_core::Rejected;
+
+use crate::time::{nanos, Instant};
+
+/// The I/O context: runs handlers, and owns every socket, timer,
+/// operation slot and buffer of a program (all reserved when it is built
+/// by [`Builder`](crate::builder::Builder)).
+///
+/// Handlers run on the threads that call [`run`](Self::run) (or its
+/// relatives), never inside the call that started their operation.
+/// Dropping the context cancels everything still pending, destroys the
+/// pending handlers without running them and closes every descriptor.
+///
+/// `IoContext` is `Sync`: any number of threads may run it and start
+/// operations on it.
+#[repr(transparent)]
+pub struct IoContext<B: Backend> {
+    // Transparent: a completion reaches its context from the scheduler
+    // pointer it is completed with.
+    sched: Sched<B>,
+}
+
+/// Keeps [`IoContext::run`] from returning for lack of work while alive
+/// (Asio's `executor_work_guard`).
+pub type WorkGuard<'a, B> = pinion_core::WorkGuard<'a, B, <B as Backend>::Kit>;
+
+impl<B: Backend> IoContext<B> {
+    pub(crate) fn from_parts(sched: Sched<B>) -> Self {
+        IoContext { sched }
+    }
+
+    /// The scheduler, for the I/O types of this crate.
+    #[inline(always)]
+    pub(crate) fn sched(&self) -> &Sched<B> {
+        &self.sched
+    }
+
+    /// The context whose scheduler `sched` is.
+    ///
+    /// # Safety
+    /// `sched` is the scheduler of a live `IoContext<B>` that lives for
+    /// `'c` (an operation started on a `&'c IoContext` runs while it does).
+    #[inline(always)]
+    pub(crate) unsafe fn from_sched<'c>(sched: &Sched<B>) -> &'c IoContext<B> {
+        // SAFETY: `IoContext` is a transparent wrapper of its scheduler,
+        // and the caller vouches for the lifetime.
+        unsafe { &*(sched as *const Sched<B> as *const IoContext<B>) }
+    }
+
+    // ---- running ---------------------------------------------------------
+
+    /// Runs handlers until there is no more work or [`stop`](Self::stop) is
+    /// called. Returns how many ran.
+    pub fn run(&self) -> usize {
+        self.sched.run()
+    }
+
+    /// Runs at most one handler, waiting for one if need be.
+    pub fn run_one(&self) -> usize {
+        self.sched.run_one()
+    }
+
+    /// Runs handlers until there is no more work, `stop` is called, or `d`
+    /// has passed.
+    pub fn run_for(&self, d: Duration) -> usize {
+        self.sched.run_for(nanos(d))
+    }
+
+    /// As [`run_for`](Self::run_for) up to `deadline` on this context's
+    /// clock ([`now`](Self::now)).
+    pub fn run_until(&self, deadline: Instant) -> usize {
+        self.sched.run_until(deadline.as_nanos())
+    }
+
+    /// Runs the handlers that are ready, without waiting.
+    pub fn poll(&self) -> usize {
+        self.sched.poll()
+    }
+
+    /// Runs at most one ready handler, without waiting.
+    pub fn poll_one(&self) -> usize {
+        self.sched.poll_one()
+    }
+
+    /// Makes every `run` return as soon as its current handler finishes.
+    pub fn stop(&self) {
+        self.sched.stop()
+    }
+
+    /// `true` once `stop` was called (or work ran out), until `restart`.
+    pub fn stopped(&self) -> bool {
+        self.sched.stopped()
+    }
+
+    /// Clears the stopped state so that `run` may be called again.
+    pub fn restart(&self) {
+        self.sched.restart()
+    }
+
+    /// `true` when the calling thread is inside this context's `run`.
+    pub fn running_in_this_thread(&self) -> bool {
+        self.sched.running_in_this_thread()
+    }
+
+    // ---- handlers ----------------------------------------------------------
+
+    /// Queues `handler` to run on a thread inside `run`; never runs it
+    /// inline. Hands it back with `PoolFull(Ops)` when no operation slot is
+    /// free.
+    ///
+    /// ```
+    /// let ctx = pinion::Builder::new().build().unwrap();
+    /// ctx.post(|| println!("from run()")).unwrap();
+    /// assert_eq!(ctx.run(), 1);
+    /// ```
+    pub fn post<F: FnOnce() + Send + 'static>(&self, handler: F) -> Result<(), Rejected<F>> {
+        self.sched.post(handler)
+    }
+
+    /// Runs `handler` now if the calling thread is inside `run`, otherwise
+    /// posts it.
+    pub fn dispatch<F: FnOnce() + Send + 'static>(&self, handler: F) -> Result<(), Rejected<F>> {
+        self.sched.dispatch(handler)
+    }
+
+    /// Posts `handler` as a continuation of the current one (Asio's
+    /// `defer`; pinion's `post` already queues privately from inside
+    /// `run`, so the two behave alike).
+    pub fn defer<F: FnOnce() + Send + 'static>(&self, handler: F) -> Result<(), Rejected<F>> {
+        self.sched.defer(handler)
+    }
+
+    /// A guard that keeps `run` from running out of work until dropped.
+    pub fn work_guard(&self) -> WorkGuard<'_, B> {
+        self.sched.work_guard()
+    }
+
+    // ---- clock and diagnostics ----------------------------------------------
+
+    /// Now, on the clock timers and [`run_until`](Self::run_until) use.
+    pub fn now(&self) -> Instant {
+        Instant::from_nanos(self.sched.task().now_ns())
+    }
+
+    /// The backend's counters so far (zeros without the `stats` feature).
+    pub fn stats(&self) -> B::Stats {
+        self.sched.task().stats()
+    }
+
+    /// Free and total buffers of the read pool
+    /// ([`Builder::read_buffers`](crate::builder::Builder::read_buffers));
+    /// `None` without one.
+    pub fn read_buffers(&self) -> Option<ReadBufferCount> {
+        self.sched.task().read_buffers()
+    }
+
+    /// Descriptors (sockets) open now.
+    pub fn descriptors_in_use(&self) -> usize {
+        self.sched.task().descriptors_in_use()
+    }
+
+    /// Timer objects open now.
+    pub fn timers_in_use(&self) -> usize {
+        self.sched.task().timers().in_use()
+    }
+
+    /// Operation slots in use now and in all: (in use, capacity).
+    pub fn ops_in_use(&self) -> (usize, usize) {
+        self.sched.ops_in_use()
+    }
+
+    /// Units of outstanding work (pending operations, queued handlers,
+    /// work guards): `run` returns when it reaches 0.
+    pub fn outstanding_work(&self) -> usize {
+        self.sched.outstanding_work()
+    }
+
+    /// The backend's name: `"epoll"` or `"io_uring"`.
+    pub fn backend_name(&self) -> &'static str {
+        B::NAME
+    }
+}
+
+impl<B: Backend> core::fmt::Debug for IoContext<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IoContext")
+            .field("backend", &B::NAME)
+            .field("outstanding_work", &self.outstanding_work())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What only an io_uring context can tell.
+#[cfg(feature = "uring")]
+impl IoContext<pinion_uring::Proactor> {
+    /// Sizes, pinned memory and kernel features of the ring.
+    pub fn ring_info(&self) -> pinion_uring::RingInfo {
+        self.sched.task().ring_info()
+    }
+
+    /// Bytes of locked kernel memory the ring pins.
+    pub fn pinned_bytes(&self) -> usize {
+        self.ring_info().pinned_bytes
+    }
+}

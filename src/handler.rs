@@ -1,0 +1,109 @@
+//! How the user's handlers ride through a backend: each closure is
+//! wrapped in a small struct that implements the backend's
+//! [`Handler`](pinion_core::backend::Handler) trait, turning what the
+//! backend delivers (a [`Key`], a pooled buffer) into the user's types, and
+//! the closure is taken back out of the struct when an operation is
+//! refused, so the caller always gets its own handler back.
+//!
+//! This is the only module of the facade with `unsafe`: a completion
+//! rebuilds the `&'c IoContext` its operation was started on from the
+//! scheduler pointer it runs with.
+
+use core::marker::PhantomData;
+use core::net::SocketAddr;
+
+use pinion_core::backend::{Backend, Handler, Key, Sched};
+use pinion_core::pooled::PooledBuf;
+use pinion_core::{Rejected, Result};
+
+use crate::context::IoContext;
+use crate::net::TcpStream;
+
+/// The context of `'c` an operation was started on, from the scheduler it
+/// completes with.
+#[inline(always)]
+fn context<'c, B: Backend>(sched: &Sched<B>) -> &'c IoContext<B> {
+    // SAFETY: every wrapper below is made by an initiating call on a
+    // `&'c IoContext<B>`, and its operation completes from that context's
+    // `run()`, while it lives; it lives for `'c`.
+    unsafe { IoContext::from_sched(sched) }
+}
+
+/// A read or write handler: `(result, buffer)` as two arguments.
+pub(crate) struct Io<F>(pub(crate) F);
+
+impl<B: Backend, Buf, T, F: FnOnce(T, Buf) + Send> Handler<B, (T, Buf)> for Io<F> {
+    #[inline(always)]
+    fn call(self, _: &Sched<B>, (result, buf): (T, Buf)) {
+        (self.0)(result, buf)
+    }
+}
+
+/// Gives a refused read or write its buffer and handler back.
+#[inline(always)]
+pub(crate) fn io_back<Buf, F>(r: Rejected<(Buf, Io<F>)>) -> Rejected<(Buf, F)> {
+    r.map(|(buf, h)| (buf, h.0))
+}
+
+/// An accept handler: the backend's key becomes a `TcpStream`.
+pub(crate) struct Accepted<'c, B: Backend, F> {
+    pub(crate) f: F,
+    pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
+}
+
+impl<'c, B, F> Handler<B, Result<(Key, SocketAddr)>> for Accepted<'c, B, F>
+where
+    B: Backend,
+    F: FnOnce(Result<(TcpStream<'c, B>, SocketAddr)>) + Send,
+{
+    fn call(self, sched: &Sched<B>, r: Result<(Key, SocketAddr)>) {
+        let ctx: &'c IoContext<B> = context(sched);
+        (self.f)(r.map(|(key, addr)| (TcpStream::from_key(ctx, key), addr)))
+    }
+}
+
+/// A connect handler: on success the stream, on failure the socket is
+/// closed before the handler hears of it.
+pub(crate) struct Connected<'c, B: Backend, F> {
+    pub(crate) f: F,
+    pub(crate) key: Key,
+    pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
+}
+
+impl<'c, B, F> Handler<B, Result<()>> for Connected<'c, B, F>
+where
+    B: Backend,
+    F: FnOnce(Result<TcpStream<'c, B>>) + Send,
+{
+    fn call(self, sched: &Sched<B>, r: Result<()>) {
+        let ctx: &'c IoContext<B> = context(sched);
+        let r = match r {
+            Ok(()) => Ok(TcpStream::from_key(ctx, self.key)),
+            Err(e) => {
+                let _ = B::close(sched, self.key);
+                Err(e)
+            }
+        };
+        (self.f)(r)
+    }
+}
+
+/// A pooled read's handler: the buffer, with the context's lifetime.
+pub(crate) struct Pooled<'c, B: Backend, F> {
+    pub(crate) f: F,
+    pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
+}
+
+impl<'c, 'p, B, F> Handler<B, Result<PooledBuf<'p>>> for Pooled<'c, B, F>
+where
+    B: Backend,
+    F: FnOnce(Result<PooledBuf<'c>>) + Send,
+{
+    fn call(self, _: &Sched<B>, r: Result<PooledBuf<'p>>) {
+        // SAFETY: the buffer borrows the read pool of the context this
+        // read was started on, which lives for `'c` (see `context`); the
+        // two types differ only in that lifetime.
+        let r = unsafe { core::mem::transmute::<Result<PooledBuf<'p>>, Result<PooledBuf<'c>>>(r) };
+        (self.f)(r)
+    }
+}

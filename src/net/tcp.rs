@@ -1,0 +1,329 @@
+//! TCP: [`TcpListener`] and [`TcpStream`], written once over the backend
+//! contract.
+
+use core::marker::PhantomData;
+use core::net::SocketAddr;
+
+use pinion_core::backend::{Backend, DescKind, Key};
+use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
+use pinion_core::pooled::PooledBuf;
+use pinion_core::{Error, Pool, Rejected, Result};
+use pinion_sys::socket::{self as sys, Shutdown};
+
+use super::{open_socket, refuse};
+use crate::context::IoContext;
+use crate::handler::{io_back, Accepted, Connected, Io, Pooled};
+
+/// Listen backlog of [`TcpListener::bind`].
+pub const DEFAULT_BACKLOG: i32 = 1024;
+
+/// A listening TCP socket: a `Copy` handle into its context's descriptor
+/// table. A handle whose socket was closed answers
+/// [`Error::BadDescriptor`].
+pub struct TcpListener<'c, B: Backend> {
+    ctx: &'c IoContext<B>,
+    key: Key,
+}
+
+/// A connected TCP socket: a `Copy` handle, like [`TcpListener`].
+///
+/// Handles are cheap to copy into handlers; [`close`](Self::close) is
+/// explicit (as in Asio), or wrap one in [`Owned`](crate::Owned) to close
+/// it when dropped.
+pub struct TcpStream<'c, B: Backend> {
+    ctx: &'c IoContext<B>,
+    key: Key,
+}
+
+impl<B: Backend> Clone for TcpListener<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for TcpListener<'_, B> {}
+impl<B: Backend> Clone for TcpStream<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for TcpStream<'_, B> {}
+
+impl<B: Backend> core::fmt::Debug for TcpListener<'_, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("TcpListener").field(&self.key).finish()
+    }
+}
+impl<B: Backend> core::fmt::Debug for TcpStream<'_, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("TcpStream").field(&self.key).finish()
+    }
+}
+
+impl<'c, B: Backend> TcpListener<'c, B> {
+    /// A listener on `addr` (`SO_REUSEADDR`, backlog [`DEFAULT_BACKLOG`]).
+    pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
+        Self::bind_with_backlog(ctx, addr, DEFAULT_BACKLOG)
+    }
+
+    /// A listener on `addr` with the given listen backlog.
+    pub fn bind_with_backlog(
+        ctx: &'c IoContext<B>,
+        addr: SocketAddr,
+        backlog: i32,
+    ) -> Result<Self> {
+        let fd = open_socket::<B>(&addr, libc::SOCK_STREAM)?;
+        sys::set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        sys::bind(fd.raw(), &addr)?;
+        sys::listen(fd.raw(), backlog)?;
+        let key = B::register(ctx.sched(), fd, DescKind::Listener)?;
+        Ok(TcpListener { ctx, key })
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.with_fd(|fd| Ok(sys::local_addr(fd)?))
+    }
+
+    /// Accepts one connection: the handler gets the new stream and the
+    /// peer's address, or the error (`TooManyOpenFiles` at the fd limit,
+    /// `PoolFull(Descriptors)` with the descriptor table full: the
+    /// connection then waits in the listen backlog, and the listener keeps
+    /// working), or `OperationAborted` after `cancel`/`close`.
+    pub fn async_accept<F>(&self, handler: F) -> core::result::Result<(), Rejected<F>>
+    where
+        F: FnOnce(Result<(TcpStream<'c, B>, SocketAddr)>) + Send + 'static,
+    {
+        let h = Accepted {
+            f: handler,
+            _c: PhantomData,
+        };
+        B::accept(self.ctx.sched(), self.key, h).map_err(|r| r.map(|h| h.f))
+    }
+
+    /// Every pending accept completes with `OperationAborted`.
+    pub fn cancel(&self) -> Result<()> {
+        B::cancel(self.ctx.sched(), self.key)
+    }
+
+    /// Cancels pending accepts, closes the socket, frees its descriptor.
+    pub fn close(&self) -> Result<()> {
+        B::close(self.ctx.sched(), self.key)
+    }
+
+    /// The socket's descriptor, or -1 once closed.
+    pub fn as_raw_fd(&self) -> i32 {
+        self.with_fd(Ok).unwrap_or(-1)
+    }
+
+    /// The context this listener belongs to.
+    pub fn context(&self) -> &'c IoContext<B> {
+        self.ctx
+    }
+
+    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+        self.ctx.sched().task().with_fd(self.key, f)
+    }
+}
+
+impl<'c, B: Backend> TcpStream<'c, B> {
+    #[inline(always)]
+    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
+        TcpStream { ctx, key }
+    }
+
+    /// Connects to `addr`. The handler gets the stream, or
+    /// `ConnectionRefused` and friends (the socket is closed by then).
+    pub fn async_connect<F>(
+        ctx: &'c IoContext<B>,
+        addr: SocketAddr,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<F>>
+    where
+        F: FnOnce(Result<TcpStream<'c, B>>) + Send + 'static,
+    {
+        let sched = ctx.sched();
+        let key = match open_socket::<B>(&addr, libc::SOCK_STREAM)
+            .and_then(|fd| B::register(sched, fd, DescKind::Stream))
+        {
+            Ok(key) => key,
+            Err(error) => return Err(Rejected { error, handler }),
+        };
+        let h = Connected {
+            f: handler,
+            key,
+            _c: PhantomData,
+        };
+        B::connect(sched, key, addr, h).map_err(|r| {
+            let _ = B::close(sched, key);
+            r.map(|h| h.f)
+        })
+    }
+
+    /// Reads at most `buf.spare()` bytes into `buf`'s room. The handler
+    /// gets the count and the buffer back, advanced by it, or `Eof` when
+    /// the peer has closed its side (the one way end of stream is told on
+    /// every backend). A buffer with no room is refused with `BufferFull`
+    /// (a `Vec` reads into its spare capacity, not its length).
+    #[inline(always)]
+    pub fn async_read_some<Buf, F>(
+        &self,
+        buf: Buf,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBufMut,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        if buf.spare() == 0 {
+            return Err(refuse(Error::BufferFull, (buf, handler)));
+        }
+        B::read_some(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+    }
+
+    /// Writes at most `buf.bytes_len()` bytes of `buf` (without SIGPIPE: a
+    /// closed peer is `BrokenPipe`). The handler gets the count and the
+    /// buffer back; a write of 0 bytes completes with `Ok(0)`.
+    #[inline(always)]
+    pub fn async_write_some<Buf, F>(
+        &self,
+        buf: Buf,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBuf,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        B::write_some(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+    }
+
+    /// Reads into a buffer of the context's read pool
+    /// ([`Builder::read_buffers`](crate::builder::Builder::read_buffers)),
+    /// taken only once data has arrived, so a waiting read holds no memory.
+    /// The buffer goes back to the pool when the [`PooledBuf`] drops.
+    /// `PoolFull(ReadBuffers)` when data arrived but every buffer was in use
+    /// (the data stays in the socket for the next read); `Eof` when the
+    /// peer closed; a context without read buffers refuses with
+    /// `NoPool(ReadBuffers)`.
+    pub fn async_read_pooled<F>(&self, handler: F) -> core::result::Result<(), Rejected<F>>
+    where
+        F: FnOnce(Result<PooledBuf<'c>>) + Send + 'static,
+    {
+        let sched = self.ctx.sched();
+        if sched.task().read_buffers().is_none() {
+            return Err(refuse(Error::NoPool(Pool::ReadBuffers), handler));
+        }
+        let h = Pooled {
+            f: handler,
+            _c: PhantomData,
+        };
+        B::read_pooled(sched, self.key, h).map_err(|r| r.map(|h| h.f))
+    }
+
+    /// Shuts down one or both directions (`shutdown(2)`): after
+    /// [`Shutdown::Write`] the peer reads end of stream.
+    pub fn shutdown(&self, how: Shutdown) -> Result<()> {
+        self.with_fd(|fd| Ok(sys::shutdown(fd, how)?))
+    }
+
+    /// `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        self.with_fd(|fd| {
+            Ok(sys::set_int_opt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                on as i32,
+            )?)
+        })
+    }
+
+    /// `SO_SNDBUF` (the kernel doubles it and applies its limits).
+    pub fn set_send_buffer_size(&self, n: usize) -> Result<()> {
+        let n = n.min(i32::MAX as usize) as i32;
+        self.with_fd(|fd| Ok(sys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, n)?))
+    }
+
+    /// `SO_RCVBUF` (the kernel doubles it and applies its limits).
+    pub fn set_recv_buffer_size(&self, n: usize) -> Result<()> {
+        let n = n.min(i32::MAX as usize) as i32;
+        self.with_fd(|fd| Ok(sys::set_int_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, n)?))
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.with_fd(|fd| Ok(sys::local_addr(fd)?))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddr> {
+        self.with_fd(|fd| Ok(sys::peer_addr(fd)?))
+    }
+
+    /// The socket's descriptor, or -1 once closed.
+    pub fn as_raw_fd(&self) -> i32 {
+        self.with_fd(Ok).unwrap_or(-1)
+    }
+
+    /// Every pending read and write completes with `OperationAborted` (or
+    /// its real result, if it finished first), buffer handed back.
+    pub fn cancel(&self) -> Result<()> {
+        B::cancel(self.ctx.sched(), self.key)
+    }
+
+    /// Cancels pending operations, closes the socket, frees its descriptor.
+    pub fn close(&self) -> Result<()> {
+        B::close(self.ctx.sched(), self.key)
+    }
+
+    /// The context this stream belongs to.
+    pub fn context(&self) -> &'c IoContext<B> {
+        self.ctx
+    }
+
+    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+        self.ctx.sched().task().with_fd(self.key, f)
+    }
+}
+
+impl<B: Backend> AsyncReadSome for TcpStream<'static, B> {
+    #[inline(always)]
+    fn async_read_some<Buf, F>(
+        &self,
+        buf: Buf,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBufMut,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        TcpStream::async_read_some(self, buf, handler)
+    }
+}
+
+impl<B: Backend> AsyncWriteSome for TcpStream<'static, B> {
+    #[inline(always)]
+    fn async_write_some<Buf, F>(
+        &self,
+        buf: Buf,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBuf,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        TcpStream::async_write_some(self, buf, handler)
+    }
+}
+
+impl<B: Backend> Post for TcpStream<'_, B> {
+    /// Composed operations with nothing to transfer complete through this.
+    #[inline]
+    fn post_handler<T: Send + 'static>(
+        &self,
+        value: T,
+        run: fn(T),
+    ) -> core::result::Result<(), Rejected<T>> {
+        post_value(self.ctx.sched(), value, run)
+    }
+}

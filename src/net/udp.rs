@@ -1,0 +1,103 @@
+//! UDP: [`UdpSocket`], written once over the backend contract.
+
+use core::net::SocketAddr;
+
+use pinion_core::backend::{Backend, DescKind, Key};
+use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::{Error, Rejected, Result};
+use pinion_sys::socket as sys;
+
+use super::{open_socket, refuse};
+use crate::context::IoContext;
+use crate::handler::{io_back, Io};
+
+/// A UDP socket: a `Copy` handle into its context's descriptor table.
+pub struct UdpSocket<'c, B: Backend> {
+    ctx: &'c IoContext<B>,
+    key: Key,
+}
+
+impl<B: Backend> Clone for UdpSocket<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Backend> Copy for UdpSocket<'_, B> {}
+
+impl<B: Backend> core::fmt::Debug for UdpSocket<'_, B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("UdpSocket").field(&self.key).finish()
+    }
+}
+
+impl<'c, B: Backend> UdpSocket<'c, B> {
+    /// A socket bound to `addr` (port 0: the kernel picks one).
+    pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
+        let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
+        sys::bind(fd.raw(), &addr)?;
+        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
+        Ok(UdpSocket { ctx, key })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.ctx
+            .sched()
+            .task()
+            .with_fd(self.key, |fd| Ok(sys::local_addr(fd)?))
+    }
+
+    /// Sends `buf` as one datagram to `to`; the handler gets the bytes sent
+    /// and the buffer back.
+    pub fn async_send_to<Buf, F>(
+        &self,
+        buf: Buf,
+        to: SocketAddr,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBuf,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        B::send_to(self.ctx.sched(), self.key, buf, to, Io(handler)).map_err(io_back)
+    }
+
+    /// Receives one datagram into `buf`'s room: the handler gets its
+    /// length and sender (a datagram longer than the room is cut to it, as
+    /// `recvfrom` does). A buffer with no room is refused with
+    /// `BufferFull`.
+    pub fn async_receive_from<Buf, F>(
+        &self,
+        buf: Buf,
+        handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBufMut,
+        F: FnOnce(Result<(usize, SocketAddr)>, Buf) + Send + 'static,
+    {
+        if buf.spare() == 0 {
+            return Err(refuse(Error::BufferFull, (buf, handler)));
+        }
+        B::recv_from(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+    }
+
+    /// Every pending operation completes with `OperationAborted`.
+    pub fn cancel(&self) -> Result<()> {
+        B::cancel(self.ctx.sched(), self.key)
+    }
+
+    /// Cancels pending operations, closes the socket, frees its descriptor.
+    pub fn close(&self) -> Result<()> {
+        B::close(self.ctx.sched(), self.key)
+    }
+
+    /// The socket's descriptor, or -1 once closed.
+    pub fn as_raw_fd(&self) -> i32 {
+        self.ctx.sched().task().with_fd(self.key, Ok).unwrap_or(-1)
+    }
+
+    /// The context this socket belongs to.
+    pub fn context(&self) -> &'c IoContext<B> {
+        self.ctx
+    }
+}
