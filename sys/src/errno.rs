@@ -40,16 +40,19 @@ struct Entry {
 
 /// Defines the associated constants and the table from one list, so the
 /// two cannot disagree. `alias` marks a name that some architectures give
-/// the same number as an earlier (primary) name.
+/// the same number as an earlier (primary) name; a trailing `cfg(...)`
+/// limits an entry to the targets where libc defines the name.
 macro_rules! errnos {
     (@alias) => { false };
     (@alias alias) => { true };
-    ($( $(#[$meta:meta])* $konst:ident = $libc:ident $($alias:ident)?, $text:literal; )*) => {
+    ($( $(#[$meta:meta])* $konst:ident = $libc:ident $($alias:ident)?, $text:literal
+        $(, cfg($cfg:meta))?; )*) => {
         #[cfg(target_os = "linux")]
         impl Errno {
             $(
                 #[doc = concat!("`", stringify!($libc), "`: ", $text, ".")]
                 $(#[$meta])*
+                $(#[cfg($cfg)])?
                 pub const $konst: Errno = Errno(libc::$libc);
             )*
         }
@@ -57,7 +60,7 @@ macro_rules! errnos {
         /// Every errno libc defines for Linux, primary names first.
         #[cfg(target_os = "linux")]
         const TABLE: &[Entry] = &[
-            $(Entry {
+            $($(#[cfg($cfg)])? Entry {
                 code: libc::$libc,
                 name: stringify!($libc),
                 text: $text,
@@ -203,7 +206,9 @@ errnos! {
     OWNERDEAD = EOWNERDEAD, "owner died";
     NOTRECOVERABLE = ENOTRECOVERABLE, "state not recoverable";
     RFKILL = ERFKILL, "operation not possible due to RF-kill";
-    HWPOISON = EHWPOISON, "memory page has hardware error";
+    /// (Not on MIPS with uClibc, where libc does not define it.)
+    HWPOISON = EHWPOISON, "memory page has hardware error",
+        cfg(not(all(target_env = "uclibc", any(target_arch = "mips", target_arch = "mips64"))));
     // Second names, after their primaries so that the primary is the one
     // printed where both share a number.
     /// The same number as [`Errno::AGAIN`] on Linux.

@@ -116,6 +116,8 @@ pub fn timerfd_set_abs(fd: i32, deadline_ns: Option<u64>) -> Result<(), Errno> {
 }
 
 /// The one-shot `itimerspec` for [`timerfd_set_abs`].
+// `i32::MAX.into()` is a no-op where time_t is i32.
+#[allow(clippy::useless_conversion)]
 fn abs_spec(deadline_ns: Option<u64>) -> libc::itimerspec {
     // Zeroed rather than a literal: some targets' timespec has private
     // padding fields (time64 on 32-bit).
@@ -124,7 +126,11 @@ fn abs_spec(deadline_ns: Option<u64>) -> libc::itimerspec {
     let mut spec: libc::itimerspec = unsafe { core::mem::zeroed() };
     if let Some(d) = deadline_ns {
         let d = d.max(1);
-        spec.it_value.tv_sec = libc::time_t::try_from(d / NS).unwrap_or(libc::time_t::MAX);
+        // Written against the field, not `libc::time_t`, which libc marks
+        // deprecated on musl (it is to become 64-bit there). Only a 32-bit
+        // time_t can refuse `d / NS` (below 2^35), and i32::MAX is its
+        // latest second.
+        spec.it_value.tv_sec = (d / NS).try_into().unwrap_or_else(|_| i32::MAX.into());
         // Below 10^9: fits the field's type on every target.
         spec.it_value.tv_nsec = (d % NS) as _;
     }
@@ -153,7 +159,12 @@ mod tests {
         assert_eq!(spec(Some(1)), (0, 1));
         assert_eq!(spec(Some(999_999_999)), (0, 999_999_999));
         assert_eq!(spec(Some(1_500_000_000)), (1, 500_000_000));
-        let max_sec = core::cmp::min(u64::MAX / NS, libc::time_t::MAX as u64);
+        // SAFETY: plain integers.
+        let t: libc::timespec = unsafe { core::mem::zeroed() };
+        let max_sec = match core::mem::size_of_val(&t.tv_sec) {
+            4 => i32::MAX as u64,
+            _ => u64::MAX / NS,
+        };
         assert_eq!(spec(Some(u64::MAX)), (max_sec as i64, 709_551_615));
     }
 
