@@ -147,9 +147,7 @@ impl<B: Backend> Builder<B> {
     /// `pinion::epoll::Parts::from_static`). The slices' lengths replace
     /// the sizes set on the builder.
     pub fn build_in(
-        self,
-        ops: &'static mut [OpSlot],
-        parts: B::Parts,
+        self, ops: &'static mut [OpSlot], parts: B::Parts,
     ) -> Result<IoContext<B>, BuildError> {
         self.check()?;
         self.finish(Storage::from_static(ops), parts)

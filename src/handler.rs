@@ -12,7 +12,7 @@
 use core::marker::PhantomData;
 use core::net::SocketAddr;
 
-use pinion_core::backend::{Backend, Handler, Key, Sched};
+use pinion_core::backend::{At, Backend, Handler, Key, Sched};
 use pinion_core::pooled::PooledBuf;
 use pinion_core::{Rejected, Result};
 
@@ -80,7 +80,10 @@ where
         let r = match r {
             Ok(()) => Ok(TcpStream::from_key(ctx, self.key)),
             Err(e) => {
-                let _ = B::close(sched, self.key);
+                let _ = B::close(At {
+                    sched,
+                    key: self.key,
+                });
                 Err(e)
             }
         };

@@ -99,6 +99,7 @@ pub use buf::{IoBuf, IoBufMut, PooledBuf, ReadBufferCount, Slice};
 pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
 pub use pinion_core::{Errno, Error, Pool, Rejected, Result};
+pub use pinion_core::{StaticArray, StaticCell};
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;
 

@@ -40,8 +40,7 @@ impl<'c, B: Backend> Strand<'c, B> {
     /// Queues `handler` to run in the strand, after every handler posted
     /// to it before.
     pub fn post<F: FnOnce() + Send + 'static>(
-        &self,
-        handler: F,
+        &self, handler: F,
     ) -> core::result::Result<(), Rejected<F>> {
         self.inner.post(handler)
     }
@@ -50,8 +49,7 @@ impl<'c, B: Backend> Strand<'c, B> {
     /// calling thread is in this strand, or is inside `run` and the strand
     /// is idle); otherwise posts it.
     pub fn dispatch<F: FnOnce() + Send + 'static>(
-        &self,
-        handler: F,
+        &self, handler: F,
     ) -> core::result::Result<(), Rejected<F>> {
         self.inner.dispatch(handler)
     }

@@ -29,12 +29,15 @@
 
 use core::net::SocketAddr;
 
-use pinion_core::backend::{Backend, BuildError, Config, DescKind, Fd, Handler, Key, Sched};
+use pinion_core::backend::{
+    AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
+    PooledHandler, RecvHandler, Sched, Started,
+};
 use pinion_core::buf::{IoBuf, IoBufMut};
-use pinion_core::pooled::{PooledBuf, ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
+use pinion_core::pooled::{ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
 use pinion_core::slab::{Entry, Slab};
-use pinion_core::timer::{TimerEntry, TimerObj, TimerService, TimerSlot};
-use pinion_core::{Rejected, Result, Storage};
+use pinion_core::timer::{TimerEntry, TimerService, TimerSlot};
+use pinion_core::{Result, Storage};
 use pinion_sync::{FutexKit, FutexMutex};
 use pinion_sys::addr::RawAddr;
 
@@ -92,10 +95,8 @@ impl Parts {
     /// # let _ = parts;
     /// ```
     pub fn from_static(
-        descriptors: &'static mut [Entry<DescriptorSlot>],
-        timers: &'static mut [TimerEntry],
-        heap: &'static mut [TimerSlot],
-        read_buffers: Option<(&'static mut [u8], usize)>,
+        descriptors: &'static mut [Entry<DescriptorSlot>], timers: &'static mut [TimerEntry],
+        heap: &'static mut [TimerSlot], read_buffers: Option<(&'static mut [u8], usize)>,
     ) -> Parts {
         Parts {
             descriptors: Storage::from_static(descriptors),
@@ -135,7 +136,7 @@ unsafe impl Backend for Reactor {
             let (count, size) = config.read_buffers;
             Some(Parts {
                 descriptors: Storage::boxed_with(config.descriptors, || DescriptorSlot::ENTRY),
-                timers: Storage::boxed_with(config.timers, || TimerObj::ENTRY),
+                timers: Storage::boxed_with(config.timers, || pinion_core::timer::TimerObj::ENTRY),
                 heap: Storage::boxed_with(config.timers, || TimerSlot::EMPTY),
                 read_buffers: (count > 0)
                     .then(|| (Storage::boxed_with(count * size, || 0u8), size)),
@@ -174,14 +175,7 @@ unsafe impl Backend for Reactor {
     }
 
     fn stats(&self) -> Stats {
-        #[cfg(feature = "stats")]
-        {
-            self.stats.snapshot()
-        }
-        #[cfg(not(feature = "stats"))]
-        {
-            Stats::default()
-        }
+        stats::snapshot(self)
     }
 
     fn timers(&self) -> &TimerService<FutexMutex> {
@@ -204,12 +198,12 @@ unsafe impl Backend for Reactor {
         sched.task().register(fd)
     }
 
-    fn cancel(sched: &Sched<Self>, key: Key) -> Result<()> {
-        sched.task().cancel(sched, key)
+    fn cancel(at: At<'_, Self>) -> Result<()> {
+        at.sched.task().cancel(at.sched, at.key)
     }
 
-    fn close(sched: &Sched<Self>, key: Key) -> Result<()> {
-        sched.task().close(sched, key)
+    fn close(at: At<'_, Self>) -> Result<()> {
+        at.sched.task().close(at.sched, at.key)
     }
 
     fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R> {
@@ -217,102 +211,54 @@ unsafe impl Backend for Reactor {
     }
 
     #[inline(always)]
-    fn read_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
-        ops::start::<READ_OP, _, _>(sched, key, Recv { buf }, handler, true)
+    fn read_some<T: IoBufMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)> {
+        ops::start::<READ_OP, _, _>(at, Recv { buf }, h, true)
             .map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 
     #[inline(always)]
-    fn write_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
-        ops::start::<WRITE_OP, _, _>(sched, key, Send { buf }, handler, true)
+    fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)> {
+        ops::start::<WRITE_OP, _, _>(at, Send { buf }, h, true)
             .map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 
-    fn read_pooled<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: for<'p> Handler<Self, Result<PooledBuf<'p>>>,
-    {
-        ops::start::<READ_OP, _, _>(sched, key, RecvPooled { got: None }, handler, true)
+    fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {
+        ops::start::<READ_OP, _, _>(at, RecvPooled { got: None }, h, true)
             .map_err(|r| r.map(|(_, h)| h))
     }
 
-    fn accept<H>(sched: &Sched<Self>, key: Key, handler: H) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<(Key, SocketAddr)>>,
-    {
+    fn accept<H: AcceptHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {
         let state = Accept {
             peer: RawAddr::zeroed(),
             accepted: None,
         };
-        ops::start::<READ_OP, _, _>(sched, key, state, handler, true).map_err(|r| r.map(|(_, h)| h))
+        ops::start::<READ_OP, _, _>(at, state, h, true).map_err(|r| r.map(|(_, h)| h))
     }
 
-    fn connect<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        addr: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<()>>,
-    {
-        ops::connect(sched, key, addr, handler)
+    fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H> {
+        ops::connect_nonblocking(at, addr, h)
     }
 
-    fn send_to<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        to: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
+    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    ) -> Started<(T, H)> {
         let (to, to_len) = RawAddr::from_socket_addr(&to);
-        ops::start::<WRITE_OP, _, _>(sched, key, SendTo { buf, to, to_len }, handler, true)
+        ops::start::<WRITE_OP, _, _>(at, SendTo { buf, to, to_len }, h, true)
             .map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 
-    fn recv_from<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<(usize, SocketAddr)>, B)>,
-    {
+    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)> {
         let state = RecvFrom {
             buf,
             from: RawAddr::zeroed(),
         };
-        ops::start::<READ_OP, _, _>(sched, key, state, handler, true)
-            .map_err(|r| r.map(|(s, h)| (s.buf, h)))
+        ops::start::<READ_OP, _, _>(at, state, h, true).map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 }
 

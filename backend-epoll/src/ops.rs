@@ -11,7 +11,9 @@ use core::mem::ManuallyDrop;
 use core::net::SocketAddr;
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 
-use pinion_core::backend::{Fd, Handler, Invoke, Key, OpResult, Operation, Sched};
+use pinion_core::backend::{
+    At, ConnectHandler, Fd, Handler, Invoke, Key, OpResult, Operation, Sched, Started,
+};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
@@ -86,9 +88,7 @@ unsafe fn perform<S: OpState<H>, H>(op: NonNull<ReactorOp>, reactor: &Reactor, f
 /// is on a descriptor queue under that descriptor's lock, or being started).
 #[inline(always)]
 unsafe fn perform_now<S: OpState<H>, H>(
-    op: NonNull<SocketOp<S, H>>,
-    reactor: &Reactor,
-    fd: i32,
+    op: NonNull<SocketOp<S, H>>, reactor: &Reactor, fd: i32,
 ) -> Status {
     let p = op.as_ptr();
     // SAFETY: per this function's contract.
@@ -151,8 +151,7 @@ fn alloc<S: OpState<H>, H>(sched: &Sched<Reactor>, state: S, handler: H) -> Allo
 /// # Safety
 /// `op` came from [`alloc`] on `sched` and is on no queue.
 unsafe fn take_back<S: OpState<H>, H>(
-    sched: &Sched<Reactor>,
-    op: NonNull<SocketOp<S, H>>,
+    sched: &Sched<Reactor>, op: NonNull<SocketOp<S, H>>,
 ) -> (S, H) {
     // SAFETY: live and ours (contract); read once, then freed.
     unsafe {
@@ -177,12 +176,9 @@ fn post_result<S: OpState<H>, H>(sched: &Sched<Reactor>, op: NonNull<SocketOp<S,
 /// back.
 #[inline(always)]
 pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H>(
-    sched: &Sched<Reactor>,
-    key: Key,
-    state: S,
-    handler: H,
-    allow_speculative: bool,
-) -> core::result::Result<(), Rejected<(S, H)>> {
+    at: At<'_, Reactor>, state: S, handler: H, allow_speculative: bool,
+) -> Started<(S, H)> {
+    let (sched, key) = (at.sched, at.key);
     // One thread lookup serves the allocation and the queueing.
     let here = sched.here();
     // SAFETY: `here` is this scheduler's; the slot is freed by `complete`
@@ -538,12 +534,10 @@ impl<H: Handler<Reactor, Result<()>>> OpState<H> for Connect {
 
 /// Starts a connect of socket `key` to `addr`: the non-blocking
 /// `connect`, then a wait for writability unless it finished at once.
-pub(crate) fn connect<H: Handler<Reactor, Result<()>>>(
-    sched: &Sched<Reactor>,
-    key: Key,
-    addr: SocketAddr,
-    handler: H,
-) -> core::result::Result<(), Rejected<H>> {
+pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
+    at: At<'_, Reactor>, addr: SocketAddr, handler: H,
+) -> Started<H> {
+    let (sched, key) = (at.sched, at.key);
     let op = alloc(sched, Connect, handler).map_err(|r| r.map(|(_, h)| h))?;
     let reactor = sched.task();
     stat!(reactor, op_attempts);

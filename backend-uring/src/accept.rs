@@ -20,7 +20,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::{opcode, squeue};
-use pinion_core::backend::{DescKind, Fd, Handler, Invoke, Key, Operation};
+use pinion_core::backend::{
+    AcceptHandler, At, DescKind, Fd, Handler, Invoke, Key, Operation, Started,
+};
 use pinion_core::{Error, OpQueue, Rejected, Result};
 use pinion_sys::addr::RawAddr;
 use pinion_sys::socket;
@@ -172,7 +174,11 @@ where
                     proactor.open_reserved(key, fd, DescKind::Stream)
                 };
                 let addr = addr
-                    .or_else(|| proactor.with_fd(key, |fd| Ok(socket::peer_addr(fd)?)).ok())
+                    .or_else(|| {
+                        proactor
+                            .with_desc_fd(key, |fd| Ok(socket::peer_addr(fd)?))
+                            .ok()
+                    })
                     .unwrap_or_else(unspecified);
                 (key, addr)
             });
@@ -185,10 +191,8 @@ where
 }
 
 /// `Backend::accept`: one accept on listener `key`.
-pub(crate) fn start<H>(sched: &Sched, key: Key, handler: H) -> core::result::Result<(), Rejected<H>>
-where
-    H: Handler<Proactor, Result<(Key, SocketAddr)>>,
-{
+pub(crate) fn start<H: AcceptHandler<Proactor>>(at: At<'_, Proactor>, handler: H) -> Started<H> {
+    let (sched, key) = (at.sched, at.key);
     let proactor = sched.task();
     let multishot = proactor.info.multishot_accept;
     let op = AcceptOp {
@@ -291,12 +295,7 @@ impl Proactor {
     /// registered in the descriptor table here, then handed to the oldest
     /// waiting `async_accept` or queued on the listener.
     pub(crate) fn on_accept(
-        &self,
-        idx: u32,
-        res: i32,
-        more: bool,
-        shutting_down: bool,
-        ops: &mut OpQueue,
+        &self, idx: u32, res: i32, more: bool, shutting_down: bool, ops: &mut OpQueue,
     ) {
         let d = self.descs.at(idx).expect("a table index");
         let mut close_fd = None;
@@ -388,10 +387,7 @@ impl Proactor {
     /// `op` is a live accept operation (an `AcceptHdr` at offset 0) on no
     /// queue, of `sched`'s pool.
     unsafe fn accept_multishot(
-        &self,
-        sched: &Sched,
-        key: Key,
-        op: NonNull<Operation>,
+        &self, sched: &Sched, key: Key, op: NonNull<Operation>,
     ) -> Result<()> {
         let d = self.desc(key)?;
         let ready = d.with(|st| {

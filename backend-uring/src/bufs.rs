@@ -50,7 +50,7 @@ use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use io_uring::{opcode, IoUring};
-use pinion_core::backend::{Handler, Invoke, Key, Operation};
+use pinion_core::backend::{At, Handler, Invoke, Operation, PooledHandler, Started};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sync::FutexMutex;
@@ -371,14 +371,10 @@ struct PooledOp<H> {
 
 /// `Backend::read_pooled`: a pooled read on the socket `key` names (see
 /// the module docs).
-pub(crate) fn start_pooled<H>(
-    sched: &Sched,
-    key: Key,
-    handler: H,
-) -> core::result::Result<(), Rejected<H>>
-where
-    H: for<'p> Handler<Proactor, Result<PooledBuf<'p>>>,
-{
+pub(crate) fn start_pooled<H: PooledHandler<Proactor>>(
+    at: At<'_, Proactor>, handler: H,
+) -> Started<H> {
+    let (sched, key) = (at.sched, at.key);
     let proactor = sched.task();
     let Some(pool) = proactor.read_pool() else {
         return Err(Rejected {

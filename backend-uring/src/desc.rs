@@ -281,7 +281,7 @@ impl Proactor {
     /// Runs `f` on the fd of a live key, under the descriptor's lock:
     /// `close_desc` retires the key under the same lock, so the fd cannot
     /// be closed (and its number reused) while `f` runs.
-    pub(crate) fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R> {
+    pub(crate) fn with_desc_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R> {
         let d = self.desc(key)?;
         d.with(|st| {
             if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {

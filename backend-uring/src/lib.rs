@@ -36,12 +36,15 @@
 
 use core::net::SocketAddr;
 
-use pinion_core::backend::{Backend, BuildError, Config, DescKind, Fd, Handler, Key, Sched};
+use pinion_core::backend::{
+    AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
+    PooledHandler, RecvHandler, Sched, Started,
+};
 use pinion_core::buf::{IoBuf, IoBufMut};
-use pinion_core::pooled::{PooledBuf, ReadBufferCount};
+use pinion_core::pooled::ReadBufferCount;
 use pinion_core::slab::Entry;
 use pinion_core::timer::{TimerEntry, TimerObj, TimerService, TimerSlot};
-use pinion_core::{Rejected, Result, Storage};
+use pinion_core::{Result, Storage};
 use pinion_sync::{FutexKit, FutexMutex};
 use pinion_sys::addr::RawAddr;
 
@@ -139,22 +142,13 @@ unsafe impl Backend for Proactor {
     }
 
     fn build(
-        config: &Config,
-        options: &Options,
-        parts: Parts,
+        config: &Config, options: &Options, parts: Parts,
     ) -> core::result::Result<Self, BuildError> {
         Proactor::new(config, options, parts)
     }
 
     fn stats(&self) -> Stats {
-        #[cfg(feature = "stats")]
-        {
-            self.stats.snapshot()
-        }
-        #[cfg(not(feature = "stats"))]
-        {
-            Stats::default()
-        }
+        self.counters()
     }
 
     fn timers(&self) -> &TimerService<FutexMutex> {
@@ -162,11 +156,12 @@ unsafe impl Backend for Proactor {
     }
 
     fn timers_changed(&self, earliest: Option<u64>) {
-        Proactor::timers_changed(self, earliest)
+        self.wake_for_timer(earliest)
     }
 
     fn read_buffers(&self) -> Option<ReadBufferCount> {
-        self.read_pool().map(|p| ReadBufferCount {
+        let p = self.read_pool()?;
+        Some(ReadBufferCount {
             free: p.free(),
             total: p.count(),
             size: p.size(),
@@ -181,93 +176,48 @@ unsafe impl Backend for Proactor {
         sched.task().open_desc(fd, kind)
     }
 
-    fn cancel(sched: &Sched<Self>, key: Key) -> Result<()> {
-        sched.task().cancel_desc(sched, key)
+    fn cancel(at: At<'_, Self>) -> Result<()> {
+        at.sched.task().cancel_desc(at.sched, at.key)
     }
 
-    fn close(sched: &Sched<Self>, key: Key) -> Result<()> {
-        sched.task().close_desc(sched, key)
+    fn close(at: At<'_, Self>) -> Result<()> {
+        at.sched.task().close_desc(at.sched, at.key)
     }
 
     fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R> {
-        Proactor::with_fd(self, key, f)
+        self.with_desc_fd(key, f)
     }
 
     #[inline(always)]
-    fn read_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
-        ops::start_buf_op::<B, H, true>(sched, key, buf, handler)
+    fn read_some<T: IoBufMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)> {
+        ops::start_buf_op::<T, H, true>(at, buf, h)
     }
 
     #[inline(always)]
-    fn write_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
-        ops::start_buf_op::<WriteOnly<B>, WriteBack<H>, false>(
-            sched,
-            key,
-            WriteOnly(buf),
-            WriteBack(handler),
-        )
-        .map_err(|r| r.map(|(b, h)| (b.0, h.0)))
+    fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)> {
+        let out = ops::start_buf_op::<_, _, false>(at, WriteOnly(buf), WriteBack(h));
+        out.map_err(|r| r.map(|(b, h)| (b.0, h.0)))
     }
 
-    fn read_pooled<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: for<'p> Handler<Self, Result<PooledBuf<'p>>>,
-    {
-        bufs::start_pooled(sched, key, handler)
+    fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {
+        bufs::start_pooled(at, h)
     }
 
-    fn accept<H>(sched: &Sched<Self>, key: Key, handler: H) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<(Key, SocketAddr)>>,
-    {
-        accept::start(sched, key, handler)
+    fn accept<H: AcceptHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {
+        accept::start(at, h)
     }
 
-    fn connect<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        addr: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<()>>,
-    {
-        ops::connect(sched, key, addr, handler)
+    fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H> {
+        ops::start_connect(at, addr, h)
     }
 
-    fn send_to<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        to: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>,
-    {
+    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    ) -> Started<(T, H)> {
         let (addr, alen) = RawAddr::from_socket_addr(&to);
         let m = Msg {
             ptr: buf.read_ptr() as *mut u8,
@@ -276,26 +226,20 @@ unsafe impl Backend for Proactor {
             alen,
             recv: false,
         };
-        ops::start_msg(sched, key, buf, handler, ops::send_fn::<B, H>(), m)
+        ops::start_msg(at, buf, h, ops::send_fn::<T, H>(), m)
     }
 
-    fn recv_from<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        mut buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<(usize, SocketAddr)>, B)>,
-    {
+    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+        at: At<'_, Self>, mut buf: T, h: H,
+    ) -> Started<(T, H)> {
+        let (ptr, len) = (buf.write_ptr(), buf.spare());
         let m = Msg {
-            ptr: buf.write_ptr(),
-            len: buf.spare(),
+            ptr,
+            len,
             addr: RawAddr::zeroed(),
             alen: RawAddr::CAPACITY,
             recv: true,
         };
-        ops::start_msg(sched, key, buf, handler, ops::recv_fn::<B, H>(), m)
+        ops::start_msg(at, buf, h, ops::recv_fn::<T, H>(), m)
     }
 }

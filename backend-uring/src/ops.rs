@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::opcode;
-use pinion_core::backend::{Handler, Here, Invoke, Key, Operation};
+use pinion_core::backend::{At, ConnectHandler, Handler, Here, Invoke, Operation, Started};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::RawAddr;
@@ -58,9 +58,7 @@ struct BufOp<B, H> {
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is a `BufOp<B, H>`.
 unsafe fn complete_buf<B: BufLike, H: Handler<Proactor, (Result<usize>, B)>, const READ: bool>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     let p = op.cast::<BufOp<B, H>>();
     // SAFETY: `p` is live and ours; each field read once, then freed.
@@ -143,11 +141,9 @@ pub(crate) fn start_buf_op<
     H: Handler<Proactor, (Result<usize>, B)>,
     const READ: bool,
 >(
-    sched: &Sched,
-    key: Key,
-    mut buf: B,
-    handler: H,
-) -> core::result::Result<(), Rejected<(B, H)>> {
+    at: At<'_, Proactor>, mut buf: B, handler: H,
+) -> Started<(B, H)> {
+    let (sched, key) = (at.sched, at.key);
     let (ptr, len) = (buf.ptr_for_op(), buf.len_for_op());
     let len = len.min(u32::MAX as usize) as u32;
     let op = BufOp {
@@ -230,10 +226,7 @@ pub(crate) fn start_buf_op<
 #[cold]
 #[inline(never)]
 unsafe fn refuse_buf_op<B, H>(
-    sched: &Sched,
-    here: Option<Here<'_>>,
-    p: NonNull<BufOp<B, H>>,
-    error: Error,
+    sched: &Sched, here: Option<Here<'_>>, p: NonNull<BufOp<B, H>>, error: Error,
 ) -> Rejected<(B, H)> {
     // SAFETY: per contract; each field read once, then the slot freed.
     unsafe {
@@ -261,9 +254,7 @@ struct ConnectOp<H> {
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is a `ConnectOp<H>`.
 unsafe fn complete_connect<H: Handler<Proactor, Result<()>>>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     let p = op.cast::<ConnectOp<H>>();
     // SAFETY: `p` is live and ours; fields read once, then the slot freed.
@@ -284,12 +275,10 @@ unsafe fn complete_connect<H: Handler<Proactor, Result<()>>>(
 }
 
 /// `Backend::connect` (`IORING_OP_CONNECT`).
-pub(crate) fn connect<H: Handler<Proactor, Result<()>>>(
-    sched: &Sched,
-    key: Key,
-    addr: SocketAddr,
-    handler: H,
-) -> core::result::Result<(), Rejected<H>> {
+pub(crate) fn start_connect<H: ConnectHandler<Proactor>>(
+    at: At<'_, Proactor>, addr: SocketAddr, handler: H,
+) -> Started<H> {
+    let (sched, key) = (at.sched, at.key);
     let (raw, len) = RawAddr::from_socket_addr(&addr);
     let op = ConnectOp {
         header: Operation::new(complete_connect::<H>),
@@ -420,13 +409,9 @@ pub(crate) struct Msg {
 
 /// `Backend::send_to` and `recv_from`.
 pub(crate) fn start_msg<B: Send + 'static, H: Send>(
-    sched: &Sched,
-    key: Key,
-    buf: B,
-    handler: H,
-    func: pinion_core::op::CompleteFn,
-    m: Msg,
-) -> core::result::Result<(), Rejected<(B, H)>> {
+    at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg,
+) -> Started<(B, H)> {
+    let (sched, key) = (at.sched, at.key);
     let op = MsgOp {
         header: Operation::new(func),
         // SAFETY: msghdr and iovec are plain C structs; zero is valid.

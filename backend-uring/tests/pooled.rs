@@ -116,9 +116,7 @@ fn read_into(s: TcpStream<'static>, got: &Got) {
 
 /// Reads once per buffer, each with data waiting, keeping every buffer.
 fn hold_every_buffer(
-    ctx: &'static IoContext,
-    s: TcpStream<'static>,
-    peer: &mut StdStream,
+    ctx: &'static IoContext, s: TcpStream<'static>, peer: &mut StdStream,
 ) -> Arc<Mutex<Vec<PooledBuf<'static>>>> {
     let held: Arc<Mutex<Vec<PooledBuf<'static>>>> = Arc::default();
     for i in 0..COUNT {

@@ -36,11 +36,26 @@
 //!   names the pool ([`Error::PoolFull`]).
 //! - **Work.** An operation counts as outstanding work from start to
 //!   completion, so `run()` returns when the last one completes.
-//! - **Handles.** A [`Key`] names a descriptor (index and generation); an
-//!   operation started on a key runs on the object it named or is refused
-//!   with `BadDescriptor` (or aborted by the close), under every
-//!   interleaving with a close on another thread, never on the object that
-//!   reuses the slot.
+//! - **Handles.** A [`Key`] names a descriptor (index and generation).
+//!   Handles are `Copy` and `Send`: one thread may start an operation while
+//!   another closes the descriptor and at once opens a new one, which takes
+//!   the same slot, the same fd number and (io_uring) the same
+//!   registered-file index. Under every interleaving, an operation started
+//!   on a key runs on the descriptor the key named, or is refused at the
+//!   call with `BadDescriptor` (handler and buffer handed back), or is
+//!   aborted by the close (`OperationAborted`); it never runs on the
+//!   successor, so no byte reaches a handler or a peer it was not meant
+//!   for. Calls on the fd itself ([`with_fd`](Backend::with_fd): options,
+//!   addresses, `shutdown`) run on the key's descriptor or answer
+//!   `BadDescriptor`. The epoll reactor keeps this by checking the key and
+//!   queueing (or performing) under the descriptor's lock, which `close`
+//!   takes to retire the key before the fd is closed. The io_uring
+//!   proactor, where the kernel looks a socket up only when it issues the
+//!   SQE, checks the key and writes the SQE in one stretch under its SQ
+//!   lock; `close` retires the key and queues its cancel under that lock,
+//!   and tears the socket down only once the kernel's SQ head has passed
+//!   the cancel. `tests/suite/race.rs` races starts against
+//!   close-and-reopen on both.
 //! - **Cancel and close.** `cancel` completes every pending operation of
 //!   the descriptor with `OperationAborted` (or its real result if it
 //!   finished first); `close` does the same, then frees the descriptor.
@@ -68,7 +83,7 @@ use crate::queue::OpQueue;
 use crate::timer::TimerService;
 use crate::Error;
 #[cfg(target_os = "linux")]
-use crate::{Rejected, Result};
+use crate::Result;
 
 pub use crate::op::{CompleteFn, Invoke, OpResult, Operation};
 pub use crate::pool::{emplace, OpSlot, SlotPool, SlotStorage};
@@ -198,39 +213,98 @@ pub struct Config {
     pub read_buffers: (usize, usize),
 }
 
+/// Where an initiating call starts: the scheduler the backend is the task
+/// of (`sched.task()` is the backend), and the key of the descriptor.
 #[cfg(target_os = "linux")]
+pub struct At<'a, B: Backend> {
+    /// The scheduler.
+    pub sched: &'a Sched<B>,
+    /// The descriptor.
+    pub key: Key,
+}
+
+#[cfg(target_os = "linux")]
+impl<B: Backend> Clone for At<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+#[cfg(target_os = "linux")]
+impl<B: Backend> Copy for At<'_, B> {}
+
+/// What an initiating call returns: started, or refused with what the
+/// caller gave (handler, buffer) in the [`Rejected`].
+pub type Started<T> = core::result::Result<(), crate::Rejected<T>>;
+
+/// Defines a named bound for a handler of one result type: a subtrait of
+/// [`Handler`] with a blanket impl, so signatures stay short.
+macro_rules! handler_alias {
+    ($(#[$m:meta])* $name:ident<$($p:ident),*> = $t:ty) => {
+        $(#[$m])*
+        #[cfg(target_os = "linux")]
+        pub trait $name<B: Backend, $($p),*>: Handler<B, $t> {}
+        #[cfg(target_os = "linux")]
+        impl<B: Backend, $($p,)* H: Handler<B, $t>> $name<B, $($p),*> for H {}
+    };
+}
+
+handler_alias!(
+    /// A read or write handler: the byte count and the buffer back.
+    IoHandler<Buf> = (Result<usize>, Buf)
+);
+handler_alias!(
+    /// A datagram receive's handler: length and sender, and the buffer.
+    RecvHandler<Buf> = (Result<(usize, SocketAddr)>, Buf)
+);
+handler_alias!(
+    /// An accept's handler: the new descriptor's key and the peer.
+    AcceptHandler<> = Result<(Key, SocketAddr)>
+);
+handler_alias!(
+    /// A connect's handler.
+    ConnectHandler<> = Result<()>
+);
+
+/// A pooled read's handler: the filled buffer, borrowing the read pool.
+#[cfg(target_os = "linux")]
+pub trait PooledHandler<B: Backend>: for<'p> Handler<B, Result<PooledBuf<'p>>> {}
+#[cfg(target_os = "linux")]
+impl<B: Backend, H: for<'p> Handler<B, Result<PooledBuf<'p>>>> PooledHandler<B> for H {}
+
 /// The operations both backends provide, written once in the facade's user
 /// types over this trait.
 ///
-/// Every initiating function takes the scheduler the backend is the task
-/// of (`sched.task()` is `self`), a [`Key`] from [`register`](Self::register)
-/// and a [`Handler`], and keeps the rules in the [module docs](self).
+/// Every initiating function takes an [`At`] (the scheduler and a key from
+/// [`register`](Self::register)) and a [`Handler`], and keeps the rules in
+/// the [module docs](self). A read is only ever given a buffer with room
+/// (the facade refuses one without, with `BufferFull`), so a read of 0
+/// bytes always means end of stream.
 ///
 /// # Safety
 /// Implementors keep those rules, in particular the handle rule (an
 /// operation never reaches a successor of the descriptor its key named)
 /// and the buffer rule (a buffer the kernel may still write is not handed
 /// back, dropped or freed before the kernel is done with it).
+#[cfg(target_os = "linux")]
 pub unsafe trait Backend: Task + Sized {
     /// The mutex and wake-up event the scheduler is built on: shareable,
     /// since any thread may run a context.
     type Kit: SyncKit<Mutex: Send + Sync, Event: Send + Sync>;
     /// The backend's own build options (io_uring: ring sizes, registered
-    /// files, ...); `()`-like for backends with none.
+    /// files, ...); empty for backends with none.
     type Options: Clone + fmt::Debug + Default + Send + Sync + 'static;
     /// The backend's counters (`stats` feature); zeros without it.
     type Stats: Copy + fmt::Debug + Default + PartialEq;
+    /// The backend's own fixed memory (descriptor table, timer objects,
+    /// read buffers): boxed once by [`boxed_parts`](Self::boxed_parts), or
+    /// made from `static` storage by a backend that supports no_std.
+    type Parts;
     /// The backend's name, for messages: `"epoll"`, `"io_uring"`.
     const NAME: &'static str;
     /// Sockets for this backend are blocking (io_uring waits in the
     /// kernel; a non-blocking socket would make it return `EAGAIN`) or
     /// non-blocking (epoll).
     const BLOCKING_SOCKETS: bool;
-
-    /// The backend's own fixed memory (descriptor table, timer objects,
-    /// read buffers): boxed once by [`boxed_parts`](Self::boxed_parts), or
-    /// made from `static` storage by a backend that supports no_std.
-    type Parts;
 
     /// Boxes this backend's parts for `config`: the one allocation a
     /// context makes besides its operation slots. `None` when the backend
@@ -241,9 +315,7 @@ pub unsafe trait Backend: Task + Sized {
     /// everything it will ever use (kernel objects included). A size the
     /// backend cannot honour exactly is `BuildError::Invalid`.
     fn build(
-        config: &Config,
-        options: &Self::Options,
-        parts: Self::Parts,
+        config: &Config, options: &Self::Options, parts: Self::Parts,
     ) -> core::result::Result<Self, BuildError>;
 
     /// The counters so far.
@@ -264,94 +336,50 @@ pub unsafe trait Backend: Task + Sized {
 
     /// Registers `fd` (a socket of `kind`) and returns its key. On error
     /// the fd is closed; a full table is `PoolFull(Descriptors)`.
-    fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> Result<Key>;
+    fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> crate::Result<Key>;
 
-    /// Completes every pending operation of `key`'s descriptor with
+    /// Completes every pending operation of the descriptor with
     /// `OperationAborted`.
-    fn cancel(sched: &Sched<Self>, key: Key) -> Result<()>;
+    fn cancel(at: At<'_, Self>) -> crate::Result<()>;
 
-    /// Cancels, closes the fd and frees the descriptor; `key` and every copy
-    /// of it are stale from here on.
-    fn close(sched: &Sched<Self>, key: Key) -> Result<()>;
+    /// Cancels, closes the fd and frees the descriptor; the key and every
+    /// copy of it are stale from here on.
+    fn close(at: At<'_, Self>) -> crate::Result<()>;
 
     /// Runs `f` on the descriptor's fd, which no close can free (or its
     /// number reuse) while `f` runs.
-    fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> Result<R>) -> Result<R>;
+    fn with_fd<R>(&self, key: Key, f: impl FnOnce(i32) -> crate::Result<R>) -> crate::Result<R>;
 
     /// Reads at most `buf.spare()` bytes into `buf`'s room (`Eof` for a
     /// peer that closed).
-    fn read_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<usize>, B)>;
+    fn read_some<T: IoBufMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)>;
 
     /// Writes at most `buf.bytes_len()` bytes of `buf`.
-    fn write_some<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>;
+    fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)>;
 
     /// Reads into a buffer of the read pool taken only when data arrives.
-    fn read_pooled<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: for<'p> Handler<Self, Result<PooledBuf<'p>>>;
+    fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H>;
 
     /// Accepts one connection, registered in the table before the handler
     /// gets its key.
-    fn accept<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<(Key, SocketAddr)>>;
+    fn accept<H: AcceptHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H>;
 
-    /// Connects `key`'s (registered, unconnected) socket to `addr`.
-    fn connect<H>(
-        sched: &Sched<Self>,
-        key: Key,
-        addr: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<H>>
-    where
-        H: Handler<Self, Result<()>>;
+    /// Connects the (registered, unconnected) socket to `addr`.
+    fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H>;
 
     /// Sends `buf` as one datagram to `to`.
-    fn send_to<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        to: SocketAddr,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBuf,
-        H: Handler<Self, (Result<usize>, B)>;
+    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    ) -> Started<(T, H)>;
 
     /// Receives one datagram into `buf`'s room, with its sender.
-    fn recv_from<B, H>(
-        sched: &Sched<Self>,
-        key: Key,
-        buf: B,
-        handler: H,
-    ) -> core::result::Result<(), Rejected<(B, H)>>
-    where
-        B: IoBufMut,
-        H: Handler<Self, (Result<(usize, SocketAddr)>, B)>;
+    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)>;
 }
 
 /// Why a context could not be built. Its `Display` says what to change.

@@ -166,10 +166,7 @@ impl OpQueue {
     /// Returns how many moved. O(moved).
     #[inline]
     pub fn take_front(
-        &mut self,
-        out: &mut OpQueue,
-        max: usize,
-        stop_at: *const Operation,
+        &mut self, out: &mut OpQueue, max: usize, stop_at: *const Operation,
     ) -> usize {
         let first = self.head;
         if first.is_null() || ptr::eq(first, stop_at) || max == 0 {

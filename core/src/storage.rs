@@ -115,3 +115,53 @@ impl<T, const N: usize> StaticArray<T, N> {
         Some(unsafe { &mut *self.items.get() })
     }
 }
+
+/// A `static` that is initialised once at run time and handed out as
+/// `&'static mut T` (embassy's `StaticCell`): how a no_std program gets a
+/// `&'static IoContext` without `unsafe`.
+///
+/// ```
+/// use pinion_core::StaticCell;
+/// static CELL: StaticCell<u32> = StaticCell::new();
+/// let x: &'static mut u32 = CELL.init(7).unwrap();
+/// *x += 1;
+/// assert_eq!(*x, 8);
+/// assert_eq!(CELL.init(9), Err(9), "only once: the value comes back");
+/// ```
+pub struct StaticCell<T> {
+    taken: AtomicBool,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+// SAFETY: the value is reachable only through the one `&'static mut`
+// that `init` hands out, guarded by `taken`; sending it to another thread
+// needs `T: Send`.
+unsafe impl<T: Send> Sync for StaticCell<T> {}
+
+impl<T> StaticCell<T> {
+    /// An empty cell.
+    pub const fn new() -> Self {
+        StaticCell {
+            taken: AtomicBool::new(false),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
+    }
+
+    /// Moves `value` in and hands it out, the first time; hands `value`
+    /// back afterwards.
+    #[allow(clippy::mut_from_ref)] // unique by the `taken` flag
+    pub fn init(&'static self, value: T) -> Result<&'static mut T, T> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return Err(value);
+        }
+        // SAFETY: `taken` flipped from false exactly once, so this is the
+        // only reference ever made to the cell's contents.
+        Ok(unsafe { (*self.value.get()).write(value) })
+    }
+}
+
+impl<T> Default for StaticCell<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -235,9 +235,7 @@ unsafe fn release<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: NonNull<Str
 /// # Safety
 /// See [`CompleteFn`](crate::op::CompleteFn).
 unsafe fn strand_complete<T: Task, K: SyncKit>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     let imp = op.cast::<StrandImpl<K>>();
     // SAFETY: `owner` is the scheduler that owns this strand's slot.
@@ -290,9 +288,7 @@ impl<'a, T: Task, K: SyncKit> Running<'a, T, K> {
     /// The caller holds the strand lock (`locked == true`); `frame` is a
     /// local of the caller, so its address is stable while linked.
     fn enter(
-        sched: &'a Scheduler<T, K>,
-        imp: NonNull<StrandImpl<K>>,
-        frame: &'a StrandFrame,
+        sched: &'a Scheduler<T, K>, imp: NonNull<StrandImpl<K>>, frame: &'a StrandFrame,
     ) -> Self {
         if let Some(ti) = sched.this_thread() {
             ti.strand.set(frame);
@@ -313,8 +309,7 @@ impl<T: Task, K: SyncKit> Drop for Running<'_, T, K> {
 
 /// A frame for `imp` whose outer frame is the thread's current one.
 fn frame_for<T: Task, K: SyncKit>(
-    sched: &Scheduler<T, K>,
-    imp: NonNull<StrandImpl<K>>,
+    sched: &Scheduler<T, K>, imp: NonNull<StrandImpl<K>>,
 ) -> StrandFrame {
     StrandFrame {
         strand: imp.as_ptr() as *const (),

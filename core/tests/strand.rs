@@ -123,10 +123,7 @@ where
 /// `runners` threads run the context; the first `follow` of each
 /// (poster, strand) post a follow-up to the next strand from inside `run`.
 fn strands_exclusive_and_ordered<K: SyncKit>(
-    outside: usize,
-    runners: usize,
-    per_poster: usize,
-    follow: usize,
+    outside: usize, runners: usize, per_poster: usize, follow: usize,
 ) where
     Strand<'static, NoTask, K>: Send + Sync,
     Ctx<K>: Sync,

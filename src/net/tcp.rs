@@ -4,7 +4,7 @@
 use core::marker::PhantomData;
 use core::net::SocketAddr;
 
-use pinion_core::backend::{Backend, DescKind, Key};
+use pinion_core::backend::{At, Backend, DescKind, Key};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
 use pinion_core::pooled::PooledBuf;
@@ -68,9 +68,7 @@ impl<'c, B: Backend> TcpListener<'c, B> {
 
     /// A listener on `addr` with the given listen backlog.
     pub fn bind_with_backlog(
-        ctx: &'c IoContext<B>,
-        addr: SocketAddr,
-        backlog: i32,
+        ctx: &'c IoContext<B>, addr: SocketAddr, backlog: i32,
     ) -> Result<Self> {
         let fd = open_socket::<B>(&addr, libc::SOCK_STREAM)?;
         sys::set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
@@ -98,17 +96,17 @@ impl<'c, B: Backend> TcpListener<'c, B> {
             f: handler,
             _c: PhantomData,
         };
-        B::accept(self.ctx.sched(), self.key, h).map_err(|r| r.map(|h| h.f))
+        B::accept(self.at(), h).map_err(|r| r.map(|h| h.f))
     }
 
     /// Every pending accept completes with `OperationAborted`.
     pub fn cancel(&self) -> Result<()> {
-        B::cancel(self.ctx.sched(), self.key)
+        B::cancel(self.at())
     }
 
     /// Cancels pending accepts, closes the socket, frees its descriptor.
     pub fn close(&self) -> Result<()> {
-        B::close(self.ctx.sched(), self.key)
+        B::close(self.at())
     }
 
     /// The socket's descriptor, or -1 once closed.
@@ -124,6 +122,14 @@ impl<'c, B: Backend> TcpListener<'c, B> {
     fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
         self.ctx.sched().task().with_fd(self.key, f)
     }
+
+    #[inline(always)]
+    fn at(&self) -> At<'c, B> {
+        At {
+            sched: self.ctx.sched(),
+            key: self.key,
+        }
+    }
 }
 
 impl<'c, B: Backend> TcpStream<'c, B> {
@@ -135,9 +141,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     /// Connects to `addr`. The handler gets the stream, or
     /// `ConnectionRefused` and friends (the socket is closed by then).
     pub fn async_connect<F>(
-        ctx: &'c IoContext<B>,
-        addr: SocketAddr,
-        handler: F,
+        ctx: &'c IoContext<B>, addr: SocketAddr, handler: F,
     ) -> core::result::Result<(), Rejected<F>>
     where
         F: FnOnce(Result<TcpStream<'c, B>>) + Send + 'static,
@@ -154,8 +158,8 @@ impl<'c, B: Backend> TcpStream<'c, B> {
             key,
             _c: PhantomData,
         };
-        B::connect(sched, key, addr, h).map_err(|r| {
-            let _ = B::close(sched, key);
+        B::connect(At { sched, key }, addr, h).map_err(|r| {
+            let _ = B::close(At { sched, key });
             r.map(|h| h.f)
         })
     }
@@ -167,9 +171,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     /// (a `Vec` reads into its spare capacity, not its length).
     #[inline(always)]
     pub fn async_read_some<Buf, F>(
-        &self,
-        buf: Buf,
-        handler: F,
+        &self, buf: Buf, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBufMut,
@@ -178,7 +180,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
         if buf.spare() == 0 {
             return Err(refuse(Error::BufferFull, (buf, handler)));
         }
-        B::read_some(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+        B::read_some(self.at(), buf, Io(handler)).map_err(io_back)
     }
 
     /// Writes at most `buf.bytes_len()` bytes of `buf` (without SIGPIPE: a
@@ -186,15 +188,13 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     /// buffer back; a write of 0 bytes completes with `Ok(0)`.
     #[inline(always)]
     pub fn async_write_some<Buf, F>(
-        &self,
-        buf: Buf,
-        handler: F,
+        &self, buf: Buf, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBuf,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        B::write_some(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+        B::write_some(self.at(), buf, Io(handler)).map_err(io_back)
     }
 
     /// Reads into a buffer of the context's read pool
@@ -217,7 +217,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
             f: handler,
             _c: PhantomData,
         };
-        B::read_pooled(sched, self.key, h).map_err(|r| r.map(|h| h.f))
+        B::read_pooled(self.at(), h).map_err(|r| r.map(|h| h.f))
     }
 
     /// Shuts down one or both directions (`shutdown(2)`): after
@@ -268,12 +268,12 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     /// Every pending read and write completes with `OperationAborted` (or
     /// its real result, if it finished first), buffer handed back.
     pub fn cancel(&self) -> Result<()> {
-        B::cancel(self.ctx.sched(), self.key)
+        B::cancel(self.at())
     }
 
     /// Cancels pending operations, closes the socket, frees its descriptor.
     pub fn close(&self) -> Result<()> {
-        B::close(self.ctx.sched(), self.key)
+        B::close(self.at())
     }
 
     /// The context this stream belongs to.
@@ -284,14 +284,20 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
         self.ctx.sched().task().with_fd(self.key, f)
     }
+
+    #[inline(always)]
+    fn at(&self) -> At<'c, B> {
+        At {
+            sched: self.ctx.sched(),
+            key: self.key,
+        }
+    }
 }
 
 impl<B: Backend> AsyncReadSome for TcpStream<'static, B> {
     #[inline(always)]
     fn async_read_some<Buf, F>(
-        &self,
-        buf: Buf,
-        handler: F,
+        &self, buf: Buf, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBufMut,
@@ -304,9 +310,7 @@ impl<B: Backend> AsyncReadSome for TcpStream<'static, B> {
 impl<B: Backend> AsyncWriteSome for TcpStream<'static, B> {
     #[inline(always)]
     fn async_write_some<Buf, F>(
-        &self,
-        buf: Buf,
-        handler: F,
+        &self, buf: Buf, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBuf,
@@ -320,9 +324,7 @@ impl<B: Backend> Post for TcpStream<'_, B> {
     /// Composed operations with nothing to transfer complete through this.
     #[inline]
     fn post_handler<T: Send + 'static>(
-        &self,
-        value: T,
-        run: fn(T),
+        &self, value: T, run: fn(T),
     ) -> core::result::Result<(), Rejected<T>> {
         post_value(self.ctx.sched(), value, run)
     }

@@ -2,7 +2,7 @@
 
 use core::net::SocketAddr;
 
-use pinion_core::backend::{Backend, DescKind, Key};
+use pinion_core::backend::{At, Backend, DescKind, Key};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Rejected, Result};
 use pinion_sys::socket as sys;
@@ -50,16 +50,13 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     /// Sends `buf` as one datagram to `to`; the handler gets the bytes sent
     /// and the buffer back.
     pub fn async_send_to<Buf, F>(
-        &self,
-        buf: Buf,
-        to: SocketAddr,
-        handler: F,
+        &self, buf: Buf, to: SocketAddr, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBuf,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        B::send_to(self.ctx.sched(), self.key, buf, to, Io(handler)).map_err(io_back)
+        B::send_to(self.at(), buf, to, Io(handler)).map_err(io_back)
     }
 
     /// Receives one datagram into `buf`'s room: the handler gets its
@@ -67,9 +64,7 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     /// `recvfrom` does). A buffer with no room is refused with
     /// `BufferFull`.
     pub fn async_receive_from<Buf, F>(
-        &self,
-        buf: Buf,
-        handler: F,
+        &self, buf: Buf, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBufMut,
@@ -78,17 +73,17 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
         if buf.spare() == 0 {
             return Err(refuse(Error::BufferFull, (buf, handler)));
         }
-        B::recv_from(self.ctx.sched(), self.key, buf, Io(handler)).map_err(io_back)
+        B::recv_from(self.at(), buf, Io(handler)).map_err(io_back)
     }
 
     /// Every pending operation completes with `OperationAborted`.
     pub fn cancel(&self) -> Result<()> {
-        B::cancel(self.ctx.sched(), self.key)
+        B::cancel(self.at())
     }
 
     /// Cancels pending operations, closes the socket, frees its descriptor.
     pub fn close(&self) -> Result<()> {
-        B::close(self.ctx.sched(), self.key)
+        B::close(self.at())
     }
 
     /// The socket's descriptor, or -1 once closed.
@@ -99,5 +94,13 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     /// The context this socket belongs to.
     pub fn context(&self) -> &'c IoContext<B> {
         self.ctx
+    }
+
+    #[inline(always)]
+    fn at(&self) -> At<'c, B> {
+        At {
+            sched: self.ctx.sched(),
+            key: self.key,
+        }
     }
 }

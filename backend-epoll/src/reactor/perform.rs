@@ -76,9 +76,7 @@ impl ReactorOp {
 /// See [`CompleteFn`]: `op` is the header of a slot in the table of the
 /// reactor of the scheduler `owner`.
 pub(crate) unsafe fn descriptor_complete(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     // SAFETY: `owner` is the scheduler whose reactor queued this op.
     let sched = unsafe { &*(owner as *const Sched<Reactor>) };
@@ -133,9 +131,7 @@ pub(crate) unsafe fn descriptor_complete(
 /// goes to `done`, in that order.
 #[inline(always)]
 pub(crate) fn perform_io(
-    reactor: &Reactor,
-    st: &mut State,
-    mut done: impl FnMut(NonNull<Operation>),
+    reactor: &Reactor, st: &mut State, mut done: impl FnMut(NonNull<Operation>),
 ) {
     // Unrolled by hand: the compiler keeps the loop otherwise.
     perform_queue::<EXCEPT_OP>(reactor, st, &mut done);
@@ -146,9 +142,7 @@ pub(crate) fn perform_io(
 /// `perform_io` for the queue of type `J`.
 #[inline(always)]
 fn perform_queue<const J: usize>(
-    reactor: &Reactor,
-    st: &mut State,
-    done: &mut impl FnMut(NonNull<Operation>),
+    reactor: &Reactor, st: &mut State, done: &mut impl FnMut(NonNull<Operation>),
 ) {
     let any = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
     if st.ready_events & (OP_EVENTS[J] | any) == 0 {

@@ -237,13 +237,8 @@ impl Reactor {
     /// queue, and completes with `sched` as owner.
     #[inline(always)]
     pub(crate) unsafe fn start_op<const OP_TYPE: usize>(
-        &self,
-        sched: &Sched<Self>,
-        here: Option<Here<'_>>,
-        key: Key,
-        op: NonNull<Operation>,
-        allow_speculative: bool,
-        perform: impl FnOnce(i32) -> Status,
+        &self, sched: &Sched<Self>, here: Option<Here<'_>>, key: Key, op: NonNull<Operation>,
+        allow_speculative: bool, perform: impl FnOnce(i32) -> Status,
     ) -> Result<()> {
         let op_type = OP_TYPE;
         let mut l = self.lock_socket(key)?;

@@ -195,6 +195,18 @@ impl Proactor {
         self.read_bufs.as_ref()
     }
 
+    /// The counters now (zeros without the `stats` feature).
+    pub(crate) fn counters(&self) -> Stats {
+        #[cfg(feature = "stats")]
+        {
+            self.stats.snapshot()
+        }
+        #[cfg(not(feature = "stats"))]
+        {
+            Stats::default()
+        }
+    }
+
     /// Counts a pooled read that found no buffer (`Stats`).
     #[inline]
     pub(crate) fn note_read_buffers_empty(&self) {
@@ -210,7 +222,7 @@ impl Proactor {
 
     /// The earliest timer deadline changed: a runner asleep past it must
     /// wake. Called under the timer service's lock.
-    pub(crate) fn timers_changed(&self, earliest: Option<u64>) {
+    pub(crate) fn wake_for_timer(&self, earliest: Option<u64>) {
         // SAFETY: `blocked_until` is guarded by the timer lock, held by
         // the caller (the service calls this under it).
         let until = unsafe { *self.blocked_until.get() };
@@ -304,7 +316,7 @@ unsafe impl Task for Proactor {
         }
         if self.timers.earliest().is_some() {
             let now = self.now_ns();
-            self.timers.fire(now, ops, |e| self.timers_changed(e));
+            self.timers.fire(now, ops, |e| self.wake_for_timer(e));
         }
     }
 

@@ -125,12 +125,7 @@ impl Proactor {
     #[cold]
     #[inline(never)]
     fn dispatch_internal(
-        &self,
-        rs: &mut RunnerState,
-        ud: u64,
-        res: i32,
-        flags: u32,
-        ops: &mut OpQueue,
+        &self, rs: &mut RunnerState, ud: u64, res: i32, flags: u32, ops: &mut OpQueue,
     ) {
         match ud & TAG_MASK {
             TAG_ACCEPT => {

@@ -1,9 +1,6 @@
 //! What the proactor reports: the ring's shape ([`RingInfo`]) and its
 //! counters ([`Stats`], behind the `stats` feature).
 
-#[cfg(feature = "stats")]
-use core::sync::atomic::AtomicU64;
-
 /// Kernel features found at start-up and the Builder's toggles, as used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RingInfo {
@@ -33,31 +30,32 @@ pub struct RingInfo {
     pub buffer_ring: bool,
 }
 
-/// Proactor counters (feature `stats`), a plain snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
+pinion_core::counters! {
+    /// Proactor counters (feature `stats`), a plain snapshot.
+    pub struct Stats / StatCells {
     /// `io_uring_enter` calls made by pinion.
-    pub enter_calls: u64,
+    enter_calls,
     /// SQEs queued.
-    pub sqes_submitted: u64,
+    sqes_submitted,
     /// CQEs reaped.
-    pub cqes_reaped: u64,
+    cqes_reaped,
     /// Times a push found the SQ full and submitted to make room.
-    pub sq_full_events: u64,
+    sq_full_events,
     /// Interrupter (eventfd) writes.
-    pub interrupts: u64,
+    interrupts,
     /// User operations whose completion was handed to the scheduler.
-    pub ops_completed: u64,
+    ops_completed,
     /// Connections a listener had to close because the descriptor table
     /// was full.
-    pub accepts_dropped: u64,
+    accepts_dropped,
     /// `io_uring_register` calls that install or remove a registered file
     /// (one when a socket enters the table, one when it leaves).
-    pub files_updates: u64,
+    files_updates,
     /// Pooled reads that ended in `PoolExhausted`: data arrived while the
     /// buffer ring was empty (`ENOBUFS`), or, in the software fallback,
     /// while the pool was.
-    pub read_buffers_empty: u64,
+    read_buffers_empty,
+    }
 }
 
 impl Stats {
@@ -70,53 +68,4 @@ impl Stats {
     }
 }
 
-#[cfg(feature = "stats")]
-#[derive(Default)]
-pub(crate) struct StatCells {
-    pub(crate) enter_calls: AtomicU64,
-    pub(crate) sqes_submitted: AtomicU64,
-    pub(crate) cqes_reaped: AtomicU64,
-    pub(crate) sq_full_events: AtomicU64,
-    pub(crate) interrupts: AtomicU64,
-    pub(crate) ops_completed: AtomicU64,
-    pub(crate) accepts_dropped: AtomicU64,
-    pub(crate) files_updates: AtomicU64,
-    pub(crate) read_buffers_empty: AtomicU64,
-}
-
-/// Adds to a stats counter; nothing without feature `stats`.
-macro_rules! stat {
-    ($self:expr, $field:ident) => {
-        stat!($self, $field, 1)
-    };
-    ($self:expr, $field:ident, $n:expr) => {{
-        #[cfg(feature = "stats")]
-        $self
-            .stats
-            .$field
-            .fetch_add($n as u64, core::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(feature = "stats"))]
-        let _ = &$n;
-    }};
-}
-pub(crate) use stat;
-
-#[cfg(feature = "stats")]
-impl StatCells {
-    /// A plain copy of the counters.
-    pub(crate) fn snapshot(&self) -> Stats {
-        use core::sync::atomic::Ordering::Relaxed;
-        let l = |a: &AtomicU64| a.load(Relaxed);
-        Stats {
-            enter_calls: l(&self.enter_calls),
-            sqes_submitted: l(&self.sqes_submitted),
-            cqes_reaped: l(&self.cqes_reaped),
-            sq_full_events: l(&self.sq_full_events),
-            interrupts: l(&self.interrupts),
-            ops_completed: l(&self.ops_completed),
-            accepts_dropped: l(&self.accepts_dropped),
-            files_updates: l(&self.files_updates),
-            read_buffers_empty: l(&self.read_buffers_empty),
-        }
-    }
-}
+pub(crate) use pinion_core::stat;

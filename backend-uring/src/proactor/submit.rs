@@ -98,10 +98,7 @@ impl Proactor {
     /// As for `push_with`; `st` is the SQ state, reached under `sq_lock`.
     #[inline(always)]
     pub(crate) unsafe fn push_locked(
-        &self,
-        st: &mut SqState,
-        expects_cqe: bool,
-        write: impl FnOnce(&mut Sq),
+        &self, st: &mut SqState, expects_cqe: bool, write: impl FnOnce(&mut Sq),
     ) {
         if st.sq.looks_full() {
             self.push_slow(&mut st.sq);
@@ -132,10 +129,7 @@ impl Proactor {
     /// is): only the fields such SQEs use are written.
     #[inline(always)]
     pub(crate) unsafe fn push_sqe_on(
-        &self,
-        key: Key,
-        started: impl FnOnce(),
-        make: impl FnOnce(Target) -> Sqe,
+        &self, key: Key, started: impl FnOnce(), make: impl FnOnce(Target) -> Sqe,
     ) -> Result<()> {
         // SAFETY: forwarded; `make`'s SQE is lean per contract.
         unsafe {
@@ -154,10 +148,7 @@ impl Proactor {
     /// As for `push_sqe_on`, without the leanness.
     #[inline]
     pub(crate) unsafe fn push_on(
-        &self,
-        key: Key,
-        expects_cqe: bool,
-        started: impl FnOnce(),
+        &self, key: Key, expects_cqe: bool, started: impl FnOnce(),
         make: impl FnOnce(Target) -> squeue::Entry,
     ) -> Result<()> {
         // SAFETY: forwarded.
@@ -174,10 +165,7 @@ impl Proactor {
     /// As for [`push_with`](Self::push_with).
     #[inline(always)]
     unsafe fn push_checked(
-        &self,
-        key: Key,
-        expects_cqe: bool,
-        started: impl FnOnce(),
+        &self, key: Key, expects_cqe: bool, started: impl FnOnce(),
         write: impl FnOnce(&mut Sq, Target),
     ) -> Result<()> {
         self.sq_lock.lock();

@@ -131,11 +131,7 @@ fn echo_write(s: TcpStream<'static>, sl: Slice<Vec<u8>>) {
 /// Connects to `addr`, sends `msgs` messages of `size` bytes and checks
 /// each echo, then closes and counts itself in `done`.
 pub fn echo_client(
-    ctx: &'static IoContext,
-    addr: SocketAddr,
-    msgs: usize,
-    size: usize,
-    done: Arc<AtomicUsize>,
+    ctx: &'static IoContext, addr: SocketAddr, msgs: usize, size: usize, done: Arc<AtomicUsize>,
 ) {
     TcpStream::async_connect(ctx, addr, move |r| {
         let s = r.expect("connect");
@@ -149,11 +145,7 @@ pub fn echo_client(
 /// One round trip; buffers are reused, so the steady state allocates
 /// nothing.
 pub fn client_step(
-    s: TcpStream<'static>,
-    i: usize,
-    msgs: usize,
-    mut tx: Vec<u8>,
-    mut rx: Vec<u8>,
+    s: TcpStream<'static>, i: usize, msgs: usize, mut tx: Vec<u8>, mut rx: Vec<u8>,
     done: Arc<AtomicUsize>,
 ) {
     if i == msgs {
@@ -174,9 +166,7 @@ pub fn client_step(
 }
 
 pub fn write_all<K: FnOnce(Vec<u8>) + Send + 'static>(
-    s: TcpStream<'static>,
-    sl: Slice<Vec<u8>>,
-    k: K,
+    s: TcpStream<'static>, sl: Slice<Vec<u8>>, k: K,
 ) {
     s.async_write_some(sl, move |r, mut sl| {
         sl.consume(r.expect("write"));
@@ -190,10 +180,7 @@ pub fn write_all<K: FnOnce(Vec<u8>) + Send + 'static>(
 }
 
 pub fn read_exact<K: FnOnce(Vec<u8>) + Send + 'static>(
-    s: TcpStream<'static>,
-    buf: Vec<u8>,
-    want: usize,
-    k: K,
+    s: TcpStream<'static>, buf: Vec<u8>, want: usize, k: K,
 ) {
     if buf.len() == want {
         return k(buf);

@@ -108,9 +108,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
 /// # Safety
 /// See [`CompleteFn`](crate::op::CompleteFn).
 pub(crate) unsafe fn complete_handler<F: Runnable, T: Task, K: SyncKit>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     let op = op.cast::<HandlerOp<F>>();
     // SAFETY: `op` is a live HandlerOp<F> (this function was stored in its

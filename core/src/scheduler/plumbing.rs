@@ -112,9 +112,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// As for `post_immediate_completion`; `here` came from this scheduler.
     #[inline(always)]
     pub unsafe fn post_immediate_completion_in(
-        &self,
-        here: Option<Here<'_>>,
-        op: NonNull<Operation>,
+        &self, here: Option<Here<'_>>, op: NonNull<Operation>,
     ) {
         if let Some(Here { ti }) = here {
             debug_assert_eq!(ti.owner, self.owner());
@@ -243,10 +241,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// scheduler.
     #[inline(always)]
     pub unsafe fn alloc_op_in_or_reject<O, H>(
-        &self,
-        here: Option<Here<'_>>,
-        value: O,
-        give_back: impl FnOnce(O) -> H,
+        &self, here: Option<Here<'_>>, value: O, give_back: impl FnOnce(O) -> H,
     ) -> Result<NonNull<O>, Rejected<H>> {
         // SAFETY: forwarded.
         unsafe { self.alloc_op_in(here, value) }.map_err(|v| Rejected {
@@ -262,9 +257,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// As for [`alloc_op`](Self::alloc_op).
     #[inline(always)]
     pub unsafe fn alloc_op_or_reject<O, H>(
-        &self,
-        value: O,
-        give_back: impl FnOnce(O) -> H,
+        &self, value: O, give_back: impl FnOnce(O) -> H,
     ) -> Result<NonNull<O>, Rejected<H>> {
         // SAFETY: forwarded; a Here of this scheduler.
         unsafe { self.alloc_op_in_or_reject(self.here(), value, give_back) }

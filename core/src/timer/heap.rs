@@ -142,9 +142,7 @@ impl TimerQueue {
     /// [`pop_expired`](Self::pop_expired) or [`drain_all`](Self::drain_all)
     /// (those write its result and push it onto an [`OpQueue`]).
     pub unsafe fn insert(
-        &mut self,
-        deadline_ns: u64,
-        op: NonNull<Operation>,
+        &mut self, deadline_ns: u64, op: NonNull<Operation>,
     ) -> Result<TimerHandle, NonNull<Operation>> {
         let i = if self.free != NIL {
             let i = self.free;

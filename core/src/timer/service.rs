@@ -227,11 +227,7 @@ impl<M: RawMutex> TimerService<M> {
     /// its expiry; with `close`, frees the object too. Returns how many
     /// waits were aborted.
     pub fn reset(
-        &self,
-        key: Key,
-        expiry: Option<u64>,
-        close: bool,
-        out: &mut OpQueue,
+        &self, key: Key, expiry: Option<u64>, close: bool, out: &mut OpQueue,
         changed: impl FnOnce(Option<u64>),
     ) -> Result<usize> {
         self.with(|i| {
@@ -260,10 +256,7 @@ impl<M: RawMutex> TimerService<M> {
     /// the service (fired, aborted or shut down), which sets its result.
     /// On `Err` it was not queued and is still the caller's.
     pub unsafe fn wait(
-        &self,
-        key: Key,
-        op: NonNull<Operation>,
-        started: impl FnOnce(),
+        &self, key: Key, op: NonNull<Operation>, started: impl FnOnce(),
         changed: impl FnOnce(Option<u64>),
     ) -> Result<()> {
         self.with(|i| {
@@ -355,10 +348,7 @@ pub fn open<B: Backend>(sched: &Sched<B>) -> Result<Key> {
 /// `close` frees the timer. Returns how many waits were cancelled.
 #[cfg(target_os = "linux")]
 pub fn reset<B: Backend>(
-    sched: &Sched<B>,
-    key: Key,
-    expiry: Option<u64>,
-    close: bool,
+    sched: &Sched<B>, key: Key, expiry: Option<u64>, close: bool,
 ) -> Result<usize> {
     let mut out = OpQueue::new();
     let task = sched.task();
@@ -382,9 +372,7 @@ struct WaitOp<F> {
 /// the scheduler `owner`, a `Sched<B>`.
 #[cfg(target_os = "linux")]
 unsafe fn complete_wait<B: Backend, F: FnOnce(Result<()>) + Send + 'static>(
-    op: NonNull<Operation>,
-    owner: *const (),
-    how: Invoke<'_>,
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
 ) {
     let p = op.cast::<WaitOp<F>>();
     // SAFETY: `p` is live and ours; fields read once, then the slot freed.
@@ -409,9 +397,7 @@ unsafe fn complete_wait<B: Backend, F: FnOnce(Result<()>) + Send + 'static>(
 /// or a full operation pool hands `handler` back.
 #[cfg(target_os = "linux")]
 pub fn async_wait<B, F>(
-    sched: &Sched<B>,
-    key: Key,
-    handler: F,
+    sched: &Sched<B>, key: Key, handler: F,
 ) -> core::result::Result<(), Rejected<F>>
 where
     B: Backend,
