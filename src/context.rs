@@ -4,22 +4,35 @@
 //! `IoContext` has its own user methods and nothing else: the scheduler's
 //! plumbing (operation slots, work counting, the backend task) is not
 //! reachable from it, so safe code cannot break a count or run the
-//! reactor outside `run()`:
+//! reactor outside `run()`. Each of these fails to compile:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! let ctx = pinion::Builder::new().build().unwrap();
-//! ctx.work_finished(); // no such method: work is counted by guards
+//! ctx.work_finished(); // no such method: work is held by guards
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! let ctx = pinion::Builder::new().build().unwrap();
-//! let mut ops = pinion_core::OpQueue::new();
-//! ctx.task().run(pinion_core::backend::Wait::Poll, &mut ops); // no task()
+//! let mut ops = pinion::backend::OpQueue::new();
+//! ctx.task().run(pinion::backend::Wait::Poll, &mut ops); // no task()
 //! ```
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! let ctx = pinion::Builder::new().build().unwrap();
 //! let _ = ctx.alloc_op(0u8); // no operation slots from user code
+//! ```
+//!
+//! ```compile_fail,E0614
+//! let ctx = pinion::Builder::new().build().unwrap();
+//! let _ = ctx.outstanding_work() + (*ctx).outstanding_work(); // no Deref
+//! ```
+//!
+//! and the backend task, reached some other way, runs only in `unsafe`:
+//!
+//! ```compile_fail,E0133
+//! use pinion::backend::{NoTask, OpQueue, Task, Wait};
+//! let mut ops = OpQueue::new();
+//! NoTask.run(Wait::Poll, &mut ops); // `Task::run` is an unsafe fn
 //! ```
 
 use core::time::Duration;

@@ -128,7 +128,7 @@ macro_rules! aliases {
 /// The epoll backend (Asio's `epoll_reactor`), named.
 #[cfg(feature = "epoll")]
 pub mod epoll {
-    pub use pinion_epoll::{DescriptorSlot, Options, Parts, Reactor, Stats};
+    pub use pinion_epoll::{DescriptorSlot, Parts, Reactor, Stats};
     /// This module's backend.
     pub type Backend = Reactor;
     aliases!(Reactor);

@@ -55,12 +55,6 @@ use reactor::{READ_OP, WRITE_OP};
 /// The pool pooled reads take from when a socket is readable.
 pub(crate) type ReadBuffers = SlabPool<FutexMutex>;
 
-/// The epoll backend's own options: none today (the interrupter's kind is
-/// the `pipe-interrupter` cargo feature).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Options {}
-
 /// The reactor's fixed memory: the descriptor table, the timer objects
 /// and their heap, and the read buffers of pooled reads.
 pub struct Parts {
@@ -124,7 +118,8 @@ fn check_read_buffers(size: usize, count: usize) -> core::result::Result<(), Bui
 // is kept by the code each method names.
 unsafe impl Backend for Reactor {
     type Kit = FutexKit;
-    type Options = Options;
+    /// None: the interrupter's kind is the `pipe-interrupter` cargo feature.
+    type Options = ();
     type Stats = Stats;
     type Parts = Parts;
     const NAME: &'static str = "epoll";
@@ -149,7 +144,7 @@ unsafe impl Backend for Reactor {
         }
     }
 
-    fn build(config: &Config, _: &Options, parts: Parts) -> core::result::Result<Self, BuildError> {
+    fn build(config: &Config, _: &(), parts: Parts) -> core::result::Result<Self, BuildError> {
         if parts.descriptors.len() >= u32::MAX as usize {
             return Err(BuildError::Invalid {
                 knob: "descriptors",

@@ -78,7 +78,6 @@ use pinion_sync::SyncKit;
 use crate::buf::{IoBuf, IoBufMut};
 #[cfg(target_os = "linux")]
 use crate::pooled::{PooledBuf, ReadBufferCount};
-use crate::queue::OpQueue;
 #[cfg(target_os = "linux")]
 use crate::timer::TimerService;
 use crate::Error;
@@ -86,6 +85,7 @@ use crate::Error;
 use crate::Result;
 
 pub use crate::op::{CompleteFn, Invoke, OpResult, Operation};
+pub use crate::queue::OpQueue;
 pub use crate::pool::{emplace, OpSlot, SlotPool, SlotStorage};
 pub use crate::scheduler::{Here, Scheduler};
 pub use crate::slab::Key;

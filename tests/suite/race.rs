@@ -185,6 +185,13 @@ fn connect(ctx: &'static b::IoContext, addr: SocketAddr) -> b::TcpStream<'static
     recv(&rx, "connect").expect("connect")
 }
 
+/// Where a successor UDP socket binds: another loopback address than the
+/// victim's, so that the port the victim just freed, which the kernel may
+/// hand out again, can never make the two addresses equal.
+fn successor_addr() -> SocketAddr {
+    "127.0.0.2:0".parse().unwrap()
+}
+
 fn std_listener() -> (StdListener, SocketAddr) {
     let l = StdListener::bind(util::any_port()).unwrap();
     let a = l.local_addr().unwrap();
@@ -400,7 +407,7 @@ fn udp_receive_never_takes_the_successors_datagram() {
                 }),
                 Box::new(move || {
                     v.close().expect("close the victim");
-                    let x = b::UdpSocket::bind(ctx, util::any_port()).unwrap();
+                    let x = b::UdpSocket::bind(ctx, successor_addr()).unwrap();
                     tx_x.send(x).unwrap();
                 }),
             );
@@ -448,7 +455,7 @@ fn udp_send_never_leaves_from_the_successor() {
                 }),
                 Box::new(move || {
                     v.close().expect("close the victim");
-                    tx_x.send(b::UdpSocket::bind(ctx, util::any_port()).unwrap())
+                    tx_x.send(b::UdpSocket::bind(ctx, successor_addr()).unwrap())
                         .unwrap();
                 }),
             );
