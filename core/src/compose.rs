@@ -1288,7 +1288,7 @@ mod tests {
         assert_eq!(sched.run(), 2);
         assert_eq!(hits.load(Ordering::Relaxed), 2);
         assert_eq!(Arc::strong_count(&hits), 1);
-        assert_eq!(sched.pool().in_use(), 0);
+        assert_eq!(sched.ops_in_use().0, 0);
     }
 
     #[test]
