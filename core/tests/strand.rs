@@ -489,7 +489,10 @@ fn strand_pool_exhaustion() {
     assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     (r.handler)();
     assert_eq!(count.load(Ordering::SeqCst), 2);
-    assert_eq!(ctx.post(|| {}).unwrap_err().error, Error::PoolFull(Pool::Ops));
+    assert_eq!(
+        ctx.post(|| {}).unwrap_err().error,
+        Error::PoolFull(Pool::Ops)
+    );
     assert!(matches!(Strand::new(&ctx), Err(Error::PoolFull(Pool::Ops))));
     assert_eq!(ctx.ops_in_use().0, 8, "failed attempts took nothing");
 

@@ -58,7 +58,13 @@ fn a_thousand_timers_in_one_context() {
     let now = c.now();
     let fired: Fired = Default::default();
     let timers: Vec<_> = (0..N)
-        .map(|i| wait_at(c, now + Duration::from_nanos((i * 7919 % N) * 20_000), &fired))
+        .map(|i| {
+            wait_at(
+                c,
+                now + Duration::from_nanos((i * 7919 % N) * 20_000),
+                &fired,
+            )
+        })
         .collect();
     run_until(c, "1000 timers", || {
         fired.lock().unwrap().len() == N as usize
