@@ -44,6 +44,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// `unwrap`/`expect` that print the error's message (`Display`).
+trait OrDie<T> {
+    fn or_die(self, what: &str) -> T;
+}
+
+impl<T, E: std::fmt::Display> OrDie<T> for Result<T, E> {
+    fn or_die(self, what: &str) -> T {
+        self.unwrap_or_else(|e| panic!("compare: {what}: {e}"))
+    }
+}
+
 #[derive(Clone)]
 struct Opts {
     conns: usize,
@@ -104,7 +115,7 @@ fn main() {
         child(&b, &o);
         return;
     }
-    let exe = std::env::current_exe().expect("own path");
+    let exe = std::env::current_exe().or_die("own path");
     println!(
         "pinion backend comparison: echo ping-pong, {} connections x {} bytes, {} s per backend, server on cpu 0, load on cpu 1\n",
         o.conns, o.size, o.secs
@@ -119,7 +130,7 @@ fn main() {
             .args(["--size", &o.size.to_string()])
             .args(["--secs", &o.secs.to_string()])
             .output()
-            .expect("run child");
+            .or_die("run child");
         let text = String::from_utf8_lossy(&out.stdout);
         match text.lines().find(|l| l.starts_with('|')) {
             Some(row) if out.status.success() => println!("{row}"),
@@ -207,9 +218,10 @@ fn load(addr: SocketAddr, o: &Opts, mut window: impl FnMut(bool)) -> Load {
     pin(1);
     let mut conns: Vec<StdStream> = (0..o.conns)
         .map(|_| {
-            let s = StdStream::connect(addr).expect("connect to the echo server");
-            s.set_nodelay(true).unwrap();
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let s = StdStream::connect(addr).or_die("connect to the echo server");
+            s.set_nodelay(true).or_die("TCP_NODELAY");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .or_die("read timeout");
             s
         })
         .collect();
@@ -226,11 +238,11 @@ fn load(addr: SocketAddr, o: &Opts, mut window: impl FnMut(bool)) -> Load {
         for (i, c) in conns.iter_mut().enumerate() {
             out.fill(seq ^ i as u8);
             sent_at[i] = Instant::now();
-            c.write_all(&out).expect("write to the echo server");
+            c.write_all(&out).or_die("write to the echo server");
         }
         let mut h = histo;
         for (i, c) in conns.iter_mut().enumerate() {
-            c.read_exact(&mut back).expect("read the echo");
+            c.read_exact(&mut back).or_die("read the echo");
             if let Some(h) = h.as_deref_mut() {
                 h.add(sent_at[i].elapsed().as_nanos() as u64);
             }
@@ -266,21 +278,20 @@ macro_rules! run_backend {
     ($b:ident, $o:expr) => {{
         use pinion::$b as b;
         let o: &Opts = $o;
-        let ctx: &'static b::IoContext = Box::leak(Box::new(
-            b::Builder::new()
-                .ops(4 * o.conns + 64)
-                .descriptors(o.conns + 16)
-                .concurrency_hint(1)
-                .build()
-                .expect("build the context"),
-        ));
-        let listener = b::TcpListener::bind(ctx, "127.0.0.1:0".parse().unwrap()).expect("bind");
-        let addr = listener.local_addr().unwrap();
+        let ctx: &'static b::IoContext = b::Builder::new()
+            .ops(4 * o.conns + 64)
+            .descriptors(o.conns + 16)
+            .concurrency_hint(1)
+            .build_static()
+            .or_die("build the context");
+        let listener =
+            b::TcpListener::bind(ctx, SocketAddr::from(([127, 0, 0, 1], 0))).or_die("bind");
+        let addr = listener.local_addr().or_die("local address");
 
         fn echo(s: b::TcpStream<'static>, buf: Vec<u8>) {
             let r = s.async_read_some(buf, move |r, buf| match r {
                 Ok(_) => {
-                    let w = pinion::core::compose::async_write(&s, buf, move |r, mut buf| {
+                    let w = pinion::compose::async_write(&s, buf, move |r, mut buf| {
                         buf.clear();
                         if r.is_ok() {
                             echo(s, buf)
@@ -328,7 +339,9 @@ macro_rules! run_backend {
                 }
             });
             ctx.stop();
-            server.join().expect("server thread");
+            if server.join().is_err() {
+                panic!("compare: the server thread panicked");
+            }
             let syscalls = s1.syscalls() - s0.syscalls();
             (l, syscalls)
         })
@@ -343,8 +356,8 @@ fn child(backend: &str, o: &Opts) {
         "uring" => run_backend!(uring, o),
         other => {
             eprintln!(
-                "backend {other} is not enabled in this build (features: {:?})",
-                enabled()
+                "backend {other} is not enabled in this build (enabled: {})",
+                enabled().join(",")
             );
             std::process::exit(2)
         }

@@ -27,8 +27,8 @@ use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use pinion::core::buf::{BufPool, PoolBuf};
-use pinion::core::compose::async_write;
+use pinion::buf::{BufPool, PoolBuf};
+use pinion::compose::async_write;
 use pinion::sync::FutexMutex;
 use pinion::{Builder, Error, IoBufMut, IoContext, SteadyTimer, TcpListener, TcpStream, UdpSocket};
 
@@ -54,16 +54,14 @@ struct Server {
 
 fn main() {
     let cfg = Config::parse();
-    let ctx: &'static IoContext = Box::leak(Box::new(
-        Builder::new()
-            .ops(4 * cfg.max_conns + 64)
-            .descriptors(cfg.max_conns + 16)
-            .timers(8)
-            .concurrency_hint(cfg.threads)
-            .read_buffers(cfg.read_buffers, BUF_SIZE)
-            .build()
-            .unwrap_or_else(|e| fail(&format!("building the context: {e:?}"))),
-    ));
+    let ctx: &'static IoContext = Builder::new()
+        .ops(4 * cfg.max_conns + 64)
+        .descriptors(cfg.max_conns + 16)
+        .timers(8)
+        .concurrency_hint(cfg.threads)
+        .read_buffers(cfg.read_buffers, BUF_SIZE)
+        .build_static()
+        .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener =
         TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
@@ -129,13 +127,15 @@ fn accept_later(s: &'static Server, e: Error) {
     if !s.accept_failing.swap(true, Ordering::Relaxed) {
         eprintln!("echo_server: accept failed: {e}; retrying");
     }
-    s.retry.expires_after(Duration::from_millis(50));
-    let armed = s.retry.async_wait(move |r| {
-        if r.is_ok() {
-            accept(s);
-        }
-    });
-    if armed.is_err() {
+    let armed = s.retry.expires_after(Duration::from_millis(50)).is_ok()
+        && s.retry
+            .async_wait(move |r| {
+                if r.is_ok() {
+                    accept(s);
+                }
+            })
+            .is_ok();
+    if !armed {
         // No slot even for the timer: try again at once rather than stop.
         accept(s);
     }
@@ -210,7 +210,7 @@ fn read_pooled(conn: TcpStream<'static>) {
         // Every buffer is in flight on other connections; the data waits
         // in the socket. Try again once the queued handlers have run (and
         // freed buffers).
-        Err(Error::PoolExhausted) => {
+        Err(Error::PoolFull(pinion::Pool::ReadBuffers)) => {
             if conn.context().post(move || read_pooled(conn)).is_err() {
                 let _ = conn.close();
             }

@@ -17,8 +17,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
 use std::time::Duration;
 
-use pinion::core::buf::{BufPool, PoolBuf};
-use pinion::core::compose::{async_read_until, async_write};
+use pinion::buf::{BufPool, PoolBuf};
+use pinion::compose::{async_read_until, async_write};
 use pinion::sync::FutexMutex;
 use pinion::{Builder, IoBuf, IoContext, SteadyTimer, TcpListener, TcpStream};
 
@@ -44,20 +44,18 @@ impl Conn {
     /// Closes the socket (aborting its read) and releases the timer.
     fn close(self) {
         let _ = self.sock.close();
-        self.idle.close();
+        let _ = self.idle.close();
     }
 }
 
 fn main() {
     let (port, bind, idle_ms, max_conns) = parse_args();
-    let ctx: &'static IoContext = Box::leak(Box::new(
-        Builder::new()
-            .ops(4 * max_conns + 16)
-            .descriptors(max_conns + 4)
-            .timers(max_conns + 4)
-            .build()
-            .unwrap_or_else(|e| fail(&format!("building the context: {e:?}"))),
-    ));
+    let ctx: &'static IoContext = Builder::new()
+        .ops(4 * max_conns + 16)
+        .descriptors(max_conns + 4)
+        .timers(max_conns + 4)
+        .build_static()
+        .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
     let addr = SocketAddr::new(bind, port);
     let listener =
         TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
@@ -100,13 +98,16 @@ fn start(s: &'static Server, sock: TcpStream<'static>) {
 /// (Re)starts the idle timeout; a wait it replaces completes with
 /// `OperationAborted` and does nothing.
 fn arm_idle(s: &'static Server, conn: Conn) {
-    conn.idle.expires_after(s.idle);
-    let armed = conn.idle.async_wait(move |r| {
-        if r.is_ok() {
-            let _ = conn.sock.close(); // the pending read ends, and closes the rest
-        }
-    });
-    if armed.is_err() {
+    let armed = conn.idle.expires_after(s.idle).is_ok()
+        && conn
+            .idle
+            .async_wait(move |r| {
+                if r.is_ok() {
+                    let _ = conn.sock.close(); // the pending read ends, and closes the rest
+                }
+            })
+            .is_ok();
+    if !armed {
         conn.close();
     }
 }

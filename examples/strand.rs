@@ -22,17 +22,21 @@
 //!
 //! `cargo run --example strand` prints exactly `0\n1\n...\n9\n`.
 
+use std::process::exit;
 use std::thread;
 
-use pinion::core::{NoTask, OpSlot, Scheduler, Storage, Strand};
-use pinion::sync::FutexKit;
+use pinion::{Builder, Strand};
 
 fn main() {
     // The context's operation slots are reserved here, once; posting and
     // running allocate nothing afterwards.
-    let ctx: Scheduler<NoTask, FutexKit> =
-        Scheduler::new(NoTask, Storage::boxed_with(64, || OpSlot::EMPTY), 5);
-    let strand = Strand::new(&ctx).expect("a fresh pool has a slot for the strand");
+    let ctx = Builder::new()
+        .ops(64)
+        .concurrency_hint(5)
+        .build()
+        .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
+    let strand = Strand::new(&ctx)
+        .unwrap_or_else(|e| fail(&format!("a fresh pool has a slot for the strand: {e}")));
 
     thread::scope(|s| {
         // Keeps the workers' `run` from returning before the posts below.
@@ -41,11 +45,16 @@ fn main() {
             s.spawn(|| ctx.run());
         }
         for i in 0..10 {
-            strand
-                .post(move || println!("{i}"))
-                .expect("64 slots are enough for 10 handlers");
+            if let Err(r) = strand.post(move || println!("{i}")) {
+                fail(&format!("64 slots are enough for 10 handlers: {r}"));
+            }
         }
         // Now `run` returns in every worker once the ten have run.
         drop(guard);
     });
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("strand: {msg}");
+    exit(1)
 }

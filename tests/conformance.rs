@@ -40,11 +40,14 @@ macro_rules! backend {
         /// in an SQE, and both kinds of accept.
         pub(crate) fn race_builders() -> Vec<(&'static str, $b::Builder)> {
             vec![
-                ("registered files and multishot accept", $b::Builder::new()),
+                (
+                    "registered files and single-shot accept (the defaults)",
+                    $b::Builder::new(),
+                ),
                 ("plain fds", $b::Builder::new().registered_files(false)),
                 (
-                    "single-shot accept",
-                    $b::Builder::new().multishot_accept(false),
+                    "multishot accept",
+                    $b::Builder::new().multishot_accept(true),
                 ),
             ]
         }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use pinion::core::compose::async_write;
+use pinion::compose::async_write;
 use support::{accept_one, connected_pair, listen, run_until, Ctx};
 use util::FixedBuf;
 

@@ -261,7 +261,8 @@ unsafe impl Backend for Reactor {
 mod tests {
     use super::*;
 
-    fn is_sync<T: Sync + Send>() {}
+    // `super::*` brings in `ops::Send` (the send operation): name the trait.
+    fn is_sync<T: Sync + core::marker::Send>() {}
 
     #[test]
     fn the_reactor_is_sync() {

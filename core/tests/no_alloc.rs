@@ -14,7 +14,8 @@ use std::sync::{Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pinion_core::{NoTask, OpSlot, Scheduler, Storage, Strand};
+use pinion_core::backend::NoTask;
+use pinion_core::{OpSlot, Scheduler, Storage, Strand};
 use pinion_sync::FutexKit;
 
 struct Counting;
@@ -174,7 +175,7 @@ fn run_case(threads: usize) {
     );
     assert!(ran.load(Ordering::SeqCst) >= CHAINS * PER_CHAIN);
     assert_eq!(ctx.outstanding_work(), 0);
-    assert_eq!(ctx.pool().in_use(), 1, "only the strand in `State`");
+    assert_eq!(ctx.ops_in_use().0, 1, "only the strand in `State`");
     while !runners.iter().all(|h| h.is_finished()) {
         assert!(t0.elapsed() < Duration::from_secs(60), "run threads stuck");
         thread::sleep(Duration::from_millis(1));

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pinion_core::{Error, NoTask, Rejected, Scheduler, Strand};
+use pinion_core::backend::NoTask;
+use pinion_core::{Error, Pool, Rejected, Scheduler, Strand};
 use pinion_sync::{FutexKit, NullKit, SpinKit, SyncKit};
 
 // ------------------------------------------------------------- helpers
@@ -77,7 +78,7 @@ fn million(hint: usize, run_threads: usize) {
     assert_eq!(ran, total, "sum of run() return values");
     assert_eq!(ctx.outstanding_work(), 0);
     assert!(ctx.stopped());
-    assert_eq!(ctx.pool().in_use(), 0, "every slot back in the pool");
+    assert_eq!(ctx.ops_in_use().0, 0, "every slot back in the pool");
 }
 
 #[test]
@@ -192,7 +193,7 @@ where
         .into_iter()
         .sum();
     assert_eq!(ran, n);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -232,7 +233,7 @@ fn stop_mid_batch_single(hint: usize) {
     ctx.restart();
     assert_eq!(ctx.run(), 91);
     assert_eq!(*order.lock().unwrap(), (0..=100).collect::<Vec<_>>());
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -270,7 +271,7 @@ fn stop_mid_batch_on_4_threads_loses_nothing() {
         .sum();
     assert_eq!(first + second, n);
     assert_eq!(first_not_once(hits), None, "(handler id, times run)");
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 // ---------------------------------------------------------- work guard
@@ -352,7 +353,7 @@ fn poll_and_poll_one_run_only_ready_handlers() {
     assert_eq!(ctx.poll_one(), 0);
     assert!(!ctx.stopped(), "the guard keeps work outstanding");
     drop(guard);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -375,7 +376,7 @@ fn run_one_runs_exactly_one() {
         assert_eq!(count.load(Ordering::SeqCst), 2);
         assert_eq!(ctx.run(), 1);
         assert_eq!(count.load(Ordering::SeqCst), 3);
-        assert_eq!(ctx.pool().in_use(), 0);
+        assert_eq!(ctx.ops_in_use().0, 0);
     }
 }
 
@@ -441,7 +442,7 @@ fn dispatch_runs_inline_inside_and_posts_outside() {
     } else {
         assert_eq!(got, ["outside", "after dispatch", "inner"]);
     }
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -477,7 +478,7 @@ fn defer_behaves_like_post() {
 fn pool_exhaustion_hands_the_handler_back() {
     let _w = watchdog("pool_exhaustion", 60);
     let ctx: Ctx = Scheduler::new(NoTask, slots(8), 1);
-    assert_eq!(ctx.pool().capacity(), 8);
+    assert_eq!(ctx.ops_in_use().1, 8);
     let count = Arc::new(AtomicUsize::new(0));
     let mk = |count: &Arc<AtomicUsize>| {
         let c = count.clone();
@@ -488,10 +489,10 @@ fn pool_exhaustion_hands_the_handler_back() {
     for _ in 0..8 {
         ctx.post(mk(&count)).expect("8 slots");
     }
-    assert_eq!(ctx.pool().in_use(), 8);
+    assert_eq!(ctx.ops_in_use().0, 8);
     match ctx.post(mk(&count)) {
         Err(Rejected {
-            error: Error::PoolExhausted,
+            error: Error::PoolFull(Pool::Ops),
             handler,
         }) => {
             assert_eq!(count.load(Ordering::SeqCst), 0);
@@ -503,9 +504,9 @@ fn pool_exhaustion_hands_the_handler_back() {
     }
     // dispatch (outside run: a post) and defer are refused the same way.
     let r = ctx.dispatch(mk(&count)).unwrap_err();
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     let r2 = ctx.defer(mk(&count)).unwrap_err();
-    assert_eq!(r2.error, Error::PoolExhausted);
+    assert_eq!(r2.error, Error::PoolFull(Pool::Ops));
     (r.handler)();
     (r2.handler)();
     assert_eq!(count.load(Ordering::SeqCst), 3);
@@ -513,13 +514,13 @@ fn pool_exhaustion_hands_the_handler_back() {
     assert_eq!(ctx.outstanding_work(), 8);
     assert_eq!(ctx.run(), 8);
     assert_eq!(count.load(Ordering::SeqCst), 11);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
     // Posting works again.
     ctx.restart();
     ctx.post(mk(&count)).expect("slots are free again");
     assert_eq!(ctx.run(), 1);
     assert_eq!(count.load(Ordering::SeqCst), 12);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -536,7 +537,7 @@ fn pool_exhaustion_inside_a_handler() {
             }) {
                 Ok(()) => {}
                 Err(Rejected { error, handler }) => {
-                    assert_eq!(error, Error::PoolExhausted);
+                    assert_eq!(error, Error::PoolFull(Pool::Ops));
                     rejected.fetch_add(1, Ordering::SeqCst);
                     handler();
                 }
@@ -547,7 +548,7 @@ fn pool_exhaustion_inside_a_handler() {
     assert_eq!(ctx.run(), 5);
     assert_eq!(rejected.load(Ordering::SeqCst), 2);
     assert_eq!(count.load(Ordering::SeqCst), 6);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 // ------------------------------------------------------------ shutdown
@@ -583,7 +584,7 @@ fn dropping_the_context_drops_pending_handlers_unrun() {
     // An idle strand whose handle is dropped returns its slot.
     drop(Strand::new(&*ctx).unwrap());
     // Bookkeeping before the drop: 16 handlers + 2 strands, nothing else.
-    assert_eq!(ctx.pool().in_use(), 10 + 5 + 1 + 2);
+    assert_eq!(ctx.ops_in_use().0, 10 + 5 + 1 + 2);
     assert_eq!(ctx.outstanding_work(), 10 + 2, "10 posts + 2 strand ops");
     assert_eq!(drops.load(Ordering::SeqCst), 0);
     drop(ctx);
@@ -610,7 +611,7 @@ fn dropping_the_context_after_a_stop_drops_the_rest() {
     assert_eq!(ctx.poll_one(), 1);
     assert_eq!(ran.load(Ordering::SeqCst), 2);
     assert_eq!(drops.load(Ordering::SeqCst), 2);
-    assert_eq!(ctx.pool().in_use(), 18);
+    assert_eq!(ctx.ops_in_use().0, 18);
     drop(ctx);
     assert_eq!(drops.load(Ordering::SeqCst), 20);
     assert_eq!(ran.load(Ordering::SeqCst), 2);
@@ -644,7 +645,7 @@ fn nested_poll_runs_queued_handlers_without_deadlock() {
         assert_eq!(ctx.outstanding_work(), 0);
         ctx.restart();
         assert_eq!(ctx.poll(), 0);
-        assert_eq!(ctx.pool().in_use(), 0);
+        assert_eq!(ctx.ops_in_use().0, 0);
     }
 }
 
@@ -691,7 +692,7 @@ fn nested_poll_under_load_loses_nothing() {
     assert_eq!(first_not_once(hits), None, "(handler id, times run)");
     assert!(ran <= total);
     assert_eq!(ctx.outstanding_work(), 0);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 /// Asio's `scheduler::poll` first moves the outer run's thread-private
@@ -762,9 +763,9 @@ fn null_kit_one_thread_smoke() {
     assert!(ctx.run() >= 50);
     assert_eq!(RAN.load(Ordering::SeqCst), 50);
     assert_eq!(*order.lock().unwrap(), (0..20).collect::<Vec<_>>());
-    assert_eq!(ctx.pool().in_use(), 1, "the strand's slot");
+    assert_eq!(ctx.ops_in_use().0, 1, "the strand's slot");
     drop(strand);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
     ctx.restart();
     let g = ctx.work_guard();
     assert_eq!(ctx.poll(), 0);
@@ -828,7 +829,7 @@ where
         w.ctx.post(h)
     };
     if let Err(Rejected { error, handler: _ }) = r {
-        assert_eq!(error, Error::PoolExhausted);
+        assert_eq!(error, Error::PoolFull(Pool::Ops));
         w.posted[id].store(0, Ordering::Relaxed);
         w.rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -854,7 +855,7 @@ where
         }
     };
     if let Err(Rejected { error, handler: _ }) = w.strands[s].post(h) {
-        assert_eq!(error, Error::PoolExhausted);
+        assert_eq!(error, Error::PoolFull(Pool::Ops));
         w.posted[id].store(0, Ordering::Relaxed);
         w.rejected.fetch_add(1, Ordering::Relaxed);
     }
@@ -941,7 +942,7 @@ where
         "strand handlers overlapped"
     );
     assert_eq!(ctx.outstanding_work(), 0);
-    assert_eq!(ctx.pool().in_use(), 2, "only the two strands' slots");
+    assert_eq!(ctx.ops_in_use().0, 2, "only the two strands' slots");
     let posted: usize = w
         .posted
         .iter()
@@ -968,7 +969,7 @@ fn randomized_stress_futex_kit() {
 /// while it sleeps waiting for work:
 /// `alloc_op` from any other thread only sees the shared free list. So
 /// with one idle thread in `run`, an 8-slot pool refuses the next post
-/// from outside although nothing is pending (`in_use()` says 8).
+/// from outside although nothing is pending (`ops_in_use().0` says 8).
 #[test]
 fn slots_freed_by_an_idle_run_thread_can_be_posted_again() {
     let _w = watchdog("cache_hoard", 60);
@@ -988,18 +989,18 @@ fn slots_freed_by_an_idle_run_thread_can_be_posted_again() {
     // Nothing is pending now. Once the runner has gone idle (it flushes
     // its slot cache before it sleeps), every slot is back in the pool.
     wait_until("the idle runner to return its cached slots", 10, || {
-        ctx.pool().in_use() == 0
+        ctx.ops_in_use().0 == 0
     });
     let r = ctx.post(move || {
         count.fetch_add(1, Ordering::SeqCst);
     });
-    let in_use = ctx.pool().in_use();
+    let in_use = ctx.ops_in_use().0;
     ctx.stop();
     drop(guard);
     join_all("run thread", 10, runner);
     assert!(
         r.is_ok(),
-        "post refused with PoolExhausted while no handler was pending (in_use() = {in_use})"
+        "post refused with PoolFull(Ops) while no handler was pending (ops_in_use().0 = {in_use})"
     );
 }
 
@@ -1122,5 +1123,5 @@ fn panic_mid_batch_child() {
     let rest = join_all("run after the panic", 10, spawn_runners(ctx, 1));
     assert_eq!(rest, vec![2]);
     assert_eq!(first_not_once(hits), None);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use pinion_core::{Error, NoTask, Rejected, Scheduler, Strand};
+use pinion_core::backend::NoTask;
+use pinion_core::{Error, Pool, Rejected, Scheduler, Strand};
 use pinion_sync::{FutexKit, SpinKit, SyncKit};
 
 mod common;
@@ -214,7 +215,7 @@ fn strands_exclusive_and_ordered<K: SyncKit>(
     }
     assert!(runs.iter().map(|(n, _)| n).sum::<usize>() > 0);
     assert_eq!(ctx.outstanding_work(), 0);
-    assert_eq!(ctx.pool().in_use(), STRANDS, "only the strands' own slots");
+    assert_eq!(ctx.ops_in_use().0, STRANDS, "only the strands' own slots");
 }
 
 /// 4 strands x 20,000 handlers: 8 outside threads post 1,500 per strand
@@ -259,7 +260,7 @@ fn strand_runs_in_post_order_on_one_thread() {
     assert!(n >= 11);
     assert_eq!(*order.lock().unwrap(), (0..100).collect::<Vec<_>>());
     drop(strand);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 #[test]
@@ -345,7 +346,7 @@ fn dispatch_and_running_in_this_thread() {
         );
     }
     assert!(!a.running_in_this_thread(), "false again outside run");
-    assert_eq!(ctx.pool().in_use(), 2, "the two strands");
+    assert_eq!(ctx.ops_in_use().0, 2, "the two strands");
 }
 
 /// Inside `run`, dispatch to an idle strand runs inline (the strand is
@@ -389,7 +390,7 @@ fn dispatch_inside_run_to_idle_and_to_busy_strand() {
     s.post(move || push("h1")).unwrap();
     ctx.run();
     assert_eq!(*log.lock().unwrap(), ["plain", "h1", "h2"]);
-    assert_eq!(ctx.pool().in_use(), 1);
+    assert_eq!(ctx.ops_in_use().0, 1);
 }
 
 /// Asio's `strand::running_in_this_thread()` is true while any handler of
@@ -436,11 +437,11 @@ fn clones_share_one_strand_and_last_drop_frees_it_after_pending_run() {
     drop(s1);
     drop(s2);
     // Both handles gone, handlers pending: the slot stays until they ran.
-    assert_eq!(ctx.pool().in_use(), 1 + 10);
+    assert_eq!(ctx.ops_in_use().0, 1 + 10);
     ctx.run();
     assert_eq!(*order.lock().unwrap(), (0..10).collect::<Vec<_>>());
     assert_eq!(
-        ctx.pool().in_use(),
+        ctx.ops_in_use().0,
         0,
         "strand slot freed after its last handler"
     );
@@ -461,13 +462,13 @@ fn strand_pool_exhaustion() {
             .post(move || o.lock().unwrap().push(i))
             .expect("7 free slots");
     }
-    assert_eq!(ctx.pool().in_use(), 8);
+    assert_eq!(ctx.ops_in_use().0, 8);
     let c = count.clone();
     match strand.post(move || {
         c.fetch_add(1, Ordering::SeqCst);
     }) {
         Err(Rejected {
-            error: Error::PoolExhausted,
+            error: Error::PoolFull(Pool::Ops),
             handler,
         }) => {
             handler();
@@ -482,16 +483,19 @@ fn strand_pool_exhaustion() {
             c.fetch_add(1, Ordering::SeqCst);
         })
         .unwrap_err();
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     (r.handler)();
     assert_eq!(count.load(Ordering::SeqCst), 2);
-    assert_eq!(ctx.post(|| {}).unwrap_err().error, Error::PoolExhausted);
-    assert!(matches!(Strand::new(&ctx), Err(Error::PoolExhausted)));
-    assert_eq!(ctx.pool().in_use(), 8, "failed attempts took nothing");
+    assert_eq!(
+        ctx.post(|| {}).unwrap_err().error,
+        Error::PoolFull(Pool::Ops)
+    );
+    assert!(matches!(Strand::new(&ctx), Err(Error::PoolFull(Pool::Ops))));
+    assert_eq!(ctx.ops_in_use().0, 8, "failed attempts took nothing");
 
     ctx.run();
     assert_eq!(*order.lock().unwrap(), (0..7).collect::<Vec<_>>());
-    assert_eq!(ctx.pool().in_use(), 1, "the strand itself");
+    assert_eq!(ctx.ops_in_use().0, 1, "the strand itself");
     ctx.restart();
     let c = count.clone();
     strand
@@ -502,13 +506,13 @@ fn strand_pool_exhaustion() {
     ctx.run();
     assert_eq!(count.load(Ordering::SeqCst), 3);
     drop(strand);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 
     // Strands alone: 8 fit, the 9th does not.
     let strands: Vec<_> = (0..8).map(|_| Strand::new(&ctx).unwrap()).collect();
-    assert!(matches!(Strand::new(&ctx), Err(Error::PoolExhausted)));
+    assert!(matches!(Strand::new(&ctx), Err(Error::PoolFull(Pool::Ops))));
     drop(strands);
-    assert_eq!(ctx.pool().in_use(), 0);
+    assert_eq!(ctx.ops_in_use().0, 0);
 }
 
 // ------------------------------------------------------------ shutdown
@@ -575,7 +579,7 @@ fn dropping_the_context_drops_strand_handlers_unrun() {
             ctx.post(handler(&drops, &ran)).unwrap();
         }
         // Bookkeeping: 2 strand slots + 11 handlers, nothing leaked.
-        assert_eq!(ctx.pool().in_use(), 2 + 3 + 2 + 4 + 2);
+        assert_eq!(ctx.ops_in_use().0, 2 + 3 + 2 + 4 + 2);
         assert_eq!(ctx.outstanding_work(), 2 + 2, "2 strand ops + 2 posts");
         assert_eq!(drops.load(Ordering::SeqCst), 0);
         // Handles go before the context (they borrow it).

@@ -9,7 +9,7 @@ mod support;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pinion::core::compose::{async_read, async_write, Completion};
+use pinion::compose::{async_read, async_write, Completion};
 use pinion::IoBufMut;
 use support::{run_until, Ctx};
 

@@ -1,10 +1,10 @@
-//! Composed operations (`pinion::core::compose`) over real sockets:
+//! Composed operations (`pinion::compose`) over real sockets:
 //! `read_until` across split delimiters, at the buffer's limit, at EOF.
 
 use std::net::Shutdown as StdShutdown;
 use std::sync::{Arc, Mutex};
 
-use pinion::core::compose::async_read_until;
+use pinion::compose::async_read_until;
 use pinion::{Error, Result};
 
 use super::{accept_one, b, listen, run_until, Ctx};

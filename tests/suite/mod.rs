@@ -13,6 +13,7 @@ mod support;
 pub(crate) use support::*;
 
 mod cancel;
+mod caps;
 mod compose;
 mod pool;
 // Pooled reads, for the backends that have them (see conformance.rs).

@@ -1,10 +1,10 @@
 //! A full operation pool: the initiating call hands handler (and buffer)
-//! back with `PoolExhausted`, and nothing is queued.
+//! back with `PoolFull(Ops)`, and nothing is queued.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pinion::Error;
+use pinion::{Error, Pool};
 
 use super::{accept_one, b, listen, run_until, Ctx};
 use crate::util::{self, FixedBuf};
@@ -18,7 +18,7 @@ fn full_pool_hands_the_handler_back() {
     let _peer = util::std_connect(addr);
     let s = accept_one(c, l);
     let timer = b::SteadyTimer::new(c).unwrap();
-    assert_eq!(c.pool().in_use(), 0);
+    assert_eq!(c.ops_in_use().0, 0);
 
     let ran = Arc::new(AtomicUsize::new(0));
     let mut posted = 0;
@@ -33,38 +33,38 @@ fn full_pool_hands_the_handler_back() {
         assert!(posted <= OPS, "more posts accepted than slots");
     };
     assert_eq!(posted, OPS);
-    assert_eq!(rejected.error, Error::PoolExhausted);
+    assert_eq!(rejected.error, Error::PoolFull(Pool::Ops));
     (rejected.handler)(); // it is the handler we gave
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 
     let r = s
         .async_read_some(FixedBuf::new(16).tagged(5), |_, _| panic!("never queued"))
         .expect_err("pool is full");
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     assert_eq!(r.handler.0.tag, 5, "buffer handed back");
     let r = s
         .async_write_some(FixedBuf::from_bytes(b"abc").tagged(6), |_, _| {
             panic!("never queued")
         })
         .expect_err("pool is full");
-    assert_eq!((r.error, r.handler.0.tag), (Error::PoolExhausted, 6));
+    assert_eq!((r.error, r.handler.0.tag), (Error::PoolFull(Pool::Ops), 6));
     let r = l
         .async_accept(|_| panic!("never queued"))
         .expect_err("pool is full");
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     let r = timer
         .async_wait(|_| panic!("never queued"))
         .expect_err("pool is full");
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
     let r =
         b::TcpStream::async_connect(c, addr, |_| panic!("never queued")).expect_err("pool is full");
-    assert_eq!(r.error, Error::PoolExhausted);
+    assert_eq!(r.error, Error::PoolFull(Pool::Ops));
 
     run_until(c, "posted handlers", || {
         ran.load(Ordering::SeqCst) == OPS + 1
     });
-    assert_eq!(c.pool().in_use(), 0);
-    timer.close();
+    assert_eq!(c.ops_in_use().0, 0);
+    timer.close().unwrap();
     s.close().unwrap();
     l.close().unwrap();
 }

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::Shutdown as StdShutdown;
 use std::sync::{Arc, Mutex};
 
-use pinion::core::compose::async_write;
-use pinion::Error;
+use pinion::compose::async_write;
+use pinion::{Error, Pool, PooledBuf, ReadBufferCount};
 
 use super::{accept_one, b, listen, run_until, Ctx};
 use crate::util::{self, pattern_vec};
@@ -43,7 +43,7 @@ fn echo_through_pooled_reads_returns_every_buffer() {
     let c = ctx.get();
     assert_eq!(
         c.read_buffers(),
-        Some(b::ReadBufferCount {
+        Some(ReadBufferCount {
             free: COUNT,
             total: COUNT,
             size: SIZE
@@ -102,7 +102,7 @@ fn exhausted_pool_is_an_error_and_loses_no_data() {
     let s = accept_one(c, l);
 
     // Hold every buffer of the pool in handlers' results.
-    let held: Arc<Mutex<Vec<b::PooledBuf<'static>>>> = Arc::default();
+    let held: Arc<Mutex<Vec<PooledBuf<'static>>>> = Arc::default();
     for i in 0..COUNT {
         peer.write_all(&[i as u8; 8]).unwrap();
         let h = held.clone();
@@ -118,7 +118,7 @@ fn exhausted_pool_is_an_error_and_loses_no_data() {
     let got: Got = Arc::default();
     read_into(s, &got);
     run_until(c, "refused read", || !got.lock().unwrap().is_empty());
-    assert_eq!(got.lock().unwrap()[0], Err(Error::PoolExhausted));
+    assert_eq!(got.lock().unwrap()[0], Err(Error::PoolFull(Pool::ReadBuffers)));
 
     // Once a buffer is free again, the same bytes are read.
     held.lock().unwrap().pop();
@@ -223,7 +223,7 @@ fn without_read_buffers_pooled_reads_are_refused() {
     let r = s
         .async_read_pooled(|_| panic!("never queued"))
         .expect_err("no pool");
-    assert_eq!(r.error, Error::OperationNotSupported);
+    assert_eq!(r.error, Error::NoPool(Pool::ReadBuffers));
     s.close().unwrap();
     l.close().unwrap();
 }

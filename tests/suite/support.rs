@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use pinion::core::compose::async_write;
+use pinion::compose::async_write;
 use pinion::IoBufMut;
 
 use crate::util::{self, FixedBuf};
@@ -73,7 +73,7 @@ pub(crate) fn run_until(ctx: &b::IoContext, what: &str, done: impl Fn() -> bool)
             "watchdog: {what} did not happen"
         );
         ctx.restart();
-        if ctx.run_for(50_000_000) == 0 && ctx.outstanding_work() == 0 {
+        if ctx.run_for(std::time::Duration::from_millis(50)) == 0 && ctx.outstanding_work() == 0 {
             // Waiting on a std peer thread: let it run.
             std::thread::sleep(std::time::Duration::from_millis(1));
         }

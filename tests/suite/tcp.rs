@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pinion::core::compose::{async_read, async_write, Completion};
+use pinion::compose::{async_read, async_write, Completion};
 use pinion::Error;
 
 use super::{accept_one, b, listen, run_until, serve_echo, Ctx};
@@ -250,7 +250,7 @@ fn addresses_and_options() {
     s.set_send_buffer_size(8192).unwrap();
     s.set_recv_buffer_size(8192).unwrap();
     assert!(s.as_raw_fd() >= 0);
-    s.shutdown(b::Shutdown::Both).unwrap();
+    s.shutdown(pinion::Shutdown::Both).unwrap();
     s.close().unwrap();
     l.close().unwrap();
 }
@@ -282,7 +282,7 @@ fn closed_handles_answer_bad_descriptor() {
         .async_accept(|_| panic!("must not run"))
         .expect_err("accept");
     assert_eq!(r.error, Error::BadDescriptor);
-    assert_eq!(c.pool().in_use(), 0);
+    assert_eq!(c.ops_in_use().0, 0);
 }
 
 #[test]

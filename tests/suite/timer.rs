@@ -3,18 +3,19 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pinion::core::Task;
-use pinion::{Error, Result};
+use pinion::{Error, Instant, Result};
 
 use super::{b, run_until, Ctx};
 
+/// (deadline in ns of the context's clock, or a tag; the wait's result)
 type Fired = Arc<Mutex<Vec<(u64, Result<()>)>>>;
 
-fn wait_at(c: &'static b::IoContext, deadline: u64, fired: &Fired) -> b::SteadyTimer<'static> {
+fn wait_at(c: &'static b::IoContext, deadline: Instant, fired: &Fired) -> b::SteadyTimer<'static> {
     let t = b::SteadyTimer::new(c).expect("timer");
-    t.expires_at(deadline);
+    assert_eq!(t.expires_at(deadline), Ok(0), "no wait pending yet");
+    assert_eq!(t.expiry(), Ok(deadline));
     let f = fired.clone();
-    t.async_wait(move |r| f.lock().unwrap().push((deadline, r)))
+    t.async_wait(move |r| f.lock().unwrap().push((deadline.as_nanos(), r)))
         .map_err(|r| r.error)
         .unwrap();
     t
@@ -24,10 +25,10 @@ fn wait_at(c: &'static b::IoContext, deadline: u64, fired: &Fired) -> b::SteadyT
 fn timers_fire_in_deadline_order() {
     let ctx = Ctx::new();
     let c = ctx.get();
-    let now = c.task().now_ns();
+    let now = c.now();
     let fired: Fired = Default::default();
-    let ms = 1_000_000;
-    let timers: Vec<_> = [7u64, 2, 9, 1, 5, 3, 8, 4, 6, 0]
+    let ms = Duration::from_millis(1);
+    let timers: Vec<_> = [7u32, 2, 9, 1, 5, 3, 8, 4, 6, 0]
         .iter()
         .map(|&k| wait_at(c, now + 5 * ms + k * ms, &fired))
         .collect();
@@ -41,11 +42,11 @@ fn timers_fire_in_deadline_order() {
     sorted.sort();
     assert_eq!(deadlines, sorted);
     assert!(
-        c.task().now_ns() >= *sorted.last().unwrap(),
+        c.now().as_nanos() >= *sorted.last().unwrap(),
         "fired before its deadline"
     );
     for t in timers {
-        t.close();
+        t.close().unwrap();
     }
 }
 
@@ -54,10 +55,16 @@ fn a_thousand_timers_in_one_context() {
     const N: u64 = 1000;
     let ctx = Ctx::new();
     let c = ctx.get();
-    let now = c.task().now_ns();
+    let now = c.now();
     let fired: Fired = Default::default();
     let timers: Vec<_> = (0..N)
-        .map(|i| wait_at(c, now + (i * 7919 % N) * 20_000, &fired))
+        .map(|i| {
+            wait_at(
+                c,
+                now + Duration::from_nanos((i * 7919 % N) * 20_000),
+                &fired,
+            )
+        })
         .collect();
     run_until(c, "1000 timers", || {
         fired.lock().unwrap().len() == N as usize
@@ -68,9 +75,9 @@ fn a_thousand_timers_in_one_context() {
         "out of deadline order"
     );
     for t in timers {
-        t.close();
+        t.close().unwrap();
     }
-    assert_eq!(c.pool().in_use(), 0);
+    assert_eq!(c.ops_in_use().0, 0);
 }
 
 #[test]
@@ -79,15 +86,15 @@ fn cancel_and_reset_abort_pending_waits() {
     let c = ctx.get();
     let fired: Fired = Default::default();
     let t = b::SteadyTimer::new(c).unwrap();
-    t.expires_after(Duration::from_secs(3600));
+    assert_eq!(t.expires_after(Duration::from_secs(3600)), Ok(0));
     for _ in 0..3 {
         let f = fired.clone();
         t.async_wait(move |r| f.lock().unwrap().push((1, r)))
             .map_err(|r| r.error)
             .unwrap();
     }
-    assert_eq!(t.cancel(), 3);
-    assert_eq!(t.cancel(), 0);
+    assert_eq!(t.cancel(), Ok(3));
+    assert_eq!(t.cancel(), Ok(0));
     run_until(c, "cancelled waits", || fired.lock().unwrap().len() == 3);
 
     // Setting the expiry cancels the pending wait; a new wait fires.
@@ -95,7 +102,7 @@ fn cancel_and_reset_abort_pending_waits() {
     t.async_wait(move |r| f.lock().unwrap().push((2, r)))
         .map_err(|r| r.error)
         .unwrap();
-    assert_eq!(t.expires_after(Duration::from_millis(2)), 1);
+    assert_eq!(t.expires_after(Duration::from_millis(2)), Ok(1));
     let f = fired.clone();
     t.async_wait(move |r| f.lock().unwrap().push((3, r)))
         .map_err(|r| r.error)
@@ -108,11 +115,12 @@ fn cancel_and_reset_abort_pending_waits() {
     assert_eq!(v[4], (3, Ok(())));
 
     // A closed timer refuses, handing the handler back.
-    t.close();
+    t.close().unwrap();
     let r = t.async_wait(|_| panic!("never runs")).expect_err("closed");
     assert_eq!(r.error, Error::BadDescriptor);
-    assert_eq!(t.cancel(), 0);
-    t.close();
+    // Nothing left to cancel or close: the stale handle says so.
+    assert_eq!(t.cancel(), Err(Error::BadDescriptor));
+    assert_eq!(t.close(), Err(Error::BadDescriptor));
     assert_eq!(c.outstanding_work(), 0);
 }
 
@@ -129,5 +137,5 @@ fn a_past_deadline_fires_from_the_run_loop() {
     assert!(fired.lock().unwrap().is_empty(), "ran inside async_wait");
     run_until(c, "past deadline", || fired.lock().unwrap().len() == 1);
     assert_eq!(fired.lock().unwrap()[0].1, Ok(()));
-    t.close();
+    t.close().unwrap();
 }

@@ -59,7 +59,7 @@ fn timer_armed_from_another_thread_wakes_a_blocked_run() {
     });
     std::thread::sleep(Duration::from_millis(10));
     let t = b::SteadyTimer::new(c).unwrap();
-    t.expires_after(Duration::from_millis(5));
+    assert_eq!(t.expires_after(Duration::from_millis(5)), Ok(0));
     t.async_wait(move |r| {
         assert_eq!(r, Ok(()));
         drop(guard);
@@ -69,5 +69,5 @@ fn timer_armed_from_another_thread_wakes_a_blocked_run() {
     rx.recv_timeout(util::WATCHDOG)
         .expect("run returned after the timer");
     runner.join().unwrap();
-    t.close();
+    t.close().unwrap();
 }

@@ -53,6 +53,11 @@ pub struct TimerObj {
     heap: Cell<Option<TimerHandle>>,
 }
 
+// SAFETY: a timer object's raw links name operations, which travel
+// between threads like every operation; the object is only touched under
+// its service's lock.
+unsafe impl Send for TimerObj {}
+
 /// A [`TimerService`]'s storage entry.
 pub type TimerEntry = Entry<TimerObj>;
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use pinion_core::{NoTask, OpSlot, Scheduler, Storage};
+use pinion_core::backend::NoTask;
+use pinion_core::{OpSlot, Scheduler, Storage};
 use pinion_sync::{FutexKit, SyncKit};
 
 pub type Ctx<K = FutexKit> = Scheduler<NoTask, K>;

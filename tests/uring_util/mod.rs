@@ -1,22 +1,24 @@
-//! Helpers shared by the integration tests: contexts that skip loudly on
-//! kernels without io_uring, a watchdog, echo state machines.
-#![allow(dead_code)]
+//! Helpers of the io_uring test binaries (`tests/uring_*.rs`): contexts
+//! that skip loudly on kernels without io_uring, a watched run, echo
+//! state machines over `Vec<u8>` buffers. Backend-independent helpers
+//! (fd counts, rlimits, the process lock) are in `tests/util`.
+#![allow(dead_code)] // each binary uses a different subset
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, MutexGuard};
 use std::thread;
-use std::time::Duration;
 
-use pinion_core::buf::{IoBuf, Slice};
-use pinion_core::Error;
-use pinion_uring::{BuildError, Builder, IoContext, TcpListener, TcpStream};
+use pinion::buf::{IoBuf, Slice};
+use pinion::uring::{Builder, IoContext, TcpListener, TcpStream};
+use pinion::{BuildError, Error};
+
+use crate::util;
 
 /// Tests in one binary share the process's fd table and rlimits: run
 /// them one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    util::PROCESS_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Builds a leaked context, or says loudly why the test is skipped (a
@@ -47,19 +49,25 @@ pub unsafe fn free_ctx(ctx: &'static IoContext) {
     drop(unsafe { Box::from_raw(ctx as *const IoContext as *mut IoContext) });
 }
 
-/// Runs `ctx` until it runs out of work; fails if that takes over 20 s
-/// (the watchdog stops it).
+/// Runs `ctx` until it runs out of work; fails if that takes longer than
+/// the watchdog (which stops it).
 pub fn run_watched(ctx: &'static IoContext) -> usize {
+    watched(ctx, || ctx.run())
+}
+
+/// Calls `run` (one of `ctx`'s run functions); fails if it takes longer
+/// than the watchdog, which stops `ctx` to end it.
+pub fn watched<R>(ctx: &'static IoContext, run: impl FnOnce() -> R) -> R {
     let (tx, rx) = mpsc::channel::<()>();
     let fired = Arc::new(AtomicBool::new(false));
     let f = fired.clone();
     let dog = thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(20)) {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(util::WATCHDOG) {
             f.store(true, Ordering::SeqCst);
             eprintln!(
-                "watchdog: outstanding_work={} slots_in_use={} descriptors_in_use={}",
+                "watchdog: outstanding_work={} ops_in_use={:?} descriptors_in_use={}",
                 ctx.outstanding_work(),
-                ctx.pool().in_use(),
+                ctx.ops_in_use(),
                 ctx.descriptors_in_use()
             );
             #[cfg(feature = "stats")]
@@ -67,23 +75,19 @@ pub fn run_watched(ctx: &'static IoContext) -> usize {
             ctx.stop();
         }
     });
-    let n = ctx.run();
+    let n = run();
     drop(tx);
     dog.join().unwrap();
     assert!(
         !fired.load(Ordering::SeqCst),
-        "watchdog: the context ran for more than 20 s"
+        "watchdog: the context ran for longer than {:?}",
+        util::WATCHDOG
     );
     n
 }
 
 pub fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-/// Number of open fds of this process.
-pub fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    util::any_port()
 }
 
 // ---- echo server --------------------------------------------------------

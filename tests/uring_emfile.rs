@@ -1,29 +1,18 @@
-//! Accept at the process's fd limit: the handler gets TooManyOpenFiles
-//! and the listener keeps working. In its own test binary because it
-//! lowers RLIMIT_NOFILE for the whole process.
+//! io_uring: accept at the process's fd limit, with single-shot and
+//! multishot accepts: the handler gets TooManyOpenFiles and the listener
+//! keeps working. In its own test binary because it lowers RLIMIT_NOFILE
+//! for the whole process.
+#![cfg(feature = "uring")]
 
+mod uring_util;
 mod util;
 
 use std::sync::{Arc, Mutex};
 
-use pinion_core::Error;
-use pinion_uring::{Builder, TcpListener};
-use util::*;
-
-fn set_nofile(soft: u64) -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit pointers for both calls.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
-        let old = r.rlim_cur;
-        r.rlim_cur = soft;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
-        old
-    }
-}
+use pinion::uring::{Builder, TcpListener};
+use pinion::Error;
+use uring_util::*;
+use util::{nofile_limit, open_fds, set_nofile_limit};
 
 fn accept_at_fd_limit(multishot: bool) {
     let name = if multishot {
@@ -39,8 +28,9 @@ fn accept_at_fd_limit(multishot: bool) {
     // A client connection waits in the listen queue.
     let client = std::net::TcpStream::connect(addr).unwrap();
     // Use up every fd below a lowered limit.
-    let limit = (open_fds() + 16) as u64;
-    let old = set_nofile(limit);
+    let limit = (open_fds() + 16) as libc::rlim_t;
+    let (old, _) = nofile_limit();
+    set_nofile_limit(limit);
     let fillers = Arc::new(Mutex::new(Vec::new()));
     loop {
         // SAFETY: duplicating stdin's fd; the copy is closed below.
@@ -71,7 +61,7 @@ fn accept_at_fd_limit(multishot: bool) {
     })
     .unwrap();
     run_watched(ctx);
-    set_nofile(old);
+    set_nofile_limit(old);
     for fd in fillers.lock().unwrap().drain(..) {
         // SAFETY: closing filler fds this test made.
         unsafe { libc::close(fd) };
