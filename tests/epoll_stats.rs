@@ -106,12 +106,8 @@ fn ping_pong_with_data_always_ready_makes_epoll_wait_rare() {
     // Each read is issued once its data was written, with a buffer of
     // exactly the message size: always ready, never short.
     fn hop(
-        from: b::TcpStream<'static>,
-        to: b::TcpStream<'static>,
-        msg: FixedBuf,
-        buf: FixedBuf,
-        left: usize,
-        done: Arc<AtomicUsize>,
+        from: b::TcpStream<'static>, to: b::TcpStream<'static>, msg: FixedBuf, buf: FixedBuf,
+        left: usize, done: Arc<AtomicUsize>,
     ) {
         from.async_write_some(msg, move |r, msg| {
             assert_eq!(r, Ok(64));

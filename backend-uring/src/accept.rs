@@ -1,11 +1,12 @@
-//! Accepts, both ways, with the same back-pressure as epoll.
+//! Accepts, both ways, with the same back-pressure and order as epoll.
 //!
-//! - **Single-shot** (the default): one `IORING_OP_ACCEPT` per
-//!   `async_accept`, into a descriptor slot reserved before the SQE is
-//!   queued. With the table full the accept completes with
-//!   `PoolFull(Descriptors)` and the connection stays in the kernel's listen
-//!   backlog, exactly as on epoll; the reserved slot becomes the new
-//!   socket's when the accept succeeds.
+//! - **Single-shot** (the default): one `IORING_OP_ACCEPT` in flight per
+//!   listener, into a descriptor slot reserved before the SQE is queued;
+//!   further `async_accept`s wait on the listener in the order they were
+//!   started, and each completion issues the next. With the table full the
+//!   accept completes with `PoolFull(Descriptors)` and the connection stays
+//!   in the kernel's listen backlog, exactly as on epoll; the reserved slot
+//!   becomes the new socket's when the accept succeeds.
 //! - **Multishot** (`Options::multishot_accept`): a listener keeps one
 //!   multishot accept armed while an `async_accept` waits. Connections it
 //!   accepts with nobody waiting are registered in the descriptor table and
@@ -20,9 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::{opcode, squeue};
-use pinion_core::backend::{
-    AcceptHandler, At, DescKind, Fd, Handler, Invoke, Key, Operation, Started,
-};
+use pinion_core::backend::{AcceptHandler, At, DescKind, Fd, Invoke, Key, Operation, Started};
 use pinion_core::{Error, OpQueue, Rejected, Result};
 use pinion_sys::addr::RawAddr;
 use pinion_sys::socket;
@@ -41,7 +40,10 @@ const ACCEPT_HIGH_WATER: usize = 16;
 /// are registered in the descriptor table at once and queued here, linked
 /// through their descriptors' `pending_next`.
 pub(crate) struct ListenerState {
+    /// A multishot accept is in the kernel.
     pub(crate) armed: bool,
+    /// A single-shot accept is in the kernel (one at a time, in order).
+    inflight: bool,
     cancel_sent: bool,
     waiters: OpQueue,
     pend_head: u32,
@@ -53,6 +55,7 @@ impl ListenerState {
     pub(crate) const fn new() -> Self {
         ListenerState {
             armed: false,
+            inflight: false,
             cancel_sent: false,
             waiters: OpQueue::new(),
             pend_head: NIL,
@@ -99,22 +102,40 @@ pub(crate) fn take_waiters(ls: &mut ListenerState, aborted: &mut OpQueue) {
     }
 }
 
-/// The start of every accept operation: the header and the key of the
-/// descriptor it accepts into (reserved, or, multishot, registered by the
-/// reaper), 64 bits on every target.
+/// Where `queue_accept` put an accept.
+enum Queued {
+    /// Multishot: a connection was waiting; this is its key.
+    Ready(Key),
+    /// Waiting on the listener.
+    Parked,
+    /// Single-shot: the listener's one accept in flight, to issue now.
+    Issue,
+}
+
+/// No slot reserved (`AcceptHdr::key`).
+const NO_KEY: u64 = u64::MAX;
+
+/// The start of every accept operation, the same for every handler type:
+/// what the proactor needs to issue its SQE later (it may wait on the
+/// listener first) and to hand its result on.
 #[repr(C)]
 pub(crate) struct AcceptHdr {
     op: Operation,
+    /// The descriptor the accept fills: the slot reserved for a
+    /// single-shot accept, or the one the reaper registered for a
+    /// multishot one; [`NO_KEY`] before either. 64 bits on every target.
     key: Cell<u64>,
+    /// The listener.
+    listener: Key,
+    multishot: bool,
+    /// Written by the kernel (single-shot accept only).
+    addr: RawAddr,
+    addrlen: libc::socklen_t,
 }
 
 #[repr(C)]
 struct AcceptOp<H> {
     hdr: AcceptHdr,
-    /// Written by the kernel (single-shot accept only).
-    addr: RawAddr,
-    addrlen: libc::socklen_t,
-    multishot: bool,
     handler: ManuallyDrop<H>,
 }
 
@@ -125,65 +146,75 @@ fn unspecified() -> SocketAddr {
 /// # Safety
 /// See `pinion_core::op::CompleteFn`; `op` is an `AcceptOp<H>` of the
 /// scheduler `owner`.
-unsafe fn complete_accept<H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
-where
-    H: Handler<Proactor, Result<(Key, SocketAddr)>>,
-{
+unsafe fn complete_accept<H: AcceptHandler<Proactor>>(
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
+) {
     let p = op.cast::<AcceptOp<H>>();
     // SAFETY: `owner` is the scheduler that allocated the op.
     let sched = unsafe { &*(owner as *const Sched) };
     // SAFETY: `p` is live and ours; fields are read once, then the slot is
     // freed and never touched again.
-    let (res, multishot, addr, key, handler) = unsafe {
+    let (res, multishot, addr, key, listener, handler) = unsafe {
         let o = p.as_ptr();
-        let multishot = (*o).multishot;
-        let addr = if multishot {
+        let h = &(*o).hdr;
+        let addr = if h.multishot {
             None
         } else {
-            (*o).addr.to_socket_addr().ok()
+            h.addr.to_socket_addr().ok()
         };
         let r = (
-            (*o).hdr.op.result(),
-            multishot,
+            h.op.result(),
+            h.multishot,
             addr,
-            Key::from_bits((*o).hdr.key.get()),
+            h.key.get(),
+            h.listener,
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
         );
         sched.free_op_in(how.here(), p);
         r
     };
     let proactor = sched.task();
-    match (how, multishot) {
+    let reserved = (!multishot && key != NO_KEY).then(|| Key::from_bits(key));
+    match how {
         // A multishot result is already a registered descriptor, which the
         // context closes as it goes down.
-        (Invoke::Destroy, true) => {}
-        (Invoke::Destroy, false) => {
-            if let Ok(fd) = res {
+        Invoke::Destroy => {
+            if let (Ok(fd), Some(k)) = (res, reserved) {
                 // SAFETY: the kernel gave this op a new fd, nobody else has it.
                 drop(unsafe { Fd::from_raw(fd as i32) });
+                proactor.unreserve_desc(k);
+            } else if let Some(k) = reserved {
+                proactor.unreserve_desc(k);
             }
-            proactor.unreserve_desc(key);
         }
-        (Invoke::Run(_), _) => {
-            let r = res.map(|fd| {
-                let key = if multishot {
-                    key
-                } else {
+        Invoke::Run(_) => {
+            let r = match (res, reserved) {
+                (Ok(fd), Some(k)) => {
                     // SAFETY: the kernel gave this op a new fd.
                     let fd = unsafe { Fd::from_raw(fd as i32) };
-                    proactor.open_reserved(key, fd, DescKind::Stream)
-                };
+                    Ok(proactor.open_reserved(k, fd, DescKind::Stream))
+                }
+                (Ok(_), None) => Ok(Key::from_bits(key)),
+                (Err(e), k) => {
+                    if let Some(k) = k {
+                        proactor.unreserve_desc(k);
+                    }
+                    Err(e)
+                }
+            };
+            let r = r.map(|k| {
                 let addr = addr
                     .or_else(|| {
                         proactor
-                            .with_desc_fd(key, |fd| Ok(socket::peer_addr(fd)?))
+                            .with_desc_fd(k, |fd| Ok(socket::peer_addr(fd)?))
                             .ok()
                     })
                     .unwrap_or_else(unspecified);
-                (key, addr)
+                (k, addr)
             });
-            if r.is_err() && !multishot {
-                proactor.unreserve_desc(key);
+            if !multishot {
+                // The next accept waiting on the listener goes to the kernel.
+                proactor.accept_done(sched, listener);
             }
             handler.call(sched, r)
         }
@@ -198,20 +229,23 @@ pub(crate) fn start<H: AcceptHandler<Proactor>>(at: At<'_, Proactor>, handler: H
     let op = AcceptOp {
         hdr: AcceptHdr {
             op: Operation::new(complete_accept::<H>),
-            key: Cell::new(0),
+            key: Cell::new(NO_KEY),
+            listener: key,
+            multishot,
+            addr: RawAddr::zeroed(),
+            addrlen: RawAddr::CAPACITY,
         },
-        addr: RawAddr::zeroed(),
-        addrlen: RawAddr::CAPACITY,
-        multishot,
         handler: ManuallyDrop::new(handler),
     };
     let here = sched.here();
     // SAFETY: `here` came from this scheduler; the slot is freed by
-    // `complete_accept` or `take_handler`, once.
+    // `complete_accept` or below, once.
     let p = unsafe {
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
-    let take_handler = |error| Rejected {
+    // SAFETY: a live accept op on no queue, an `AcceptHdr` at offset 0.
+    let queued = unsafe { proactor.queue_accept(sched, key, p.cast()) };
+    queued.map_err(|error| Rejected {
         error,
         // SAFETY: refused, the op was never queued: still ours; the handler
         // moves out once, then the slot is freed.
@@ -220,51 +254,6 @@ pub(crate) fn start<H: AcceptHandler<Proactor>>(at: At<'_, Proactor>, handler: H
             sched.free_op_in(here, p);
             h
         },
-    };
-    if multishot {
-        // SAFETY: a live accept op on no queue.
-        return unsafe { proactor.accept_multishot(sched, key, p.cast()) }.map_err(take_handler);
-    }
-    let reserved = match proactor.reserve_desc() {
-        Ok(k) => k,
-        Err(e) => {
-            // The table is full: the connection stays in the backlog and the
-            // handler hears of it from `run()`, as on epoll.
-            // SAFETY: a fresh op of this scheduler, on no queue.
-            unsafe {
-                p.as_ref().hdr.op.set_result(Err(e));
-                sched.post_immediate_completion_in(here, p.cast());
-            }
-            return Ok(());
-        }
-    };
-    let o = p.as_ptr();
-    // SAFETY: ours until pushed.
-    unsafe { (*o).hdr.key.set(reserved.to_bits()) };
-    // SAFETY: `addr`/`addrlen` live in the op's slot, which stays allocated
-    // until the CQE has been reaped.
-    let pushed = unsafe {
-        proactor.push_on(
-            key,
-            true,
-            // SAFETY: counted once the key is checked, finished by the
-            // op's completion.
-            || sched.io_work_started(),
-            |target| {
-                with_target!(target, |t| opcode::Accept::new(
-                    t,
-                    (*o).addr.as_mut_ptr(),
-                    addr_of_mut!((*o).addrlen),
-                )
-                .flags(libc::SOCK_CLOEXEC)
-                .build())
-                .user_data(o as u64)
-            },
-        )
-    };
-    pushed.map_err(|error| {
-        proactor.unreserve_desc(reserved);
-        take_handler(error)
     })
 }
 
@@ -378,18 +367,20 @@ impl Proactor {
         }
     }
 
-    /// Queues a user accept operation on listener `key`: completed from
-    /// the listener's accepted connections if one waits, else parked until
-    /// the multishot accept delivers one (armed if it is not). A stale key
-    /// is `BadDescriptor`, the op untouched and still the caller's.
+    /// Queues accept `op` on listener `key`. Multishot: completed from the
+    /// listener's accepted connections if one waits, else parked until the
+    /// multishot accept delivers one (armed if it is not). Single-shot:
+    /// issued now if no accept of the listener is in flight, else parked in
+    /// order. A stale key is `BadDescriptor`, the op untouched and still the
+    /// caller's.
     ///
     /// # Safety
     /// `op` is a live accept operation (an `AcceptHdr` at offset 0) on no
     /// queue, of `sched`'s pool.
-    unsafe fn accept_multishot(
-        &self, sched: &Sched, key: Key, op: NonNull<Operation>,
-    ) -> Result<()> {
+    unsafe fn queue_accept(&self, sched: &Sched, key: Key, op: NonNull<Operation>) -> Result<()> {
         let d = self.desc(key)?;
+        // SAFETY: per contract.
+        let multishot = unsafe { op.cast::<AcceptHdr>().as_ref().multishot };
         let ready = d.with(|st| {
             if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {
                 return Err(Error::BadDescriptor);
@@ -397,26 +388,114 @@ impl Proactor {
             // SAFETY: counted once, finished by the op's completion.
             unsafe { sched.io_work_started() };
             let ls = &mut st.listener;
-            if let Some(i) = ls.pop_pending(&self.descs) {
-                return Ok(self.descs.key_of(i));
+            if multishot {
+                if let Some(k) = ls
+                    .pop_pending(&self.descs)
+                    .and_then(|i| self.descs.key_of(i))
+                {
+                    return Ok(Queued::Ready(k));
+                }
+            } else if !ls.inflight {
+                ls.inflight = true;
+                return Ok(Queued::Issue);
             }
             // SAFETY: per contract.
             unsafe { ls.waiters.push(op) };
-            if !ls.armed {
+            if multishot && !ls.armed {
                 ls.armed = true;
                 ls.cancel_sent = false;
                 self.arm_accept(key);
             }
-            Ok(None)
+            Ok(Queued::Parked)
         })?;
-        if let Some(k) = ready {
-            // SAFETY: per contract; the op is on no queue, its work counted.
+        match ready {
+            Queued::Ready(k) => {
+                // SAFETY: per contract; the op is on no queue, its work
+                // counted.
+                unsafe {
+                    op.cast::<AcceptHdr>().as_ref().key.set(k.to_bits());
+                    op.as_ref().set_result(Ok(0));
+                    sched.post_deferred_completion(op);
+                }
+            }
+            Queued::Parked => {}
+            // SAFETY: per contract; its work is counted.
+            Queued::Issue => unsafe { self.issue_accept(sched, key, op) },
+        }
+        Ok(())
+    }
+
+    /// Issues single-shot accept `op` on listener `key` into a freshly
+    /// reserved slot; with the table full, completes it with
+    /// `PoolFull(Descriptors)` (the connection stays in the backlog) and
+    /// moves on to the next waiting accept.
+    ///
+    /// # Safety
+    /// `op` is a live accept op on no queue, its work counted, and it is
+    /// the listener's accept in flight (`ListenerState::inflight`).
+    unsafe fn issue_accept(&self, sched: &Sched, key: Key, op: NonNull<Operation>) {
+        let h = op.cast::<AcceptHdr>().as_ptr();
+        let reserved = match self.reserve_desc() {
+            Ok(k) => k,
+            Err(e) => {
+                // SAFETY: per contract.
+                unsafe {
+                    op.as_ref().set_result(Err(e));
+                    sched.post_deferred_completion(op);
+                }
+                return;
+            }
+        };
+        // SAFETY: ours until pushed; `addr`/`addrlen` live in the op's slot,
+        // which stays allocated until the CQE has been reaped.
+        let pushed = unsafe {
+            (*h).key.set(reserved.to_bits());
+            self.push_on(
+                key,
+                true,
+                || {},
+                |target| {
+                    with_target!(target, |t| opcode::Accept::new(
+                        t,
+                        (*h).addr.as_mut_ptr(),
+                        addr_of_mut!((*h).addrlen)
+                    )
+                    .flags(libc::SOCK_CLOEXEC)
+                    .build())
+                    .user_data(h as u64)
+                },
+            )
+        };
+        if let Err(e) = pushed {
+            // Closed meanwhile: the close took the other waiters already.
+            // SAFETY: per contract; never queued in the kernel.
             unsafe {
-                op.cast::<AcceptHdr>().as_ref().key.set(k.to_bits());
-                op.as_ref().set_result(Ok(0));
+                (*h).key.set(NO_KEY);
+                self.unreserve_desc(reserved);
+                op.as_ref().set_result(Err(e));
                 sched.post_deferred_completion(op);
             }
         }
-        Ok(())
+    }
+
+    /// A single-shot accept of listener `key` completed: issue the next one
+    /// waiting, if the listener is still open.
+    fn accept_done(&self, sched: &Sched, key: Key) {
+        let Ok(d) = self.desc(key) else { return };
+        let next = d.with(|st| {
+            let ls = &mut st.listener;
+            let next = if st.open && self.descs.gen(key.index()) == Some(key.gen()) {
+                ls.waiters.pop()
+            } else {
+                None
+            };
+            ls.inflight = next.is_some();
+            next
+        });
+        if let Some(op) = next {
+            // SAFETY: a parked accept op, off the list, its work counted;
+            // now the listener's accept in flight.
+            unsafe { self.issue_accept(sched, key, op) };
+        }
     }
 }

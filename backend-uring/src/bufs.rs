@@ -1,8 +1,8 @@
 //! Pooled reads: a provided buffer ring, and its software fallback.
 //!
-//! [`Builder::read_buffers`](crate::Builder::read_buffers) reserves
+//! `Builder::read_buffers` (the facade's) reserves
 //! `count` buffers of `size` bytes when the context is built.
-//! [`TcpStream::async_read_pooled`](crate::TcpStream::async_read_pooled)
+//! `TcpStream::async_read_pooled`
 //! then queues a receive that names no buffer, only the pool: the kernel
 //! picks one when data arrives, so a waiting read holds no memory and ten
 //! thousand idle connections pin none. The epoll backend serves the same
@@ -35,7 +35,7 @@
 //! # The fallback
 //!
 //! If the kernel refuses the ring, if the builder switched it off
-//! ([`Builder::buffer_ring`](crate::Builder::buffer_ring)), or if more
+//! ([`Options::buffer_ring`](crate::Options::buffer_ring)), or if more
 //! than 32768 buffers (the kernel's ring limit) were asked for, the same
 //! memory is a software pool. A pooled read then takes a buffer when it
 //! is started and **holds it while it waits** (a plain receive into it).

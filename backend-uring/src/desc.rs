@@ -463,10 +463,11 @@ impl Proactor {
     }
 
     /// Tears down the parked closes whose cancels the kernel has consumed
-    /// (in close order; fences grow along the list).
+    /// (in close order; fences grow along the list). `true` if one is
+    /// still parked.
     #[cold]
     #[inline(never)]
-    pub(crate) fn finish_closes(&self) {
+    pub(crate) fn finish_closes(&self) -> bool {
         let head_pos = self.with_sq(|st| st.sq.head_pos());
         let descs = &self.descs;
         loop {
@@ -477,9 +478,9 @@ impl Proactor {
                 match first {
                     None => {
                         self.closes_pending.store(false, Ordering::Release);
-                        None
+                        return false;
                     }
-                    Some(d) if d.closing_fence.get() > head_pos => None,
+                    Some(d) if d.closing_fence.get() > head_pos => return true,
                     Some(d) => {
                         let idx = *head;
                         *head = d.closing_next.get();
@@ -490,9 +491,8 @@ impl Proactor {
                     }
                 }
             };
-            match next {
-                Some(idx) => self.teardown(idx),
-                None => return,
+            if let Some(idx) = next {
+                self.teardown(idx);
             }
         }
     }

@@ -31,7 +31,7 @@
 //!
 //! Kernel: Linux 5.19 or later (cancel by fd, multishot accept, submit-all);
 //! older kernels, and kernels with io_uring disabled, get a
-//! [`BuildError`](pinion_core::backend::BuildError) that says what to do.
+//! `BuildError` that says what to do.
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 use core::net::SocketAddr;

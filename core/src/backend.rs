@@ -85,8 +85,8 @@ use crate::Error;
 use crate::Result;
 
 pub use crate::op::{CompleteFn, Invoke, OpResult, Operation};
-pub use crate::queue::OpQueue;
 pub use crate::pool::{emplace, OpSlot, SlotPool, SlotStorage};
+pub use crate::queue::OpQueue;
 pub use crate::scheduler::{Here, Scheduler};
 pub use crate::slab::Key;
 #[cfg(target_os = "linux")]
@@ -233,7 +233,7 @@ impl<B: Backend> Clone for At<'_, B> {
 impl<B: Backend> Copy for At<'_, B> {}
 
 /// What an initiating call returns: started, or refused with what the
-/// caller gave (handler, buffer) in the [`Rejected`].
+/// caller gave (handler, buffer) in the [`Rejected`](crate::Rejected).
 pub type Started<T> = core::result::Result<(), crate::Rejected<T>>;
 
 /// Defines a named bound for a handler of one result type: a subtrait of

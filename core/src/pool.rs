@@ -8,7 +8,7 @@
 //!
 //! A value that does not fit a slot is rejected at compile time
 //! ([`assert_fits`]); a pool with no free slot hands the value back with
-//! [`Error::PoolExhausted`](crate::Error::PoolExhausted).
+//! [`Error::PoolFull`](crate::Error::PoolFull)`(Ops)`.
 //!
 //! Free slots form an intrusive LIFO list threaded through their first
 //! word; slots never handed out yet are taken by bumping an index, so a

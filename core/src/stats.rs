@@ -25,6 +25,7 @@ impl Counter {
 
     /// The count now.
     #[inline]
+    #[allow(clippy::unnecessary_cast)] // u32 -> u64 on targets without 64-bit atomics
     pub fn get(&self) -> u64 {
         self.0.load(core::sync::atomic::Ordering::Relaxed) as u64
     }

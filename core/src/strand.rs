@@ -98,7 +98,7 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
     }
 
     /// Queues `handler` to run in the strand, after every handler posted
-    /// to it before. Hands it back with `PoolExhausted` when no slot is free.
+    /// to it before. Hands it back with `PoolFull(Ops)` when no slot is free.
     pub fn post<F>(&self, handler: F) -> Result<(), Rejected<F>>
     where
         F: FnOnce() + Send + 'static,

@@ -3,7 +3,7 @@
 //!
 //! Every type here is a `Copy` handle `(context, key)` into the context's
 //! descriptor table. A handle is stale once its socket is closed: every
-//! call on it answers [`Error::BadDescriptor`](crate::Error::BadDescriptor)
+//! call on it answers [`Error::BadDescriptor`]
 //! (an initiating call hands handler and buffer back), under every
 //! interleaving with a close on another thread. An operation started on a
 //! handle runs on the socket the handle named, or is refused, or is

@@ -14,10 +14,7 @@ type Log = Arc<Mutex<Vec<(&'static str, Result<usize>, u32)>>>;
 /// A server stream with a read and a write pending on it (the peer sends
 /// nothing and reads nothing; the send path is full), and the peer.
 fn with_read_and_write_pending(
-    c: &'static b::IoContext,
-    l: b::TcpListener<'static>,
-    addr: std::net::SocketAddr,
-    log: &Log,
+    c: &'static b::IoContext, l: b::TcpListener<'static>, addr: std::net::SocketAddr, log: &Log,
 ) -> (b::TcpStream<'static>, std::net::TcpStream) {
     let peer = util::std_connect(addr);
     let s = accept_one(c, l);

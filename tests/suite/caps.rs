@@ -42,7 +42,8 @@ fn descriptors_is_an_exact_cap_and_names_its_pool() {
         let c = ctx.get();
         let socks: Vec<_> = (0..n)
             .map(|i| {
-                b::UdpSocket::bind(c, util::any_port()).unwrap_or_else(|e| panic!("socket {i} of {n}: {e}"))
+                b::UdpSocket::bind(c, util::any_port())
+                    .unwrap_or_else(|e| panic!("socket {i} of {n}: {e}"))
             })
             .collect();
         let e = b::UdpSocket::bind(c, util::any_port()).expect_err("one past the cap");
@@ -63,7 +64,9 @@ fn timers_is_an_exact_cap_apart_from_descriptors() {
     for n in [0usize, 2] {
         let ctx = Ctx::with(b::Builder::new().timers(n).descriptors(1));
         let c = ctx.get();
-        let timers: Vec<_> = (0..n).map(|_| b::SteadyTimer::new(c).expect("a timer")).collect();
+        let timers: Vec<_> = (0..n)
+            .map(|_| b::SteadyTimer::new(c).expect("a timer"))
+            .collect();
         let e = b::SteadyTimer::new(c).expect_err("one past the cap");
         assert_eq!(e, Error::PoolFull(Pool::Timers));
         assert!(e.to_string().contains("Builder::timers"), "{e}");
@@ -80,15 +83,39 @@ fn timers_is_an_exact_cap_apart_from_descriptors() {
 
 #[test]
 fn a_zero_concurrency_hint_is_a_build_error_that_names_the_knob() {
-    let e = b::Builder::new().concurrency_hint(0).build().expect_err("hint 0");
-    assert!(matches!(e, BuildError::Invalid { knob: "concurrency_hint", .. }), "{e:?}");
+    let e = b::Builder::new()
+        .concurrency_hint(0)
+        .build()
+        .expect_err("hint 0");
+    assert!(
+        matches!(
+            e,
+            BuildError::Invalid {
+                knob: "concurrency_hint",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("concurrency_hint"), "{e}");
 }
 
 #[test]
 fn read_buffers_too_small_is_a_build_error() {
-    let e = b::Builder::new().read_buffers(4, 8).build().expect_err("8-byte buffers");
-    assert!(matches!(e, BuildError::Invalid { knob: "read_buffers", .. }), "{e:?}");
+    let e = b::Builder::new()
+        .read_buffers(4, 8)
+        .build()
+        .expect_err("8-byte buffers");
+    assert!(
+        matches!(
+            e,
+            BuildError::Invalid {
+                knob: "read_buffers",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 /// With the table full, an accept completes with `PoolFull(Descriptors)`
@@ -109,7 +136,10 @@ fn a_full_descriptor_table_leaves_connections_in_the_backlog() {
         .map_err(|r| r.error)
         .unwrap();
     run_until(c, "the refused accept", || got.lock().unwrap().is_some());
-    assert_eq!(got.lock().unwrap().take(), Some(Err(Error::PoolFull(Pool::Descriptors))));
+    assert_eq!(
+        got.lock().unwrap().take(),
+        Some(Err(Error::PoolFull(Pool::Descriptors)))
+    );
     // Still connected: the client can write, and nothing closed it.
     use std::io::Write;
     client.write_all(b"still here").unwrap();
@@ -119,7 +149,9 @@ fn a_full_descriptor_table_leaves_connections_in_the_backlog() {
     l.async_accept(move |r| *s2.lock().unwrap() = Some(r.expect("accept after a slot freed").0))
         .map_err(|r| r.error)
         .unwrap();
-    run_until(c, "the accept after a slot freed", || stream.lock().unwrap().is_some());
+    run_until(c, "the accept after a slot freed", || {
+        stream.lock().unwrap().is_some()
+    });
     let s = stream.lock().unwrap().take().unwrap();
     let bytes: Slot<Vec<u8>> = slot();
     let b2 = bytes.clone();
@@ -129,7 +161,9 @@ fn a_full_descriptor_table_leaves_connections_in_the_backlog() {
     })
     .map_err(|r| r.error)
     .unwrap();
-    run_until(c, "the bytes sent while waiting", || bytes.lock().unwrap().is_some());
+    run_until(c, "the bytes sent while waiting", || {
+        bytes.lock().unwrap().is_some()
+    });
     assert_eq!(bytes.lock().unwrap().take().unwrap(), b"still here");
     s.close().unwrap();
     l.close().unwrap();
@@ -145,13 +179,21 @@ fn a_read_with_no_room_is_refused_not_end_of_stream() {
         .async_read_some(full, |_, _| panic!("must not run"))
         .expect_err("no room");
     assert_eq!(r.error, Error::BufferFull);
-    assert_eq!(r.handler.0.bytes(), b"full", "the buffer comes back as it was");
+    assert_eq!(
+        r.handler.0.bytes(),
+        b"full",
+        "the buffer comes back as it was"
+    );
     let empty_vec: Vec<u8> = Vec::new();
     let r = server
         .async_read_some(empty_vec, |_, _| panic!("must not run"))
         .expect_err("a Vec without capacity has no room");
     assert_eq!(r.error, Error::BufferFull);
-    assert!(r.error.to_string().contains("spare capacity"), "{}", r.error);
+    assert!(
+        r.error.to_string().contains("spare capacity"),
+        "{}",
+        r.error
+    );
     client.close().unwrap();
     server.close().unwrap();
 }
@@ -165,7 +207,11 @@ fn a_pooled_read_without_read_buffers_names_the_missing_pool() {
         .async_read_pooled(|_| panic!("must not run"))
         .expect_err("no read buffers");
     assert_eq!(r.error, Error::NoPool(Pool::ReadBuffers));
-    assert!(r.error.to_string().contains("Builder::read_buffers"), "{}", r.error);
+    assert!(
+        r.error.to_string().contains("Builder::read_buffers"),
+        "{}",
+        r.error
+    );
     client.close().unwrap();
     server.close().unwrap();
 }
@@ -183,12 +229,18 @@ fn os_errors_print_their_errno_name_and_text() {
     };
     let got: Slot<Error> = slot();
     let g = got.clone();
-    b::TcpStream::async_connect(c, addr, move |r| *g.lock().unwrap() = Some(r.expect_err("refused")))
-        .map_err(|r| r.error)
-        .unwrap();
+    b::TcpStream::async_connect(c, addr, move |r| {
+        *g.lock().unwrap() = Some(r.expect_err("refused"))
+    })
+    .map_err(|r| r.error)
+    .unwrap();
     run_until(c, "the refused connect", || got.lock().unwrap().is_some());
     let e = got.lock().unwrap().take().unwrap();
     assert_eq!(e, Error::ConnectionRefused);
     assert!(e.to_string().contains("ECONNREFUSED"), "{e}");
-    assert_eq!(c.descriptors_in_use(), 0, "the failed connect's socket is closed");
+    assert_eq!(
+        c.descriptors_in_use(),
+        0,
+        "the failed connect's socket is closed"
+    );
 }

@@ -89,8 +89,7 @@ pub(crate) fn listen(ctx: &'static b::IoContext) -> (b::TcpListener<'static>, So
 
 /// Accepts one connection by running the context; returns the stream.
 pub(crate) fn accept_one(
-    ctx: &'static b::IoContext,
-    l: b::TcpListener<'static>,
+    ctx: &'static b::IoContext, l: b::TcpListener<'static>,
 ) -> b::TcpStream<'static> {
     let got = Arc::new(std::sync::Mutex::new(None));
     let g = got.clone();
@@ -149,10 +148,7 @@ pub(crate) fn echo(s: b::TcpStream<'static>, mut buf: FixedBuf, closed: Arc<Atom
 
 /// Accepts `n` connections and echoes on each (buffers of `size` bytes).
 pub(crate) fn serve_echo(
-    l: b::TcpListener<'static>,
-    n: usize,
-    size: usize,
-    closed: Arc<AtomicUsize>,
+    l: b::TcpListener<'static>, n: usize, size: usize, closed: Arc<AtomicUsize>,
 ) {
     if n == 0 {
         return;

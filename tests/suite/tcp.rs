@@ -21,10 +21,7 @@ fn slot<T>() -> Slot<T> {
 /// Connects, writes `msg`, reads the echo back exactly, closes; stores
 /// what came back in `out`.
 fn echo_client(
-    ctx: &'static b::IoContext,
-    addr: std::net::SocketAddr,
-    msg: Vec<u8>,
-    out: Slot<Vec<u8>>,
+    ctx: &'static b::IoContext, addr: std::net::SocketAddr, msg: Vec<u8>, out: Slot<Vec<u8>>,
 ) {
     b::TcpStream::async_connect(ctx, addr, move |r| {
         let s = r.expect("connect");

@@ -17,7 +17,7 @@
 //! - `setup`: the ring, its probes and options, the interrupter;
 //! - `submit`: the SQ, every push, submission and the wait;
 //! - `reap`: the CQ and what each CQE hands on;
-//! - [`crate::desc`], [`crate::accept`], [`crate::ops`], [`crate::bufs`]:
+//! - `desc`, `accept`, `ops`, [`crate::bufs`]:
 //!   descriptors (and closing), accepts, the socket operations, pooled
 //!   reads.
 //!
@@ -123,6 +123,9 @@ pub(crate) const UD_IGNORE: u64 = 3;
 /// `user_data & !TAG_MASK` is a pooled read awaiting one CQE, whose flags
 /// it needs.
 pub(crate) const TAG_POOLED: u64 = 4;
+
+/// How long the runner sleeps at most while a close waits for the kernel.
+const PARKED_CLOSE_POLL_NS: u64 = 1_000_000;
 
 /// Cap on how long shutdown waits for the kernel to give back operations.
 const SHUTDOWN_DRAIN_NS: u64 = 10_000_000_000;
@@ -235,12 +238,15 @@ impl Proactor {
     /// How long the runner may sleep for `wait`: `None` means not at all
     /// (a deadline has passed), `Some(u64::MAX)` until woken. Publishes
     /// the answer for `timers_changed`, under the timer lock.
-    fn sleep_until(&self, wait: Wait) -> Option<u64> {
-        let deadline = match wait {
+    fn sleep_until(&self, wait: Wait, parked_close: bool) -> Option<u64> {
+        let mut deadline = match wait {
             Wait::Poll => return None,
             Wait::Forever => u64::MAX,
             Wait::Until(d) => d,
         };
+        if parked_close {
+            deadline = deadline.min(self.now_ns().saturating_add(PARKED_CLOSE_POLL_NS));
+        }
         self.timers.with_earliest(|earliest| {
             let until = earliest.unwrap_or(u64::MAX).min(deadline);
             if until != u64::MAX && until <= self.now_ns() {
@@ -274,8 +280,16 @@ unsafe impl Task for Proactor {
             rs.rearm_interrupter = false;
             self.arm_interrupter();
         }
+        // A close whose teardown waits for the kernel (see `desc`) must not
+        // wait for a wake-up that its own teardown would cause (a peer's
+        // end of stream): finish what can be finished, and sleep briefly
+        // while one is still parked.
+        let parked = self
+            .closes_pending
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.finish_closes();
         let until = if reaped == 0 {
-            self.sleep_until(wait)
+            self.sleep_until(wait, parked)
         } else {
             None
         };

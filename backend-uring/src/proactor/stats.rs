@@ -51,7 +51,7 @@ pinion_core::counters! {
     /// `io_uring_register` calls that install or remove a registered file
     /// (one when a socket enters the table, one when it leaves).
     files_updates,
-    /// Pooled reads that ended in `PoolExhausted`: data arrived while the
+    /// Pooled reads that ended in `PoolFull(ReadBuffers)`: data arrived while the
     /// buffer ring was empty (`ENOBUFS`), or, in the software fallback,
     /// while the pool was.
     read_buffers_empty,

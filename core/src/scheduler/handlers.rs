@@ -47,7 +47,7 @@ pub(crate) struct HandlerOp<F> {
 
 impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// Queues `handler` to run on a thread inside `run`; never runs it
-    /// inline. Hands it back with `PoolExhausted` when no slot is free.
+    /// inline. Hands it back with `PoolFull(Ops)` when no slot is free.
     #[inline]
     pub fn post<F>(&self, handler: F) -> Result<(), Rejected<F>>
     where

@@ -275,7 +275,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     /// [`free_op`](Self::free_op) with the thread already known (a
-    /// complete function's [`Invoke::here`]).
+    /// complete function's [`Invoke::here`](crate::op::Invoke::here)).
     ///
     /// # Safety
     /// As for `free_op`; `here` came from this scheduler.

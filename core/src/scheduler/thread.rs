@@ -59,9 +59,9 @@ impl ThreadInfo {
 /// that thread's private state (queue, work count, slot cache).
 ///
 /// The scheduler hands one to every operation it runs
-/// ([`Invoke::Run`]); a backend passes it on so that freeing the slot and
+/// ([`Invoke::Run`](crate::op::Invoke::Run)); a backend passes it on so that freeing the slot and
 /// queueing follow-up work need not look the thread up again. Obtained
-/// outside a completion with [`Scheduler::here`].
+/// outside a completion with [`Scheduler::here`](crate::Scheduler::here).
 #[derive(Clone, Copy)]
 pub struct Here<'a> {
     pub(crate) ti: &'a ThreadInfo,
