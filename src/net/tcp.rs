@@ -30,7 +30,46 @@ pub struct TcpListener<'c, B: Backend> {
 ///
 /// Handles are cheap to copy into handlers; [`close`](Self::close) is
 /// explicit (as in Asio), or wrap one in [`Owned`](crate::Owned) to close
-/// it when dropped.
+/// it when dropped. `examples/echo_server.rs` serves with
+/// `async_read_some`/`async_write` (and `async_read_pooled` with
+/// `--read-buffers N`).
+///
+/// An HTTP/1.0 GET (the server answers and closes, so the body ends at
+/// end of stream):
+///
+/// ```
+/// use pinion::compose::{async_read, async_write, Completion};
+/// # let addr = { // a one-shot HTTP/1.0 server on loopback
+/// #     use std::io::{Read, Write};
+/// #     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+/// #     let a = l.local_addr().unwrap();
+/// #     std::thread::spawn(move || {
+/// #         let (mut s, _) = l.accept().unwrap();
+/// #         let mut req = [0u8; 512];
+/// #         let _ = s.read(&mut req).unwrap();
+/// #         s.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello").unwrap();
+/// #     });
+/// #     a
+/// # };
+/// let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+/// pinion::TcpStream::async_connect(ctx, addr, move |s| {
+///     let s = s.expect("connect");
+///     async_write(&s, &b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n"[..], move |r, _| {
+///         r.expect("send the request");
+///         let buf = Vec::with_capacity(4096);
+///         async_read(&s, buf, Completion::TransferAll, move |r, reply| {
+///             assert_eq!(r, Err(pinion::Error::Eof), "HTTP/1.0: the reply ends the stream");
+///             let text = String::from_utf8_lossy(&reply);
+///             assert!(text.starts_with("HTTP/1.0 200") && text.ends_with("hello"));
+///             s.close().unwrap();
+///         })
+///         .unwrap();
+///     })
+///     .unwrap();
+/// })
+/// .unwrap();
+/// ctx.run();
+/// ```
 pub struct TcpStream<'c, B: Backend> {
     ctx: &'c IoContext<B>,
     key: Key,

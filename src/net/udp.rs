@@ -12,6 +12,25 @@ use crate::context::IoContext;
 use crate::handler::{io_back, Io};
 
 /// A UDP socket: a `Copy` handle into its context's descriptor table.
+///
+/// ```
+/// let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+/// let any = "127.0.0.1:0".parse().unwrap();
+/// let (a, b) = (pinion::UdpSocket::bind(ctx, any).unwrap(), pinion::UdpSocket::bind(ctx, any).unwrap());
+/// let from = a.local_addr().unwrap();
+/// b.async_receive_from(Vec::with_capacity(64), move |r, buf| {
+///     assert_eq!(r, Ok((4, from)));
+///     assert_eq!(buf, b"ping");
+///     b.close().unwrap();
+/// })
+/// .unwrap();
+/// a.async_send_to(&b"ping"[..], b.local_addr().unwrap(), move |r, _| {
+///     assert_eq!(r, Ok(4));
+///     a.close().unwrap();
+/// })
+/// .unwrap();
+/// ctx.run();
+/// ```
 pub struct UdpSocket<'c, B: Backend> {
     ctx: &'c IoContext<B>,
     key: Key,
