@@ -20,7 +20,7 @@ use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::RawAddr;
 use pinion_sys::{socket, syscall, Errno};
 
-use crate::reactor::perform::{ReactorOp, Status};
+use crate::reactor::perform::{FirstAttempt, ReactorOp, Status};
 use crate::reactor::Reactor;
 use crate::stats::stat;
 
@@ -106,6 +106,23 @@ unsafe fn perform_now<S: OpState<H>, H>(
     }
 }
 
+/// An operation being started by its owner, for `start_op`'s speculative
+/// attempt.
+struct Starting<'r, S, H> {
+    /// Live, on no queue, touched by nobody else until `start_op` returns.
+    op: NonNull<SocketOp<S, H>>,
+    reactor: &'r Reactor,
+}
+
+impl<S: OpState<H>, H> FirstAttempt for Starting<'_, S, H> {
+    #[inline(always)]
+    fn attempt(self, fd: i32) -> Status {
+        // SAFETY: `op` is live and nobody else touches it while it is
+        // being started (the field's invariant).
+        unsafe { perform_now(self.op, self.reactor, fd) }
+    }
+}
+
 /// # Safety
 /// See [`CompleteFn`](pinion_core::op::CompleteFn); `op` is a
 /// `SocketOp<S, H>` allocated from the pool of the scheduler `owner`.
@@ -187,9 +204,9 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H>(
         sched.alloc_op_in_or_reject(here, SocketOp::new(state, handler), SocketOp::into_parts)
     }?;
     let reactor = sched.task();
-    // SAFETY: `op` is ours and on no queue: start_op performs it under the
+    // `op` is ours and on no queue: start_op performs it under the
     // descriptor's lock only.
-    let perform = |fd| unsafe { perform_now(op, reactor, fd) };
+    let perform = Starting { op, reactor };
     // SAFETY: `here` is this thread's, looked up above; `op` is live, on
     // no queue, and completes with `sched`.
     match unsafe {
@@ -261,7 +278,8 @@ impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B
         }
     }
 
-    #[inline]
+    // Inlined into `complete` so that the user's handler lands there too.
+    #[inline(always)]
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
         handler.call(sched, (r, self.buf))
     }
@@ -291,7 +309,8 @@ impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
         }
     }
 
-    #[inline]
+    // Inlined into `complete` so that the user's handler lands there too.
+    #[inline(always)]
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
         handler.call(sched, (r, self.buf))
     }
@@ -564,8 +583,8 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
     }
     // Not speculative: readiness comes from the EPOLL_CTL_MOD that
     // start_op makes for a connect (Asio's start_connect_op).
-    // SAFETY: `op` is ours; never performed here (not speculative).
-    let perform = |fd| unsafe { perform_now(op, reactor, fd) };
+    // `op` is ours; never performed here (not speculative).
+    let perform = Starting { op, reactor };
     // SAFETY: `here` is this thread's; `op` is live, on no queue.
     let started = unsafe {
         reactor.start_op::<{ crate::reactor::CONNECT_OP }>(

@@ -109,6 +109,25 @@ impl<T> Entry<T> {
 // `T: Sync`.
 unsafe impl<T: Sync> Sync for Entry<T> {}
 
+/// One entry of a [`Slab`], found by index ([`Slab::slot`]).
+pub struct Slot<'a, T> {
+    entry: &'a Entry<T>,
+}
+
+impl<'a, T> Slot<'a, T> {
+    /// The value, whatever the generation.
+    #[inline(always)]
+    pub fn value(&self) -> &'a T {
+        &self.entry.value
+    }
+
+    /// Whether `key` names this entry at its current generation.
+    #[inline(always)]
+    pub fn is_current(&self, key: Key) -> bool {
+        self.entry.gen.load(Ordering::Acquire) == key.gen()
+    }
+}
+
 /// End of the free list.
 const NIL: u32 = u32::MAX;
 
@@ -228,6 +247,13 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
     #[inline]
     pub fn at(&self, index: u32) -> Option<&T> {
         self.entry(index).map(|e| &e.value)
+    }
+
+    /// Entry `index` with its generation, for callers that lock the value
+    /// and then check a key against it: one bounds check serves both.
+    #[inline(always)]
+    pub fn slot(&self, index: u32) -> Option<Slot<'_, T>> {
+        self.entry(index).map(|entry| Slot { entry })
     }
 
     /// The generation of entry `index` now (`None` out of bounds).

@@ -39,6 +39,14 @@ pub(crate) enum Status {
 /// that descriptor's lock, or being started by its owner).
 pub(crate) type PerformFn = unsafe fn(op: NonNull<ReactorOp>, reactor: &Reactor, fd: i32) -> Status;
 
+/// The first attempt at an operation being started, known by type so
+/// that `start_op` inlines it (a closure here was left out of line, one
+/// call per message more).
+pub(crate) trait FirstAttempt {
+    /// Tries the operation once on `fd`, writing its result slot.
+    fn attempt(self, fd: i32) -> Status;
+}
+
 /// The header of every socket operation (Asio's `reactor_op`): the
 /// scheduler's operation header plus the perform function.
 #[repr(C)]

@@ -18,7 +18,7 @@ use pinion_core::slab::Slab;
 use pinion_core::{Error, OpQueue, Operation, Pool, Result};
 use pinion_sync::{FutexMutex, RawMutex};
 
-use super::perform::{descriptor_complete, Status};
+use super::perform::{descriptor_complete, FirstAttempt, Status};
 use super::{Reactor, CONNECT_OP, EXCEPT_OP, MAX_OPS, READ_OP, WRITE_OP};
 use crate::stats::stat;
 
@@ -166,9 +166,9 @@ impl Reactor {
     /// The slot `key` names, locked, if the key is current.
     #[inline]
     pub(crate) fn lock_socket(&self, key: Key) -> Result<Locked<'_>> {
-        let slot = self.table.at(key.index()).ok_or(Error::BadDescriptor)?;
-        let mut l = slot.locked();
-        if self.table.gen(key.index()) != Some(key.gen()) {
+        let slot = self.table.slot(key.index()).ok_or(Error::BadDescriptor)?;
+        let mut l = slot.value().locked();
+        if !slot.is_current(key) {
             return Err(Error::BadDescriptor);
         }
         debug_assert_eq!(l.state().kind, Kind::Socket);
@@ -238,7 +238,7 @@ impl Reactor {
     #[inline(always)]
     pub(crate) unsafe fn start_op<const OP_TYPE: usize>(
         &self, sched: &Sched<Self>, here: Option<Here<'_>>, key: Key, op: NonNull<Operation>,
-        allow_speculative: bool, perform: impl FnOnce(i32) -> Status,
+        allow_speculative: bool, first: impl FirstAttempt,
     ) -> Result<()> {
         let op_type = OP_TYPE;
         let mut l = self.lock_socket(key)?;
@@ -249,7 +249,7 @@ impl Reactor {
             {
                 if st.try_speculative[op_type] {
                     stat!(self, op_attempts);
-                    let status = perform(st.fd);
+                    let status = first.attempt(st.fd);
                     if status != Status::NotDone {
                         if status == Status::DoneAndExhausted && st.registered_events != 0 {
                             st.exhausted(op_type);
@@ -428,9 +428,9 @@ impl Reactor {
     /// queued).
     #[inline]
     pub(crate) fn event_slot(&self, key: Key) -> Option<Locked<'_>> {
-        let slot = self.table.at(key.index())?;
-        let l = slot.locked();
-        (self.table.gen(key.index()) == Some(key.gen())).then_some(l)
+        let slot = self.table.slot(key.index())?;
+        let l = slot.value().locked();
+        slot.is_current(key).then_some(l)
     }
 
     /// Releases the slot a queued descriptor op's close left for it.
