@@ -10,6 +10,9 @@
 //! | [`SpinKit`] | spin crate | spinning event | bare targets, no OS |
 //! | [`NullKit`] | no-op, `!Sync` | no-op | one thread; the type system proves it |
 //!
+//! [`Locked`] puts a value behind any of the raw mutexes, reached only
+//! through an RAII guard.
+//!
 //! Mutex variants live in separate files picked by cfg, as embassy and
 //! heapless do for theirs.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
@@ -18,6 +21,7 @@
 mod event;
 #[cfg(target_os = "linux")]
 mod futex;
+mod locked;
 mod mutex;
 mod thread;
 #[cfg(target_os = "linux")]
@@ -27,6 +31,7 @@ mod time;
 mod tests;
 
 pub use event::*;
+pub use locked::{Locked, LockedGuard};
 pub use mutex::*;
 pub use thread::current_thread_id;
 #[cfg(target_os = "linux")]
