@@ -2,11 +2,12 @@
 //! guard, so that no caller can forget to unlock or touch the value
 //! unlocked.
 
-use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
+use crate::loom::cell::{MutPtr, UnsafeCell};
+use crate::loom::loom_const_fn;
 use crate::RawMutex;
 
 /// A value of type `T` guarded by a raw mutex `M`.
@@ -55,11 +56,16 @@ pub struct Locked<M: RawMutex, T> {
 unsafe impl<M: RawMutex + Sync, T: Send> Sync for Locked<M, T> {}
 
 impl<M: RawMutex, T> Locked<M, T> {
-    /// `value` behind an unlocked mutex; usable in `const` and `static`.
-    pub const fn new(value: T) -> Self {
-        Self {
-            mutex: M::INIT,
-            value: UnsafeCell::new(value),
+    loom_const_fn! {
+        /// `value` behind an unlocked mutex; usable in `const` and `static`.
+        pub fn new(value: T) -> Self {
+            Self {
+                #[cfg(not(loom))]
+                mutex: M::INIT,
+                #[cfg(loom)]
+                mutex: M::init(),
+                value: UnsafeCell::new(value),
+            }
         }
     }
 
@@ -126,10 +132,29 @@ impl<M: RawMutex, T: fmt::Debug> fmt::Debug for Locked<M, T> {
 /// ```
 #[must_use = "dropping the guard unlocks at once"]
 pub struct LockedGuard<'a, M: RawMutex, T> {
-    locked: &'a Locked<M, T>,
+    // Fields drop in declaration order: the access ends (under loom, its
+    // tracking), and only then the mutex is released.
+    /// The guarded value; under loom it also marks the access as exclusive
+    /// for the guard's life, so the models catch two guards at once.
+    value: MutPtr<T>,
+    /// Unlocks on drop.
+    _unlock: Unlock<'a, M>,
     /// A raw pointer is `!Send`, which is the point; `Sync` is given back
     /// below.
     _not_send: PhantomData<*const ()>,
+}
+
+/// The part of a [`LockedGuard`] that releases the mutex when dropped.
+struct Unlock<'a, M: RawMutex>(&'a M);
+
+impl<M: RawMutex> Drop for Unlock<'_, M> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: an `Unlock` is made only inside a guard, right after this
+        // thread took the mutex (`lock`/`try_lock`); the guard cannot leave
+        // the thread (`!Send`), and this is its only unlock.
+        unsafe { self.0.unlock() };
+    }
 }
 
 // SAFETY: `&LockedGuard` only yields `&T` (`DerefMut` needs `&mut`), so
@@ -141,7 +166,8 @@ impl<'a, M: RawMutex, T> LockedGuard<'a, M, T> {
     #[inline]
     fn new(locked: &'a Locked<M, T>) -> Self {
         Self {
-            locked,
+            value: locked.value.get(),
+            _unlock: Unlock(&locked.mutex),
             _not_send: PhantomData,
         }
     }
@@ -155,7 +181,7 @@ impl<M: RawMutex, T> Deref for LockedGuard<'_, M, T> {
         // SAFETY: this guard exists only while its thread holds the mutex,
         // so no `&mut T` is live elsewhere; a `&mut T` from this guard needs
         // `&mut self`, which this `&self` borrow excludes.
-        unsafe { &*self.locked.value.get() }
+        unsafe { self.value.deref() }
     }
 }
 
@@ -164,17 +190,7 @@ impl<M: RawMutex, T> DerefMut for LockedGuard<'_, M, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the mutex is held (see `deref`) and `&mut self` makes this
         // the only reference derived from the guard.
-        unsafe { &mut *self.locked.value.get() }
-    }
-}
-
-impl<M: RawMutex, T> Drop for LockedGuard<'_, M, T> {
-    #[inline]
-    fn drop(&mut self) {
-        // SAFETY: the guard was made right after this thread took the mutex
-        // (`lock`/`try_lock`), it cannot leave the thread (`!Send`), and
-        // this is its only unlock.
-        unsafe { self.locked.mutex.unlock() };
+        unsafe { self.value.deref() }
     }
 }
 
@@ -184,7 +200,7 @@ impl<M: RawMutex, T: fmt::Debug> fmt::Debug for LockedGuard<'_, M, T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;
 
