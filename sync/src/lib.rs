@@ -15,6 +15,10 @@
 //!
 //! Mutex variants live in separate files picked by cfg, as embassy and
 //! heapless do for theirs.
+//!
+//! Only 32-bit and pointer-sized atomics are used, never `AtomicU64`, so
+//! cores without `target_has_atomic = "64"` (armv5te, armv4t, MIPS32) are
+//! served; `ci/cross-env.sh` runs the tests on armv5te.
 #![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
