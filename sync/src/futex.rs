@@ -1,23 +1,16 @@
 //! Thin wrappers over the Linux `futex(2)` system call, shared by
 //! [`FutexMutex`](crate::FutexMutex) and [`FutexEvent`](crate::FutexEvent).
 //!
+//! Reached through the [`loom`](crate::loom) facade, which swaps in an
+//! emulation under `cfg(loom)`.
+//!
 //! Only the process-private operations are used: pinion's futex words never
 //! live in shared memory, and private futexes skip the kernel's mm lookup.
 
 use core::ptr;
 use core::sync::atomic::AtomicU32;
 
-/// Why a [`wait`] returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WaitOutcome {
-    /// Woken by a `FUTEX_WAKE`, or by a signal (`EINTR`); both look alike
-    /// to callers, which re-check their state anyway.
-    Woken,
-    /// The word no longer held the expected value (`EAGAIN`).
-    Changed,
-    /// The relative timeout elapsed (`ETIMEDOUT`).
-    TimedOut,
-}
+use crate::loom::futex::WaitOutcome;
 
 /// Sleeps while `*word == expected`, at most `timeout_ns` nanoseconds when
 /// given. The kernel compares and enqueues atomically, so a change made to

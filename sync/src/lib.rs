@@ -7,26 +7,38 @@
 //! | kit | mutex | event | use |
 //! |---|---|---|---|
 //! | [`FutexKit`] (Linux) | futex mutex | futex event | threads that may sleep |
-//! | [`SpinKit`] | spin crate | spinning event | bare targets, no OS |
+//! | [`SpinKit`] | test-and-test-and-set spin lock | spinning event | bare targets, no OS |
 //! | [`NullKit`] | no-op, `!Sync` | no-op | one thread; the type system proves it |
+//!
+//! [`Locked`] puts a value behind any of the raw mutexes, reached only
+//! through an RAII guard.
 //!
 //! Mutex variants live in separate files picked by cfg, as embassy and
 //! heapless do for theirs.
-#![cfg_attr(not(any(test, feature = "std")), no_std)]
+//!
+//! Only 32-bit and pointer-sized atomics are used, never `AtomicU64`, so
+//! cores without `target_has_atomic = "64"` (armv5te, armv4t, MIPS32) are
+//! served; `ci/cross-env.sh` runs the tests on armv5te.
+#![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 mod event;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(loom)))]
 mod futex;
+mod locked;
+mod loom;
 mod mutex;
 mod thread;
 #[cfg(target_os = "linux")]
 mod time;
 
-#[cfg(test)]
+// Built on the `INIT` constants, which loom builds do not have; the loom
+// models are tests/loom_*.rs.
+#[cfg(all(test, not(loom)))]
 mod tests;
 
 pub use event::*;
+pub use locked::{Locked, LockedGuard};
 pub use mutex::*;
 pub use thread::current_thread_id;
 #[cfg(target_os = "linux")]
@@ -38,7 +50,12 @@ pub use time::monotonic_now_ns;
 /// event's methods, so an event can unlock it and sleep atomically.
 pub trait RawMutex {
     /// An unlocked mutex, usable in `const` and `static` initialisers.
+    #[cfg(not(loom))]
     const INIT: Self;
+    /// An unlocked mutex. Under loom, whose atomics cannot live in
+    /// constants, this replaces `INIT`.
+    #[cfg(loom)]
+    fn init() -> Self;
     /// Blocks (spins or sleeps) until the mutex is held by the caller.
     fn lock(&self);
     /// Takes the mutex if it is free; `true` when the caller now holds it.
@@ -58,7 +75,12 @@ pub trait RawMutex {
 /// count of waiters so that signalling with no waiter costs no syscall.
 pub trait WakeEvent {
     /// A cleared event with no waiters, usable in `const` initialisers.
+    #[cfg(not(loom))]
     const INIT: Self;
+    /// A cleared event with no waiters. Under loom, whose atomics cannot
+    /// live in constants, this replaces `INIT`.
+    #[cfg(loom)]
+    fn init() -> Self;
     /// Unlocks `mutex`, sleeps until signalled (or spuriously), relocks.
     ///
     /// # Safety

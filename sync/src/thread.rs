@@ -2,15 +2,36 @@
 //!
 //! The scheduler uses it to tell whether a post comes from one of its own
 //! threads (Asio's `call_stack` check) and so may skip the mutex.
+//!
+//! On Linux the id is an address the libc gives each thread: the thread
+//! pointer where one instruction reads it, else `pthread_self()`. Both name
+//! the thread's own control block (TCB), which the libc allocates when it
+//! creates the thread (the main thread's before `main`) and frees only
+//! after the thread has exited. Live threads' blocks are distinct memory,
+//! so their ids are distinct, and an address of mapped memory is never 0
+//! (nor `usize::MAX`, which the scheduler uses to mark a free slot). The
+//! argument holds for threads made through the libc (`pthread_create`,
+//! `std::thread`), which is every thread the scheduler can meet.
 
 /// A non-zero value unique among the process's live threads, or 0 when
-/// this target has no cheap way to tell threads apart ("unknown").
+/// this target has no way to tell threads apart ("unknown").
 ///
-/// On Linux x86-64 and AArch64 it is the thread pointer (the TLS block's
-/// address), read with one instruction and no syscall. Values may be reused
-/// once a thread exits. On every other target it is 0, and the scheduler
-/// then takes its locked path for every post, which is correct, only
-/// slower.
+/// It is fixed for a thread's life and may be reused once a thread exits.
+/// Per target:
+///
+/// | target | source | cost |
+/// |---|---|---|
+/// | Linux x86-64 | `fs:0`, the TCB's self-pointer | one load |
+/// | Linux x86 (i586/i686) | `gs:0`, the TCB's self-pointer | one load |
+/// | Linux AArch64 | `TPIDR_EL0`, the thread pointer | one register read |
+/// | Linux ARMv7 and later | `TPIDRURO`, the thread pointer | one register read |
+/// | Linux RISC-V | the `tp` register | one move |
+/// | other Linux (ARMv4T–v6, MIPS, PowerPC, ...) | `pthread_self()` | a libc call |
+/// | Miri, or other OS with `std` | a thread-local's address | a TLS access |
+/// | bare targets without `std` | 0 | none |
+///
+/// With 0 the scheduler takes its locked path for every post, which is
+/// correct, only slower.
 #[inline(always)]
 pub fn current_thread_id() -> usize {
     imp::current_thread_id()
@@ -29,6 +50,29 @@ mod imp {
         unsafe {
             core::arch::asm!(
                 "mov {}, qword ptr fs:[0]",
+                out(reg) tp,
+                options(nostack, preserves_flags, readonly, pure),
+            );
+        }
+        tp
+    }
+}
+
+#[cfg(all(not(miri), target_os = "linux", target_arch = "x86"))]
+mod imp {
+    #[inline(always)]
+    pub(super) fn current_thread_id() -> usize {
+        let tp: usize;
+        // The i386 TLS ABI (TLS variant II, as on x86-64, through GS) puts
+        // the TCB at the thread pointer and its first word is the TCB's own
+        // address: glibc's `tcbhead_t.tcb` (set by TLS_INIT_TP for the main
+        // thread and by pthread_create, `pd->header.tcb = pd`), musl's
+        // `pthread.self`. So gs:0 equals `pthread_self()`; a test checks it.
+        // SAFETY: gs:0 is thus mapped, initialised memory of the current
+        // thread, fixed for its life; the load touches no stack or flags.
+        unsafe {
+            core::arch::asm!(
+                "mov {}, dword ptr gs:[0]",
                 out(reg) tp,
                 options(nostack, preserves_flags, readonly, pure),
             );
@@ -57,10 +101,90 @@ mod imp {
     }
 }
 
-/// Miri cannot run inline assembly. Under miri with std linked (this
-/// crate's tests, or the `std` feature dependants enable for theirs), the
-/// address of a thread-local stands in for the thread pointer.
-#[cfg(all(miri, any(test, feature = "std")))]
+/// `pinion_arm_tpidruro` is set by build.rs for ARM Linux targets of
+/// ARMv7 or later: TPIDRURO exists from ARMv6K on, and stable rustc hides
+/// ARM's architecture-level target features from `cfg`.
+#[cfg(all(
+    not(miri),
+    target_os = "linux",
+    target_arch = "arm",
+    pinion_arm_tpidruro
+))]
+mod imp {
+    #[inline(always)]
+    pub(super) fn current_thread_id() -> usize {
+        let tp: usize;
+        // TPIDRURO (CP15 c13/c0/3) is user-read-only; the kernel loads it
+        // on every switch with the value the libc gave the thread through
+        // `set_tls` (its TCB address: glibc's and musl's thread pointer),
+        // never 0 for a thread the libc made. Encodable in ARM and Thumb-2.
+        // SAFETY: reading it has no side effects and touches no memory,
+        // stack or flags.
+        unsafe {
+            core::arch::asm!(
+                "mrc p15, 0, {}, c13, c0, 3",
+                out(reg) tp,
+                options(nomem, nostack, preserves_flags, pure),
+            );
+        }
+        tp
+    }
+}
+
+#[cfg(all(
+    not(miri),
+    target_os = "linux",
+    any(target_arch = "riscv64", target_arch = "riscv32")
+))]
+mod imp {
+    #[inline(always)]
+    pub(super) fn current_thread_id() -> usize {
+        let tp: usize;
+        // `tp` (x4) is the thread pointer of the RISC-V psABI; the libc
+        // points it into each thread's own TCB/TLS block, and nothing else
+        // may write it, so it is non-zero and differs between threads.
+        // SAFETY: copying a register touches no memory, stack or flags.
+        unsafe {
+            core::arch::asm!(
+                "mv {}, tp",
+                out(reg) tp,
+                options(nomem, nostack, preserves_flags, pure),
+            );
+        }
+        tp
+    }
+}
+
+/// Every other Linux target (ARMv4T to ARMv6, MIPS, PowerPC, s390x,
+/// LoongArch, ...): the libc's own answer. glibc, musl and uClibc-ng return
+/// the thread descriptor's address, so the argument in the module docs
+/// holds; needs no `std`, only the libc the futex calls already link.
+#[cfg(all(
+    not(miri),
+    target_os = "linux",
+    not(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        all(target_arch = "arm", pinion_arm_tpidruro),
+        target_arch = "riscv64",
+        target_arch = "riscv32",
+    ))
+))]
+mod imp {
+    #[inline(always)]
+    pub(super) fn current_thread_id() -> usize {
+        // `pthread_t` is `c_ulong` on Linux, as wide as a pointer.
+        // SAFETY: `pthread_self` has no preconditions and cannot fail.
+        unsafe { libc::pthread_self() as usize }
+    }
+}
+
+/// Miri cannot run inline assembly, and off Linux there is no libc
+/// contract to lean on. With std linked (this crate's tests, or the `std`
+/// feature), the address of a thread-local stands in: each live thread has
+/// its own TLS block, so the address is unique among them, and non-zero.
+#[cfg(all(any(miri, not(target_os = "linux")), any(test, feature = "std")))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -71,15 +195,8 @@ mod imp {
     }
 }
 
-/// Everything else: no cheap thread identity, so "unknown".
-#[cfg(not(any(
-    all(miri, any(test, feature = "std")),
-    all(
-        not(miri),
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    )
-)))]
+/// Miri without std, and bare targets: no thread identity, so "unknown".
+#[cfg(all(any(miri, not(target_os = "linux")), not(any(test, feature = "std"))))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {

@@ -1,10 +1,10 @@
 //! [`FutexEvent`]: Asio's `posix_event` with a futex in place of the
 //! condition variable.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use super::{SIGNALLED, WAITER};
-use crate::futex::{self, WaitOutcome};
+use crate::loom::atomic::{AtomicU32, Ordering};
+use crate::loom::futex::{self, WaitOutcome};
+use crate::loom::{init_from_new, loom_const_fn};
 use crate::{RawMutex, WakeEvent};
 
 /// The scheduler's wake-up event on Linux: idle threads sleep in
@@ -33,16 +33,18 @@ pub struct FutexEvent {
 }
 
 impl FutexEvent {
-    /// A cleared event with no waiters (same as [`WakeEvent::INIT`]).
-    pub const fn new() -> Self {
-        Self {
-            state: AtomicU32::new(0),
+    loom_const_fn! {
+        /// A cleared event with no waiters (same as [`WakeEvent::INIT`]).
+        pub fn new() -> Self {
+            Self {
+                state: AtomicU32::new(0),
+            }
         }
     }
 
     /// Threads currently inside `wait`/`wait_for` (read under the mutex
     /// for an exact count).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiters(&self) -> u32 {
         self.state.load(Ordering::Relaxed) / WAITER
     }
@@ -93,7 +95,7 @@ impl core::fmt::Debug for FutexEvent {
 }
 
 impl WakeEvent for FutexEvent {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     /// Returns at once if already signalled (Asio's `while (!signalled)`
     /// test). Otherwise makes one `FUTEX_WAIT`, which ends on a wake, on a

@@ -1,5 +1,6 @@
 //! [`NullEvent`]: the wake-up event of a one-thread context.
 
+use crate::loom::init_from_new;
 use crate::{RawMutex, WakeEvent};
 
 /// A wake-up event that never waits, for a context only one thread runs.
@@ -22,7 +23,7 @@ impl NullEvent {
 }
 
 impl WakeEvent for NullEvent {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     /// Returns at once, mutex still held.
     unsafe fn wait<M: RawMutex>(&self, _mutex: &M) {}

@@ -1,9 +1,9 @@
 //! [`SpinEvent`]: Asio's `posix_event` semantics with busy-waiting, for
 //! targets with no OS to sleep in.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use super::{SIGNALLED, WAITER};
+use crate::loom::atomic::{AtomicU32, Ordering};
+use crate::loom::{hint, init_from_new, loom_const_fn};
 use crate::{RawMutex, WakeEvent};
 
 /// A wake-up event whose waiters spin (with [`core::hint::spin_loop`])
@@ -25,16 +25,18 @@ pub struct SpinEvent {
 }
 
 impl SpinEvent {
-    /// A cleared event with no waiters (same as [`WakeEvent::INIT`]).
-    pub const fn new() -> Self {
-        Self {
-            state: AtomicU32::new(0),
+    loom_const_fn! {
+        /// A cleared event with no waiters (same as [`WakeEvent::INIT`]).
+        pub fn new() -> Self {
+            Self {
+                state: AtomicU32::new(0),
+            }
         }
     }
 
     /// Threads currently inside `wait`/`wait_for` (read under the mutex
     /// for an exact count).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiters(&self) -> u32 {
         self.state.load(Ordering::Relaxed) / WAITER
     }
@@ -65,7 +67,7 @@ impl SpinEvent {
                 }
                 *left -= 1;
             }
-            core::hint::spin_loop();
+            hint::spin_loop();
         }
     }
 
@@ -104,7 +106,7 @@ impl core::fmt::Debug for SpinEvent {
 }
 
 impl WakeEvent for SpinEvent {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     /// Returns at once if signalled, else spins (mutex released) until a
     /// signal. A signal cleared again before this waiter saw it is missed,

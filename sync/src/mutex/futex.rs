@@ -1,9 +1,8 @@
 //! [`FutexMutex`]: the three-state futex mutex from Ulrich Drepper's
 //! "Futexes Are Tricky" (mutex2/mutex3), as Rust's std also uses.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use crate::futex;
+use crate::loom::atomic::{AtomicU32, Ordering};
+use crate::loom::{futex, hint, init_from_new, loom_const_fn};
 use crate::RawMutex;
 
 /// Free.
@@ -15,8 +14,9 @@ const CONTENDED: u32 = 2;
 
 /// How many times `lock` re-reads a held mutex before sleeping. Critical
 /// sections in the scheduler are a few dozen instructions, so a short spin
-/// usually outlasts them and saves two syscalls.
-const SPIN_LIMIT: u32 = 100;
+/// usually outlasts them and saves two syscalls. Under loom one read keeps
+/// the path covered without multiplying the interleavings to explore.
+const SPIN_LIMIT: u32 = if cfg!(loom) { 1 } else { 100 };
 
 /// A mutex that sleeps in the kernel (Linux `futex(2)`) when contended.
 ///
@@ -28,10 +28,12 @@ pub struct FutexMutex {
 }
 
 impl FutexMutex {
-    /// An unlocked mutex (same as [`RawMutex::INIT`]).
-    pub const fn new() -> Self {
-        Self {
-            state: AtomicU32::new(UNLOCKED),
+    loom_const_fn! {
+        /// An unlocked mutex (same as [`RawMutex::INIT`]).
+        pub fn new() -> Self {
+            Self {
+                state: AtomicU32::new(UNLOCKED),
+            }
         }
     }
 
@@ -92,7 +94,7 @@ impl FutexMutex {
             if state != LOCKED || budget == 0 {
                 return state;
             }
-            core::hint::spin_loop();
+            hint::spin_loop();
             budget -= 1;
         }
     }
@@ -113,7 +115,7 @@ impl core::fmt::Debug for FutexMutex {
 }
 
 impl RawMutex for FutexMutex {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     #[inline]
     fn lock(&self) {

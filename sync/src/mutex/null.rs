@@ -3,6 +3,7 @@
 use core::cell::Cell;
 use core::marker::PhantomData;
 
+use crate::loom::init_from_new;
 use crate::RawMutex;
 
 /// A mutex that does nothing, for a context only one thread ever touches.
@@ -46,7 +47,7 @@ impl core::fmt::Debug for NullMutex {
 }
 
 impl RawMutex for NullMutex {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     #[inline(always)]
     fn lock(&self) {

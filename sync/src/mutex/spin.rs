@@ -1,37 +1,43 @@
-//! [`SpinMutex`]: the `spin` crate's test-and-set lock behind [`RawMutex`].
+//! [`SpinMutex`]: a test-and-test-and-set lock for targets with no OS.
 
+use crate::loom::atomic::{AtomicBool, Ordering};
+use crate::loom::{hint, init_from_new, loom_const_fn};
 use crate::RawMutex;
 
 /// A spinning mutex for targets with no OS to sleep in.
 ///
-/// Wraps `spin::mutex::SpinMutex<()>`; the guard is forgotten on lock and
-/// the lock is released with `force_unlock`, because [`RawMutex`] is
-/// guard-less (the scheduler hands the mutex to the event, which unlocks
-/// and relocks it itself).
+/// The algorithm (and every ordering) of the `spin` crate's
+/// `spin::mutex::SpinMutex`, which this type wrapped before: a weak
+/// compare-and-swap to take the lock, relaxed reads while it is held, a
+/// release store to free it. It is written out here, on the loom facade's
+/// atomics (`src/loom.rs`), so that the loom models check this very code; a
+/// wrapped crate's atomics are invisible to loom.
 pub struct SpinMutex {
-    inner: ::spin::mutex::SpinMutex<()>,
+    /// `true` while held.
+    locked: AtomicBool,
 }
 
-// The scheduler shares its mutex between threads. `spin::mutex::SpinMutex<()>`
-// is already `Send + Sync`, so no `unsafe impl` is needed; this check keeps it
-// that way should the inner type ever change.
+// The scheduler shares its mutex between threads; the atomic makes this
+// `Send + Sync` with no `unsafe impl`, and this check keeps it so.
 const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SpinMutex>();
 };
 
 impl SpinMutex {
-    /// An unlocked mutex (same as [`RawMutex::INIT`]).
-    pub const fn new() -> Self {
-        Self {
-            inner: ::spin::mutex::SpinMutex::new(()),
+    loom_const_fn! {
+        /// An unlocked mutex (same as [`RawMutex::INIT`]).
+        pub fn new() -> Self {
+            Self {
+                locked: AtomicBool::new(false),
+            }
         }
     }
 
     /// Whether some thread holds the mutex right now (a racy snapshot, for
     /// assertions and diagnostics only).
     pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
+        self.locked.load(Ordering::Relaxed)
     }
 }
 
@@ -50,31 +56,34 @@ impl core::fmt::Debug for SpinMutex {
 }
 
 impl RawMutex for SpinMutex {
-    const INIT: Self = Self::new();
+    init_from_new!();
 
     #[inline]
     fn lock(&self) {
-        // The guard would unlock on drop; ownership is tracked by the caller
-        // instead, and `unlock` releases it.
-        core::mem::forget(self.inner.lock());
-    }
-
-    #[inline]
-    fn try_lock(&self) -> bool {
-        match self.inner.try_lock() {
-            Some(guard) => {
-                core::mem::forget(guard);
-                true
+        // Weak: a spurious failure only means one more round, and on LL/SC
+        // targets (ARM, RISC-V) it saves the retry loop a strong CAS has.
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // Read-only while held, so waiters do not bounce the cache line.
+            while self.is_locked() {
+                hint::spin_loop();
             }
-            None => false,
         }
     }
 
     #[inline]
+    fn try_lock(&self) -> bool {
+        // Strong: a `false` must mean "held", not "spuriously failed".
+        self.locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    #[inline]
     unsafe fn unlock(&self) {
-        // SAFETY: the caller holds the mutex (this fn's contract), so the
-        // guard we forgot in `lock`/`try_lock` is the only one, and
-        // releasing it here cannot break another thread's exclusion.
-        unsafe { self.inner.force_unlock() }
+        self.locked.store(false, Ordering::Release);
     }
 }
