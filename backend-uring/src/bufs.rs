@@ -57,9 +57,9 @@ use pinion_sync::FutexMutex;
 use pinion_sys::Errno;
 
 use crate::desc::with_target;
-use crate::locked::Locked;
 use crate::proactor::{Proactor, Sched, TAG_POOLED};
 use crate::ring::Sqe;
+use pinion_sync::Locked;
 
 /// The buffer group id the context's ring is registered under.
 pub(crate) const BGID: u16 = 0;

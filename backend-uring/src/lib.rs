@@ -51,7 +51,6 @@ use pinion_sys::addr::RawAddr;
 mod accept;
 pub mod bufs;
 mod desc;
-mod locked;
 mod ops;
 pub mod proactor;
 mod ring;

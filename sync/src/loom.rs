@@ -218,9 +218,7 @@ pub(crate) mod futex {
         /// dequeued it meanwhile and timed out otherwise. No model time
         /// passes, so callers must treat it as "may return early".
         pub(crate) fn wait(
-            word: &AtomicU32,
-            expected: u32,
-            timeout_ns: Option<u64>,
+            word: &AtomicU32, expected: u32, timeout_ns: Option<u64>,
         ) -> WaitOutcome {
             let (lock, condvar) = &*TABLE;
             let mut q = lock.lock().unwrap();

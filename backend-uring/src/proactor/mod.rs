@@ -94,8 +94,8 @@ use pinion_sys::{event, Fd};
 
 use crate::bufs::ReadBuffers;
 use crate::desc::DescTable;
-use crate::locked::Locked;
 use crate::ring::Rings;
+use pinion_sync::Locked;
 
 pub(crate) mod reap;
 pub(crate) mod setup;

@@ -17,9 +17,9 @@ use super::submit::{io_errno, SqState};
 use super::{Proactor, RunnerState};
 use crate::bufs::ReadBuffers;
 use crate::desc::{MAX_DESCRIPTORS, NIL};
-use crate::locked::Locked;
 use crate::ring::Rings;
 use crate::{Options, Parts};
+use pinion_sync::Locked;
 
 /// Reads `/proc/sys/kernel/io_uring_disabled` (0 when absent).
 fn io_uring_disabled() -> u8 {
