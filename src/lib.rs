@@ -153,3 +153,8 @@ pub type DefaultBackend = pinion_epoll::Reactor;
 pub type DefaultBackend = pinion_uring::Proactor;
 
 aliases!(DefaultBackend);
+
+/// The README's examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
