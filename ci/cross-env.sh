@@ -117,9 +117,13 @@ cross_install() {
 
 # cross_test TARGET [cargo test arguments...]: runs `cargo test` for TARGET,
 # from source-built std (nightly -Zbuild-std) when no prebuilt one exists.
+# A test that re-runs its own binary finds the emulator in
+# PINION_TEST_RUNNER (empty for i686, which runs natively).
 cross_test() {
-    local target=$1
+    local target=$1 runner_var
     shift
+    runner_var=CARGO_TARGET_$(echo "$target" | tr 'a-z-' 'A-Z_')_RUNNER
+    export PINION_TEST_RUNNER="${!runner_var:-}"
     if cross_has_std "$target"; then
         cargo test --target "$target" "$@"
     else

@@ -18,12 +18,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Counts every allocation in the process.
 struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 // SAFETY: forwards to the system allocator; only adds a counter.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
@@ -258,7 +258,9 @@ fn peak_rss_kib() -> i64 {
     unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru.ru_maxrss
+        // A `c_long`: 32 bits on i686 and armv7, the same type on x86-64.
+        #[allow(clippy::useless_conversion)]
+        i64::from(ru.ru_maxrss)
     }
 }
 
@@ -326,7 +328,7 @@ fn load(addr: SocketAddr, o: &Opts, mut window: impl FnMut(bool)) -> Load {
     Load {
         msgs: rounds * o.conns as u64,
         histo,
-        allocs,
+        allocs: allocs as u64,
         secs,
     }
 }

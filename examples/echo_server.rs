@@ -24,7 +24,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pinion::buf::{BufPool, PoolBuf};
@@ -49,7 +49,7 @@ struct Server {
     pool_failing: AtomicBool,
     /// Reads take a shared buffer when data arrives (`--read-buffers`).
     pooled: bool,
-    connections: AtomicU64,
+    connections: AtomicUsize,
 }
 
 fn main() {
@@ -77,7 +77,7 @@ fn main() {
         retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
         accept_failing: AtomicBool::new(false),
         pool_failing: AtomicBool::new(false),
-        connections: AtomicU64::new(0),
+        connections: AtomicUsize::new(0),
     }));
     stop_on_signals(ctx);
     accept(server);

@@ -9,7 +9,7 @@
 //! `io_context` runs without a reactor until an I/O object needs one, so
 //! the figure is the handler queue's alone.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use pinion::backend::{NoTask, OpSlot, Scheduler, SlotStorage};
@@ -19,7 +19,7 @@ type Ctx = Scheduler<NoTask, FutexKit>;
 
 #[repr(align(64))]
 struct Chain {
-    left: AtomicU64,
+    left: AtomicUsize,
 }
 
 fn step(ctx: &'static Ctx, chain: &'static Chain) {
@@ -59,7 +59,7 @@ fn main() {
     let states: &'static [Chain] = Box::leak(
         (0..chains)
             .map(|_| Chain {
-                left: AtomicU64::new(per),
+                left: AtomicUsize::new(per as usize),
             })
             .collect(),
     );

@@ -1086,7 +1086,7 @@ fn panicking_handler_mid_batch_keeps_the_rest_of_the_batch() {
     if cfg!(miri) {
         return; // miri cannot spawn processes
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = self_command()
         .args([
             "--exact",
             "panicking_handler_mid_batch_keeps_the_rest_of_the_batch",
@@ -1102,6 +1102,23 @@ fn panicking_handler_mid_batch_keeps_the_rest_of_the_batch() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A command that runs this test binary again. Under qemu-user (cross
+/// tests) the binary cannot be exec'd directly: `ci/cross-env.sh` passes
+/// the emulator in `PINION_TEST_RUNNER`.
+fn self_command() -> std::process::Command {
+    let exe = std::env::current_exe().unwrap();
+    let runner = std::env::var("PINION_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut c = std::process::Command::new(emulator);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    }
 }
 
 fn panic_mid_batch_child() {

@@ -11,7 +11,7 @@
 //! `running_in_this_thread` are skipped (everything else still holds).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -28,7 +28,7 @@ thread_local! {
     /// Which poster this thread is (runner threads: set before `run`).
     static POSTER: Cell<usize> = const { Cell::new(usize::MAX) };
     /// This thread's post counters, one per strand.
-    static SEQ: Cell<[u64; STRANDS]> = const { Cell::new([0; STRANDS]) };
+    static SEQ: Cell<[usize; STRANDS]> = const { Cell::new([0; STRANDS]) };
     /// Set by handlers dispatched inline, read right after `dispatch`.
     static MARK: Cell<u32> = const { Cell::new(0) };
 }
@@ -42,7 +42,7 @@ struct World<K: SyncKit + 'static> {
     strands: [Strand<'static, NoTask, K>; STRANDS],
     in_flight: [AtomicU8; STRANDS],
     /// Last sequence number seen, per (poster, strand).
-    last: Box<[[AtomicU64; STRANDS]]>,
+    last: Box<[[AtomicUsize; STRANDS]]>,
     overlaps: AtomicUsize,
     order_errors: AtomicUsize,
     flag_errors: AtomicUsize,
@@ -51,7 +51,7 @@ struct World<K: SyncKit + 'static> {
 }
 
 /// Takes this thread's next sequence number for strand `s`.
-fn next_seq(s: usize) -> u64 {
+fn next_seq(s: usize) -> usize {
     SEQ.with(|c| {
         let mut v = c.get();
         v[s] += 1;
@@ -72,7 +72,7 @@ where
     }
 }
 
-fn on_strand<K: SyncKit>(w: &'static World<K>, s: usize, poster: usize, seq: u64, follow: bool)
+fn on_strand<K: SyncKit>(w: &'static World<K>, s: usize, poster: usize, seq: usize, follow: bool)
 where
     Strand<'static, NoTask, K>: Send + Sync,
     Ctx<K>: Sync,
@@ -138,7 +138,7 @@ fn strands_exclusive_and_ordered<K: SyncKit>(
         strands: core::array::from_fn(|_| Strand::new(ctx).unwrap()),
         in_flight: core::array::from_fn(|_| AtomicU8::new(0)),
         last: (0..outside + runners)
-            .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
+            .map(|_| core::array::from_fn(|_| AtomicUsize::new(0)))
             .collect(),
         overlaps: AtomicUsize::new(0),
         order_errors: AtomicUsize::new(0),
@@ -195,21 +195,17 @@ fn strands_exclusive_and_ordered<K: SyncKit>(
     assert_eq!(w.done.load(Ordering::SeqCst), total, "every handler ran");
     for p in 0..outside {
         for s in 0..STRANDS {
-            assert_eq!(w.last[p][s].load(Ordering::SeqCst), per_poster as u64);
+            assert_eq!(w.last[p][s].load(Ordering::SeqCst), per_poster);
         }
     }
-    let mut inside = [0u64; STRANDS];
+    let mut inside = [0usize; STRANDS];
     for (r, (_, seq)) in runs.iter().enumerate() {
         for s in 0..STRANDS {
             assert_eq!(w.last[outside + r][s].load(Ordering::SeqCst), seq[s]);
             inside[s] += seq[s];
         }
     }
-    assert_eq!(
-        inside,
-        [(outside * follow) as u64; STRANDS],
-        "follow-ups per strand"
-    );
+    assert_eq!(inside, [outside * follow; STRANDS], "follow-ups per strand");
     if ids_available() {
         assert!(w.inline_dispatches.load(Ordering::SeqCst) > 0);
     }

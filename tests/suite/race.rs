@@ -18,7 +18,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdp};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -47,8 +47,8 @@ struct Shared {
     round: Mutex<(u64, [Option<Job>; 2])>,
     wake: Condvar,
     /// Threads that reached the start line; both go once it is even.
-    arrived: AtomicU64,
-    done: AtomicU64,
+    arrived: AtomicUsize,
+    done: AtomicUsize,
 }
 
 /// Two threads that run one job each per round, as close together in
@@ -85,7 +85,7 @@ impl Racers {
                         seen = round;
                         // The start line: both threads are awake and
                         // spinning before either acts.
-                        let line = 2 * round;
+                        let line = 2 * round as usize;
                         sh.arrived.fetch_add(1, Ordering::AcqRel);
                         while sh.arrived.load(Ordering::Acquire) < line {
                             std::hint::spin_loop();
