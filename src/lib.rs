@@ -74,6 +74,11 @@ pub mod timer;
 
 /// Buffers that operations own while in flight, and fixed pools of them.
 pub mod buf {
+    /// The `heapless` pinion's buffer impls are written for (feature
+    /// `heapless`): a `&'static mut heapless::Vec<u8, N>` is an
+    /// [`IoBuf`]/[`IoBufMut`].
+    #[cfg(feature = "heapless")]
+    pub use heapless;
     pub use pinion_core::buf::*;
     pub use pinion_core::pooled::{PooledBuf, ReadBufferCount};
 }

@@ -151,6 +151,43 @@ unsafe impl IoBufMut for alloc::vec::Vec<u8> {
     }
 }
 
+// A `heapless::Vec` keeps its bytes inline, so the vector itself cannot
+// be the buffer (moving it would move them); a `'static` one, borrowed
+// for the operation, can: a fixed-capacity read_until buffer in a static.
+#[cfg(feature = "heapless")]
+// SAFETY: the vector is `'static` and exclusively borrowed: its bytes stay
+// where they are however the reference moves.
+unsafe impl<const N: usize> IoBuf for &'static mut heapless::Vec<u8, N> {
+    fn read_ptr(&self) -> *const u8 {
+        self.as_ptr()
+    }
+    fn bytes_len(&self) -> usize {
+        self.len()
+    }
+}
+
+#[cfg(feature = "heapless")]
+// SAFETY: as for `IoBuf`; the room is the vector's own, past its length.
+unsafe impl<const N: usize> IoBufMut for &'static mut heapless::Vec<u8, N> {
+    fn write_ptr(&mut self) -> *mut u8 {
+        let len = self.len();
+        // SAFETY: `len <= N`: at most one past the vector's storage.
+        unsafe { self.as_mut_ptr().add(len) }
+    }
+    fn spare(&self) -> usize {
+        N - self.len()
+    }
+    unsafe fn advance(&mut self, n: usize) {
+        debug_assert!(n <= self.spare());
+        let len = self.len();
+        // SAFETY: the caller wrote `n <= spare()` bytes after the length.
+        unsafe { self.set_len(len + n) }
+    }
+    fn clear(&mut self) {
+        heapless::Vec::clear(self)
+    }
+}
+
 /// One chunk of a [`BufPool`].
 #[repr(C, align(64))]
 pub struct Chunk<const SIZE: usize>(UnsafeCell<[u8; SIZE]>);

@@ -98,3 +98,47 @@ fn read_until_eof_before_the_delimiter_hands_the_bytes_back() {
     s.close().unwrap();
     l.close().unwrap();
 }
+
+/// A fixed-capacity `heapless::Vec` in a static, lent to `read_until`:
+/// found, then the same vector again at its capacity limit.
+#[cfg(feature = "heapless")]
+#[test]
+fn read_until_into_a_static_heapless_vec() {
+    use pinion::buf::heapless::Vec as HVec;
+    use pinion::StaticCell;
+    static BUF: StaticCell<HVec<u8, 16>> = StaticCell::new();
+    let ctx = Ctx::new();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peer = util::std_connect(addr);
+    let s = accept_one(c, l);
+    let buf: &'static mut HVec<u8, 16> = BUF.init(HVec::new()).unwrap();
+    type Back = Arc<Mutex<Option<(Result<usize>, &'static mut HVec<u8, 16>)>>>;
+    let got: Back = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    async_read_until(&s, buf, b"\n", move |r, buf| {
+        *g.lock().unwrap() = Some((r, buf))
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    util::std_write_all(&mut peer, b"line one\n");
+    run_until(c, "line", || got.lock().unwrap().is_some());
+    let (r, buf) = got.lock().unwrap().take().unwrap();
+    assert_eq!(r, Ok(9));
+    assert_eq!(&buf[..9], b"line one\n");
+    // Consume the line; the next 16 bytes fill the vector without a `\n`.
+    buf.clear();
+    let g = got.clone();
+    async_read_until(&s, buf, b"\n", move |r, buf| {
+        *g.lock().unwrap() = Some((r, buf))
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    util::std_write_all(&mut peer, b"0123456789abcdefXYZ");
+    run_until(c, "limit", || got.lock().unwrap().is_some());
+    let (r, buf) = got.lock().unwrap().take().unwrap();
+    assert_eq!(r, Err(Error::NotFound));
+    assert_eq!(buf.len(), 16);
+    s.close().unwrap();
+    l.close().unwrap();
+}
