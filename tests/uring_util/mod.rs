@@ -1,12 +1,13 @@
 //! Helpers of the io_uring test binaries (`tests/uring_*.rs`): contexts
-//! that skip loudly on kernels without io_uring, a watched run, echo
-//! state machines over `Vec<u8>` buffers. Backend-independent helpers
-//! (fd counts, rlimits, the process lock) are in `tests/util`.
+//! that skip loudly on kernels without io_uring, a watched run, a
+//! connected TCP pair, echo state machines over `Vec<u8>` buffers.
+//! Backend-independent helpers (fd counts, rlimits, the process lock) are
+//! in `tests/util`.
 #![allow(dead_code)] // each binary uses a different subset
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 
 use pinion::buf::{IoBuf, Slice};
@@ -88,6 +89,42 @@ pub fn watched<R>(ctx: &'static IoContext, run: impl FnOnce() -> R) -> R {
 
 pub fn loopback() -> SocketAddr {
     util::any_port()
+}
+
+// ---- connected pair -----------------------------------------------------
+
+/// Accepts one connection and hands the server side and the client side
+/// to `f` (both inside the running context).
+pub fn with_pair<F>(ctx: &'static IoContext, f: F)
+where
+    F: FnOnce(TcpStream<'static>, TcpStream<'static>) + Send + 'static,
+{
+    let l = TcpListener::bind(ctx, loopback()).unwrap();
+    let addr = l.local_addr().unwrap();
+    let client = Arc::new(Mutex::new(None::<TcpStream<'static>>));
+    let server = Arc::new(Mutex::new(None::<TcpStream<'static>>));
+    let f = Arc::new(Mutex::new(Some(f)));
+    let go = {
+        let (client, server, f) = (client.clone(), server.clone(), f.clone());
+        move || {
+            let (c, s) = (*client.lock().unwrap(), *server.lock().unwrap());
+            if let (Some(c), Some(s)) = (c, s) {
+                (f.lock().unwrap().take().unwrap())(s, c);
+            }
+        }
+    };
+    let go2 = go.clone();
+    l.async_accept(move |r| {
+        *server.lock().unwrap() = Some(r.unwrap().0);
+        l.close().unwrap();
+        go();
+    })
+    .unwrap();
+    TcpStream::async_connect(ctx, addr, move |r| {
+        *client.lock().unwrap() = Some(r.unwrap());
+        go2();
+    })
+    .unwrap();
 }
 
 // ---- echo server --------------------------------------------------------
