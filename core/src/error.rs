@@ -94,8 +94,6 @@ pub enum Error {
     AddrInUse,
     /// The process or system descriptor limit is reached (`EMFILE`/`ENFILE`).
     TooManyOpenFiles,
-    /// The context has been shut down; no new operations are accepted.
-    Shutdown,
     /// Any other OS error.
     Os(Errno),
 }
@@ -208,7 +206,6 @@ impl fmt::Display for Error {
             Error::TooManyOpenFiles => f.write_str(
                 "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)",
             ),
-            Error::Shutdown => f.write_str("the context has been shut down"),
             Error::Os(e) => fmt::Display::fmt(e, f),
         }
     }
