@@ -1,6 +1,7 @@
 //! Sizing and building an [`IoContext`].
 
 use pinion_core::backend::{Backend, BuildError, Config, Sched};
+use pinion_core::task::TaskStorage;
 use pinion_core::{OpSlot, Storage};
 
 use crate::context::IoContext;
@@ -38,6 +39,7 @@ impl<B: Backend> Default for Builder<B> {
                 timers: 1024,
                 concurrency_hint: 1,
                 read_buffers: (0, 0),
+                tasks: (0, 0),
             },
             options: B::Options::default(),
         }
@@ -86,6 +88,16 @@ impl<B: Backend> Builder<B> {
         self
     }
 
+    /// `count` task slots for [`IoContext::spawn`], each holding a future
+    /// (and later its output) of up to `max_future_bytes` bytes; none by
+    /// default (spawning then answers `NoPool(Tasks)`). A larger future is
+    /// refused with `TaskTooLarge(bytes)`; a full pool with
+    /// `PoolFull(Tasks)`. Each slot also takes a header of about 100 bytes.
+    pub fn tasks(mut self, count: usize, max_future_bytes: usize) -> Self {
+        self.config.tasks = (count, max_future_bytes);
+        self
+    }
+
     /// Replaces the backend's own options.
     pub fn options(mut self, options: B::Options) -> Self {
         self.options = options;
@@ -122,7 +134,9 @@ impl<B: Backend> Builder<B> {
             why: "the backend crate was built without its `std` feature: build on static memory with build_in",
         })?;
         let ops = Storage::boxed_with(self.config.ops, || OpSlot::EMPTY);
-        self.finish(ops, parts)
+        let (count, bytes) = self.config.tasks;
+        let tasks = TaskStorage::boxed(count, bytes);
+        self.finish(ops, parts, tasks)
     }
 
     /// [`build`](Self::build), leaked: a `&'static IoContext` for programs
@@ -150,16 +164,26 @@ impl<B: Backend> Builder<B> {
         self, ops: &'static mut [OpSlot], parts: B::Parts,
     ) -> Result<IoContext<B>, BuildError> {
         self.check()?;
-        self.finish(Storage::from_static(ops), parts)
+        self.finish(Storage::from_static(ops), parts, TaskStorage::none())
     }
 
-    fn finish(self, ops: Storage<OpSlot>, parts: B::Parts) -> Result<IoContext<B>, BuildError> {
+    /// [`build_in`](Self::build_in) with task slots on caller-provided
+    /// memory too ([`TaskStorage::from_static`]); the storage's sizes
+    /// replace [`tasks`](Self::tasks).
+    pub fn build_in_with_tasks(
+        self, ops: &'static mut [OpSlot], parts: B::Parts, tasks: TaskStorage,
+    ) -> Result<IoContext<B>, BuildError> {
+        self.check()?;
+        self.finish(Storage::from_static(ops), parts, tasks)
+    }
+
+    fn finish(
+        self, ops: Storage<OpSlot>, parts: B::Parts, tasks: TaskStorage,
+    ) -> Result<IoContext<B>, BuildError> {
         let task = B::build(&self.config, &self.options, parts)?;
-        Ok(IoContext::from_parts(Sched::<B>::new(
-            task,
-            ops,
-            self.config.concurrency_hint,
-        )))
+        Ok(IoContext::from_parts(
+            Sched::<B>::new(task, ops, self.config.concurrency_hint).with_tasks(tasks),
+        ))
     }
 }
 

@@ -35,11 +35,13 @@
 //! NoTask.run(Wait::Poll, &mut ops); // `Task::run` is an unsafe fn
 //! ```
 
+use core::future::Future;
 use core::time::Duration;
 
 use pinion_core::backend::{Backend, Sched};
 use pinion_core::pooled::ReadBufferCount;
-use pinion_core::Rejected;
+use pinion_core::task::JoinHandle;
+use pinion_core::{Error, Rejected};
 
 use crate::time::{nanos, Instant};
 
@@ -156,6 +158,56 @@ impl<B: Backend> IoContext<B> {
     /// ```
     pub fn post<F: FnOnce() + Send + 'static>(&self, handler: F) -> Result<(), Rejected<F>> {
         self.sched.post(handler)
+    }
+
+    // ---- tasks -----------------------------------------------------------
+
+    /// Runs `future` as a task: any thread in `run()` may poll it, and
+    /// `run()` returns only once every task has finished (or on `stop`).
+    /// The future lives in a task slot reserved at build
+    /// ([`Builder::tasks`](crate::builder::Builder::tasks)); nothing is
+    /// allocated. It comes back inside the error with `NoPool(Tasks)`,
+    /// `PoolFull(Tasks)`, or `TaskTooLarge(bytes)`.
+    ///
+    /// ```
+    /// let ctx: &'static pinion::IoContext =
+    ///     pinion::Builder::new().tasks(4, 512).build_static().unwrap();
+    /// let answer = ctx.spawn(async { 6 * 7 }).unwrap();
+    /// assert_eq!(ctx.block_on(answer).unwrap(), Ok(42));
+    /// ```
+    pub fn spawn<F>(&'static self, future: F) -> Result<JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+        B: 'static,
+        Sched<B>: Sync,
+    {
+        self.sched.spawn(future)
+    }
+
+    /// Runs the context on this thread until `future` completes and
+    /// returns its output (other threads may run it too). The future may
+    /// borrow from the caller and need not be `Send`. `Err(OperationAborted)`
+    /// if [`stop`](Self::stop) is called first.
+    ///
+    /// # Panics
+    /// From inside a handler or task of this context (it would wait for
+    /// itself).
+    pub fn block_on<F: Future>(&'static self, future: F) -> Result<F::Output, Error>
+    where
+        B: 'static,
+    {
+        self.sched.block_on(future)
+    }
+
+    /// Task slots: (in use, capacity). A finished task's slot stays taken
+    /// while its `JoinHandle` or a `Waker` of it exists.
+    pub fn tasks_in_use(&self) -> (usize, usize)
+    where
+        B: 'static,
+        Sched<B>: Sync,
+    {
+        self.sched.tasks_in_use()
     }
 
     /// Runs `handler` now if the calling thread is inside `run`, otherwise

@@ -12,12 +12,14 @@
 use core::marker::PhantomData;
 use core::net::SocketAddr;
 
-use pinion_core::backend::{At, Backend, Handler, Key, Sched};
+use pinion_core::backend::{At, Backend, Handler, Key, OpHooks, Sched};
 use pinion_core::pooled::PooledBuf;
 use pinion_core::{Rejected, Result};
 
+use crate::aio::FromValue;
 use crate::context::IoContext;
 use crate::net::TcpStream;
+use crate::owned::Owned;
 
 /// The context of `'c` an operation was started on, from the scheduler it
 /// completes with.
@@ -27,6 +29,18 @@ fn context<'c, B: Backend>(sched: &Sched<B>) -> &'c IoContext<B> {
     // `&'c IoContext<B>`, and its operation completes from that context's
     // `run()`, while it lives; it lives for `'c`.
     unsafe { IoContext::from_sched(sched) }
+}
+
+/// An accepted connection kept at a future's rendezvous: a stream that
+/// closes if its future is gone before it takes it.
+pub(crate) type AcceptedConn<'c, B> = Result<(Owned<TcpStream<'c, B>>, SocketAddr)>;
+
+impl<'c, B: Backend> FromValue<B, Result<(Key, SocketAddr)>> for AcceptedConn<'c, B> {
+    fn from_value(sched: &Sched<B>, v: Result<(Key, SocketAddr)>) -> Self {
+        // The accept future was started on a `&'c IoContext` (see `context`).
+        let ctx: &'c IoContext<B> = context(sched);
+        v.map(|(key, addr)| (Owned::new(TcpStream::from_key(ctx, key)), addr))
+    }
 }
 
 /// A read or write handler: `(result, buffer)` as two arguments.
@@ -39,6 +53,8 @@ impl<B: Backend, Buf, T, F: FnOnce(T, Buf) + Send> Handler<B, (T, Buf)> for Io<F
     }
 }
 
+impl<F> OpHooks for Io<F> {}
+
 /// Gives a refused read or write its buffer and handler back.
 #[inline(always)]
 pub(crate) fn io_back<Buf, F>(r: Rejected<(Buf, Io<F>)>) -> Rejected<(Buf, F)> {
@@ -50,6 +66,8 @@ pub(crate) struct Accepted<'c, B: Backend, F> {
     pub(crate) f: F,
     pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
 }
+
+impl<B: Backend, F> OpHooks for Accepted<'_, B, F> {}
 
 impl<'c, B, F> Handler<B, Result<(Key, SocketAddr)>> for Accepted<'c, B, F>
 where
@@ -69,6 +87,8 @@ pub(crate) struct Connected<'c, B: Backend, F> {
     pub(crate) key: Key,
     pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
 }
+
+impl<B: Backend, F> OpHooks for Connected<'_, B, F> {}
 
 impl<'c, B, F> Handler<B, Result<()>> for Connected<'c, B, F>
 where
@@ -96,6 +116,8 @@ pub(crate) struct Pooled<'c, B: Backend, F> {
     pub(crate) f: F,
     pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
 }
+
+impl<B: Backend, F> OpHooks for Pooled<'_, B, F> {}
 
 impl<'c, 'p, B, F> Handler<B, Result<PooledBuf<'p>>> for Pooled<'c, B, F>
 where

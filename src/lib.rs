@@ -63,6 +63,7 @@ compile_error!(
      e.g. `cargo build --no-default-features --features uring`."
 );
 
+pub mod aio;
 pub mod builder;
 pub mod context;
 mod handler;
@@ -71,6 +72,16 @@ mod owned;
 pub mod strand;
 pub mod time;
 pub mod timer;
+
+/// Tasks (async/await): [`IoContext::spawn`](crate::IoContext::spawn),
+/// [`JoinHandle`](task::JoinHandle), [`yield_now`](task::yield_now), and
+/// the memory of task slots for contexts built on static memory.
+pub mod task {
+    pub use pinion_core::slab::Entry;
+    pub use pinion_core::task::{
+        yield_now, JoinHandle, TaskChunk, TaskHeader, TaskStorage, YieldNow,
+    };
+}
 
 /// Buffers that operations own while in flight, and fixed pools of them.
 pub mod buf {

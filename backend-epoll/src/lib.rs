@@ -31,7 +31,7 @@ use core::net::SocketAddr;
 
 use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
-    PooledHandler, RecvHandler, Sched, Started,
+    OpId, PooledHandler, RecvHandler, Sched, Started,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
@@ -195,6 +195,10 @@ unsafe impl Backend for Reactor {
 
     fn cancel(at: At<'_, Self>) -> Result<()> {
         at.sched.task().cancel(at.sched, at.key)
+    }
+
+    unsafe fn cancel_op(at: At<'_, Self>, op: OpId) {
+        at.sched.task().cancel_one(at.sched, at.key, op.as_ptr())
     }
 
     fn close(at: At<'_, Self>) -> Result<()> {

@@ -12,7 +12,8 @@ use core::net::SocketAddr;
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 
 use pinion_core::backend::{
-    At, ConnectHandler, Fd, Handler, Invoke, Key, OpResult, Operation, Sched, Started,
+    At, ConnectHandler, Fd, Handler, Invoke, Key, OpHooks, OpId, OpResult, Operation, Sched,
+    Started,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{BufSource, PooledBuf};
@@ -52,7 +53,7 @@ pub(crate) struct SocketOp<S, H> {
     handler: ManuallyDrop<H>,
 }
 
-impl<S: OpState<H>, H> SocketOp<S, H> {
+impl<S: OpState<H>, H: OpHooks> SocketOp<S, H> {
     #[inline]
     fn new(state: S, handler: H) -> Self {
         SocketOp {
@@ -60,6 +61,16 @@ impl<S: OpState<H>, H> SocketOp<S, H> {
             state: ManuallyDrop::new(state),
             handler: ManuallyDrop::new(handler),
         }
+    }
+
+    /// Tells the handler which operation it is (for `cancel_op`).
+    ///
+    /// # Safety
+    /// `op` is live and not yet visible to another thread.
+    #[inline(always)]
+    unsafe fn bind(op: NonNull<Self>) {
+        // SAFETY: per contract, the handler is ours to touch.
+        unsafe { (*addr_of_mut!((*op.as_ptr()).handler)).bind(OpId::new(op.cast())) }
     }
 
     #[inline]
@@ -76,7 +87,9 @@ impl<S: OpState<H>, H> SocketOp<S, H> {
 /// # Safety
 /// See [`PerformFn`](crate::reactor::perform::PerformFn); `op` is a
 /// `SocketOp<S, H>`.
-unsafe fn perform<S: OpState<H>, H>(op: NonNull<ReactorOp>, reactor: &Reactor, fd: i32) -> Status {
+unsafe fn perform<S: OpState<H>, H: OpHooks>(
+    op: NonNull<ReactorOp>, reactor: &Reactor, fd: i32,
+) -> Status {
     // SAFETY: forwarded.
     unsafe { perform_now(op.cast::<SocketOp<S, H>>(), reactor, fd) }
 }
@@ -87,7 +100,7 @@ unsafe fn perform<S: OpState<H>, H>(op: NonNull<ReactorOp>, reactor: &Reactor, f
 /// `op` is a live `SocketOp<S, H>` that nobody else touches meanwhile (it
 /// is on a descriptor queue under that descriptor's lock, or being started).
 #[inline(always)]
-unsafe fn perform_now<S: OpState<H>, H>(
+unsafe fn perform_now<S: OpState<H>, H: OpHooks>(
     op: NonNull<SocketOp<S, H>>, reactor: &Reactor, fd: i32,
 ) -> Status {
     let p = op.as_ptr();
@@ -114,7 +127,7 @@ struct Starting<'r, S, H> {
     reactor: &'r Reactor,
 }
 
-impl<S: OpState<H>, H> FirstAttempt for Starting<'_, S, H> {
+impl<S: OpState<H>, H: OpHooks> FirstAttempt for Starting<'_, S, H> {
     #[inline(always)]
     fn attempt(self, fd: i32) -> Status {
         // SAFETY: `op` is live and nobody else touches it while it is
@@ -126,7 +139,9 @@ impl<S: OpState<H>, H> FirstAttempt for Starting<'_, S, H> {
 /// # Safety
 /// See [`CompleteFn`](pinion_core::op::CompleteFn); `op` is a
 /// `SocketOp<S, H>` allocated from the pool of the scheduler `owner`.
-unsafe fn complete<S: OpState<H>, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>) {
+unsafe fn complete<S: OpState<H>, H: OpHooks>(
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
+) {
     let p = op.cast::<SocketOp<S, H>>();
     // SAFETY: `owner` is the scheduler that allocated `op`.
     let sched = unsafe { &*(owner as *const Sched<Reactor>) };
@@ -137,6 +152,8 @@ unsafe fn complete<S: OpState<H>, H>(op: NonNull<Operation>, owner: *const (), h
         let r = op.as_ref().result();
         let s = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).state)));
         let h = ManuallyDrop::into_inner(ptr::read(addr_of!((*p.as_ptr()).handler)));
+        // Before the slot goes: from here the op's id names nothing.
+        h.completing();
         sched.free_op_in(how.here(), p);
         (r, s, h)
     };
@@ -157,7 +174,9 @@ type Allocated<S, H> = core::result::Result<NonNull<SocketOp<S, H>>, Rejected<(S
 
 /// Allocates the operation, or hands state and handler back.
 #[inline(always)]
-fn alloc<S: OpState<H>, H>(sched: &Sched<Reactor>, state: S, handler: H) -> Allocated<S, H> {
+fn alloc<S: OpState<H>, H: OpHooks>(
+    sched: &Sched<Reactor>, state: S, handler: H,
+) -> Allocated<S, H> {
     // SAFETY: the slot is freed by `complete` or `take_back`, once.
     unsafe { sched.alloc_op_or_reject(SocketOp::new(state, handler), SocketOp::into_parts) }
 }
@@ -167,7 +186,7 @@ fn alloc<S: OpState<H>, H>(sched: &Sched<Reactor>, state: S, handler: H) -> Allo
 ///
 /// # Safety
 /// `op` came from [`alloc`] on `sched` and is on no queue.
-unsafe fn take_back<S: OpState<H>, H>(
+unsafe fn take_back<S: OpState<H>, H: OpHooks>(
     sched: &Sched<Reactor>, op: NonNull<SocketOp<S, H>>,
 ) -> (S, H) {
     // SAFETY: live and ours (contract); read once, then freed.
@@ -180,7 +199,9 @@ unsafe fn take_back<S: OpState<H>, H>(
 
 /// Queues an operation already completed with `r` (connect results known
 /// at once). Its handler still runs from `run()`.
-fn post_result<S: OpState<H>, H>(sched: &Sched<Reactor>, op: NonNull<SocketOp<S, H>>, r: OpResult) {
+fn post_result<S: OpState<H>, H: OpHooks>(
+    sched: &Sched<Reactor>, op: NonNull<SocketOp<S, H>>, r: OpResult,
+) {
     // SAFETY: `op` is a fresh operation of this scheduler, on no queue.
     unsafe {
         op.cast::<Operation>().as_ref().set_result(r);
@@ -192,7 +213,7 @@ fn post_result<S: OpState<H>, H>(sched: &Sched<Reactor>, op: NonNull<SocketOp<S,
 /// `OP_TYPE`. On refusal (pool full, stale key) state and handler come
 /// back.
 #[inline(always)]
-pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H>(
+pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H: OpHooks>(
     at: At<'_, Reactor>, state: S, handler: H, allow_speculative: bool,
 ) -> Started<(S, H)> {
     let (sched, key) = (at.sched, at.key);
@@ -203,6 +224,8 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H>(
     let op = unsafe {
         sched.alloc_op_in_or_reject(here, SocketOp::new(state, handler), SocketOp::into_parts)
     }?;
+    // SAFETY: ours, on no queue yet.
+    unsafe { SocketOp::bind(op) };
     let reactor = sched.task();
     // `op` is ours and on no queue: start_op performs it under the
     // descriptor's lock only.
@@ -558,6 +581,8 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
 ) -> Started<H> {
     let (sched, key) = (at.sched, at.key);
     let op = alloc(sched, Connect, handler).map_err(|r| r.map(|(_, h)| h))?;
+    // SAFETY: ours, on no queue yet.
+    unsafe { SocketOp::bind(op) };
     let reactor = sched.task();
     stat!(reactor, op_attempts);
     let pending = match reactor.with_fd(key, |fd| Ok(socket::connect(fd, &addr))) {

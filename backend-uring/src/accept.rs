@@ -21,7 +21,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::{opcode, squeue};
-use pinion_core::backend::{AcceptHandler, At, DescKind, Fd, Invoke, Key, Operation, Started};
+use pinion_core::backend::{
+    AcceptHandler, At, DescKind, Fd, Invoke, Key, OpId, Operation, Started,
+};
 use pinion_core::{Error, OpQueue, Rejected, Result};
 use pinion_sys::addr::RawAddr;
 use pinion_sys::socket;
@@ -108,8 +110,8 @@ enum Queued {
     Ready(Key),
     /// Waiting on the listener.
     Parked,
-    /// Single-shot: the listener's one accept in flight, to issue now.
-    Issue,
+    /// Single-shot: issued as the listener's one accept in flight.
+    Issued,
 }
 
 /// No slot reserved (`AcceptHdr::key`).
@@ -170,6 +172,7 @@ unsafe fn complete_accept<H: AcceptHandler<Proactor>>(
             h.listener,
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
         );
+        r.5.completing();
         sched.free_op_in(how.here(), p);
         r
     };
@@ -243,6 +246,8 @@ pub(crate) fn start<H: AcceptHandler<Proactor>>(at: At<'_, Proactor>, handler: H
     let p = unsafe {
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe { (*addr_of_mut!((*p.as_ptr()).handler)).bind(OpId::new(p.cast())) };
     // SAFETY: a live accept op on no queue, an `AcceptHdr` at offset 0.
     let queued = unsafe { proactor.queue_accept(sched, key, p.cast()) };
     queued.map_err(|error| Rejected {
@@ -397,7 +402,12 @@ impl Proactor {
                 }
             } else if !ls.inflight {
                 ls.inflight = true;
-                return Ok(Queued::Issue);
+                // Issued under the listener's lock, so that `cancel_op`,
+                // which takes it too, finds the accept either parked or in
+                // the SQ, never in between.
+                // SAFETY: per contract; its work is counted.
+                unsafe { self.issue_accept(sched, key, op) };
+                return Ok(Queued::Issued);
             }
             // SAFETY: per contract.
             unsafe { ls.waiters.push(op) };
@@ -418,9 +428,7 @@ impl Proactor {
                     sched.post_deferred_completion(op);
                 }
             }
-            Queued::Parked => {}
-            // SAFETY: per contract; its work is counted.
-            Queued::Issue => unsafe { self.issue_accept(sched, key, op) },
+            Queued::Parked | Queued::Issued => {}
         }
         Ok(())
     }
@@ -482,7 +490,7 @@ impl Proactor {
     /// waiting, if the listener is still open.
     fn accept_done(&self, sched: &Sched, key: Key) {
         let Ok(d) = self.desc(key) else { return };
-        let next = d.with(|st| {
+        d.with(|st| {
             let ls = &mut st.listener;
             let next = if st.open && self.descs.gen(key.index()) == Some(key.gen()) {
                 ls.waiters.pop()
@@ -490,12 +498,54 @@ impl Proactor {
                 None
             };
             ls.inflight = next.is_some();
-            next
+            if let Some(op) = next {
+                // Under the listener's lock, as in `queue_accept`.
+                // SAFETY: a parked accept op, off the list, its work
+                // counted; now the listener's accept in flight.
+                unsafe { self.issue_accept(sched, key, op) };
+            }
         });
-        if let Some(op) = next {
-            // SAFETY: a parked accept op, off the list, its work counted;
-            // now the listener's accept in flight.
-            unsafe { self.issue_accept(sched, key, op) };
-        }
+    }
+
+    /// `Backend::cancel_op` for any operation on `key`: a parked accept
+    /// leaves its listener's queue and completes with `OperationAborted`;
+    /// anything else is asked of the kernel (`IORING_OP_ASYNC_CANCEL` by
+    /// its `user_data`, the op's address). Both under the descriptor's
+    /// lock, which accepts are issued under, so a single-shot accept is
+    /// found parked or already in the SQ ahead of the cancel.
+    ///
+    /// # Safety
+    /// As for `Backend::cancel_op`: `op` is still that operation's slot,
+    /// so the cancel cannot reach another one (a reused slot's new SQE
+    /// would be queued after this cancel).
+    pub(crate) unsafe fn cancel_one(&self, sched: &Sched, key: Key, op: NonNull<Operation>) {
+        let Ok(d) = self.desc(key) else { return };
+        d.with(|st| {
+            if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {
+                return;
+            }
+            if st.listener.waiters.remove(op) {
+                // SAFETY: a parked accept: live, its work counted, now on
+                // no queue.
+                unsafe {
+                    op.as_ref().set_result(Err(Error::OperationAborted));
+                    sched.post_deferred_completion(op);
+                }
+                return;
+            }
+            // SAFETY: a cancel carries no pointer; its CQE is ignored.
+            let _ = unsafe {
+                self.push_on(
+                    key,
+                    false,
+                    || {},
+                    |_| {
+                        opcode::AsyncCancel::new(op.as_ptr() as u64)
+                            .build()
+                            .user_data(UD_IGNORE)
+                    },
+                )
+            };
+        });
     }
 }

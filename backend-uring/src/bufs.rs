@@ -485,6 +485,7 @@ where
     };
     // SAFETY: the owner is the scheduler that allocated the op.
     let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
     // SAFETY: values moved out above; freed once.
     unsafe { sched.free_op_in(how.here(), p) };
     let Some(pool) = sched.task().read_pool() else {

@@ -38,7 +38,7 @@ use core::net::SocketAddr;
 
 use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
-    PooledHandler, RecvHandler, Sched, Started,
+    OpId, PooledHandler, RecvHandler, Sched, Started,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::ReadBufferCount;
@@ -173,6 +173,11 @@ unsafe impl Backend for Proactor {
 
     fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> Result<Key> {
         sched.task().open_desc(fd, kind)
+    }
+
+    unsafe fn cancel_op(at: At<'_, Self>, op: OpId) {
+        // SAFETY: forwarded.
+        unsafe { at.sched.task().cancel_one(at.sched, at.key, op.as_ptr()) }
     }
 
     fn cancel(at: At<'_, Self>) -> Result<()> {

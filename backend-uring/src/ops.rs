@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::opcode;
-use pinion_core::backend::{At, ConnectHandler, Handler, Here, Invoke, Operation, Started};
+use pinion_core::backend::{
+    At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Started,
+};
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::RawAddr;
@@ -38,6 +40,17 @@ unsafe impl<B: IoBuf> IoBuf for WriteOnly<B> {
 
 /// Hands a write's buffer to its handler unwrapped.
 pub(crate) struct WriteBack<H>(pub(crate) H);
+
+impl<H: OpHooks> OpHooks for WriteBack<H> {
+    #[inline(always)]
+    fn bind(&mut self, op: OpId) {
+        self.0.bind(op)
+    }
+    #[inline(always)]
+    fn completing(&self) {
+        self.0.completing()
+    }
+}
 
 impl<B, H: Handler<Proactor, (Result<usize>, B)>> Handler<Proactor, (Result<usize>, WriteOnly<B>)>
     for WriteBack<H>
@@ -72,6 +85,7 @@ unsafe fn complete_buf<B: BufLike, H: Handler<Proactor, (Result<usize>, B)>, con
     };
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
     // SAFETY: values moved out above; freed once.
     unsafe { sched.free_op_in(how.here(), p) };
     if how.is_run() {
@@ -169,6 +183,8 @@ pub(crate) fn start_buf_op<
             })
         }
     };
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe { (*addr_of_mut!((*p.as_ptr()).handler)).bind(OpId::new(p.cast())) };
     let proactor = sched.task();
     if len == 0 {
         // A write of nothing: `Ok(0)`, through the queue (reads always
@@ -267,6 +283,7 @@ unsafe fn complete_connect<H: Handler<Proactor, Result<()>>>(
     };
     // SAFETY: the owner is the scheduler that allocated the op.
     let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
     // SAFETY: values moved out above; freed once.
     unsafe { sched.free_op_in(how.here(), p) };
     if how.is_run() {
@@ -292,6 +309,8 @@ pub(crate) fn start_connect<H: ConnectHandler<Proactor>>(
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
     let o = p.as_ptr();
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe { (*addr_of_mut!((*o).handler)).bind(OpId::new(p.cast())) };
     // SAFETY: the address lives in the op's slot until the CQE.
     let pushed = unsafe {
         sched.task().push_on(
@@ -359,6 +378,7 @@ where
     };
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
     // SAFETY: values moved out above; freed once.
     unsafe { sched.free_op_in(how.here(), p) };
     if how.is_run() {
@@ -391,6 +411,7 @@ where
     };
     // SAFETY: `owner` is the scheduler that allocated `p`.
     let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
     // SAFETY: values moved out above; freed once.
     unsafe { sched.free_op_in(how.here(), p) };
     if how.is_run() {
@@ -408,7 +429,7 @@ pub(crate) struct Msg {
 }
 
 /// `Backend::send_to` and `recv_from`.
-pub(crate) fn start_msg<B: Send + 'static, H: Send>(
+pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
     at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg,
 ) -> Started<(B, H)> {
     let (sched, key) = (at.sched, at.key);
@@ -434,6 +455,8 @@ pub(crate) fn start_msg<B: Send + 'static, H: Send>(
         })
     }?;
     let o = p.as_ptr();
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe { (*addr_of_mut!((*o).handler)).bind(OpId::new(p.cast())) };
     // The msghdr points at the iovec and address in the same slot and the
     // iovec at the buffer's bytes; all stay put until the CQE has been
     // reaped (only the complete function frees the slot).

@@ -70,6 +70,7 @@
 use core::fmt;
 #[cfg(target_os = "linux")]
 use core::net::SocketAddr;
+use core::ptr::NonNull;
 
 #[cfg(target_os = "linux")]
 use pinion_sync::SyncKit;
@@ -181,9 +182,49 @@ pub type Sched<B> = Scheduler<B, <B as Backend>::Kit>;
 /// operation hands the struct back, and the facade takes the closure out
 /// of it again, so a refusal always returns the user's own handler.
 /// `sched` is the scheduler the operation ran on.
-pub trait Handler<B: Backend, T>: Send {
+pub trait Handler<B: Backend, T>: OpHooks + Send {
     /// Delivers the result. Called once, from `run()`.
     fn call(self, sched: &Sched<B>, result: T);
+}
+
+/// Names one started operation for [`Backend::cancel_op`]: what a
+/// backend reports to [`OpHooks::bind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpId(NonNull<Operation>);
+
+// SAFETY: an address, only used as a name (by `cancel_op`, under its
+// contract).
+unsafe impl Send for OpId {}
+// SAFETY: as above.
+unsafe impl Sync for OpId {}
+
+impl OpId {
+    /// The id of the operation at `op`.
+    pub fn new(op: NonNull<Operation>) -> Self {
+        OpId(op)
+    }
+
+    /// The operation's address.
+    pub fn as_ptr(self) -> NonNull<Operation> {
+        self.0
+    }
+}
+
+/// What a backend tells a handler about its operation's life, for
+/// cancelling one operation (futures dropped mid-flight). Both default to
+/// nothing, which costs nothing.
+pub trait OpHooks {
+    /// The operation was started and is `op` until [`completing`]
+    /// (`Self::completing`); called before it becomes visible to any other
+    /// thread.
+    #[inline(always)]
+    fn bind(&mut self, _op: OpId) {}
+
+    /// The operation is about to give its slot back: from here on its
+    /// `OpId` names nothing. Called once, before the slot is freed and
+    /// before [`Handler::call`] (or the handler's drop, when destroyed).
+    #[inline(always)]
+    fn completing(&self) {}
 }
 
 /// What a descriptor will be used for, so a backend can set up what that
@@ -211,6 +252,9 @@ pub struct Config {
     pub concurrency_hint: usize,
     /// Read buffers for pooled reads: (count, bytes each); none if 0.
     pub read_buffers: (usize, usize),
+    /// Task slots: (count, bytes of future each); none if 0. The
+    /// scheduler's, not the backend's.
+    pub tasks: (usize, usize),
 }
 
 /// Where an initiating call starts: the scheduler the backend is the task
@@ -341,6 +385,19 @@ pub unsafe trait Backend: Task + Sized {
     /// Completes every pending operation of the descriptor with
     /// `OperationAborted`.
     fn cancel(at: At<'_, Self>) -> crate::Result<()>;
+
+    /// Cancels the one operation `op` on the descriptor: it completes with
+    /// `OperationAborted`, or with its result if it finished first. A
+    /// no-op when it is already completing or the descriptor is closed.
+    /// Reads, writes, accepts, connects and datagrams can be cancelled so;
+    /// pooled reads only all together ([`cancel`](Self::cancel)).
+    ///
+    /// # Safety
+    /// `op` was reported to [`OpHooks::bind`] for an operation started on
+    /// `at.key`, whose [`OpHooks::completing`] has not run yet and does not
+    /// run until this returns (the caller holds it off), so that `op`
+    /// still names that operation.
+    unsafe fn cancel_op(at: At<'_, Self>, op: OpId);
 
     /// Cancels, closes the fd and frees the descriptor; the key and every
     /// copy of it are stale from here on.

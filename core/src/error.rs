@@ -18,6 +18,9 @@ pub enum Pool {
     Timers,
     /// The read-buffer pool of pooled reads (`Builder::read_buffers`).
     ReadBuffers,
+    /// Task slots: every spawned task that has not been released takes
+    /// one (`Builder::tasks`).
+    Tasks,
 }
 
 impl Pool {
@@ -28,6 +31,7 @@ impl Pool {
             Pool::Descriptors => "Builder::descriptors",
             Pool::Timers => "Builder::timers",
             Pool::ReadBuffers => "Builder::read_buffers",
+            Pool::Tasks => "Builder::tasks",
         }
     }
 
@@ -38,6 +42,7 @@ impl Pool {
             Pool::Descriptors => "descriptor slot",
             Pool::Timers => "timer",
             Pool::ReadBuffers => "read buffer",
+            Pool::Tasks => "task slot",
         }
     }
 }
@@ -85,6 +90,9 @@ pub enum Error {
     BufferFull,
     /// A deadline passed (`ETIMEDOUT`).
     TimedOut,
+    /// A spawned future (or its output) needs this many bytes, more than a
+    /// task slot holds (or is aligned beyond 16 bytes).
+    TaskTooLarge(u32),
     /// The descriptor does not support the operation (`EOPNOTSUPP`; a
     /// file epoll cannot watch).
     OperationNotSupported,
@@ -183,6 +191,7 @@ impl fmt::Display for Error {
                     Pool::Descriptors => "descriptor",
                     Pool::Timers => "timer",
                     Pool::ReadBuffers => "read-buffer",
+                    Pool::Tasks => "task",
                 },
                 p.what(),
                 p.knob()
@@ -196,6 +205,11 @@ impl fmt::Display for Error {
             Error::BufferFull => f.write_str(
                 "the buffer has no room to read into (spare capacity 0); a Vec reads into its \
                  spare capacity: use Vec::with_capacity, or clear the buffer",
+            ),
+            Error::TaskTooLarge(n) => write!(
+                f,
+                "the future (or its output) needs {n} bytes, more than a task slot holds: \
+                 raise max_future_bytes in Builder::tasks, or box large state outside the task"
             ),
             Error::TimedOut => f.write_str("timed out (ETIMEDOUT)"),
             Error::OperationNotSupported => {

@@ -45,6 +45,7 @@ pub mod slab;
 pub mod stats;
 pub mod storage;
 pub mod strand;
+pub mod task;
 pub mod timer;
 pub mod word64;
 

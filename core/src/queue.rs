@@ -200,6 +200,37 @@ impl OpQueue {
         n
     }
 
+    /// Takes `op` out of this queue if it is on it; `false` if it is not.
+    /// O(position): for a descriptor's few pending operations (Asio's
+    /// per-operation cancellation walks the same way).
+    pub fn remove(&mut self, op: NonNull<Operation>) -> bool {
+        let target = op.as_ptr();
+        let mut prev: *mut Operation = ptr::null_mut();
+        let mut cur = self.head;
+        // SAFETY: every pointer walked is a live operation on this queue,
+        // whose link the queue owns.
+        unsafe {
+            while !cur.is_null() {
+                let next = (*cur).next.get();
+                if ptr::eq(cur, target) {
+                    if prev.is_null() {
+                        self.head = next;
+                    } else {
+                        (*prev).next.set(next);
+                    }
+                    if ptr::eq(self.tail, cur) {
+                        self.tail = prev;
+                    }
+                    (*cur).next.set(ptr::null_mut());
+                    return true;
+                }
+                prev = cur;
+                cur = next;
+            }
+        }
+        false
+    }
+
     /// `true` if `op` is on this queue (Asio's `is_enqueued`): O(1) by the
     /// rule that only the tail has a null link.
     ///
@@ -388,5 +419,35 @@ mod tests {
         let got = ptrs(&mut q);
         let want: std::vec::Vec<_> = o.iter().map(|x| x as *const _).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn remove_takes_one_op_from_anywhere_and_keeps_the_rest_in_order() {
+        let ops: std::vec::Vec<Operation> = (0..4).map(|_| Operation::new(nop)).collect();
+        let p = |i: usize| NonNull::from(&ops[i]);
+        for victim in 0..4 {
+            let mut q = OpQueue::new();
+            for i in 0..4 {
+                // SAFETY: live, on no queue.
+                unsafe { q.push(p(i)) };
+            }
+            assert!(q.remove(p(victim)));
+            assert!(!q.remove(p(victim)), "already gone");
+            let mut left = std::vec::Vec::new();
+            while let Some(op) = q.pop() {
+                left.push(
+                    ops.iter()
+                        .position(|o| core::ptr::eq(o, op.as_ptr()))
+                        .unwrap(),
+                );
+            }
+            let want: std::vec::Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+            assert_eq!(left, want);
+            // The tail is right after removing the last one.
+            // SAFETY: live, on no queue.
+            unsafe { q.push(p(victim)) };
+            assert_eq!(q.pop(), Some(p(victim)));
+            assert!(q.is_empty());
+        }
     }
 }

@@ -25,7 +25,7 @@ pub use udp::UdpSocket;
 
 /// A socket for `addr`'s family and type `ty`, blocking or not as the
 /// backend wants it.
-fn open_socket<B: Backend>(addr: &SocketAddr, ty: i32) -> Result<Fd> {
+pub(crate) fn open_socket<B: Backend>(addr: &SocketAddr, ty: i32) -> Result<Fd> {
     Ok(socket::socket(family(addr), ty, !B::BLOCKING_SOCKETS)?)
 }
 

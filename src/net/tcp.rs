@@ -100,6 +100,12 @@ impl<B: Backend> core::fmt::Debug for TcpStream<'_, B> {
 }
 
 impl<'c, B: Backend> TcpListener<'c, B> {
+    /// The descriptor's key (for the futures in `aio`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
     /// A listener on `addr` (`SO_REUSEADDR`, backlog [`DEFAULT_BACKLOG`]).
     pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
         Self::bind_with_backlog(ctx, addr, DEFAULT_BACKLOG)
@@ -172,6 +178,12 @@ impl<'c, B: Backend> TcpListener<'c, B> {
 }
 
 impl<'c, B: Backend> TcpStream<'c, B> {
+    /// The descriptor's key (for the futures in `aio`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
     #[inline(always)]
     pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
         TcpStream { ctx, key }

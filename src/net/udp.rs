@@ -50,6 +50,12 @@ impl<B: Backend> core::fmt::Debug for UdpSocket<'_, B> {
 }
 
 impl<'c, B: Backend> UdpSocket<'c, B> {
+    /// The descriptor's key (for the futures in `aio`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
     /// A socket bound to `addr` (port 0: the kernel picks one).
     pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
         let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;

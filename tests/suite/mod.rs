@@ -12,6 +12,7 @@ backend!(b);
 mod support;
 pub(crate) use support::*;
 
+mod aio;
 mod cancel;
 mod caps;
 mod compose;

@@ -352,6 +352,26 @@ impl Reactor {
         Ok(())
     }
 
+    /// Cancels the one operation `op` of socket `key` if it still waits
+    /// in one of the socket's queues; otherwise (performed and queued for
+    /// completion, or never queued) it completes on its own.
+    pub(crate) fn cancel_one(&self, sched: &Sched<Self>, key: Key, op: NonNull<Operation>) {
+        let found = {
+            let Ok(mut l) = self.lock_socket(key) else {
+                return;
+            };
+            l.state().queues.iter_mut().any(|q| q.remove(op))
+        };
+        if found {
+            // SAFETY: it was on a reactor queue: live, its work counted;
+            // now on no queue.
+            unsafe {
+                op.as_ref().set_result(Err(Error::OperationAborted));
+                sched.post_deferred_completion(op);
+            }
+        }
+    }
+
     /// Cancels, closes the fd and frees the slot (Asio's
     /// `deregister_descriptor(closing = true)`: closing the fd removes it
     /// from the epoll set, so no `EPOLL_CTL_DEL`). The release waits for

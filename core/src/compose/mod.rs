@@ -61,7 +61,7 @@ mod tests;
 mod write;
 
 pub use read::{async_read, Completion};
-pub use read_until::{async_read_until, async_read_until_byte};
+pub use read_until::{async_read_until, async_read_until_byte, byte_delim, DelimSearch};
 pub use write::async_write;
 
 /// A stream that can read some bytes into an owned buffer.

@@ -41,8 +41,7 @@ where
         buf,
         stream: stream.clone(),
         handler,
-        delim,
-        search: 0,
+        search: DelimSearch::new(delim),
     };
     let started = match op.outcome() {
         Some(res) => stream
@@ -68,8 +67,12 @@ where
     B: IoBufMut,
     F: FnOnce(Result<usize>, B) + Send + 'static,
 {
-    let delim = core::slice::from_ref(&BYTE_VALUES[delim as usize]);
-    async_read_until(stream, buf, delim, handler)
+    async_read_until(stream, buf, byte_delim(delim), handler)
+}
+
+/// A one-byte delimiter as a `'static` slice.
+pub fn byte_delim(b: u8) -> &'static [u8] {
+    core::slice::from_ref(&BYTE_VALUES[b as usize])
 }
 
 /// Every byte value at its own index, so that any one-byte delimiter is a
@@ -90,9 +93,42 @@ pub(super) struct ReadUntilOp<S, B, F> {
     buf: B,
     stream: S,
     handler: F,
+    search: DelimSearch,
+}
+
+/// `read_until`'s search, resumable across reads: the same for the
+/// callback form and for futures.
+#[derive(Clone, Copy, Debug)]
+pub struct DelimSearch {
     delim: &'static [u8],
     /// Where the next search starts: no match begins before it.
-    search: usize,
+    from: usize,
+}
+
+impl DelimSearch {
+    /// A search for `delim` from the start of the buffer.
+    pub const fn new(delim: &'static [u8]) -> Self {
+        DelimSearch { delim, from: 0 }
+    }
+
+    /// Searches the bytes of `buf` not yet searched: `Some(Ok(n))` when
+    /// the delimiter ends at `n`, `Some(Err(NotFound))` when `buf` is full
+    /// without it, `None` when more bytes must be read.
+    pub fn outcome<B: IoBufMut>(&mut self, buf: &B) -> Option<Result<usize>> {
+        let hay = buf.as_slice();
+        let start = self.from.min(hay.len());
+        if let Some(i) = find(&hay[start..], self.delim) {
+            return Some(Ok(start + i + self.delim.len()));
+        }
+        // A match not yet whole can start no earlier than the last
+        // `delim.len() - 1` bytes.
+        let tail = self.delim.len().saturating_sub(1);
+        self.from = hay.len().saturating_sub(tail).max(start);
+        if buf.spare() == 0 {
+            return Some(Err(Error::NotFound));
+        }
+        None
+    }
 }
 
 impl<S, B, F> ReadUntilOp<S, B, F>
@@ -104,19 +140,7 @@ where
     /// Searches the bytes not yet searched. `Some` ends the operation
     /// (found, or full); `None` asks for another read.
     fn outcome(&mut self) -> Option<Result<usize>> {
-        let hay = self.buf.as_slice();
-        let start = self.search.min(hay.len());
-        if let Some(i) = find(&hay[start..], self.delim) {
-            return Some(Ok(start + i + self.delim.len()));
-        }
-        // A match not yet whole can start no earlier than the last
-        // `delim.len() - 1` bytes.
-        let tail = self.delim.len().saturating_sub(1);
-        self.search = hay.len().saturating_sub(tail).max(start);
-        if self.buf.spare() == 0 {
-            return Some(Err(Error::NotFound));
-        }
-        None
+        self.search.outcome(&self.buf)
     }
 
     /// Starts the next read, or hands the operation back.

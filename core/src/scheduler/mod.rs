@@ -38,6 +38,7 @@ use crate::backend::{Task, Wait};
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
 use crate::queue::OpQueue;
+use crate::task::{BlockOn, TaskPool, TaskStorage};
 
 mod handlers;
 mod plumbing;
@@ -95,6 +96,8 @@ pub struct Scheduler<T: Task, K: SyncKit> {
     pool: SlotPool<K::Mutex>,
     threads: Registry,
     task: T,
+    tasks: TaskPool<K::Mutex>,
+    block: BlockOn,
     _k: PhantomData<K>,
 }
 
@@ -140,8 +143,26 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             pool: SlotPool::new(slots),
             threads: Registry::new(),
             task,
+            tasks: TaskPool::new(TaskStorage::none()),
+            block: BlockOn::new::<T, K>(),
             _k: PhantomData,
         }
+    }
+
+    /// The scheduler with a task pool on `storage` (see [`crate::task`]).
+    pub fn with_tasks(mut self, storage: TaskStorage) -> Self {
+        self.tasks = TaskPool::new(storage);
+        self
+    }
+
+    #[inline(always)]
+    pub(crate) fn tasks(&self) -> &TaskPool<K::Mutex> {
+        &self.tasks
+    }
+
+    #[inline(always)]
+    pub(crate) fn block_on_record(&self) -> &BlockOn {
+        &self.block
     }
 
     /// The backend task.
@@ -541,7 +562,6 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// running them (Asio's `scheduler::shutdown`).
     fn shutdown(&mut self) {
         self.stopped.store(true, Ordering::Relaxed);
-        let owner = self.owner();
         let mut ops = OpQueue::new();
         {
             let st = self.locked.get_mut();
@@ -550,14 +570,27 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         }
         // SAFETY: `&mut self`: no thread runs the context.
         unsafe { self.task.shutdown(&mut ops) };
-        // Destroying a strand may hand back more work; loop until quiet.
-        while let Some(op) = ops.pop() {
+        self.destroy_all(&mut ops);
+        // Tasks waiting for something: their futures go now (which may
+        // cancel operations, and so queue more to destroy).
+        self.tasks.shutdown();
+        self.destroy_all(&mut ops);
+    }
+
+    /// Destroys `ops` and whatever destroying them queues, until quiet
+    /// (destroying a strand may hand back more work).
+    fn destroy_all(&mut self, ops: &mut OpQueue) {
+        let owner = self.owner();
+        loop {
+            {
+                let st = self.locked.get_mut();
+                ops.push_queue(&mut st.ready);
+                ops.push_queue(&mut st.after);
+            }
+            let Some(op) = ops.pop() else { break };
             // SAFETY: queued operations are live and owned by this
             // scheduler; destroyed exactly once.
             unsafe { Operation::complete(op, owner, Invoke::Destroy) };
-            let st = self.locked.get_mut();
-            ops.push_queue(&mut st.ready);
-            ops.push_queue(&mut st.after);
         }
     }
 }

@@ -1,0 +1,274 @@
+//! Tasks: futures that the scheduler runs as operations.
+//!
+//! A task is an operation whose completion polls its future. Waking the
+//! task posts that operation (through its strand, when it has one), so
+//! handlers, strands and tasks share one queue and every thread in
+//! `run()` can poll tasks. A task counts as one unit of work until it
+//! finishes, so `run()` returns once every task is done (or on `stop`).
+//!
+//! Task memory is reserved when the context is built
+//! ([`TaskStorage`]: `count` slots of `max_future_bytes` each); [`spawn`]
+//! never allocates. A full pool, or a future (or output) larger than a
+//! slot, hands the future back inside the error.
+//!
+//! Contexts that run tasks are `'static` (spawning takes `&'static self`),
+//! and a slot returns to the pool only when its last `Waker` and its
+//! `JoinHandle` are gone, so a waker never reaches freed or reused memory
+//! and waking a finished task is a no-op.
+//!
+//! [`spawn`]: crate::Scheduler::spawn
+
+use core::cell::UnsafeCell;
+use core::future::Future;
+use core::mem::{align_of, size_of, MaybeUninit};
+use core::pin::Pin;
+use core::ptr::NonNull;
+use core::task::{Context, Poll};
+
+use pinion_sync::{RawMutex, SyncKit};
+
+use crate::backend::Task;
+use crate::op::Operation;
+use crate::scheduler::Scheduler;
+use crate::slab::{Entry, Key, Slab};
+use crate::storage::Storage;
+use crate::{Error, Pool, Rejected};
+
+mod block_on;
+mod join;
+mod raw;
+
+pub(crate) use block_on::BlockOn;
+pub use join::JoinHandle;
+pub use raw::TaskHeader;
+use raw::TaskOwner;
+
+/// Alignment of every task's future storage: futures and outputs aligned
+/// more strictly are refused (`TaskTooLarge`).
+pub const TASK_ALIGN: usize = 16;
+
+/// One 16-byte unit of task storage.
+#[repr(C, align(16))]
+pub struct TaskChunk(UnsafeCell<MaybeUninit<[u8; TASK_ALIGN]>>);
+
+impl TaskChunk {
+    /// An unused chunk, for `static` initialisers.
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub const EMPTY: TaskChunk = TaskChunk(UnsafeCell::new(MaybeUninit::uninit()));
+}
+
+/// The memory of a context's task pool: one header per task, and each
+/// task's future storage.
+pub struct TaskStorage {
+    headers: Storage<Entry<TaskHeader>>,
+    chunks: Storage<TaskChunk>,
+}
+
+impl TaskStorage {
+    /// No tasks (spawning answers `NoPool(Tasks)`).
+    pub fn none() -> Self {
+        TaskStorage {
+            headers: Storage::from_static(&mut []),
+            chunks: Storage::from_static(&mut []),
+        }
+    }
+
+    /// `count` tasks of up to `max_future_bytes` each, boxed once.
+    #[cfg(any(test, feature = "alloc"))]
+    pub fn boxed(count: usize, max_future_bytes: usize) -> Self {
+        let per = Self::chunks_for(max_future_bytes);
+        TaskStorage {
+            headers: Storage::boxed_with(count, || Entry::new(TaskHeader::EMPTY)),
+            chunks: Storage::boxed_with(count * per, || TaskChunk::EMPTY),
+        }
+    }
+
+    /// Task storage on caller-provided memory: one header per task, and
+    /// `chunks.len() / headers.len()` chunks (16 bytes each) per task.
+    pub fn from_static(
+        headers: &'static mut [Entry<TaskHeader>], chunks: &'static mut [TaskChunk],
+    ) -> Self {
+        TaskStorage {
+            headers: Storage::from_static(headers),
+            chunks: Storage::from_static(chunks),
+        }
+    }
+
+    /// Chunks a slot needs for `bytes` of future.
+    pub const fn chunks_for(bytes: usize) -> usize {
+        bytes.div_ceil(TASK_ALIGN)
+    }
+}
+
+/// The task pool of a scheduler.
+pub(crate) struct TaskPool<M: RawMutex> {
+    slab: Slab<TaskHeader, M>,
+    chunks: Storage<TaskChunk>,
+    /// Chunks per task.
+    per: usize,
+}
+
+impl<M: RawMutex> TaskPool<M> {
+    pub(crate) fn new(storage: TaskStorage) -> Self {
+        let n = storage.headers.len();
+        let per = storage.chunks.len().checked_div(n).unwrap_or(0);
+        TaskPool {
+            slab: Slab::new(storage.headers),
+            chunks: storage.chunks,
+            per,
+        }
+    }
+
+    /// Bytes of future (or output) one task may hold.
+    pub(crate) fn max_future_bytes(&self) -> usize {
+        self.per * TASK_ALIGN
+    }
+
+    /// Tasks: (slots in use, capacity).
+    pub(crate) fn in_use(&self) -> (usize, usize) {
+        (self.slab.in_use(), self.slab.capacity())
+    }
+
+    /// A free slot and its storage.
+    fn take(&self) -> Option<(Key, NonNull<TaskHeader>, *mut u8)> {
+        let (key, hdr) = self.slab.insert()?;
+        // SAFETY: `index < capacity`, and the chunk storage holds `per`
+        // chunks for each of the slab's entries.
+        let storage = unsafe { self.chunks.as_ptr().add(key.index() as usize * self.per) };
+        Some((key, NonNull::from(hdr), storage as *mut u8))
+    }
+
+    /// # Safety
+    /// The slot of `key` is taken and nothing refers to it any more.
+    pub(crate) unsafe fn give_back(&self, key: Key) {
+        self.slab.retire(key);
+        // SAFETY: per contract.
+        unsafe { self.slab.release(key.index()) };
+    }
+
+    /// Drops the future of every task that has not finished (shutdown,
+    /// with no thread inside `run` and nothing queued).
+    pub(crate) fn shutdown(&mut self) {
+        let n = self.slab.used();
+        for i in 0..n {
+            let Some(hdr) = self.slab.at(i) else { continue };
+            let h = NonNull::from(hdr);
+            let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
+            if state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0 {
+                // SAFETY: shutdown: no thread polls or queues it; its
+                // future is live.
+                unsafe { raw::finish_without_output(h, false) };
+            }
+        }
+    }
+}
+
+// SAFETY: tasks are queued on the scheduler and complete with it as owner
+// (`post_immediate_completion`); slots go back to its own pool.
+unsafe impl<T: Task + Sync + 'static, K: SyncKit + 'static> TaskOwner for Scheduler<T, K>
+where
+    Scheduler<T, K>: Sync,
+{
+    #[inline]
+    unsafe fn schedule_op(&self, op: NonNull<Operation>) {
+        // SAFETY: forwarded: a task op of this scheduler, on no queue.
+        unsafe { self.post_immediate_completion(op) }
+    }
+
+    #[inline]
+    unsafe fn task_finished(&self) {
+        // SAFETY: matches the unit counted at spawn.
+        unsafe { self.work_finished() }
+    }
+
+    unsafe fn release_task(&self, key: Key) {
+        // SAFETY: forwarded.
+        unsafe { self.tasks().give_back(key) }
+    }
+}
+
+impl<T: Task + Sync + 'static, K: SyncKit + 'static> Scheduler<T, K>
+where
+    Scheduler<T, K>: Sync,
+{
+    /// Runs `future` as a task on this scheduler; any thread in `run()`
+    /// may poll it. Hands the future back with `NoPool(Tasks)` (built
+    /// without tasks), `PoolFull(Tasks)`, or `TaskTooLarge(bytes)` when
+    /// the future or its output does not fit a task slot.
+    pub fn spawn<F>(&'static self, future: F) -> Result<JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        // SAFETY: no strand: queued on this scheduler.
+        unsafe { self.spawn_with(future, raw::schedule_plain::<Self>, core::ptr::null()) }
+    }
+
+    /// # Safety
+    /// `schedule` queues a task of this scheduler so that it completes
+    /// with it as owner; `strand` is what `schedule` needs (null for the
+    /// plain path), and if non-null the caller has taken a reference to
+    /// it that the task's release gives back.
+    pub(crate) unsafe fn spawn_with<F>(
+        &'static self, future: F, schedule: unsafe fn(NonNull<TaskHeader>), strand: *const (),
+    ) -> Result<JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let pool = self.tasks();
+        let refuse = |error, handler| Err(Rejected { error, handler });
+        if pool.in_use().1 == 0 {
+            return refuse(Error::NoPool(Pool::Tasks), future);
+        }
+        let need = size_of::<F>().max(size_of::<F::Output>());
+        let align = align_of::<F>().max(align_of::<F::Output>());
+        if need > pool.max_future_bytes() || align > TASK_ALIGN {
+            return refuse(
+                Error::TaskTooLarge(need.min(u32::MAX as usize) as u32),
+                future,
+            );
+        }
+        let Some((key, h, storage)) = pool.take() else {
+            return refuse(Error::PoolFull(Pool::Tasks), future);
+        };
+        // SAFETY: the live task's unit of work, finished when it completes.
+        unsafe { self.work_started() };
+        // SAFETY: a fresh slot of this scheduler's pool, exclusively ours;
+        // the storage fits (checked above); `schedule` per contract.
+        unsafe {
+            raw::init_and_schedule(h, key, storage, self, future, schedule, strand);
+            Ok(JoinHandle::new(h))
+        }
+    }
+
+    /// Tasks: (slots in use, capacity).
+    pub fn tasks_in_use(&self) -> (usize, usize) {
+        self.tasks().in_use()
+    }
+}
+
+/// Yields once: the task goes to the back of the queue, so that other
+/// handlers and tasks run before it continues.
+pub fn yield_now() -> YieldNow {
+    YieldNow { yielded: false }
+}
+
+/// The future of [`yield_now`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct YieldNow {
+    yielded: bool,
+}
+
+impl Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}

@@ -1,0 +1,522 @@
+//! The task slot and its state machine: the raw-pointer core of tasks.
+//!
+//! A task slot is a [`TaskHeader`] (in the context's task slab) and a
+//! region of the task storage that holds the future, and after it
+//! completes, its output. The header's first field is an [`Operation`]:
+//! scheduling a task posts that operation, and the scheduler's run loop
+//! "completes" it by polling the future, like any handler.
+//!
+//! One atomic word holds the state and a reference count:
+//!
+//! ```text
+//!   SCHEDULED  the op is queued, or will be requeued by the thread polling it
+//!   RUNNING    a thread is polling the future
+//!   COMPLETE   the future is gone (finished, aborted, panicked, shut down)
+//!   OUTPUT     an output value is stored and the JoinHandle has not taken it
+//!   JOIN_INTEREST  a JoinHandle exists
+//!   JOIN_WAKER     the JoinHandle's waker is stored; the runner may read it
+//!   CANCELLED  abort() was called
+//!   refs       one per Waker, one for the JoinHandle, one while not COMPLETE
+//! ```
+//!
+//! The slot goes back to the pool when the count reaches zero, so a
+//! `Waker` never points at a slot that was reused; and contexts that run
+//! tasks are `'static`, so it never points at freed memory. Waking a task
+//! that completed is a no-op; waking one that is queued or being polled
+//! costs one compare-and-swap.
+
+use core::cell::{Cell, UnsafeCell};
+use core::future::Future;
+use core::mem::{self, ManuallyDrop};
+use core::pin::Pin;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
+use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+
+use crate::op::{Invoke, Operation};
+use crate::slab::Key;
+
+pub(crate) const SCHEDULED: usize = 1 << 0;
+pub(crate) const RUNNING: usize = 1 << 1;
+pub(crate) const COMPLETE: usize = 1 << 2;
+pub(crate) const OUTPUT: usize = 1 << 3;
+pub(crate) const JOIN_INTEREST: usize = 1 << 4;
+pub(crate) const JOIN_WAKER: usize = 1 << 5;
+pub(crate) const CANCELLED: usize = 1 << 6;
+const REF_SHIFT: u32 = 7;
+pub(crate) const REF_ONE: usize = 1 << REF_SHIFT;
+pub(crate) const REF_MASK: usize = !(REF_ONE - 1);
+
+/// What a task needs of the scheduler that owns it.
+///
+/// # Safety
+/// `schedule` queues the operation so that it is completed (run or
+/// destroyed) exactly once with `self` as owner; `release` takes back a
+/// slot of this owner's pool.
+pub(crate) unsafe trait TaskOwner: Sync + 'static {
+    /// Queues a task's operation as new work.
+    ///
+    /// # Safety
+    /// `op` is a task operation of this owner, on no queue.
+    unsafe fn schedule_op(&self, op: NonNull<Operation>);
+    /// A live task completed: one unit of work less.
+    ///
+    /// # Safety
+    /// Matches the unit counted when the task was spawned.
+    unsafe fn task_finished(&self);
+    /// Returns the slot of `key` to the pool.
+    ///
+    /// # Safety
+    /// Nothing refers to the slot any more.
+    unsafe fn release_task(&self, key: Key);
+}
+
+/// The type-erased operations a slot needs from its future's type.
+pub(crate) struct TaskVTable {
+    /// Drops the future in the slot's storage.
+    pub(crate) drop_future: unsafe fn(*mut u8),
+    /// Drops the output in the slot's storage.
+    pub(crate) drop_output: unsafe fn(*mut u8),
+    /// Gives the slot back to its owner's pool.
+    pub(crate) release: unsafe fn(NonNull<TaskHeader>),
+    /// `TaskOwner::task_finished` on the owner.
+    pub(crate) finished: unsafe fn(*const ()),
+}
+
+/// The vtable of a slot that holds nothing (never called).
+static UNUSED: TaskVTable = TaskVTable {
+    drop_future: unused_ptr,
+    drop_output: unused_ptr,
+    release: unused_header,
+    finished: unused_owner,
+};
+
+fn unused_owner(_: *const ()) {
+    unreachable!("pinion: a free task slot was used")
+}
+
+fn unused_ptr(_: *mut u8) {
+    unreachable!("pinion: a free task slot was used")
+}
+
+fn unused_header(_: NonNull<TaskHeader>) {
+    unreachable!("pinion: a free task slot was used")
+}
+
+/// The vtable for futures of type `F` owned by `S`.
+struct VTableOf<F, S>(core::marker::PhantomData<(F, S)>);
+
+impl<F: Future, S: TaskOwner> VTableOf<F, S> {
+    const V: TaskVTable = TaskVTable {
+        drop_future: drop_in_place_as::<F>,
+        drop_output: drop_in_place_as::<F::Output>,
+        release: release_slot::<S>,
+        finished: finished_on::<S>,
+    };
+}
+
+/// # Safety
+/// `p` holds a live `T`, dropped once.
+unsafe fn drop_in_place_as<T>(p: *mut u8) {
+    // SAFETY: per contract.
+    unsafe { ptr::drop_in_place(p as *mut T) }
+}
+
+/// # Safety
+/// `owner` is an `&'static S`; as for `TaskOwner::task_finished`.
+unsafe fn finished_on<S: TaskOwner>(owner: *const ()) {
+    // SAFETY: per contract.
+    unsafe { (*(owner as *const S)).task_finished() }
+}
+
+/// # Safety
+/// `h`'s reference count reached zero.
+unsafe fn release_slot<S: TaskOwner>(h: NonNull<TaskHeader>) {
+    // SAFETY: the slot is ours alone (count zero).
+    let hdr = unsafe { h.as_ref() };
+    // SAFETY: nobody reads the join waker any more.
+    drop(unsafe { (*hdr.join_waker.get()).take() });
+    hdr.state.store(0, Ordering::Relaxed);
+    hdr.vtable.set(&UNUSED);
+    // SAFETY: `owner` is the `S` that spawned this task; nothing refers
+    // to the slot any more.
+    unsafe { (*(hdr.owner.get() as *const S)).release_task(hdr.key.get()) }
+}
+
+/// One task slot's header (opaque outside the task module).
+#[repr(C)]
+pub struct TaskHeader {
+    /// First, so that the operation's address is the header's.
+    op: UnsafeCell<Operation>,
+    pub(crate) state: AtomicUsize,
+    // The fields below are written only while the slot is exclusively
+    // owned: between taking it from the pool and scheduling it, and in
+    // `release_slot` once the count is zero.
+    vtable: Cell<&'static TaskVTable>,
+    /// The owning scheduler (`&'static S`).
+    owner: Cell<*const ()>,
+    /// How a wake-up queues this task (plain, or through a strand).
+    schedule: Cell<unsafe fn(NonNull<TaskHeader>)>,
+    /// The strand the task runs in (null if none); see `schedule`.
+    pub(crate) strand: Cell<*const ()>,
+    /// The slot's future/output storage.
+    storage: Cell<*mut u8>,
+    key: Cell<Key>,
+    /// The JoinHandle's waker: written by the JoinHandle only while
+    /// `JOIN_WAKER` is clear and the task not `COMPLETE`, read by the
+    /// runner only while it is set, dropped when the slot is released.
+    join_waker: UnsafeCell<Option<Waker>>,
+}
+
+// SAFETY: the `Cell` fields are written only while the slot is
+// exclusively owned (see the field comments); `state` is atomic;
+// `join_waker` follows the JOIN_WAKER protocol; the future and output are
+// `Send` (spawn requires it) and touched by one thread at a time (the
+// RUNNING bit, or exclusive ownership).
+unsafe impl Sync for TaskHeader {}
+// SAFETY: as above.
+unsafe impl Send for TaskHeader {}
+
+impl TaskHeader {
+    /// A free slot's header, for initialising the task slab.
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub const EMPTY: TaskHeader = TaskHeader {
+        op: UnsafeCell::new(Operation::new(never_completed)),
+        state: AtomicUsize::new(0),
+        vtable: Cell::new(&UNUSED),
+        owner: Cell::new(ptr::null()),
+        schedule: Cell::new(unused_header),
+        strand: Cell::new(ptr::null()),
+        storage: Cell::new(ptr::null_mut()),
+        key: Cell::new(Key::new(0, 0)),
+        join_waker: UnsafeCell::new(None),
+    };
+
+    #[inline(always)]
+    fn op(h: NonNull<TaskHeader>) -> NonNull<Operation> {
+        h.cast()
+    }
+
+    #[inline(always)]
+    pub(crate) fn storage(&self) -> *mut u8 {
+        self.storage.get()
+    }
+
+    #[inline(always)]
+    pub(crate) fn vtable(&self) -> &'static TaskVTable {
+        self.vtable.get()
+    }
+
+    /// The JoinHandle's waker field (see its protocol on the field).
+    #[inline(always)]
+    pub(crate) fn join_waker_ptr(&self) -> *mut Option<Waker> {
+        self.join_waker.get()
+    }
+}
+
+/// The operation function of a free slot (never queued).
+unsafe fn never_completed(_: NonNull<Operation>, _: *const (), _: Invoke<'_>) {
+    unreachable!("pinion: a free task slot was completed")
+}
+
+/// Sets up a slot just taken from the pool and schedules the task.
+///
+/// # Safety
+/// `h` is a slot of `owner`'s pool, taken and exclusively owned;
+/// `storage` is its storage, large and aligned enough for `F` and
+/// `F::Output`; `schedule` queues through `owner` (or a strand of it
+/// whose reference the slot now holds). The caller counted one unit of
+/// work for the live task.
+pub(crate) unsafe fn init_and_schedule<F, S>(
+    h: NonNull<TaskHeader>, key: Key, storage: *mut u8, owner: &'static S, future: F,
+    schedule: unsafe fn(NonNull<TaskHeader>), strand: *const (),
+) where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    S: TaskOwner,
+{
+    // SAFETY: exclusively owned (contract).
+    let hdr = unsafe { h.as_ref() };
+    // SAFETY: exclusively owned; nothing reads the op until it is queued.
+    unsafe { ptr::write(hdr.op.get(), Operation::new(run_task::<F, S>)) };
+    hdr.vtable.set(&VTableOf::<F, S>::V);
+    hdr.owner.set(owner as *const S as *const ());
+    hdr.schedule.set(schedule);
+    hdr.strand.set(strand);
+    hdr.storage.set(storage);
+    hdr.key.set(key);
+    // SAFETY: the storage fits `F` (contract) and holds nothing.
+    unsafe { ptr::write(storage as *mut F, future) };
+    // Queued, a JoinHandle, and two references: the JoinHandle's and the
+    // live task's (dropped when it completes).
+    hdr.state
+        .store(SCHEDULED | JOIN_INTEREST | 2 * REF_ONE, Ordering::Release);
+    // SAFETY: the op is set up and on no queue.
+    unsafe { schedule(h) };
+}
+
+/// Queues `h`'s operation on its owner directly.
+///
+/// # Safety
+/// `h` is live, SCHEDULED, and on no queue.
+pub(crate) unsafe fn schedule_plain<S: TaskOwner>(h: NonNull<TaskHeader>) {
+    // SAFETY: live (contract); `owner` is an `&'static S`.
+    let owner = unsafe { &*(h.as_ref().owner.get() as *const S) };
+    // SAFETY: a task op of `owner`, on no queue.
+    unsafe { owner.schedule_op(TaskHeader::op(h)) }
+}
+
+/// The task operation's complete function: poll the future (Run), or drop
+/// it (Destroy, at shutdown).
+///
+/// # Safety
+/// See [`CompleteFn`](crate::op::CompleteFn); `op` is the operation of a
+/// live, SCHEDULED task whose future has type `F`, owned by `S`.
+unsafe fn run_task<F: Future, S: TaskOwner>(op: NonNull<Operation>, _: *const (), how: Invoke<'_>) {
+    let h = op.cast::<TaskHeader>();
+    // SAFETY: live while SCHEDULED (the live reference is held).
+    let hdr = unsafe { h.as_ref() };
+    if !how.is_run() {
+        // Shutdown: the future is dropped unpolled; nobody is woken.
+        let prev = hdr.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
+        debug_assert!(prev & (RUNNING | COMPLETE) == 0);
+        // SAFETY: not running, not complete: the future is live and ours.
+        unsafe { finish_without_output(h, false) };
+        return;
+    }
+    // SCHEDULED -> RUNNING: flips both bits.
+    let prev = hdr.state.fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
+    debug_assert!(prev & SCHEDULED != 0 && prev & (RUNNING | COMPLETE) == 0);
+    if prev & CANCELLED != 0 {
+        // SAFETY: RUNNING is ours; the future is live.
+        unsafe { finish_without_output(h, true) };
+        return;
+    }
+    // A panic in `poll` drops the future and completes the task (no
+    // output) before unwinding on, so nothing is left half-running.
+    let unwind = OnUnwind(h);
+    let waker = ManuallyDrop::new(
+        // SAFETY: the vtable's functions take `h` as a task header; this
+        // waker is borrowed (not dropped), so it holds no reference.
+        unsafe { Waker::from_raw(RawWaker::new(h.as_ptr() as *const (), &WAKER_VTABLE)) },
+    );
+    let mut cx = Context::from_waker(&waker);
+    let fut = hdr.storage() as *mut F;
+    // SAFETY: the future lives in the slot and never moves; RUNNING makes
+    // this thread its only user.
+    let res = unsafe { Pin::new_unchecked(&mut *fut) }.poll(&mut cx);
+    mem::forget(unwind);
+    match res {
+        Poll::Ready(out) => {
+            // SAFETY: the future is done; its storage now holds the output
+            // (spawn checked that it fits).
+            unsafe {
+                ptr::drop_in_place(fut);
+                ptr::write(hdr.storage() as *mut F::Output, out);
+                finish(h, true, true);
+            }
+        }
+        Poll::Pending => {
+            let prev = hdr.state.fetch_and(!RUNNING, Ordering::AcqRel);
+            if prev & SCHEDULED != 0 {
+                // Woken while it ran: the waker left the queueing to us.
+                // SAFETY: SCHEDULED and on no queue.
+                unsafe { (hdr.schedule.get())(h) };
+            }
+        }
+    }
+}
+
+/// Completes a task whose poll unwound.
+struct OnUnwind(NonNull<TaskHeader>);
+
+impl Drop for OnUnwind {
+    fn drop(&mut self) {
+        // SAFETY: only alive during a poll, which holds RUNNING.
+        unsafe { finish_without_output(self.0, true) }
+    }
+}
+
+/// Drops the live future and completes the task without an output.
+///
+/// # Safety
+/// The caller is the only user of the future (RUNNING, or SCHEDULED and
+/// dequeued, or shutdown), and it is live.
+pub(crate) unsafe fn finish_without_output(h: NonNull<TaskHeader>, notify: bool) {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
+    // SAFETY: the future is live and ours (contract).
+    unsafe { (hdr.vtable().drop_future)(hdr.storage()) };
+    // SAFETY: as above.
+    unsafe { finish(h, false, notify) };
+}
+
+/// Marks the task COMPLETE, hands the output to the JoinHandle (or drops
+/// it), wakes the JoinHandle, and drops the live reference.
+///
+/// # Safety
+/// The future is gone; `has_output` says whether the storage holds the
+/// output; the caller held RUNNING (or exclusive access at shutdown).
+unsafe fn finish(h: NonNull<TaskHeader>, has_output: bool, notify: bool) {
+    // SAFETY: live until the reference dropped at the end.
+    let hdr = unsafe { h.as_ref() };
+    let mut cur = hdr.state.load(Ordering::Acquire);
+    loop {
+        let mut next = (cur & !(RUNNING | SCHEDULED)) | COMPLETE;
+        if has_output && cur & JOIN_INTEREST != 0 {
+            next |= OUTPUT;
+        }
+        match hdr
+            .state
+            .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => break,
+            Err(actual) => cur = actual,
+        }
+    }
+    if has_output && cur & JOIN_INTEREST == 0 {
+        // Nobody will take it.
+        // SAFETY: the output is live and, without a JoinHandle, ours.
+        unsafe { (hdr.vtable().drop_output)(hdr.storage()) };
+    }
+    if notify && cur & (JOIN_INTEREST | JOIN_WAKER) == JOIN_INTEREST | JOIN_WAKER {
+        // SAFETY: JOIN_WAKER was set, so the waker is stored and the
+        // JoinHandle leaves it alone now that COMPLETE is set; it is
+        // dropped only when the slot is released, after our reference.
+        if let Some(w) = unsafe { &*hdr.join_waker.get() } {
+            w.wake_by_ref();
+        }
+    }
+    if notify {
+        // SAFETY: `owner` is the `&'static S` that spawned the task, and
+        // this matches the work counted at spawn.
+        unsafe { (hdr.vtable().finished)(hdr.owner.get()) };
+    }
+    // SAFETY: the live reference, dropped once.
+    unsafe { drop_ref(h) };
+}
+
+/// Adds one reference.
+#[inline]
+pub(crate) fn ref_inc(hdr: &TaskHeader) {
+    let prev = hdr.state.fetch_add(REF_ONE, Ordering::Relaxed);
+    if prev > (usize::MAX >> 1) {
+        // More wakers than memory could hold: a leak loop in user code.
+        panic!("pinion: task reference count overflow");
+    }
+}
+
+/// Drops one reference; the last one releases the slot.
+///
+/// # Safety
+/// The caller owns one reference to the live slot `h`.
+#[inline]
+pub(crate) unsafe fn drop_ref(h: NonNull<TaskHeader>) {
+    // SAFETY: live while we hold a reference.
+    let hdr = unsafe { h.as_ref() };
+    let prev = hdr.state.fetch_sub(REF_ONE, Ordering::AcqRel);
+    debug_assert!(prev & REF_MASK != 0);
+    if prev & REF_MASK == REF_ONE {
+        // SAFETY: the count is zero: the slot is ours alone.
+        unsafe { (hdr.vtable().release)(h) };
+    }
+}
+
+/// Schedules the task unless it is complete, queued, or running (then
+/// the runner requeues it).
+///
+/// # Safety
+/// `h` is live (the caller holds a reference).
+pub(crate) unsafe fn wake_by_ref(h: NonNull<TaskHeader>) {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
+    let mut cur = hdr.state.load(Ordering::Acquire);
+    loop {
+        if cur & (COMPLETE | SCHEDULED) != 0 {
+            return;
+        }
+        match hdr.state.compare_exchange_weak(
+            cur,
+            cur | SCHEDULED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
+            Err(actual) => cur = actual,
+        }
+    }
+    if cur & RUNNING == 0 {
+        // SAFETY: we set SCHEDULED on an idle, incomplete task: it is on
+        // no queue, and the live reference keeps it alive.
+        unsafe { (hdr.schedule.get())(h) };
+    }
+}
+
+/// Asks the task to stop: at its next turn the future is dropped.
+///
+/// # Safety
+/// `h` is live (the caller holds a reference).
+pub(crate) unsafe fn abort(h: NonNull<TaskHeader>) {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
+    let mut cur = hdr.state.load(Ordering::Acquire);
+    loop {
+        if cur & (COMPLETE | CANCELLED) != 0 {
+            return;
+        }
+        match hdr.state.compare_exchange_weak(
+            cur,
+            cur | CANCELLED | SCHEDULED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
+            Err(actual) => cur = actual,
+        }
+    }
+    if cur & (SCHEDULED | RUNNING) == 0 {
+        // SAFETY: idle and incomplete: on no queue.
+        unsafe { (hdr.schedule.get())(h) };
+    }
+}
+
+// ---- wakers ----------------------------------------------------------------
+
+static WAKER_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
+
+/// # Safety
+/// `p` is a task header the waker holds a reference to (or, for the
+/// runner's borrowed waker, one kept alive by the live reference).
+unsafe fn waker_clone(p: *const ()) -> RawWaker {
+    // SAFETY: per contract.
+    ref_inc(unsafe { &*(p as *const TaskHeader) });
+    RawWaker::new(p, &WAKER_VTABLE)
+}
+
+/// # Safety
+/// As for `waker_clone`; consumes the waker's reference.
+unsafe fn waker_wake(p: *const ()) {
+    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
+    // SAFETY: per contract.
+    unsafe {
+        wake_by_ref(h);
+        drop_ref(h);
+    }
+}
+
+/// # Safety
+/// As for `waker_clone`.
+unsafe fn waker_wake_by_ref(p: *const ()) {
+    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
+    // SAFETY: per contract.
+    unsafe { wake_by_ref(h) }
+}
+
+/// # Safety
+/// As for `waker_clone`; consumes the waker's reference.
+unsafe fn waker_drop(p: *const ()) {
+    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
+    // SAFETY: per contract.
+    unsafe { drop_ref(h) }
+}

@@ -1,0 +1,269 @@
+//! The socket futures: accept, connect, read, write, and the composed
+//! `read_exact`, `write_all`, `read_until`; UDP `send_to`/`recv_from`.
+
+use core::net::SocketAddr;
+
+use pinion_core::backend::{At, Backend, DescKind, Key};
+use pinion_core::buf::{IoBuf, IoBufMut, Slice};
+use pinion_core::compose::DelimSearch;
+use pinion_core::{Error, Result};
+
+use super::rendezvous::CellHandler;
+use super::{Op, Start};
+use crate::context::IoContext;
+use crate::handler::AcceptedConn;
+use crate::net::{open_socket, TcpListener, TcpStream, UdpSocket};
+use crate::owned::Owned;
+
+/// `TcpStream::read`: one `read_some`.
+pub type Read<'c, B, Buf> = Op<'c, B, ReadSome<Buf>>;
+/// `TcpStream::write`: one `write_some`.
+pub type Write<'c, B, Buf> = Op<'c, B, WriteSome<Buf>>;
+/// `TcpListener::accept`.
+pub type Accept<'c, B> = Op<'c, B, AcceptOne>;
+/// `UdpSocket::send_to`.
+pub type SendTo<'c, B, Buf> = Op<'c, B, SendOne<Buf>>;
+/// `UdpSocket::recv_from`.
+pub type RecvFrom<'c, B, Buf> = Op<'c, B, RecvOne<Buf>>;
+/// `TcpStream::connect`'s operation.
+pub type Connect<'c, B> = Op<'c, B, ConnectTo>;
+
+/// The start of a read.
+pub struct ReadSome<Buf>(Buf);
+/// The start of a write.
+pub struct WriteSome<Buf>(Buf);
+/// The start of an accept.
+pub struct AcceptOne;
+/// The start of a datagram send.
+pub struct SendOne<Buf>(Buf, SocketAddr);
+/// The start of a datagram receive.
+pub struct RecvOne<Buf>(Buf);
+/// The start of a connect.
+pub struct ConnectTo(SocketAddr);
+
+impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
+    type Value = (Result<usize>, Buf);
+    type Output = (Result<usize>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        if self.0.spare() == 0 {
+            return Err((Error::BufferFull, self, h));
+        }
+        B::read_some(at, self.0, h).map_err(|r| (r.error, ReadSome(r.handler.0), r.handler.1))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), self.0)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
+
+impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for WriteSome<Buf> {
+    type Value = (Result<usize>, Buf);
+    type Output = (Result<usize>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        B::write_some(at, self.0, h).map_err(|r| (r.error, WriteSome(r.handler.0), r.handler.1))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), self.0)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
+
+impl<'c, B: Backend> Start<'c, B> for AcceptOne {
+    type Value = AcceptedConn<'c, B>;
+    type Output = AcceptedConn<'c, B>;
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        B::accept(at, h).map_err(|r| (r.error, AcceptOne, r.handler))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        Err(error)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
+
+impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for SendOne<Buf> {
+    type Value = (Result<usize>, Buf);
+    type Output = (Result<usize>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        let to = self.1;
+        B::send_to(at, self.0, to, h).map_err(|r| (r.error, SendOne(r.handler.0, to), r.handler.1))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), self.0)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
+
+impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for RecvOne<Buf> {
+    type Value = (Result<(usize, SocketAddr)>, Buf);
+    type Output = (Result<(usize, SocketAddr)>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        if self.0.spare() == 0 {
+            return Err((Error::BufferFull, self, h));
+        }
+        B::recv_from(at, self.0, h).map_err(|r| (r.error, RecvOne(r.handler.0), r.handler.1))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), self.0)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
+
+impl<'c, B: Backend> Start<'c, B> for ConnectTo {
+    type Value = Result<()>;
+    /// On failure the socket is closed: the key is only a stream on success.
+    type Output = Result<()>;
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        let addr = self.0;
+        B::connect(at, addr, h).map_err(|r| (r.error, ConnectTo(addr), r.handler))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        Err(error)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+    /// A connect given up before it finished leaves no socket behind.
+    fn dropped(ctx: &'c IoContext<B>, key: Key) {
+        let _ = B::close(At {
+            sched: ctx.sched(),
+            key,
+        });
+    }
+}
+
+impl<'c, B: Backend> TcpListener<'c, B> {
+    /// Accepts one connection: the stream (closed when dropped) and the
+    /// peer's address. Errors as for [`async_accept`](Self::async_accept).
+    /// Dropping the future cancels this accept only; a connection accepted
+    /// meanwhile is closed.
+    pub fn accept(&self) -> Accept<'c, B> {
+        Op::new(self.context(), self.key(), AcceptOne)
+    }
+}
+
+impl<'c, B: Backend> TcpStream<'c, B> {
+    /// Connects to `addr`: the stream (closed when dropped), or the error
+    /// (the socket is closed by then). Dropping the future closes the
+    /// socket.
+    pub async fn connect(
+        ctx: &'c IoContext<B>, addr: SocketAddr,
+    ) -> Result<Owned<TcpStream<'c, B>>> {
+        let fd = open_socket::<B>(&addr, libc::SOCK_STREAM)?;
+        let key = B::register(ctx.sched(), fd, DescKind::Stream)?;
+        match Op::new(ctx, key, ConnectTo(addr)).await {
+            Ok(()) => Ok(Owned::new(TcpStream::from_key(ctx, key))),
+            Err(e) => {
+                // The op gave its output, so its drop closes nothing.
+                let _ = B::close(At {
+                    sched: ctx.sched(),
+                    key,
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads at most `buf.spare()` bytes into `buf`'s room; `Eof` when
+    /// the peer has closed, `BufferFull` for a buffer with no room. The
+    /// buffer comes back with the result. Dropping the future cancels
+    /// the read (bytes it had already read are lost).
+    pub fn read<Buf: IoBufMut>(&self, buf: Buf) -> Read<'c, B, Buf> {
+        Op::new(self.context(), self.key(), ReadSome(buf))
+    }
+
+    /// Writes at most `buf.bytes_len()` bytes of `buf` (without SIGPIPE:
+    /// a closed peer is `BrokenPipe`).
+    pub fn write<Buf: IoBuf>(&self, buf: Buf) -> Write<'c, B, Buf> {
+        Op::new(self.context(), self.key(), WriteSome(buf))
+    }
+
+    /// Reads until `buf` has no room left: `Ok(())`, or the error with
+    /// every byte read so far in the buffer (`Eof` if the peer closed
+    /// first).
+    pub async fn read_exact<Buf: IoBufMut>(&self, mut buf: Buf) -> (Result<()>, Buf) {
+        while buf.spare() > 0 {
+            let (r, b) = self.read(buf).await;
+            buf = b;
+            if let Err(e) = r {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Writes every byte of `buf`, across partial writes.
+    pub async fn write_all<Buf: IoBuf>(&self, buf: Buf) -> (Result<()>, Buf) {
+        let mut rest = Slice::new(buf, 0);
+        while rest.bytes_len() > 0 {
+            let (r, s) = self.write(rest).await;
+            rest = s;
+            match r {
+                Ok(0) => return (Err(Error::BrokenPipe), rest.into_inner()),
+                Ok(n) => rest.consume(n),
+                Err(e) => return (Err(e), rest.into_inner()),
+            }
+        }
+        (Ok(()), rest.into_inner())
+    }
+
+    /// Reads into `buf` until its bytes contain `delim`: `Ok(n)`, `n`
+    /// just past the first occurrence (later bytes stay in the buffer for
+    /// the next call); `Err(NotFound)` when the buffer filled up without
+    /// it; `Err(Eof)` when the peer closed first. Searches the bytes
+    /// already in the buffer first, as the callback form does.
+    pub async fn read_until<Buf: IoBufMut>(
+        &self, mut buf: Buf, delim: &'static [u8],
+    ) -> (Result<usize>, Buf) {
+        let mut search = DelimSearch::new(delim);
+        loop {
+            if let Some(r) = search.outcome(&buf) {
+                return (r, buf);
+            }
+            let (r, b) = self.read(buf).await;
+            buf = b;
+            if let Err(e) = r {
+                return (Err(e), buf);
+            }
+        }
+    }
+}
+
+impl<'c, B: Backend> UdpSocket<'c, B> {
+    /// Sends `buf` as one datagram to `to`.
+    pub fn send_to<Buf: IoBuf>(&self, buf: Buf, to: SocketAddr) -> SendTo<'c, B, Buf> {
+        Op::new(self.context(), self.key(), SendOne(buf, to))
+    }
+
+    /// Receives one datagram into `buf`'s room, with its sender.
+    pub fn recv_from<Buf: IoBufMut>(&self, buf: Buf) -> RecvFrom<'c, B, Buf> {
+        Op::new(self.context(), self.key(), RecvOne(buf))
+    }
+}

@@ -1,0 +1,216 @@
+//! async/await over real sockets, on each backend: tasks serving
+//! connections, the I/O futures, dropping a future mid-flight (the
+//! operation is cancelled, its buffer comes back, no byte lands
+//! elsewhere), timers and timeouts.
+
+use std::io::{Read, Write};
+use std::net::Shutdown as StdShutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pinion::aio::{sleep, timeout};
+use pinion::{Error, IoBufMut, Owned};
+
+use super::{b, listen, Ctx};
+use crate::util::{self, FixedBuf};
+
+fn ctx() -> Ctx {
+    Ctx::with(
+        b::Builder::new()
+            .ops(256)
+            .descriptors(64)
+            .timers(16)
+            .tasks(16, 4096),
+    )
+}
+
+/// An echo server task per connection, written with async/await.
+async fn echo(s: Owned<b::TcpStream<'static>>) -> usize {
+    let mut buf = FixedBuf::new(1024);
+    let mut total = 0;
+    loop {
+        buf.clear();
+        let (r, b) = s.read(buf).await;
+        buf = b;
+        match r {
+            Ok(n) => total += n,
+            Err(Error::Eof) => return total,
+            Err(e) => panic!("read: {e}"),
+        }
+        let (r, b) = s.write_all(buf).await;
+        buf = b;
+        r.expect("write_all");
+    }
+}
+
+#[test]
+fn an_async_echo_server_serves_std_clients() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let clients: Vec<_> = (0..3u32)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                let mut s = util::std_connect(addr);
+                let msg = util::pattern_vec(seed, 10_000);
+                util::std_write_all(&mut s, &msg);
+                s.shutdown(StdShutdown::Write).unwrap();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                assert_eq!(back, msg);
+            })
+        })
+        .collect();
+    let served = c
+        .block_on(async move {
+            let mut handles = Vec::new();
+            for _ in 0..3 {
+                let (s, _) = l.accept().await.expect("accept");
+                handles.push(c.spawn(echo(s)).map_err(|r| r.error).expect("spawn"));
+            }
+            let mut sum = 0;
+            for h in handles {
+                sum += h.await.expect("task");
+            }
+            l.close().unwrap();
+            sum
+        })
+        .unwrap();
+    for t in clients {
+        t.join().unwrap();
+    }
+    assert_eq!(served, 30_000);
+    assert_eq!(c.tasks_in_use().0, 0);
+    assert_eq!(
+        c.descriptors_in_use(),
+        0,
+        "every stream was closed by its Owned"
+    );
+}
+
+#[test]
+fn connect_read_exact_read_until_and_write() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = std_l.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = std_l.accept().unwrap();
+        s.write_all(b"line one\nline").unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(b" two\n12345").unwrap();
+        got
+    });
+    c.block_on(async move {
+        let s = b::TcpStream::connect(c, addr).await.expect("connect");
+        let (r, buf) = s.read_until(FixedBuf::new(64), b"\n").await;
+        assert_eq!(r, Ok(9));
+        assert_eq!(&buf.bytes()[..9], b"line one\n");
+        let (r, _) = s.write(&b"hello"[..]).await;
+        assert_eq!(r, Ok(5));
+        // "line" may be in `buf` already or not: read exactly what is
+        // left of the 23 bytes, whatever the split.
+        let have = buf.bytes().len() - 9;
+        let (r, rest) = s.read_exact(FixedBuf::new(14 - have)).await;
+        r.expect("read_exact");
+        let mut all = buf.bytes()[9..].to_vec();
+        all.extend_from_slice(rest.bytes());
+        assert_eq!(all, b"line two\n12345");
+    })
+    .unwrap();
+    assert_eq!(&peer.join().unwrap(), b"hello");
+    assert_eq!(c.descriptors_in_use(), 0);
+}
+
+#[test]
+fn a_refused_connect_is_an_error_and_leaves_no_socket() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let r = c.block_on(b::TcpStream::connect(c, addr)).unwrap();
+    assert_eq!(r.err(), Some(Error::ConnectionRefused));
+    assert_eq!(c.descriptors_in_use(), 0);
+}
+
+/// A read dropped while it waits is cancelled: the bytes sent afterwards
+/// go to the next read, the buffer of the dropped one comes back to its
+/// owner (a drop counter), and no slot stays taken.
+#[test]
+fn a_dropped_read_is_cancelled_and_gives_its_buffer_back() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peer = util::std_connect(addr);
+    let drops = Arc::new(AtomicUsize::new(0));
+    let d = drops.clone();
+    let ops_before = c.ops_in_use().0;
+    let got = c
+        .block_on(async move {
+            let (s, _) = l.accept().await.expect("accept");
+            l.close().unwrap();
+            // Times out: nothing was sent yet.
+            let r = timeout(
+                c,
+                Duration::from_millis(20),
+                s.read(FixedBuf::new(64).counting(&d)),
+            )
+            .await;
+            assert_eq!(r.err(), Some(Error::TimedOut));
+            s
+        })
+        .unwrap();
+    // The cancelled read finishes in the backend (and drops its buffer)
+    // from the run loop.
+    super::run_until(c, "the cancelled read's buffer is back", || {
+        drops.load(Ordering::SeqCst) == 1
+    });
+    util::std_write_all(&mut peer, b"after");
+    let bytes = c
+        .block_on(async move {
+            let (r, buf) = got.read(FixedBuf::new(64)).await;
+            assert_eq!(r, Ok(5));
+            buf.bytes().to_vec()
+        })
+        .unwrap();
+    assert_eq!(bytes, b"after", "the dropped read took nothing");
+    super::run_until(c, "slots back", || c.ops_in_use().0 == ops_before);
+}
+
+#[test]
+fn sleep_and_timeout() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let t0 = c.now();
+    c.block_on(async move {
+        sleep(c, Duration::from_millis(5)).await.unwrap();
+        let r = timeout(c, Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+        let r = timeout(c, Duration::from_millis(1), std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Error::TimedOut));
+    })
+    .unwrap();
+    assert!(c.now() - t0 >= Duration::from_millis(5));
+    assert_eq!(c.timers_in_use(), 0, "each sleep closed its timer");
+}
+
+#[test]
+fn udp_send_to_and_recv_from() {
+    let ctx = ctx();
+    let c = ctx.get();
+    let a = Owned::new(b::UdpSocket::bind(c, util::any_port()).unwrap());
+    let bsock = Owned::new(b::UdpSocket::bind(c, util::any_port()).unwrap());
+    let (from, to) = (a.local_addr().unwrap(), bsock.local_addr().unwrap());
+    c.block_on(async move {
+        let (r, _) = a.send_to(&b"ping"[..], to).await;
+        assert_eq!(r, Ok(4));
+        let (r, buf) = bsock.recv_from(FixedBuf::new(16)).await;
+        assert_eq!(r, Ok((4, from)));
+        assert_eq!(buf.bytes(), b"ping");
+    })
+    .unwrap();
+}
