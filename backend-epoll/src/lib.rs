@@ -31,7 +31,7 @@ use core::net::SocketAddr;
 
 use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
-    OpId, PooledHandler, RecvHandler, Sched, Started,
+    OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
@@ -49,7 +49,7 @@ mod stats;
 pub use reactor::{DescriptorSlot, Reactor, POLL_SKIP_MAX, POLL_SKIP_NS};
 pub use stats::Stats;
 
-use ops::{Accept, Recv, RecvFrom, RecvPooled, Send, SendTo};
+use ops::{Accept, Recv, RecvFrom, RecvPooled, Send, SendTo, Wait};
 use reactor::{READ_OP, WRITE_OP};
 
 /// The pool pooled reads take from when a socket is readable.
@@ -240,6 +240,14 @@ unsafe impl Backend for Reactor {
 
     fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H> {
         ops::connect_nonblocking(at, addr, h)
+    }
+
+    fn wait<H: WaitHandler<Self>>(at: At<'_, Self>, what: Readiness, h: H) -> Started<H> {
+        let r = match what {
+            Readiness::Readable => ops::start::<READ_OP, _, _>(at, Wait, h, false),
+            Readiness::Writable => ops::start::<WRITE_OP, _, _>(at, Wait, h, false),
+        };
+        r.map_err(|r| r.map(|(_, h)| h))
     }
 
     fn send_to<T: IoBuf, H: IoHandler<Self, T>>(

@@ -574,6 +574,21 @@ impl<H: Handler<Reactor, Result<()>>> OpState<H> for Connect {
     }
 }
 
+/// A readiness wait (Asio's `reactive_wait_op`): started without a
+/// speculative attempt (the queue re-arms the descriptor, so readiness that
+/// is already there is reported at once), done when epoll reports it.
+pub(crate) struct Wait;
+
+impl<H: Handler<Reactor, Result<()>>> OpState<H> for Wait {
+    fn perform(&mut self, _: &Reactor, _: i32) -> Attempt {
+        Attempt::Done(Ok(0))
+    }
+
+    fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
+        handler.call(sched, r.map(drop))
+    }
+}
+
 /// Starts a connect of socket `key` to `addr`: the non-blocking
 /// `connect`, then a wait for writability unless it finished at once.
 pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(

@@ -38,7 +38,7 @@ use core::net::SocketAddr;
 
 use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
-    OpId, PooledHandler, RecvHandler, Sched, Started,
+    OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::ReadBufferCount;
@@ -217,6 +217,10 @@ unsafe impl Backend for Proactor {
 
     fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H> {
         ops::start_connect(at, addr, h)
+    }
+
+    fn wait<H: WaitHandler<Self>>(at: At<'_, Self>, what: Readiness, h: H) -> Started<H> {
+        ops::start_wait(at, what, h)
     }
 
     fn send_to<T: IoBuf, H: IoHandler<Self, T>>(

@@ -13,7 +13,8 @@ use std::ptr::{addr_of, addr_of_mut, NonNull};
 
 use io_uring::opcode;
 use pinion_core::backend::{
-    At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Started,
+    At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,
+    WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
@@ -330,6 +331,88 @@ pub(crate) fn start_connect<H: ConnectHandler<Proactor>>(
         error,
         // SAFETY: refused, the op was never queued: still ours; the handler
         // moves out once, then the slot is freed.
+        handler: unsafe {
+            let h = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler)));
+            sched.free_op_in(here, p);
+            h
+        },
+    })
+}
+
+// ---- readiness --------------------------------------------------------------
+
+#[repr(C)]
+struct WaitOp<H> {
+    header: Operation,
+    handler: ManuallyDrop<H>,
+}
+
+/// # Safety
+/// See `pinion_core::op::CompleteFn`; `op` is a `WaitOp<H>`.
+unsafe fn complete_wait<H: Handler<Proactor, Result<()>>>(
+    op: NonNull<Operation>, owner: *const (), how: Invoke<'_>,
+) {
+    let p = op.cast::<WaitOp<H>>();
+    // SAFETY: `p` is live and ours; fields read once, then the slot freed.
+    let (res, handler) = unsafe {
+        let o = p.as_ptr();
+        (
+            (*o).header.result(),
+            ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
+        )
+    };
+    // SAFETY: the owner is the scheduler that allocated the op.
+    let sched = unsafe { &*(owner as *const Sched) };
+    handler.completing();
+    // SAFETY: values moved out above; freed once.
+    unsafe { sched.free_op_in(how.here(), p) };
+    if how.is_run() {
+        // The result is the ready events; any of them (POLLERR, POLLHUP
+        // included) means the next call will not block.
+        handler.call(sched, res.map(drop))
+    }
+}
+
+/// `Backend::wait` (`IORING_OP_POLL_ADD`, single-shot).
+pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
+    at: At<'_, Proactor>, what: Readiness, handler: H,
+) -> Started<H> {
+    let (sched, key) = (at.sched, at.key);
+    let op = WaitOp {
+        header: Operation::new(complete_wait::<H>),
+        handler: ManuallyDrop::new(handler),
+    };
+    let here = sched.here();
+    // SAFETY: `here` came from this scheduler; the slot is freed by
+    // `complete_wait` or below, once.
+    let p = unsafe {
+        sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
+    }?;
+    let o = p.as_ptr();
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe { (*addr_of_mut!((*o).handler)).bind(OpId::new(p.cast())) };
+    let mask = match what {
+        Readiness::Readable => libc::POLLIN | libc::POLLRDHUP,
+        Readiness::Writable => libc::POLLOUT,
+    } as u32;
+    // SAFETY: a poll carries no pointer but the op's slot (user_data),
+    // which stays allocated until its CQE.
+    let pushed = unsafe {
+        sched.task().push_on(
+            key,
+            true,
+            // SAFETY: counted once the key is checked, finished by the
+            // op's completion.
+            || sched.io_work_started(),
+            |target| {
+                with_target!(target, |t| opcode::PollAdd::new(t, mask).build()).user_data(o as u64)
+            },
+        )
+    };
+    pushed.map_err(|error| Rejected {
+        error,
+        // SAFETY: refused, never queued: still ours; moved out once, then
+        // the slot is freed.
         handler: unsafe {
             let h = ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler)));
             sched.free_op_in(here, p);

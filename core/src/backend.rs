@@ -308,6 +308,19 @@ handler_alias!(
     /// A connect's handler.
     ConnectHandler<> = Result<()>
 );
+handler_alias!(
+    /// A readiness wait's handler: `Ok(())` once the descriptor is ready.
+    WaitHandler<> = Result<()>
+);
+
+/// What a readiness wait ([`Backend::wait`]) waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// Data to read, end of stream, or an error.
+    Readable,
+    /// Room to write, or an error.
+    Writable,
+}
 
 /// A pooled read's handler: the filled buffer, borrowing the read pool.
 #[cfg(target_os = "linux")]
@@ -427,6 +440,11 @@ pub unsafe trait Backend: Task + Sized {
 
     /// Connects the (registered, unconnected) socket to `addr`.
     fn connect<H: ConnectHandler<Self>>(at: At<'_, Self>, addr: SocketAddr, h: H) -> Started<H>;
+
+    /// Completes when the descriptor is ready for `what` (Asio's
+    /// `async_wait`): nothing is read or written, so a wait can be given up
+    /// (cancelled) without losing data.
+    fn wait<H: WaitHandler<Self>>(at: At<'_, Self>, what: Readiness, h: H) -> Started<H>;
 
     /// Sends `buf` as one datagram to `to`.
     fn send_to<T: IoBuf, H: IoHandler<Self, T>>(

@@ -342,3 +342,25 @@ mod tests {
         assert_eq!(refuse().unwrap_err().into_inner(), 7);
     }
 }
+
+#[cfg(feature = "embedded-io")]
+impl embedded_io::Error for Error {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        use embedded_io::ErrorKind as K;
+        match self {
+            Error::ConnectionReset => K::ConnectionReset,
+            Error::ConnectionRefused => K::ConnectionRefused,
+            Error::BrokenPipe => K::BrokenPipe,
+            Error::NotFound => K::NotFound,
+            Error::OperationAborted => K::Interrupted,
+            Error::PoolFull(_) | Error::NoPool(_) | Error::TaskTooLarge(_) => K::OutOfMemory,
+            Error::BufferFull => K::InvalidInput,
+            Error::TimedOut => K::TimedOut,
+            Error::OperationNotSupported => K::Unsupported,
+            Error::BadDescriptor => K::NotConnected,
+            Error::AddrInUse => K::AddrInUse,
+            Error::TooManyOpenFiles => K::OutOfMemory,
+            _ => K::Other,
+        }
+    }
+}

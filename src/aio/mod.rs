@@ -29,9 +29,12 @@ mod net;
 pub(crate) mod rendezvous;
 mod time;
 
-pub use net::{AcceptOne, ConnectTo, ReadSome, RecvOne, SendOne, WriteSome};
+pub use net::{AcceptOne, ConnectTo, ReadSome, RecvOne, SendOne, WaitFor, WriteSome};
+pub use pinion_core::backend::Readiness;
 
-pub use net::{Accept, Connect, Read, RecvFrom, SendTo, Write};
+pub use net::{Accept, Connect, Read, Ready, RecvFrom, SendTo, Write};
+#[cfg(feature = "embedded-io")]
+mod eio;
 pub use time::{sleep, sleep_until, timeout, Interval, Sleep, Timeout};
 
 pub(crate) use rendezvous::FromValue;

@@ -3,7 +3,7 @@
 
 use core::net::SocketAddr;
 
-use pinion_core::backend::{At, Backend, DescKind, Key};
+use pinion_core::backend::{At, Backend, DescKind, Key, Readiness};
 use pinion_core::buf::{IoBuf, IoBufMut, Slice};
 use pinion_core::compose::DelimSearch;
 use pinion_core::{Error, Result};
@@ -27,6 +27,8 @@ pub type SendTo<'c, B, Buf> = Op<'c, B, SendOne<Buf>>;
 pub type RecvFrom<'c, B, Buf> = Op<'c, B, RecvOne<Buf>>;
 /// `TcpStream::connect`'s operation.
 pub type Connect<'c, B> = Op<'c, B, ConnectTo>;
+/// `TcpStream::ready`: a readiness wait.
+pub type Ready<'c, B> = Op<'c, B, WaitFor>;
 
 /// The start of a read.
 pub struct ReadSome<Buf>(Buf);
@@ -40,6 +42,25 @@ pub struct SendOne<Buf>(Buf, SocketAddr);
 pub struct RecvOne<Buf>(Buf);
 /// The start of a connect.
 pub struct ConnectTo(SocketAddr);
+/// The start of a readiness wait.
+pub struct WaitFor(Readiness);
+
+impl<'c, B: Backend> Start<'c, B> for WaitFor {
+    type Value = Result<()>;
+    type Output = Result<()>;
+
+    fn start(
+        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+        B::wait(at, self.0, h).map_err(|r| (r.error, self, r.handler))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        Err(error)
+    }
+    fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
+        v
+    }
+}
 
 impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
     type Value = (Result<usize>, Buf);
@@ -203,6 +224,26 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     /// a closed peer is `BrokenPipe`).
     pub fn write<Buf: IoBuf>(&self, buf: Buf) -> Write<'c, B, Buf> {
         Op::new(self.context(), self.key(), WriteSome(buf))
+    }
+
+    /// Waits until the stream is readable or writable (end of stream and
+    /// errors count as ready). Nothing is read or written, so dropping
+    /// the future loses nothing: the base of the cancel-safe
+    /// `embedded-io-async` streams.
+    pub fn ready(&self, what: Readiness) -> Ready<'c, B> {
+        Op::new(self.context(), self.key(), WaitFor(what))
+    }
+
+    /// Reads what is there now into `buf`, without waiting: the count (0
+    /// at end of stream), or `WouldBlock`.
+    pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.with_fd(|fd| Ok(pinion_sys::socket::recv_nonblocking(fd, buf)?))
+    }
+
+    /// Writes what fits now, without waiting (and without SIGPIPE): the
+    /// count, or `WouldBlock`.
+    pub fn try_write(&self, buf: &[u8]) -> Result<usize> {
+        self.with_fd(|fd| Ok(pinion_sys::socket::send_nonblocking(fd, buf)?))
     }
 
     /// Reads until `buf` has no room left: `Ok(())`, or the error with

@@ -138,6 +138,32 @@ pub fn shutdown(fd: i32, how: Shutdown) -> Result<(), Errno> {
     syscall!(shutdown(fd, how)).map(drop)
 }
 
+/// `recv` without blocking (`MSG_DONTWAIT`), into `buf`: the count (0
+/// at end of stream), or `EAGAIN` when nothing is there.
+pub fn recv_nonblocking(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = crate::syscall_retry!(recv(
+        fd,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        libc::MSG_DONTWAIT
+    ))?;
+    Ok(n as usize)
+}
+
+/// `send` without blocking and without SIGPIPE (`MSG_DONTWAIT |
+/// MSG_NOSIGNAL`): the count, or `EAGAIN` when the send buffer is full.
+pub fn send_nonblocking(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = crate::syscall_retry!(send(
+        fd,
+        buf.as_ptr().cast(),
+        buf.len(),
+        libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL
+    ))?;
+    Ok(n as usize)
+}
+
 /// `setsockopt(2)` for an `int` option (`SO_REUSEADDR`, `TCP_NODELAY`,
 /// `SO_SNDBUF`...).
 pub fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> Result<(), Errno> {

@@ -214,3 +214,80 @@ fn udp_send_to_and_recv_from() {
     })
     .unwrap();
 }
+
+/// The `embedded-io-async` read is cancel-safe: a read given up by a
+/// timeout consumes nothing, and the next read gets every byte.
+#[cfg(feature = "embedded-io")]
+#[test]
+fn an_embedded_io_read_given_up_loses_nothing() {
+    // The inherent owned-buffer `read`/`write_all` would win over the
+    // traits' methods: call these through the traits.
+    use embedded_io_async::{Read, Write};
+    let ctx = ctx();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let peer = std::thread::spawn(move || {
+        let mut s = util::std_connect(addr);
+        // Wait for the pinion side to give up its first read.
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).unwrap();
+        s.write_all(b"all of it").unwrap();
+        let mut back = [0u8; 9];
+        s.read_exact(&mut back).unwrap();
+        back
+    });
+    c.block_on(async move {
+        let (s, _) = l.accept().await.expect("accept");
+        l.close().unwrap();
+        let mut s = *s;
+        let mut buf = [0u8; 32];
+        let r = timeout(c, Duration::from_millis(10), Read::read(&mut s, &mut buf)).await;
+        assert_eq!(r.err(), Some(Error::TimedOut));
+        Write::write_all(&mut s, b"!").await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 9 {
+            let n = Read::read(&mut s, &mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"all of it");
+        Write::write_all(&mut s, &got).await.unwrap();
+        s.close().unwrap();
+    })
+    .unwrap();
+    assert_eq!(&peer.join().unwrap(), b"all of it");
+}
+
+/// `futures-util` combinators (no std, no alloc) work with pinion's
+/// futures: `join!` of two reads on two streams, `select` of a read and a
+/// sleep.
+#[test]
+fn futures_util_join_and_select() {
+    use futures_util::future::{select, Either};
+    let ctx = ctx();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut p1 = util::std_connect(addr);
+    let mut p2 = util::std_connect(addr);
+    util::std_write_all(&mut p1, b"one");
+    util::std_write_all(&mut p2, b"two");
+    c.block_on(async move {
+        let (a, _) = l.accept().await.expect("accept");
+        let (bs, _) = l.accept().await.expect("accept");
+        l.close().unwrap();
+        let (ra, rb) = futures_util::join!(a.read(FixedBuf::new(8)), bs.read(FixedBuf::new(8)));
+        let mut got = vec![ra.1.bytes().to_vec(), rb.1.bytes().to_vec()];
+        got.sort();
+        assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+        // Nothing more comes: the sleep wins, the read is dropped (cancelled).
+        let read = a.read(FixedBuf::new(8));
+        let nap = sleep(c, Duration::from_millis(5));
+        match select(read, nap).await {
+            Either::Right((r, _read)) => r.unwrap(),
+            Either::Left(_) => panic!("nothing was sent"),
+        }
+    })
+    .unwrap();
+    drop((p1, p2));
+    super::run_until(c, "descriptors closed", || c.descriptors_in_use() == 0);
+}
