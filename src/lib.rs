@@ -81,6 +81,19 @@ pub mod task {
     pub use pinion_core::task::{
         yield_now, JoinHandle, TaskChunk, TaskHeader, TaskStorage, YieldNow,
     };
+
+    /// Runs `future` as a task bound to `strand` (see
+    /// [`Strand::spawn`](crate::strand::Strand::spawn)).
+    pub fn spawn_on<B, F>(
+        strand: &crate::strand::Strand<'static, B>, future: F,
+    ) -> Result<JoinHandle<F::Output>, crate::Rejected<F>>
+    where
+        B: crate::Backend,
+        F: core::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        strand.spawn(future)
+    }
 }
 
 /// Buffers that operations own while in flight, and fixed pools of them.

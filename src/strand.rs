@@ -61,6 +61,32 @@ impl<'c, B: Backend> Strand<'c, B> {
     }
 }
 
+impl<B: Backend> Strand<'static, B> {
+    /// Runs `future` as a task bound to this strand: its polls never
+    /// overlap the strand's handlers (or other tasks of the strand), and
+    /// its wake-ups queue behind handlers posted before them. Hands the
+    /// future back as [`IoContext::spawn`] does. The task keeps the
+    /// strand alive until it is gone.
+    ///
+    /// ```
+    /// let ctx: &'static pinion::IoContext =
+    ///     pinion::Builder::new().tasks(2, 256).build_static().unwrap();
+    /// let strand = pinion::Strand::new(ctx).unwrap();
+    /// let s = strand.clone();
+    /// let h = strand.spawn(async move { s.running_in_this_thread() }).unwrap();
+    /// assert_eq!(ctx.block_on(h).unwrap(), Ok(true));
+    /// ```
+    pub fn spawn<F>(
+        &self, future: F,
+    ) -> core::result::Result<pinion_core::task::JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: core::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn(future)
+    }
+}
+
 impl<B: Backend> Clone for Strand<'_, B> {
     fn clone(&self) -> Self {
         Strand {

@@ -167,6 +167,68 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
     }
 }
 
+impl<T: Task, K: SyncKit> Strand<'static, T, K> {
+    /// A task bound to this strand: its polls are queued through the
+    /// strand, so they never overlap the strand's handlers (or each
+    /// other's), and run in wake-up order with them. Hands the future back
+    /// as [`Scheduler::spawn`] does.
+    pub fn spawn<F>(&self, future: F) -> Result<crate::task::JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: core::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+        T: Sync + 'static,
+        K: 'static,
+        Scheduler<T, K>: Sync,
+    {
+        // The task holds a strand reference, so a wake-up after the last
+        // handle is gone still finds the strand (released with the slot).
+        let held = ManuallyDrop::new(self.clone());
+        let strand = held.imp.as_ptr() as *const ();
+        // SAFETY: `schedule_in_strand` queues through the strand `strand`
+        // of this scheduler, whose reference the task now holds.
+        let spawned = unsafe {
+            self.sched.spawn_with(
+                future,
+                crate::task::schedule_in_strand::<Scheduler<T, K>>,
+                strand,
+            )
+        };
+        if spawned.is_err() {
+            drop(ManuallyDrop::into_inner(held));
+        }
+        spawned
+    }
+}
+
+/// Queues `op` in the strand `imp` (a reference a task holds).
+///
+/// # Safety
+/// `imp` is a live strand of `sched` (the caller holds a reference); `op`
+/// is an operation of `sched` on no queue.
+pub(crate) unsafe fn enqueue_raw<T: Task, K: SyncKit>(
+    sched: &Scheduler<T, K>, imp: *const (), op: NonNull<Operation>,
+) {
+    let strand = ManuallyDrop::new(Strand {
+        sched,
+        // SAFETY: non-null: a strand's slot (contract).
+        imp: unsafe { NonNull::new_unchecked(imp as *mut StrandImpl<K>) },
+    });
+    strand.enqueue(op);
+}
+
+/// Gives back a task's strand reference (freeing the strand if it was the
+/// last and nothing is queued).
+///
+/// # Safety
+/// `imp` is a strand of `sched` whose reference the caller owns.
+pub(crate) unsafe fn drop_ref_raw<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: *const ()) {
+    drop(Strand {
+        sched,
+        // SAFETY: non-null: a strand's slot (contract).
+        imp: unsafe { NonNull::new_unchecked(imp as *mut StrandImpl<K>) },
+    });
+}
+
 impl<T: Task, K: SyncKit> Clone for Strand<'_, T, K> {
     fn clone(&self) -> Self {
         let imp = self.imp();
@@ -245,7 +307,9 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
     let s = unsafe { imp.as_ref() };
     if !how.is_run() {
         // Shutdown: no handle can exist (they borrow the scheduler being
-        // dropped), so destroy every handler and free the slot.
+        // dropped), so destroy every handler. Tasks bound to the strand
+        // may still hold references (a task slot outlives its poll while a
+        // waker or join handle exists); the last one frees the slot.
         let mut all = OpQueue::new();
         // SAFETY: exclusive at shutdown.
         unsafe {
@@ -256,8 +320,15 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
             // SAFETY: each handler op is live and owned by `sched`.
             unsafe { Operation::complete(h, owner, Invoke::Destroy) };
         }
-        // SAFETY: nothing refers to the slot any more.
-        unsafe { sched.free_op(imp) };
+        s.mutex.lock();
+        s.locked.set(false);
+        let free = s.refs.get() == 0;
+        // SAFETY: locked above.
+        unsafe { s.mutex.unlock() };
+        if free {
+            // SAFETY: nothing refers to the slot any more.
+            unsafe { sched.free_op(imp) };
+        }
         return;
     }
     // Hands over on exit, also if a handler unwinds (Asio's

@@ -14,25 +14,12 @@ use std::task::{Context, Poll, Waker};
 use std::thread;
 
 use common::{join_all, leak_box, leak_slice_mut, scale, slots, spawn_runners, watchdog, Ctx};
-use pinion_core::backend::NoTask;
-use pinion_core::slab::Entry;
-use pinion_core::task::{yield_now, TaskChunk, TaskHeader, TaskStorage};
-use pinion_core::{Error, Pool, Scheduler};
+use pinion_core::task::yield_now;
+use pinion_core::{Error, Pool};
 use pinion_sync::FutexKit;
 
-/// A leaked scheduler with `tasks` task slots of `bytes` each.
 fn ctx(tasks: usize, bytes: usize, hint: usize) -> &'static Ctx {
-    let headers: Vec<Entry<TaskHeader>> =
-        (0..tasks).map(|_| Entry::new(TaskHeader::EMPTY)).collect();
-    let per = TaskStorage::chunks_for(bytes);
-    let chunks: Vec<TaskChunk> = (0..tasks * per).map(|_| TaskChunk::EMPTY).collect();
-    let storage = TaskStorage::from_static(
-        leak_slice_mut(headers.into_boxed_slice()),
-        leak_slice_mut(chunks.into_boxed_slice()),
-    );
-    leak_box(Box::new(
-        Scheduler::<NoTask, FutexKit>::new(NoTask, slots(64), hint).with_tasks(storage),
-    ))
+    common::with_tasks(tasks, bytes, hint)
 }
 
 /// A one-shot signal: a future that completes once `fire` was called,

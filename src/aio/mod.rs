@@ -40,6 +40,10 @@ pub use time::{sleep, sleep_until, timeout, Interval, Sleep, Timeout};
 pub(crate) use rendezvous::FromValue;
 use rendezvous::{CellHandler, Looked, Waiting};
 
+/// A refused start: the reason, the start itself and the handler, handed
+/// back so nothing is lost.
+pub type Refusal<'c, B, S> = (Error, S, CellHandler<B, <S as Start<'c, B>>::Value>);
+
 /// One kind of operation a future can start (sealed: the module is
 /// private to the crate).
 pub trait Start<'c, B: Backend>: Sized {
@@ -52,7 +56,7 @@ pub trait Start<'c, B: Backend>: Sized {
     /// everything back with the reason.
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> Result<(), (Error, Self, CellHandler<B, Self::Value>)>;
+    ) -> Result<(), Refusal<'c, B, Self>>;
 
     /// The output of a refused start (the buffer comes back).
     fn refused(self, error: Error) -> Self::Output;

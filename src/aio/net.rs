@@ -9,7 +9,7 @@ use pinion_core::compose::DelimSearch;
 use pinion_core::{Error, Result};
 
 use super::rendezvous::CellHandler;
-use super::{Op, Start};
+use super::{Op, Refusal, Start};
 use crate::context::IoContext;
 use crate::handler::AcceptedConn;
 use crate::net::{open_socket, TcpListener, TcpStream, UdpSocket};
@@ -51,7 +51,7 @@ impl<'c, B: Backend> Start<'c, B> for WaitFor {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::wait(at, self.0, h).map_err(|r| (r.error, self, r.handler))
     }
     fn refused(self, error: Error) -> Self::Output {
@@ -68,7 +68,7 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         if self.0.spare() == 0 {
             return Err((Error::BufferFull, self, h));
         }
@@ -88,7 +88,7 @@ impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for WriteSome<Buf> {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::write_some(at, self.0, h).map_err(|r| (r.error, WriteSome(r.handler.0), r.handler.1))
     }
     fn refused(self, error: Error) -> Self::Output {
@@ -105,7 +105,7 @@ impl<'c, B: Backend> Start<'c, B> for AcceptOne {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::accept(at, h).map_err(|r| (r.error, AcceptOne, r.handler))
     }
     fn refused(self, error: Error) -> Self::Output {
@@ -122,7 +122,7 @@ impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for SendOne<Buf> {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         let to = self.1;
         B::send_to(at, self.0, to, h).map_err(|r| (r.error, SendOne(r.handler.0, to), r.handler.1))
     }
@@ -140,7 +140,7 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for RecvOne<Buf> {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         if self.0.spare() == 0 {
             return Err((Error::BufferFull, self, h));
         }
@@ -161,7 +161,7 @@ impl<'c, B: Backend> Start<'c, B> for ConnectTo {
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
-    ) -> core::result::Result<(), (Error, Self, CellHandler<B, Self::Value>)> {
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         let addr = self.0;
         B::connect(at, addr, h).map_err(|r| (r.error, ConnectTo(addr), r.handler))
     }

@@ -249,7 +249,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.run_loop(Wait::Poll, 1)
     }
 
-    fn run_loop(&self, wait: Wait, limit: usize) -> usize {
+    pub(crate) fn run_loop(&self, wait: Wait, limit: usize) -> usize {
         if self.outstanding_work.load(Ordering::Acquire) == 0 {
             self.stop();
             return 0;

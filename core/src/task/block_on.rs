@@ -82,6 +82,10 @@ unsafe fn woken(op: NonNull<Operation>, _: *const (), _: Invoke<'_>) {
     b.queued.store(false, Ordering::Release);
 }
 
+/// How long `block_on` waits before it checks whether a wake-up it did
+/// not see (its op ran on another thread) came: 1 ms.
+const STOLEN_WAKE_NS: u64 = 1_000_000;
+
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake, drop_waker);
 
 /// # Safety
@@ -135,7 +139,12 @@ impl<T: Task + 'static, K: SyncKit + 'static> Scheduler<T, K> {
                 return Ok(out);
             }
             while b.epoch.load(Ordering::Acquire) == seen {
-                if self.run_one() == 0 {
+                // Another thread in `run` may take the record's op, and
+                // then nothing wakes this one: wait a bounded time, then
+                // look at the epoch again. Alone in `run`, this thread
+                // always gets the op and the bound is never reached.
+                let deadline = self.task().now_ns().saturating_add(STOLEN_WAKE_NS);
+                if self.run_loop(crate::backend::Wait::Until(deadline), 1) == 0 && self.stopped() {
                     return Err(Error::OperationAborted);
                 }
             }

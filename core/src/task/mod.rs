@@ -40,6 +40,7 @@ mod raw;
 
 pub(crate) use block_on::BlockOn;
 pub use join::JoinHandle;
+pub(crate) use raw::schedule_in_strand;
 pub use raw::TaskHeader;
 use raw::TaskOwner;
 
@@ -184,6 +185,16 @@ where
     unsafe fn release_task(&self, key: Key) {
         // SAFETY: forwarded.
         unsafe { self.tasks().give_back(key) }
+    }
+
+    unsafe fn schedule_in_strand(&self, strand: *const (), op: NonNull<Operation>) {
+        // SAFETY: forwarded: a live strand of this scheduler, a task op.
+        unsafe { crate::strand::enqueue_raw(self, strand, op) }
+    }
+
+    unsafe fn release_strand(&self, strand: *const ()) {
+        // SAFETY: forwarded: the task's own reference.
+        unsafe { crate::strand::drop_ref_raw(self, strand) }
     }
 }
 

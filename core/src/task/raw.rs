@@ -69,6 +69,17 @@ pub(crate) unsafe trait TaskOwner: Sync + 'static {
     /// # Safety
     /// Nothing refers to the slot any more.
     unsafe fn release_task(&self, key: Key);
+    /// Queues a task's operation through the strand `strand`.
+    ///
+    /// # Safety
+    /// `strand` is a strand of this owner whose reference the task holds;
+    /// `op` is a task operation of this owner, on no queue.
+    unsafe fn schedule_in_strand(&self, strand: *const (), op: NonNull<Operation>);
+    /// Gives back the strand reference a task held.
+    ///
+    /// # Safety
+    /// As for `schedule_in_strand`; called once, when the slot is released.
+    unsafe fn release_strand(&self, strand: *const ());
 }
 
 /// The type-erased operations a slot needs from its future's type.
@@ -138,9 +149,16 @@ unsafe fn release_slot<S: TaskOwner>(h: NonNull<TaskHeader>) {
     drop(unsafe { (*hdr.join_waker.get()).take() });
     hdr.state.store(0, Ordering::Relaxed);
     hdr.vtable.set(&UNUSED);
+    let strand = hdr.strand.replace(ptr::null());
     // SAFETY: `owner` is the `S` that spawned this task; nothing refers
     // to the slot any more.
-    unsafe { (*(hdr.owner.get() as *const S)).release_task(hdr.key.get()) }
+    let owner = unsafe { &*(hdr.owner.get() as *const S) };
+    // SAFETY: as above; the slot is not read after this.
+    unsafe { owner.release_task(hdr.key.get()) };
+    if !strand.is_null() {
+        // SAFETY: the reference the task took at spawn, given back once.
+        unsafe { owner.release_strand(strand) };
+    }
 }
 
 /// One task slot's header (opaque outside the task module).
@@ -250,7 +268,7 @@ pub(crate) unsafe fn init_and_schedule<F, S>(
     // Queued, a JoinHandle, and two references: the JoinHandle's and the
     // live task's (dropped when it completes).
     hdr.state
-        .store(SCHEDULED | JOIN_INTEREST | 2 * REF_ONE, Ordering::Release);
+        .store(SCHEDULED | JOIN_INTEREST | (2 * REF_ONE), Ordering::Release);
     // SAFETY: the op is set up and on no queue.
     unsafe { schedule(h) };
 }
@@ -264,6 +282,18 @@ pub(crate) unsafe fn schedule_plain<S: TaskOwner>(h: NonNull<TaskHeader>) {
     let owner = unsafe { &*(h.as_ref().owner.get() as *const S) };
     // SAFETY: a task op of `owner`, on no queue.
     unsafe { owner.schedule_op(TaskHeader::op(h)) }
+}
+
+/// Queues `h`'s operation through its strand.
+///
+/// # Safety
+/// `h` is live, SCHEDULED, on no queue, and holds a strand reference.
+pub(crate) unsafe fn schedule_in_strand<S: TaskOwner>(h: NonNull<TaskHeader>) {
+    // SAFETY: live (contract); `owner` is an `&'static S`.
+    let hdr = unsafe { h.as_ref() };
+    let owner = unsafe { &*(hdr.owner.get() as *const S) };
+    // SAFETY: the task's strand and op, per contract.
+    unsafe { owner.schedule_in_strand(hdr.strand.get(), TaskHeader::op(h)) }
 }
 
 /// The task operation's complete function: poll the future (Run), or drop

@@ -1,0 +1,326 @@
+//! `echo_server` written with async/await: every byte a client sends comes
+//! back, in order. The benchmark twin of the callback server, with the same
+//! behaviour and command line (plus `--backend`):
+//!
+//! ```text
+//! async_echo [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--backend epoll|uring]
+//! ```
+//! PORT defaults to 7000 (0 lets the kernel pick; the bound address is
+//! printed), ADDR to 127.0.0.1, N to 1, `--max-conns` to 1024, the backend
+//! to epoll (`uring` when built with the `uring` feature).
+//!
+//! One task per connection, spawned into task slots reserved at build
+//! (`Builder::tasks`), with one 16 KiB buffer from a pool made at start-up:
+//! nothing is allocated per connection or per message. The loop is
+//! `read` → `write_all` → `read`; while a write is pending the connection
+//! is not read, so a client that sends without reading is slowed by TCP
+//! and memory stays flat. A half-closed client gets every byte back before
+//! the server closes (the `Owned` stream closes when the task ends). A
+//! connection beyond `--max-conns` is closed at once and logged once. An
+//! accept error (EMFILE) is logged once per run of failures and the accept
+//! retried after 50 ms. SIGTERM and SIGINT stop the server (a self-pipe: the
+//! signal handler sends a datagram a task is waiting for).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::exit;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use pinion::aio::sleep;
+use pinion::buf::BufPool;
+use pinion::builder::Builder;
+use pinion::context::IoContext;
+use pinion::net::{TcpListener, TcpStream, UdpSocket};
+use pinion::sync::FutexMutex;
+use pinion::{Backend, Error, IoBufMut, Owned};
+
+const BUF_SIZE: usize = 16 * 1024;
+type Pool = BufPool<FutexMutex, BUF_SIZE>;
+
+/// Room for the largest future spawned here (`accept`'s state machine); a
+/// change that outgrows it makes `spawn` fail with `TaskTooLarge`, which
+/// names the size needed.
+const TASK_BYTES: usize = 256;
+
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn main() {
+    let cfg = Config::parse();
+    match cfg.backend.as_str() {
+        "epoll" => serve::<pinion::epoll::Backend>(&cfg),
+        #[cfg(feature = "uring")]
+        "uring" => serve::<pinion::uring::Backend>(&cfg),
+        #[cfg(not(feature = "uring"))]
+        "uring" => fail("built without the `uring` feature"),
+        other => usage(&format!("unknown backend {other} (epoll or uring)")),
+    }
+}
+
+fn serve<B: Backend>(cfg: &Config) {
+    // The accept loop, the signal task, and one task per connection.
+    let tasks = cfg.max_conns + 2;
+    let ctx: &'static IoContext<B> = Builder::<B>::new()
+        .ops(2 * cfg.max_conns + 64)
+        .descriptors(cfg.max_conns + 16)
+        .timers(8)
+        .tasks(tasks, TASK_BYTES)
+        .concurrency_hint(cfg.threads)
+        .build_static()
+        .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = TcpListener::bind(ctx, addr)
+        .map(Owned::new)
+        .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+    let local = listener.local_addr().map(|a| a.to_string());
+    let pool: &'static Pool = Box::leak(Box::new(Pool::boxed(cfg.max_conns)));
+    let signals = wait_for_signal(ctx, signal_socket(ctx));
+    if ctx.spawn(signals).is_err() || ctx.spawn(accept(ctx, listener, pool)).is_err() {
+        fail("no task slots for the server's own tasks");
+    }
+    eprintln!(
+        "async_echo: listening on {} ({}, {} thread{}, {} connections max)",
+        local.unwrap_or_default(),
+        ctx.backend_name(),
+        cfg.threads,
+        if cfg.threads == 1 { "" } else { "s" },
+        cfg.max_conns
+    );
+    std::thread::scope(|s| {
+        for _ in 1..cfg.threads {
+            s.spawn(|| ctx.run());
+        }
+        ctx.run();
+    });
+    eprintln!(
+        "async_echo: stopped after {} connections",
+        CONNECTIONS.load(Ordering::Relaxed)
+    );
+}
+
+/// Keeps one accept pending and spawns a task per connection.
+async fn accept<B: Backend>(
+    ctx: &'static IoContext<B>, listener: Owned<TcpListener<'static, B>>, pool: &'static Pool,
+) {
+    // One log line per run of failures, not one per refused connection.
+    let (mut accept_failing, mut refusing) = (false, false);
+    loop {
+        let conn = match listener.accept().await {
+            Ok((conn, _peer)) => conn,
+            Err(Error::OperationAborted) => return, // closing down
+            Err(e) => {
+                if !accept_failing {
+                    eprintln!("async_echo: accept failed: {e}; retrying");
+                    accept_failing = true;
+                }
+                // Asio's advice for EMFILE: keep accepting; a connection
+                // closing meanwhile makes room.
+                let _ = sleep(ctx, Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        accept_failing = false;
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        let Some(buf) = pool.alloc() else {
+            if !refusing {
+                eprintln!("async_echo: all buffers in use; refusing connections (see --max-conns)");
+                refusing = true;
+            }
+            continue; // dropping `conn` closes it
+        };
+        match ctx.spawn(echo(conn, buf)) {
+            Ok(_) => refusing = false,
+            Err(rejected) => {
+                if !refusing {
+                    eprintln!("async_echo: {}; refusing connections", rejected.error);
+                    refusing = true;
+                }
+            }
+        }
+    }
+}
+
+/// `read` → `write_all` → `read`... until an error or end of stream; the
+/// stream closes and the buffer goes back to the pool when this returns.
+///
+/// Generic over the buffer only because rustc cannot yet prove a future
+/// holding `PoolBuf<'static, ..>` is `Send` when the `IoBuf` impl is for
+/// `'static` alone (rust-lang/rust#102211).
+async fn echo<B: Backend, T: IoBufMut + Send>(conn: Owned<TcpStream<'static, B>>, mut buf: T) {
+    let _ = conn.set_nodelay(true);
+    loop {
+        buf.clear();
+        let (r, b) = conn.read(buf).await;
+        buf = b;
+        if r.is_err() {
+            return;
+        }
+        let (r, b) = conn.write_all(buf).await;
+        buf = b;
+        if r.is_err() {
+            return;
+        }
+    }
+}
+
+// ---- stopping on SIGTERM / SIGINT -------------------------------------------
+
+/// The socket the signal handler sends from, and the port it sends to.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
+/// The sender's port: only datagrams from it stop the server.
+static SENDER_PORT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only async-signal-safe calls: one non-blocking sendto.
+    let addr = loopback(SIGNAL_PORT.load(Ordering::Relaxed) as u16);
+    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
+    unsafe {
+        libc::sendto(
+            SIGNAL_FD.load(Ordering::Relaxed),
+            b"!".as_ptr() as *const libc::c_void,
+            1,
+            libc::MSG_DONTWAIT,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+    }
+}
+
+fn loopback(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// The socket the context reads, a private one the handler sends from, and
+/// the handlers for SIGTERM and SIGINT.
+fn signal_socket<B: Backend>(ctx: &'static IoContext<B>) -> Owned<UdpSocket<'static, B>> {
+    let wake = UdpSocket::bind(ctx, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
+    // SAFETY: plain socket creation; the fd is kept for the process's life.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    };
+    let mut addr = loopback(0);
+    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_in, writable for `len` bytes.
+    let bound = fd >= 0
+        && unsafe {
+            let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            libc::bind(fd, p, len) == 0 && libc::getsockname(fd, p, &mut len) == 0
+        };
+    if !bound {
+        fail("binding the signal socket");
+    }
+    SENDER_PORT.store(u16::from_be(addr.sin_port) as i32, Ordering::Relaxed);
+    SIGNAL_FD.store(fd, Ordering::Relaxed);
+    SIGNAL_PORT.store(port as i32, Ordering::Relaxed);
+    // SAFETY: installs a handler that only makes async-signal-safe calls.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+    Owned::new(wake)
+}
+
+async fn wait_for_signal<B: Backend>(
+    ctx: &'static IoContext<B>, wake: Owned<UdpSocket<'static, B>>,
+) {
+    // Allocated once, before serving; reused for every datagram.
+    let mut buf = Vec::with_capacity(16);
+    loop {
+        buf.clear();
+        let (r, b) = wake.recv_from(buf).await;
+        buf = b;
+        match r {
+            // Any local process could send here; only our handler's socket
+            // stops the server.
+            Ok((_, from))
+                if from.ip().is_loopback()
+                    && i32::from(from.port()) == SENDER_PORT.load(Ordering::Relaxed) =>
+            {
+                eprintln!("async_echo: signal received, stopping");
+                ctx.stop();
+                return;
+            }
+            Err(Error::OperationAborted) => return,
+            _ => {}
+        }
+    }
+}
+
+// ---- arguments ------------------------------------------------------------
+
+struct Config {
+    port: u16,
+    bind: IpAddr,
+    threads: usize,
+    max_conns: usize,
+    backend: String,
+}
+
+impl Config {
+    fn parse() -> Config {
+        let mut cfg = Config {
+            port: 7000,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            threads: 1,
+            max_conns: 1024,
+            backend: "epoll".into(),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = |name: &str| {
+                args.next()
+                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+            };
+            match a.as_str() {
+                "--bind" => cfg.bind = parse(&value("--bind"), "--bind"),
+                "--threads" => cfg.threads = parse(&value("--threads"), "--threads"),
+                "--max-conns" => cfg.max_conns = parse(&value("--max-conns"), "--max-conns"),
+                "--backend" => cfg.backend = value("--backend"),
+                "-h" | "--help" => usage(""),
+                p if !p.starts_with('-') => cfg.port = parse(p, "PORT"),
+                other => usage(&format!("unknown option {other}")),
+            }
+        }
+        if cfg.threads == 0 || cfg.max_conns == 0 {
+            usage("--threads and --max-conns must be at least 1");
+        }
+        cfg
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> T {
+    s.parse()
+        .unwrap_or_else(|_| usage(&format!("bad {what}: {s}")))
+}
+
+fn usage(msg: &str) -> ! {
+    if !msg.is_empty() {
+        eprintln!("async_echo: {msg}");
+    }
+    eprintln!(
+        "usage: async_echo [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--backend epoll|uring]"
+    );
+    exit(2)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("async_echo: {msg}");
+    exit(1)
+}
