@@ -27,6 +27,10 @@
 //! is a rejection, or on SIGTERM/SIGINT (how many messages were
 //! acknowledged by then).
 //!
+//! mosquitto leaves Nagle's algorithm on by default: in a burst, its
+//! PUBACKs after the first can wait ~40 ms for our delayed ACK
+//! (`set_tcp_nodelay true` in its config removes the wait).
+//!
 //! Memory is fixed at start-up: rust-mqtt stores the variable-length
 //! fields of what it receives (reason strings, assigned client id) in an
 //! arena of 4 KiB on the stack, the stream is wrapped in fixed read and
@@ -42,7 +46,7 @@ use std::process::exit;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-use embedded_io_async::{ErrorType, Read, Write};
+use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use futures_util::future::{select, Either};
 use pinion::aio::{sleep, timeout};
 use pinion::builder::Builder;
@@ -315,6 +319,8 @@ fn why(code: ReasonCode, text: Option<&MqttString<'_>>) -> String {
 
 fn describe<const N: usize>(e: &MqttError<'_, N>) -> String {
     match e {
+        // rust-mqtt's name for an end of stream in mid-session.
+        MqttError::Network(ErrorKind::NotConnected) => "the broker closed the connection".into(),
         MqttError::Network(kind) => format!("network error ({kind:?})"),
         MqttError::Server => "the broker broke the MQTT v5 protocol".into(),
         MqttError::Alloc => format!("the broker sent more than the {ARENA}-byte arena holds"),
@@ -339,12 +345,9 @@ impl<'m> Arena<'m> {
     }
 }
 
+/// rust-mqtt only reports that a provision failed (`MqttError::Alloc`).
 #[derive(Debug)]
-#[allow(dead_code)] // read through Debug only
-struct ArenaFull {
-    wanted: usize,
-    left: usize,
-}
+struct ArenaFull;
 
 impl<'c, 'm: 'c> BufferProvider<'c> for Arena<'m> {
     type Buffer = &'c mut [u8];
@@ -352,10 +355,7 @@ impl<'c, 'm: 'c> BufferProvider<'c> for Arena<'m> {
 
     fn provide_buffer(&mut self, len: usize) -> Result<&'c mut [u8], ArenaFull> {
         if len > self.rest.len() {
-            return Err(ArenaFull {
-                wanted: len,
-                left: self.rest.len(),
-            });
+            return Err(ArenaFull);
         }
         let (piece, rest) = std::mem::take(&mut self.rest).split_at_mut(len);
         self.rest = rest;
