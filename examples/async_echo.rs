@@ -47,7 +47,10 @@ static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 fn main() {
     let cfg = Config::parse();
     match cfg.backend.as_str() {
+        #[cfg(feature = "epoll")]
         "epoll" => serve::<pinion::epoll::Backend>(&cfg),
+        #[cfg(not(feature = "epoll"))]
+        "epoll" => fail("built without the `epoll` feature"),
         #[cfg(feature = "uring")]
         "uring" => serve::<pinion::uring::Backend>(&cfg),
         #[cfg(not(feature = "uring"))]
@@ -280,7 +283,12 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             threads: 1,
             max_conns: 1024,
-            backend: "epoll".into(),
+            backend: if cfg!(feature = "epoll") {
+                "epoll"
+            } else {
+                "uring"
+            }
+            .into(),
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {

@@ -13,10 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 
-use common::{join_all, leak_box, leak_slice_mut, scale, slots, spawn_runners, watchdog, Ctx};
+use common::{join_all, scale, spawn_runners, watchdog, Ctx};
 use pinion_core::task::yield_now;
 use pinion_core::{Error, Pool};
-use pinion_sync::FutexKit;
 
 fn ctx(tasks: usize, bytes: usize, hint: usize) -> &'static Ctx {
     common::with_tasks(tasks, bytes, hint)
