@@ -153,7 +153,9 @@ where
     if ctx.spawn(accept_loop(s)).is_err() {
         fail("no task slot for the accept loop");
     }
-    let bound = listener.local_addr().unwrap_or_else(|e| fail(&format!("local_addr: {e}")));
+    let bound = listener
+        .local_addr()
+        .unwrap_or_else(|e| fail(&format!("local_addr: {e}")));
     eprintln!("http_status: listening on {bound}");
     std::thread::scope(|sc| {
         for _ in 1..cfg.threads {
@@ -213,7 +215,11 @@ where
 {
     s.total.fetch_add(1, Ordering::Relaxed);
     let (Some(req), Some(out)) = (s.reqs.alloc(), s.resps.alloc()) else {
-        return refuse(s, &conn, &format_args!("all {} buffers in use", s.reqs.capacity()));
+        return refuse(
+            s,
+            &conn,
+            &format_args!("all {} buffers in use", s.reqs.capacity()),
+        );
     };
     let _ = conn.set_nodelay(true);
     s.open.fetch_add(1, Ordering::Relaxed);
@@ -257,7 +263,11 @@ enum Parsed {
     /// The head is not all here yet.
     Partial,
     /// Answered; `used` bytes of head, then `body` bytes to discard.
-    Answered { used: usize, body: usize, keep: bool },
+    Answered {
+        used: usize,
+        body: usize,
+        keep: bool,
+    },
     /// An error response is written; the connection closes after it.
     Fatal,
 }
@@ -284,7 +294,9 @@ async fn serve<B: Backend>(
                 break;
             }
             if out.spare() < MAX_RESPONSE {
-                let Some(b) = flush(s, &conn, out).await else { return };
+                let Some(b) = flush(s, &conn, out).await else {
+                    return;
+                };
                 out = b;
             }
             match answer(s, &req.as_slice()[at..], &mut out) {
@@ -305,7 +317,9 @@ async fn serve<B: Backend>(
         }
         compact(&mut req, at);
         if out.bytes_len() > 0 {
-            let Some(b) = flush(s, &conn, out).await else { return };
+            let Some(b) = flush(s, &conn, out).await else {
+                return;
+            };
             out = b;
             idle_since = ctx.now();
         }
@@ -319,7 +333,9 @@ async fn serve<B: Backend>(
         };
         // A timeout drops the read (and the buffer with it, once the read
         // is cancelled): the connection closes.
-        let Ok((r, b)) = read_for(ctx, wait, &conn, req).await else { return };
+        let Ok((r, b)) = read_for(ctx, wait, &conn, req).await else {
+            return;
+        };
         req = b;
         if r.is_err() {
             return; // end of stream, reset
@@ -455,7 +471,15 @@ where
         Some("GET") => false,
         Some("HEAD") => true,
         _ => {
-            respond(s, out, 405, "text/plain", b"method not allowed\n", false, keep);
+            respond(
+                s,
+                out,
+                405,
+                "text/plain",
+                b"method not allowed\n",
+                false,
+                keep,
+            );
             return answered(used, length, keep);
         }
     };
@@ -529,7 +553,11 @@ fn write_response(out: &mut RespBuf, code: u16, ctype: &str, body: &[u8], head: 
          Content-Length: {}\r\nConnection: {}\r\n{}\r\n",
         body.len(),
         if keep { "keep-alive" } else { "close" },
-        if code == 405 { "Allow: GET, HEAD\r\n" } else { "" },
+        if code == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        },
     );
     if !head {
         let _ = w.put(body);
@@ -721,7 +749,10 @@ where
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
     }
     let sender = u16::from_be(addr.sin_port);
-    if ctx.spawn(wait_for_signal(ctx, Owned::new(wake), sender)).is_err() {
+    if ctx
+        .spawn(wait_for_signal(ctx, Owned::new(wake), sender))
+        .is_err()
+    {
         fail("no task slot for the signal waiter");
     }
 }
