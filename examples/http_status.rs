@@ -1,47 +1,38 @@
-//! A small HTTP/1.1 server with keep-alive: `GET /status` answers 200 and
-//! a JSON document of the context's counters; every other path is 404.
+//! An HTTP/1.1 keep-alive server: `GET /status` answers 200 and a JSON
+//! document of the context's counters; other paths are 404.
 //!
 //! ```text
 //! http_status [PORT] [--bind ADDR] [--max-conns N] [--idle-ms MS] [--threads N] [--backend epoll|uring]
 //! ```
-//! PORT defaults to 8080 (0: the kernel picks one), ADDR to 127.0.0.1,
-//! `--max-conns` to 1024, `--idle-ms` to 5000, `--threads` to 1, the
-//! backend to epoll (`uring` needs the `uring` feature). Once bound it
-//! prints `http_status: listening on ADDR` to stderr.
+//! Defaults: port 8080 (0: the kernel picks), 127.0.0.1, 1024
+//! connections, 5000 ms, 1 thread, epoll (`uring` needs the `uring`
+//! feature). Once bound it prints `http_status: listening on ADDR`.
 //!
-//! One task per connection (`IoContext::spawn`), with a request buffer
-//! and a response buffer from pools made at start-up: nothing is
-//! allocated per connection or per request. A connection that finds no
-//! buffer or task slot gets a best-effort 503 and is closed (logged once
-//! per run of refusals); the server keeps serving the others.
+//! One task per connection, with a request and a response buffer from
+//! pools made at start-up (nothing is allocated per request); without a
+//! free buffer or task slot a connection gets a best-effort 503 and a
+//! close, logged once per run of refusals. Heads are parsed with
+//! `httparse` as bytes arrive: over 8 KiB is 431, unparsable (or HTTP/1.1
+//! without `Host`) 400, both closing. Pipelined requests are answered in
+//! order, in one write. `Connection: close`, or HTTP/1.0 without
+//! `keep-alive`, closes after the response. `Content-Length` bodies are
+//! read and discarded; `Transfer-Encoding` (chunked) is not decoded: 400
+//! and close. HEAD is GET without the body; other methods are 405.
 //!
-//! Requests are parsed with `httparse` over the bytes read so far: an
-//! incomplete head reads more; a head over 8 KiB is 431 and a parse error
-//! 400, both followed by a close. Pipelined requests are answered in
-//! order, their responses gathered into one write. `Connection: close`
-//! and HTTP/1.0 (unless `Connection: keep-alive`) close after the
-//! response. A `Content-Length` body is read and discarded; a
-//! `Transfer-Encoding` (chunked) body is not decoded: 400 and close. HEAD
-//! answers GET's head without the body; other methods are 405. An
-//! HTTP/1.1 request without `Host` is 400, as RFC 9112 requires.
-//!
-//! Timeouts: the next request's head must arrive within `--idle-ms` of
-//! the last response (or of the accept), so an idle client and a client
-//! that trickles a head byte by byte are both closed; while a body is
-//! discarded, or a response written, each read or write may take
-//! `--idle-ms`. Before closing after an error the server shuts down its
-//! sending side and drains what the client still sends, for up to a
-//! second, so the client reads the error instead of a reset.
-//!
-//! SIGTERM and SIGINT stop the server (a signal handler sends a datagram
-//! to a UDP socket a task reads, which stops the context); it prints a
-//! one-line summary and exits 0.
+//! A head must arrive within `--idle-ms` of the last response (or the
+//! accept): idle clients and clients that trickle a head are closed; each
+//! body read and each write may take `--idle-ms`. Closing, the server
+//! half-closes and drains the client for up to a second, so the client
+//! reads the last response rather than a reset. SIGTERM and SIGINT (a
+//! self-pipe: the handler sends a datagram a task reads) stop the server,
+//! which prints a summary and exits 0.
 
 use core::fmt::{self, Write as _};
 use core::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::IntoRawFd;
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use pinion::aio::{sleep, timeout};
@@ -53,26 +44,24 @@ use pinion::net::{TcpListener, TcpStream, UdpSocket};
 use pinion::sync::FutexMutex;
 use pinion::{Backend, BuildError, Error, Instant, IoBuf, IoBufMut, Owned, Shutdown};
 
-/// The largest request head (request line and headers) accepted.
+/// The largest request head; the buffer also holds the start of the next.
 const HEADER_LIMIT: usize = 8 * 1024;
-/// A head of up to the limit, plus room for the start of a pipelined one.
 const REQ_SIZE: usize = HEADER_LIMIT + 512;
-/// Several responses, gathered from pipelined requests.
+/// Responses to pipelined requests are gathered here; each takes at most
+/// `MAX_RESPONSE` (a `/status` body at most `STATUS_BODY`).
 const RESP_SIZE: usize = 4096;
-/// Room a response needs at most (the JSON body and the head): flush first
-/// when less is left.
 const MAX_RESPONSE: usize = 1536;
-/// The `/status` JSON body's room.
 const STATUS_BODY: usize = 1024;
-/// A task slot: the connection future (432 bytes on x86-64, debug build;
-/// a bigger one would be refused with `TaskTooLarge`, and logged).
+/// A task slot: the connection future is 432 bytes (x86-64, debug); a
+/// bigger one would be refused with `TaskTooLarge`, and logged.
 const TASK_BYTES: usize = 1024;
-/// The longest a closing connection is drained, and how much of it.
+/// A closing connection is drained for at most this long, and this much.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
 type ReqBuf = PoolBuf<'static, FutexMutex, REQ_SIZE>;
 type RespBuf = PoolBuf<'static, FutexMutex, RESP_SIZE>;
+type Conn<B> = TcpStream<'static, B>;
 
 /// Shared by every task; made once and leaked (it lives as long as the
 /// process).
@@ -84,6 +73,11 @@ struct Server<B: Backend> {
     idle: Duration,
     threads: usize,
     started: Instant,
+    n: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
     requests: AtomicUsize,
     open: AtomicUsize,
     total: AtomicUsize,
@@ -114,9 +108,9 @@ where
     Sched<B>: Sync,
 {
     let n = cfg.max_conns;
-    // Per connection: a read or write and the timeout's timer wait, each
-    // an operation and a rendezvous slot; tasks: one per connection, the
-    // accept loop and the signal waiter.
+    // Per connection a read or write and the timeout's timer wait, each an
+    // operation and a rendezvous slot; a task per connection, the accept
+    // loop and the signal waiter.
     let ctx = Builder::<B>::new()
         .ops(8 * n + 64)
         .descriptors(n + 16)
@@ -132,8 +126,7 @@ where
             e => fail(&format!("building the context: {e}")),
         });
     let addr = SocketAddr::new(cfg.bind, cfg.port);
-    let listener =
-        TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+    let listener = TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("{addr}: {e}")));
     let s: &'static Server<B> = Box::leak(Box::new(Server {
         ctx,
         listener,
@@ -142,21 +135,16 @@ where
         idle: cfg.idle,
         threads: cfg.threads,
         started: ctx.now(),
-        requests: AtomicUsize::new(0),
-        open: AtomicUsize::new(0),
-        total: AtomicUsize::new(0),
-        refused: AtomicUsize::new(0),
-        refusing: AtomicBool::new(false),
-        accept_failing: AtomicBool::new(false),
+        n: Counts::default(),
     }));
     stop_on_signals(ctx);
-    if ctx.spawn(accept_loop(s)).is_err() {
+    if ctx.spawn(s.accept_loop()).is_err() {
         fail("no task slot for the accept loop");
     }
-    let bound = listener
-        .local_addr()
-        .unwrap_or_else(|e| fail(&format!("local_addr: {e}")));
-    eprintln!("http_status: listening on {bound}");
+    match listener.local_addr() {
+        Ok(a) => eprintln!("http_status: listening on {a}"),
+        Err(e) => fail(&format!("local_addr: {e}")),
+    }
     std::thread::scope(|sc| {
         for _ in 1..cfg.threads {
             sc.spawn(|| ctx.run());
@@ -165,37 +153,12 @@ where
     });
     eprintln!(
         "http_status: stopped after {} requests on {} connections ({} refused, {} open)",
-        s.requests.load(Ordering::Relaxed),
-        s.total.load(Ordering::Relaxed),
-        s.refused.load(Ordering::Relaxed),
-        s.open.load(Ordering::Relaxed),
+        s.n.requests.load(Relaxed),
+        s.n.total.load(Relaxed),
+        s.n.refused.load(Relaxed),
+        s.n.open.load(Relaxed),
     );
     exit(0)
-}
-
-// ---- accepting ----------------------------------------------------------------
-
-async fn accept_loop<B: Backend>(s: &'static Server<B>)
-where
-    Sched<B>: Sync,
-{
-    loop {
-        match s.listener.accept().await {
-            Ok((conn, _peer)) => {
-                s.accept_failing.store(false, Ordering::Relaxed);
-                admit(s, conn);
-            }
-            Err(Error::OperationAborted) => return,
-            // EMFILE, a full descriptor table: the connection waits in the
-            // backlog; one closing meanwhile makes room.
-            Err(e) => {
-                if !s.accept_failing.swap(true, Ordering::Relaxed) {
-                    eprintln!("http_status: accept failed: {e}; retrying");
-                }
-                let _ = sleep(s.ctx, Duration::from_millis(50)).await;
-            }
-        }
-    }
 }
 
 /// Counts a connection open from its admission to the end of its task
@@ -204,396 +167,295 @@ struct OpenGuard<B: Backend>(&'static Server<B>);
 
 impl<B: Backend> Drop for OpenGuard<B> {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.n.open.fetch_sub(1, Relaxed);
     }
 }
 
-/// Gives the connection its buffers and its task, or refuses it.
-fn admit<B: Backend>(s: &'static Server<B>, conn: Owned<TcpStream<'static, B>>)
+/// An answered head: its bytes, the body bytes to discard after it, and
+/// whether the connection stays open (the default: an error, closing).
+#[derive(Default)]
+struct Done {
+    used: usize,
+    body: usize,
+    keep: bool,
+}
+
+impl<B: Backend> Server<B>
 where
     Sched<B>: Sync,
 {
-    s.total.fetch_add(1, Ordering::Relaxed);
-    let (Some(req), Some(out)) = (s.reqs.alloc(), s.resps.alloc()) else {
-        return refuse(
-            s,
-            &conn,
-            &format_args!("all {} buffers in use", s.reqs.capacity()),
-        );
-    };
-    let _ = conn.set_nodelay(true);
-    s.open.fetch_add(1, Ordering::Relaxed);
-    let guard = OpenGuard(s);
-    let stream = *conn;
-    match s.ctx.spawn(serve(s, conn, req, out, guard)) {
-        // Detached: the task ends with its connection.
-        Ok(_task) => s.refusing.store(false, Ordering::Relaxed),
-        Err(r) => {
-            match r.error {
-                Error::TaskTooLarge(bytes) => refuse(
-                    s,
-                    &stream,
-                    &format_args!("the connection future needs {bytes} bytes, over TASK_BYTES"),
-                ),
-                e => refuse(s, &stream, &format_args!("no task slot ({e})")),
+    async fn accept_loop(&'static self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((conn, _peer)) => {
+                    self.n.accept_failing.store(false, Relaxed);
+                    self.admit(conn);
+                }
+                Err(Error::OperationAborted) => return,
+                // EMFILE, a full descriptor table: the connection waits in
+                // the backlog; one closing meanwhile makes room.
+                Err(e) => {
+                    if !self.n.accept_failing.swap(true, Relaxed) {
+                        eprintln!("http_status: accept failed: {e}; retrying");
+                    }
+                    let _ = sleep(self.ctx, Duration::from_millis(50)).await;
+                }
             }
-            // Dropping the future closes the stream and frees its buffers.
-            drop(r);
         }
     }
-}
 
-/// A best-effort 503 (a non-blocking send of a static reply: no buffer,
-/// no task), then the connection is closed by its owner.
-fn refuse<B: Backend>(s: &Server<B>, conn: &TcpStream<'static, B>, why: &dyn fmt::Display) {
-    s.refused.fetch_add(1, Ordering::Relaxed);
-    if !s.refusing.swap(true, Ordering::Relaxed) {
-        eprintln!("http_status: refusing connections: {why} (see --max-conns)");
+    /// Gives the connection its buffers and its task, or refuses it.
+    fn admit(&'static self, conn: Owned<Conn<B>>) {
+        self.n.total.fetch_add(1, Relaxed);
+        let (Some(req), Some(out)) = (self.reqs.alloc(), self.resps.alloc()) else {
+            return self.refuse(&conn, &"every buffer is in use");
+        };
+        let _ = conn.set_nodelay(true);
+        self.n.open.fetch_add(1, Relaxed);
+        let stream = *conn;
+        // Detached: the task ends with its connection.
+        match self.ctx.spawn(self.serve(conn, req, out, OpenGuard(self))) {
+            Ok(_) => self.n.refusing.store(false, Relaxed),
+            // Dropping the future closes the stream and frees its buffers.
+            Err(r) => self.refuse(&stream, &r.error),
+        }
     }
-    let _ = conn.try_write(
-        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    );
-    let _ = conn.shutdown(Shutdown::Write);
-}
 
-// ---- one connection --------------------------------------------------------------
+    /// A best-effort 503 (a non-blocking send of a static reply: no buffer,
+    /// no task); the caller's drop then closes the connection.
+    fn refuse(&self, conn: &Conn<B>, why: &dyn fmt::Display) {
+        self.n.refused.fetch_add(1, Relaxed);
+        if !self.n.refusing.swap(true, Relaxed) {
+            eprintln!("http_status: refusing connections: {why} (see --max-conns)");
+        }
+        let _ = conn.try_write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = conn.shutdown(Shutdown::Write);
+    }
 
-/// What the head at the start of the buffer asked for.
-enum Parsed {
-    /// The head is not all here yet.
-    Partial,
-    /// Answered; `used` bytes of head, then `body` bytes to discard.
-    Answered {
-        used: usize,
-        body: usize,
-        keep: bool,
-    },
-    /// An error response is written; the connection closes after it.
-    Fatal,
-}
-
-async fn serve<B: Backend>(
-    s: &'static Server<B>, conn: Owned<TcpStream<'static, B>>, mut req: ReqBuf, mut out: RespBuf,
-    _open: OpenGuard<B>,
-) where
-    Sched<B>: Sync,
-{
-    let ctx = s.ctx;
-    let mut idle_since = ctx.now();
-    // Body bytes of the last request not read yet.
-    let mut skip = 0usize;
-    loop {
-        // Answer every complete request buffered, in order.
-        let mut at = 0;
-        let mut close = false;
+    /// One connection: answer what is buffered, write, read more.
+    async fn serve(
+        &'static self, conn: Owned<Conn<B>>, mut req: ReqBuf, mut out: RespBuf, _open: OpenGuard<B>,
+    ) -> Option<()> {
+        let mut idle_since = self.ctx.now();
+        let mut skip = 0; // body bytes of the last request not read yet
         loop {
-            let n = skip.min(req.bytes_len() - at);
-            at += n;
-            skip -= n;
-            if skip > 0 || at == req.bytes_len() {
-                break;
-            }
-            if out.spare() < MAX_RESPONSE {
-                let Some(b) = flush(s, &conn, out).await else {
-                    return;
-                };
-                out = b;
-            }
-            match answer(s, &req.as_slice()[at..], &mut out) {
-                Parsed::Partial => break,
-                Parsed::Answered { used, body, keep } => {
-                    at += used;
-                    skip = body;
-                    if !keep {
-                        close = true;
-                        break;
-                    }
+            // Every complete request buffered, in order.
+            let (mut at, mut close) = (0, false);
+            loop {
+                let n = skip.min(req.bytes_len() - at);
+                (at, skip) = (at + n, skip - n);
+                if skip > 0 || at == req.bytes_len() {
+                    break;
                 }
-                Parsed::Fatal => {
+                if out.spare() < MAX_RESPONSE {
+                    out = self.flush(&conn, out).await?;
+                }
+                let Some(done) = self.answer(&req.as_slice()[at..], &mut out) else {
+                    break; // the head is not all here yet
+                };
+                (at, skip) = (at + done.used, done.body);
+                if !done.keep {
                     close = true;
                     break;
                 }
             }
-        }
-        compact(&mut req, at);
-        if out.bytes_len() > 0 {
-            let Some(b) = flush(s, &conn, out).await else {
-                return;
+            // The unanswered bytes to the front.
+            let len = req.bytes_len();
+            req.as_mut_full().copy_within(at..len, 0);
+            req.set_len(len - at);
+            if out.bytes_len() > 0 {
+                out = self.flush(&conn, out).await?;
+                idle_since = self.ctx.now();
+            }
+            if close {
+                return self.linger(&conn, req).await;
+            }
+            let wait = match skip {
+                0 => (idle_since + self.idle).saturating_duration_since(self.ctx.now()),
+                _ => self.idle,
             };
-            out = b;
-            idle_since = ctx.now();
+            // A timeout drops the read (and, once it is cancelled, the
+            // buffer): the connection closes.
+            let (r, b) = self.read_for(wait, &conn, req).await.ok()?;
+            req = b;
+            r.ok()?; // end of stream, reset
+            if skip > 0 {
+                idle_since = self.ctx.now(); // a body is progress
+            }
         }
-        if close {
-            return linger(s, &conn, req).await;
+    }
+
+    /// Writes every gathered response; `None` if the connection is done.
+    async fn flush(&self, conn: &Conn<B>, out: RespBuf) -> Option<RespBuf> {
+        let (r, mut out) = self.write_for(conn, out).await.ok()?;
+        r.ok()?;
+        out.clear();
+        Some(out)
+    }
+
+    /// `conn.read(buf)` for at most `d`, from a plain function whose future
+    /// is declared `Send`: a task that awaits the read directly does not
+    /// compile ("implementation of `IoBufMut` is not general enough"), as
+    /// rustc checks the task's `Send` with lifetimes erased and `PoolBuf`
+    /// is an I/O buffer only as `PoolBuf<'static, ..>`.
+    fn read_for<'a>(
+        &self, d: Duration, conn: &'a Conn<B>, buf: ReqBuf,
+    ) -> impl Future<Output = pinion::Result<(pinion::Result<usize>, ReqBuf)>> + Send + 'a {
+        timeout(self.ctx, d, conn.read(buf))
+    }
+
+    /// `conn.write_all(buf)` for at most the idle time (see `read_for`).
+    fn write_for<'a>(
+        &self, conn: &'a Conn<B>, buf: RespBuf,
+    ) -> impl Future<Output = pinion::Result<(pinion::Result<()>, RespBuf)>> + Send + 'a {
+        timeout(self.ctx, self.idle, conn.write_all(buf))
+    }
+
+    /// Half-closes, then reads and drops what the client still sends (for
+    /// a bounded time and amount), so that the close does not reset the
+    /// connection before the client has read the last response.
+    async fn linger(&self, conn: &Conn<B>, mut buf: ReqBuf) -> Option<()> {
+        let _ = conn.shutdown(Shutdown::Write);
+        let until = self.ctx.now() + LINGER;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            buf.clear();
+            let left = until.saturating_duration_since(self.ctx.now());
+            let (r, b) = self.read_for(left, conn, buf).await.ok()?;
+            (buf, drained) = (b, drained + r.ok()?);
         }
-        let wait = if skip > 0 {
-            s.idle
-        } else {
-            (idle_since + s.idle).saturating_duration_since(ctx.now())
+        None
+    }
+
+    /// Parses the head at the start of `bytes` and appends its response
+    /// to `out`; `None` while the head is incomplete.
+    fn answer(&self, bytes: &[u8], out: &mut RespBuf) -> Option<Done> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let used = match req.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) if n <= HEADER_LIMIT => n,
+            Ok(httparse::Status::Partial) if bytes.len() < HEADER_LIMIT => return None,
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return self.fail(out, 431),
+            Err(_) => return self.fail(out, 400),
         };
-        // A timeout drops the read (and the buffer with it, once the read
-        // is cancelled): the connection closes.
-        let Ok((r, b)) = read_for(ctx, wait, &conn, req).await else {
-            return;
+        let http11 = req.version == Some(1);
+        let (mut close, mut keep_alive, mut host) = (false, false, false);
+        let mut length = None;
+        for h in req.headers.iter() {
+            let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+            if is("connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if is("content-length") {
+                // Digits only (`usize::from_str` takes a `+`); two
+                // different lengths would be a request smuggling attempt.
+                let n = Some(h.value)
+                    .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                    .and_then(|v| core::str::from_utf8(v).ok()?.parse::<usize>().ok());
+                if n.is_none() || length.is_some_and(|l| Some(l) != n) {
+                    return self.fail(out, 400);
+                }
+                length = n;
+            } else if is("transfer-encoding") {
+                return self.fail(out, 400); // chunked is not decoded
+            }
+            host |= is("host");
+        }
+        if http11 && !host {
+            return self.fail(out, 400);
+        }
+        let keep = !close && (http11 || keep_alive);
+        let path = req.path.unwrap_or("/");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let head = req.method == Some("HEAD");
+        if !head && req.method != Some("GET") {
+            self.respond(out, 405, b"method not allowed\n", false, keep);
+        } else if path == "/status" {
+            let mut body = [0u8; STATUS_BODY];
+            let mut w = Cursor::new(&mut body);
+            match self.status_json(&mut w) {
+                Ok(()) => {
+                    let len = w.len;
+                    self.respond(out, 200, &body[..len], head, keep)
+                }
+                Err(_) => self.respond(out, 500, b"status too large\n", head, keep),
+            }
+        } else {
+            self.respond(out, 404, b"not found\n", head, keep);
+        }
+        let body = length.unwrap_or(0);
+        Some(Done { used, body, keep })
+    }
+
+    /// An error response, then a close.
+    fn fail(&self, out: &mut RespBuf, code: u16) -> Option<Done> {
+        let body: &[u8] = match code {
+            431 => b"request header fields too large\n",
+            _ => b"bad request\n",
         };
-        req = b;
-        if r.is_err() {
-            return; // end of stream, reset
+        self.respond(out, code, body, false, false);
+        Some(Done::default())
+    }
+
+    /// Appends a response to `out`, which has `MAX_RESPONSE` bytes of room
+    /// (the caller flushed first); a longer one would be cut short.
+    fn respond(&self, out: &mut RespBuf, code: u16, body: &[u8], head: bool, keep: bool) {
+        self.n.requests.fetch_add(1, Relaxed);
+        let (reason, ctype) = match code {
+            200 => ("OK", "application/json"),
+            400 => ("Bad Request", "text/plain"),
+            404 => ("Not Found", "text/plain"),
+            405 => ("Method Not Allowed", "text/plain\r\nAllow: GET, HEAD"),
+            431 => ("Request Header Fields Too Large", "text/plain"),
+            _ => ("Internal Server Error", "text/plain"),
+        };
+        let len = out.bytes_len();
+        let mut w = Cursor::new(&mut out.as_mut_full()[len..]);
+        let _ = write!(
+            w,
+            "HTTP/1.1 {code} {reason}\r\nServer: pinion-http_status\r\nContent-Type: {ctype}\r\n\
+             Content-Length: {}\r\nConnection: {}\r\n\r\n",
+            body.len(),
+            if keep { "keep-alive" } else { "close" },
+        );
+        if !head {
+            let _ = w.put(body);
         }
-        if skip > 0 {
-            idle_since = ctx.now(); // a body is progress
-        }
+        let written = w.len;
+        out.set_len(len + written);
     }
-}
 
-/// Writes every gathered response; `None` if the connection is done.
-async fn flush<B: Backend>(
-    s: &Server<B>, conn: &TcpStream<'static, B>, out: RespBuf,
-) -> Option<RespBuf>
-where
-    Sched<B>: Sync,
-{
-    match write_for(s.ctx, s.idle, conn, out).await {
-        Ok((Ok(()), mut out)) => {
-            out.clear();
-            Some(out)
-        }
-        _ => None,
+    /// The `/status` document.
+    fn status_json(&self, w: &mut Cursor<'_>) -> fmt::Result {
+        let c = self.ctx;
+        let (ops, ops_cap) = c.ops_in_use();
+        let (tasks, tasks_cap) = c.tasks_in_use();
+        write!(
+            w,
+            "{{\"backend\":\"{}\",\"uptime_ms\":{},\"threads\":{},\"requests_served\":{},\
+             \"connections_open\":{},\"connections_total\":{},\"connections_refused\":{},\
+             \"ops_in_use\":{ops},\"ops_capacity\":{ops_cap},\"descriptors_in_use\":{},\
+             \"timers_in_use\":{},\"tasks_in_use\":{tasks},\"tasks_capacity\":{tasks_cap},\
+             \"outstanding_work\":{},\"stats_enabled\":{},\"stats\":",
+            c.backend_name(),
+            (c.now() - self.started).as_millis(),
+            self.threads,
+            self.n.requests.load(Relaxed) + 1, // this one included
+            self.n.open.load(Relaxed),
+            self.n.total.load(Relaxed),
+            self.n.refused.load(Relaxed),
+            c.descriptors_in_use(),
+            c.timers_in_use(),
+            c.outstanding_work(),
+            cfg!(feature = "stats"),
+        )?;
+        write!(DebugAsJson(w, Default::default()), "{:?}", c.stats())?;
+        w.write_str("}\n")
     }
-}
-
-/// `conn.read(buf)` for at most `d`, as a plain function whose future is
-/// declared `Send`: spawning an `async fn` that awaits the read directly
-/// fails ("implementation of `IoBufMut` is not general enough"), because
-/// rustc checks the task's `Send` with lifetimes erased and `PoolBuf` is
-/// an I/O buffer only as `PoolBuf<'static, ..>`. Here the lifetime is
-/// still known.
-fn read_for<'a, B: Backend>(
-    ctx: &'static IoContext<B>, d: Duration, conn: &'a TcpStream<'static, B>, buf: ReqBuf,
-) -> impl Future<Output = pinion::Result<(pinion::Result<usize>, ReqBuf)>> + Send + 'a
-where
-    Sched<B>: Sync,
-{
-    timeout(ctx, d, conn.read(buf))
-}
-
-/// `conn.write_all(buf)` for at most `d` (a plain function: see [`read_for`]).
-fn write_for<'a, B: Backend>(
-    ctx: &'static IoContext<B>, d: Duration, conn: &'a TcpStream<'static, B>, buf: RespBuf,
-) -> impl Future<Output = pinion::Result<(pinion::Result<()>, RespBuf)>> + Send + 'a
-where
-    Sched<B>: Sync,
-{
-    timeout(ctx, d, conn.write_all(buf))
-}
-
-/// Moves the bytes after `at` to the front.
-fn compact(buf: &mut ReqBuf, at: usize) {
-    let len = buf.bytes_len();
-    if at > 0 {
-        buf.as_mut_full().copy_within(at..len, 0);
-        buf.set_len(len - at);
-    }
-}
-
-/// Half-closes, then reads and drops what the client still sends (for a
-/// bounded time and amount), so that closing does not reset the
-/// connection before the client has read the last response.
-async fn linger<B: Backend>(s: &Server<B>, conn: &TcpStream<'static, B>, mut buf: ReqBuf)
-where
-    Sched<B>: Sync,
-{
-    let _ = conn.shutdown(Shutdown::Write);
-    let until = s.ctx.now() + LINGER;
-    let mut drained = 0;
-    while drained < LINGER_BYTES {
-        buf.clear();
-        let left = until.saturating_duration_since(s.ctx.now());
-        match read_for(s.ctx, left, conn, buf).await {
-            Ok((Ok(n), b)) => {
-                buf = b;
-                drained += n;
-            }
-            _ => return,
-        }
-    }
-}
-
-// ---- HTTP ----------------------------------------------------------------------
-
-/// Parses the head at the start of `bytes` and writes its response to `out`.
-fn answer<B: Backend>(s: &Server<B>, bytes: &[u8], out: &mut RespBuf) -> Parsed
-where
-    Sched<B>: Sync,
-{
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let used = match req.parse(bytes) {
-        Ok(httparse::Status::Complete(n)) if n <= HEADER_LIMIT => n,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return fatal(s, out, 431)
-        }
-        Ok(httparse::Status::Partial) if bytes.len() >= HEADER_LIMIT => return fatal(s, out, 431),
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return fatal(s, out, 400),
-    };
-    let http11 = req.version == Some(1);
-    let (mut close, mut keep_alive, mut host) = (false, false, false);
-    let mut length: Option<usize> = None;
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") {
-            // Digits only (`usize::from_str` would take a `+`); two
-            // different lengths are a smuggling attempt.
-            let n = parse_length(h.value);
-            if n.is_none() || (length.is_some() && length != n) {
-                return fatal(s, out, 400);
-            }
-            length = n;
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked bodies are not decoded (see the module docs).
-            return fatal(s, out, 400);
-        } else if h.name.eq_ignore_ascii_case("host") {
-            host = true;
-        }
-    }
-    if http11 && !host {
-        return fatal(s, out, 400);
-    }
-    let keep = !close && (http11 || keep_alive);
-    let path = req.path.unwrap_or("/");
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let head = match req.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
-        _ => {
-            respond(
-                s,
-                out,
-                405,
-                "text/plain",
-                b"method not allowed\n",
-                false,
-                keep,
-            );
-            return answered(used, length, keep);
-        }
-    };
-    if path == "/status" {
-        let mut body = [0u8; STATUS_BODY];
-        let mut w = Cursor::new(&mut body);
-        // Counted before the body is written, so it includes this request.
-        let served = s.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        if status_json(s, served, &mut w).is_ok() {
-            let len = w.len;
-            write_response(out, 200, "application/json", &body[..len], head, keep);
-        } else {
-            write_response(out, 500, "text/plain", b"status too large\n", head, keep);
-        }
-    } else {
-        respond(s, out, 404, "text/plain", b"not found\n", head, keep);
-    }
-    answered(used, length, keep)
-}
-
-fn answered(used: usize, length: Option<usize>, keep: bool) -> Parsed {
-    Parsed::Answered {
-        used,
-        body: length.unwrap_or(0),
-        keep,
-    }
-}
-
-fn parse_length(v: &[u8]) -> Option<usize> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    core::str::from_utf8(v).ok()?.parse().ok()
-}
-
-/// An error response after which the connection closes.
-fn fatal<B: Backend>(s: &Server<B>, out: &mut RespBuf, code: u16) -> Parsed {
-    let body: &[u8] = match code {
-        431 => b"request header fields too large\n",
-        _ => b"bad request\n",
-    };
-    respond(s, out, code, "text/plain", body, false, false);
-    Parsed::Fatal
-}
-
-/// A response that counts as served.
-fn respond<B: Backend>(
-    s: &Server<B>, out: &mut RespBuf, code: u16, ctype: &str, body: &[u8], head: bool, keep: bool,
-) {
-    s.requests.fetch_add(1, Ordering::Relaxed);
-    write_response(out, code, ctype, body, head, keep);
-}
-
-/// Appends a response to `out`, which has at least `MAX_RESPONSE` bytes of
-/// room (the caller flushes first); a response that would not fit is cut
-/// off, which cannot happen with the bodies above.
-fn write_response(out: &mut RespBuf, code: u16, ctype: &str, body: &[u8], head: bool, keep: bool) {
-    let reason = match code {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Internal Server Error",
-    };
-    let len = out.bytes_len();
-    let mut w = Cursor::new(&mut out.as_mut_full()[len..]);
-    let _ = write!(
-        w,
-        "HTTP/1.1 {code} {reason}\r\nServer: pinion-http_status\r\nContent-Type: {ctype}\r\n\
-         Content-Length: {}\r\nConnection: {}\r\n{}\r\n",
-        body.len(),
-        if keep { "keep-alive" } else { "close" },
-        if code == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        },
-    );
-    if !head {
-        let _ = w.put(body);
-    }
-    let written = w.len;
-    out.set_len(len + written);
-}
-
-/// The `/status` document.
-fn status_json<B: Backend>(s: &Server<B>, served: usize, w: &mut Cursor<'_>) -> fmt::Result
-where
-    Sched<B>: Sync,
-{
-    let c = s.ctx;
-    let (ops, ops_cap) = c.ops_in_use();
-    let (tasks, tasks_cap) = c.tasks_in_use();
-    write!(
-        w,
-        "{{\"backend\":\"{}\",\"uptime_ms\":{},\"threads\":{},\"requests_served\":{served},\
-         \"connections_open\":{},\"connections_total\":{},\"connections_refused\":{},\
-         \"ops_in_use\":{ops},\"ops_capacity\":{ops_cap},\"descriptors_in_use\":{},\
-         \"timers_in_use\":{},\"tasks_in_use\":{tasks},\"tasks_capacity\":{tasks_cap},\
-         \"outstanding_work\":{},\"stats_enabled\":{},\"stats\":",
-        c.backend_name(),
-        (c.now() - s.started).as_millis(),
-        s.threads,
-        s.open.load(Ordering::Relaxed),
-        s.total.load(Ordering::Relaxed),
-        s.refused.load(Ordering::Relaxed),
-        c.descriptors_in_use(),
-        c.timers_in_use(),
-        c.outstanding_work(),
-        cfg!(feature = "stats"),
-    )?;
-    write!(DebugAsJson::new(w), "{:?}", c.stats())?;
-    w.write_str("}\n")
 }
 
 /// Text into a fixed byte buffer; `fmt::Error` when it is full.
@@ -624,47 +486,34 @@ impl fmt::Write for Cursor<'_> {
 
 /// Rewrites a flat struct's `Debug` text, `Name { a: 1, b: 2 }`, as the
 /// JSON object `{"a":1,"b":2}` on the fly: the backends' counters are such
-/// structs of integers (generic code knows only that they are `Debug`).
-/// Anything else (strings, nesting) is refused with `fmt::Error`.
-struct DebugAsJson<'w, 'a> {
-    out: &'w mut Cursor<'a>,
-    open: bool,
-    in_name: bool,
-}
-
-impl<'w, 'a> DebugAsJson<'w, 'a> {
-    fn new(out: &'w mut Cursor<'a>) -> Self {
-        DebugAsJson {
-            out,
-            open: false,
-            in_name: false,
-        }
-    }
-}
+/// structs of integers, and generic code knows only that they are `Debug`.
+/// Anything else (strings, nesting) is `fmt::Error`.
+/// The state: past the opening brace; inside a field name.
+struct DebugAsJson<'w, 'a>(&'w mut Cursor<'a>, (bool, bool));
 
 impl fmt::Write for DebugAsJson<'_, '_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        let Self(out, (open, name)) = self;
         for c in s.bytes() {
-            if !self.open {
-                // The struct's name, then its brace.
-                if c == b'{' {
-                    self.open = true;
-                    self.out.put(b"{")?;
+            if !*open {
+                // Skip the struct's name, up to its brace.
+                *open = c == b'{';
+                if *open {
+                    out.put(b"{")?;
                 }
                 continue;
             }
-            let name_char = c.is_ascii_alphanumeric() || c == b'_';
-            if self.in_name && !name_char {
-                self.in_name = false;
-                self.out.put(b"\"")?;
+            if *name && !(c.is_ascii_alphanumeric() || c == b'_') {
+                *name = false;
+                out.put(b"\"")?;
             }
             match c {
-                b'a'..=b'z' | b'A'..=b'Z' | b'_' if !self.in_name => {
-                    self.in_name = true;
-                    self.out.put(&[b'"', c])?;
+                _ if *name => out.put(&[c])?,
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                    *name = true;
+                    out.put(&[b'"', c])?;
                 }
-                _ if self.in_name => self.out.put(&[c])?,
-                b'0'..=b'9' | b':' | b',' | b'}' => self.out.put(&[c])?,
+                b'0'..=b'9' | b':' | b',' | b'}' => out.put(&[c])?,
                 b' ' => {}
                 _ => return Err(fmt::Error),
             }
@@ -675,36 +524,19 @@ impl fmt::Write for DebugAsJson<'_, '_> {
 
 // ---- stopping on SIGTERM / SIGINT -------------------------------------------
 
-/// The socket the signal handler sends from, and the port it sends to.
+/// The handler's socket, connected to the one a task reads.
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe calls: one non-blocking sendto.
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    let addr = loopback_sockaddr(SIGNAL_PORT.load(Ordering::Relaxed) as u16);
-    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
+    // SAFETY: one non-blocking send (async-signal-safe) of a static byte.
     unsafe {
-        libc::sendto(
-            fd,
-            b"!".as_ptr() as *const libc::c_void,
+        libc::send(
+            SIGNAL_FD.load(Relaxed),
+            b"!".as_ptr().cast(),
             1,
             libc::MSG_DONTWAIT,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-    }
-}
-
-fn loopback_sockaddr(port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    }
+        )
+    };
 }
 
 /// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
@@ -715,31 +547,17 @@ where
 {
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
-    // SAFETY: plain socket creation; the fd is kept for the process's life.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        fail("signal socket");
-    }
-    let mut addr = loopback_sockaddr(0);
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_in, writable for `len` bytes.
-    let bound = unsafe {
-        let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
-        libc::bind(fd, p, len) == 0 && libc::getsockname(fd, p, &mut len) == 0
-    };
-    if !bound {
-        fail("binding the signal socket");
-    }
-    SIGNAL_FD.store(fd, Ordering::Relaxed);
-    SIGNAL_PORT.store(i32::from(port), Ordering::Relaxed);
-    // SAFETY: installs a handler that only makes async-signal-safe calls.
+    let to = wake
+        .local_addr()
+        .unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let from = std::net::UdpSocket::bind(loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let sender = from
+        .connect(to)
+        .and_then(|()| from.local_addr())
+        .unwrap_or_else(|e| fail(&format!("signal socket: {e}")));
+    // The handler's socket stays open for the life of the process.
+    SIGNAL_FD.store(from.into_raw_fd(), Relaxed);
+    // SAFETY: installs a handler that only makes an async-signal-safe call.
     unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
         sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
@@ -748,11 +566,8 @@ where
         libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
         libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
     }
-    let sender = u16::from_be(addr.sin_port);
-    if ctx
-        .spawn(wait_for_signal(ctx, Owned::new(wake), sender))
-        .is_err()
-    {
+    let waiter = wait_for_signal(ctx, Owned::new(wake), sender.port());
+    if ctx.spawn(waiter).is_err() {
         fail("no task slot for the signal waiter");
     }
 }
@@ -772,10 +587,10 @@ async fn wait_for_signal<B: Backend>(
                 eprintln!("http_status: signal received, stopping");
                 return ctx.stop();
             }
-            Ok(_) => {}
             Err(Error::OperationAborted) => return,
-            // A full pool, say: try again shortly rather than spin.
-            Err(_) => {
+            // A stray datagram, or an error (a full pool): look again
+            // shortly rather than spin.
+            _ => {
                 let _ = sleep(ctx, Duration::from_millis(50)).await;
             }
         }
@@ -805,18 +620,16 @@ impl Config {
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
-            let mut value = |name: &str| {
-                args.next()
-                    .unwrap_or_else(|| usage(&format!("{name} needs a value")))
+            let mut value = || {
+                let v = args.next();
+                v.unwrap_or_else(|| usage(&format!("{a} needs a value")))
             };
             match a.as_str() {
-                "--bind" => cfg.bind = parse(&value("--bind"), "--bind"),
-                "--max-conns" => cfg.max_conns = parse(&value("--max-conns"), "--max-conns"),
-                "--idle-ms" => {
-                    cfg.idle = Duration::from_millis(parse(&value("--idle-ms"), "--idle-ms"))
-                }
-                "--threads" => cfg.threads = parse(&value("--threads"), "--threads"),
-                "--backend" => cfg.backend = value("--backend"),
+                "--bind" => cfg.bind = parse(&value(), &a),
+                "--max-conns" => cfg.max_conns = parse(&value(), &a),
+                "--idle-ms" => cfg.idle = Duration::from_millis(parse(&value(), &a)),
+                "--threads" => cfg.threads = parse(&value(), &a),
+                "--backend" => cfg.backend = value(),
                 "-h" | "--help" => usage(""),
                 p if !p.starts_with('-') => cfg.port = parse(p, "PORT"),
                 other => usage(&format!("unknown option {other}")),
