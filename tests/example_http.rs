@@ -11,45 +11,50 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bound on every single wait of these tests.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// A test per backend, each with its own server (started with the
+/// arguments given) or skipped where the backend is unavailable.
 macro_rules! on_each_backend {
-    ($($t:ident),* $(,)?) => {
+    ($($t:ident($($arg:literal),*)),* $(,)?) => {
         mod epoll {
-            $(#[test] fn $t() { super::$t("epoll") })*
+            $(#[test] fn $t() { super::with_server("epoll", &[$($arg),*], super::$t) })*
         }
         #[cfg(feature = "uring")]
         mod uring {
-            $(#[test] fn $t() { super::$t("uring") })*
+            $(#[test] fn $t() { super::with_server("uring", &[$($arg),*], super::$t) })*
         }
     };
 }
 
 on_each_backend!(
-    status_is_json,
-    curl_gets_404_for_other_paths,
-    curl_reuses_the_connection,
-    malformed_requests_get_400_and_a_close,
-    a_head_over_8_kib_gets_431_and_a_close,
-    pipelined_requests_are_answered_in_order,
-    bodies_are_discarded_and_chunked_is_refused,
-    http_1_0_closes_unless_keep_alive,
-    a_slow_client_does_not_block_others,
-    idle_connections_are_closed,
-    connections_over_max_conns_are_refused_and_serving_goes_on,
-    wrk_sees_no_errors,
-    sigterm_exits_0,
+    curl_gets_status_as_json_and_404_elsewhere(),
+    curl_reuses_the_connection(),
+    bad_requests_get_400_or_431_and_a_close(),
+    pipelined_requests_are_answered_in_order(),
+    http_1_0_closes_unless_keep_alive(),
+    a_slow_client_does_not_block_others(),
+    idle_connections_are_closed("--idle-ms", "300"),
+    connections_over_max_conns_are_refused_and_serving_goes_on("--max-conns", "1"),
+    wrk_sees_no_errors(),
+    sigterm_exits_0(),
 );
+
+fn with_server(backend: &str, args: &[&str], test: fn(Server)) {
+    if let Some(srv) = Server::start(backend, args) {
+        test(srv);
+    }
+}
 
 // ---- the server process --------------------------------------------------------
 
 /// The example running as a child; killed when dropped, on every path.
 struct Server {
+    backend: String,
     child: Child,
     addr: SocketAddr,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -62,29 +67,21 @@ impl Drop for Server {
     }
 }
 
-fn example() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // target/debug/deps/example_http-HASH -> target/debug/examples/http_status
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("examples").join("http_status"))
-        .expect("the test binary's directory");
-    if !path.exists() {
-        panic!(
-            "{} is missing: build the examples first: `cargo test` builds them (or \
-             `cargo build --example http_status --features ...`)",
-            path.display()
-        );
-    }
-    path
-}
-
 impl Server {
     /// Starts the server on port 0 with `args`; `None` when the backend is
     /// unavailable on this kernel (as the uring tests skip).
     fn start(backend: &str, args: &[&str]) -> Option<Server> {
-        let child = Command::new(example())
+        // target/debug/deps/example_http-HASH -> target/debug/examples/
+        let exe = std::env::current_exe().expect("current_exe");
+        let path = exe.parent().and_then(|d| d.parent()).expect("target dir");
+        let path = path.join("examples").join("http_status");
+        assert!(
+            path.exists(),
+            "{} is missing: build the examples first: `cargo test` builds them (or \
+             `cargo build --example http_status --features ...`)",
+            path.display()
+        );
+        let child = Command::new(path)
             .args(["0", "--backend", backend])
             .args(args)
             .stdin(Stdio::null())
@@ -92,14 +89,14 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning http_status");
-        let mut server = Server {
+        let mut srv = Server {
+            backend: backend.to_string(),
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             stderr: Arc::default(),
         };
-        let pipe = server.child.stderr.take().expect("stderr");
+        let (pipe, lines) = (srv.child.stderr.take().unwrap(), srv.stderr.clone());
         let (tx, rx) = mpsc::channel();
-        let lines = server.stderr.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let _ = tx.send(line.clone());
@@ -109,20 +106,18 @@ impl Server {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(a) = line.strip_prefix("http_status: listening on ") {
-                        server.addr = a.parse().expect("the bound address");
-                        return Some(server);
-                    }
-                    if line.contains("unavailable") {
-                        eprintln!("SKIPPED on {backend}: {line}");
-                        return None;
-                    }
-                }
-                // Exited (the example built without this backend's
-                // feature, say: build it with the test's features) or hung.
-                Err(_) => panic!("http_status did not start on {backend}: {:?}", server.log()),
+            // Exited (the example built without this backend's feature,
+            // say: build it with the test's features) or hung.
+            let Ok(line) = rx.recv_timeout(left) else {
+                panic!("http_status did not start on {backend}: {:?}", srv.log())
+            };
+            if let Some(a) = line.strip_prefix("http_status: listening on ") {
+                srv.addr = a.parse().expect("the bound address");
+                return Some(srv);
+            }
+            if line.contains("unavailable") {
+                eprintln!("SKIPPED on {backend}: {line}");
+                return None;
             }
         }
     }
@@ -135,31 +130,42 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    fn connect(&self) -> TcpStream {
+    fn connect(&self) -> Client {
         let s = TcpStream::connect(self.addr).expect("connect");
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.set_write_timeout(Some(WAIT)).unwrap();
-        s
+        Client(s)
     }
 
     /// The `/status` document, over a connection of its own.
     fn status(&self) -> Json {
-        let mut s = self.connect();
-        send(
-            &mut s,
-            b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-        );
-        let r = read_response(&mut s, false).expect("a response");
+        let mut c = self.connect();
+        c.send(&with("Connection: close"));
+        let r = c.response();
         assert_eq!(r.code, 200);
         parse_json(&r.body)
     }
 }
 
-// ---- raw HTTP clients -----------------------------------------------------------
-
-fn send(s: &mut TcpStream, bytes: &[u8]) {
-    s.write_all(bytes).expect("sending the request");
+/// Asserts that no more than `max` has passed since `t`.
+fn within(t: Instant, max: Duration) {
+    assert!(t.elapsed() < max, "took {:?}", t.elapsed());
 }
+
+/// Retries `f` every 50 ms until it holds, at most 100 times.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+// ---- a raw HTTP client -------------------------------------------------------------
+
+struct Client(TcpStream);
 
 struct Response {
     code: u16,
@@ -177,69 +183,73 @@ impl Response {
     }
 }
 
-/// Reads one response (`to_head`: to a HEAD request, no body); `None` at
-/// end of stream before its first byte.
-fn read_response(s: &mut TcpStream, to_head: bool) -> Option<Response> {
-    let mut bytes = Vec::new();
-    let mut byte = [0u8; 1];
-    // Byte by byte: the next pipelined response stays in the socket.
-    while !bytes.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
-            Ok(0) if bytes.is_empty() => return None,
-            Ok(0) => panic!(
-                "end of stream inside a head: {:?}",
-                String::from_utf8_lossy(&bytes)
-            ),
-            Ok(_) => bytes.push(byte[0]),
-            Err(e) => panic!("reading a response head: {e}"),
-        }
-        assert!(bytes.len() < 16 * 1024, "a head that does not end");
-    }
-    let head = String::from_utf8(bytes).expect("an ASCII head");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("a status line: {head:?}"));
-    let mut r = Response {
-        code,
-        head,
-        body: String::new(),
-    };
-    let len: usize = r
-        .header("content-length")
-        .map(|v| v.parse().expect("a Content-Length"))
-        .expect("every response has a Content-Length");
-    if !to_head {
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).expect("the body");
-        r.body = String::from_utf8(body).expect("a UTF-8 body");
-    }
-    Some(r)
-}
-
-/// The server closes: end of stream, not a reset, within the bound.
-fn expect_eof(s: &mut TcpStream) {
-    let mut rest = Vec::new();
-    match s.read_to_end(&mut rest) {
-        Ok(_) => assert!(rest.is_empty(), "bytes after the last response: {rest:?}"),
-        Err(e) => panic!("expected a close, got {e}"),
-    }
-}
-
 fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes()
+}
+
+impl Client {
+    fn send(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).expect("sending the request");
+    }
+
+    fn get(&mut self, path: &str) -> Response {
+        self.send(&get(path));
+        self.response()
+    }
+
+    fn response(&mut self) -> Response {
+        self.try_response(false).expect("a response")
+    }
+
+    /// Reads one response (`to_head`: to a HEAD, no body); `None` at the
+    /// end of stream before its first byte.
+    fn try_response(&mut self, to_head: bool) -> Option<Response> {
+        let mut bytes = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte: the next pipelined response stays in the socket.
+        while !bytes.ends_with(b"\r\n\r\n") {
+            match self.0.read(&mut byte) {
+                Ok(0) if bytes.is_empty() => return None,
+                Ok(0) => panic!("end of stream in a head: {bytes:?}"),
+                Ok(_) => bytes.push(byte[0]),
+                Err(e) => panic!("reading a response head: {e}"),
+            }
+            assert!(bytes.len() < 16 * 1024, "a head that does not end");
+        }
+        let head = String::from_utf8(bytes).expect("an ASCII head");
+        let code = head.split(' ').nth(1).and_then(|c| c.parse().ok());
+        let code = code.unwrap_or_else(|| panic!("a status line: {head:?}"));
+        let mut r = Response {
+            code,
+            head,
+            body: String::new(),
+        };
+        let len = r.header("content-length").expect("a Content-Length");
+        let mut body = vec![0u8; if to_head { 0 } else { len.parse().unwrap() }];
+        self.0.read_exact(&mut body).expect("the body");
+        r.body = String::from_utf8(body).expect("a UTF-8 body");
+        Some(r)
+    }
+
+    /// The server closes: end of stream (not a reset), within the bound.
+    fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        match self.0.read_to_end(&mut rest) {
+            Ok(_) => assert!(rest.is_empty(), "bytes after the last response: {rest:?}"),
+            Err(e) => panic!("expected a close, got {e}"),
+        }
+    }
 }
 
 // ---- external programs -------------------------------------------------------------
 
 /// Runs `program` or fails naming the Debian package that provides it.
 fn run(program: &str, package: &str, args: &[&str]) -> Output {
-    match Command::new(program)
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
-        .output()
-    {
+        .output();
+    match out {
         Ok(out) => out,
         Err(e) if e.kind() == ErrorKind::NotFound => panic!(
             "`{program}` is not installed: this test needs it (Debian package `{package}`: \
@@ -255,28 +265,30 @@ fn curl(args: &[&str]) -> Output {
     run("curl", "curl", &all)
 }
 
-// ---- a small JSON reader (no serde in this crate) ------------------------------------
+fn curl_code(url: &str) -> String {
+    let out = curl(&["--output", "/dev/null", "--write-out", "%{http_code}", url]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
+// ---- a small JSON reader (no serde here) ------------------------------------------
+
+/// What the server's JSON is made of: objects, strings without escapes,
+/// numbers, booleans.
 #[derive(Debug, PartialEq)]
 enum Json {
-    Null,
     Bool(bool),
     Num(f64),
     Str(String),
-    Arr(Vec<Json>),
     Obj(Vec<(String, Json)>),
 }
 
 impl Json {
     fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no key {key:?} in {self:?}")),
-            _ => panic!("not an object: {self:?}"),
-        }
+        let Json::Obj(fields) = self else {
+            panic!("not an object")
+        };
+        let v = fields.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        v.unwrap_or_else(|| panic!("no key {key:?} in {self:?}"))
     }
 
     fn num(&self, key: &str) -> f64 {
@@ -287,123 +299,61 @@ impl Json {
     }
 }
 
-/// Parses a whole document; panics on anything that is not JSON.
+/// Parses a whole document; panics on anything else.
 fn parse_json(text: &str) -> Json {
-    let mut p = JsonParser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value();
-    p.ws();
-    assert_eq!(
-        p.i,
-        p.s.len(),
-        "trailing bytes after the JSON value in {text:?}"
-    );
+    let mut rest = text.as_bytes();
+    let v = json_value(&mut rest);
+    assert!(rest.trim_ascii().is_empty(), "JSON: more after {text:?}");
     v
 }
 
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
+/// The first `n` bytes of `s`, taken off it.
+fn take(s: &mut &[u8], n: usize) -> String {
+    let (head, tail) = s.split_at(n);
+    *s = tail;
+    std::str::from_utf8(head).unwrap().to_string()
 }
 
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
+fn json_value(s: &mut &[u8]) -> Json {
+    *s = s.trim_ascii_start();
+    match s.first() {
+        Some(b'"') => {
+            let n = s[1..].iter().position(|&c| c == b'"').expect("a '\"'");
+            let text = take(s, n + 2);
+            assert!(!text.contains('\\'), "JSON: no escapes expected");
+            Json::Str(text[1..=n].to_string())
         }
-    }
-
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        let got = self.s.get(self.i).copied();
-        assert_eq!(got, Some(c), "JSON: expected {:?} at {}", c as char, self.i);
-        self.i += 1;
-    }
-
-    fn value(&mut self) -> Json {
-        self.ws();
-        let rest = &self.s[self.i..];
-        for (word, v) in [
-            ("null", Json::Null),
-            ("true", Json::Bool(true)),
-            ("false", Json::Bool(false)),
-        ] {
-            if rest.starts_with(word.as_bytes()) {
-                self.i += word.len();
-                return v;
+        _ if s.starts_with(b"true") => Json::Bool(take(s, 4) == "true"),
+        _ if s.starts_with(b"false") => Json::Bool(take(s, 5) == "true"),
+        Some(b'{') => {
+            take(s, 1);
+            let mut fields = Vec::new();
+            if s.trim_ascii_start().starts_with(b"}") {
+                *s = &s.trim_ascii_start()[1..];
+                return Json::Obj(fields);
             }
-        }
-        match rest.first() {
-            Some(b'"') => Json::Str(self.string()),
-            Some(b'[') => {
-                self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Json::Arr(items);
+            loop {
+                let Json::Str(key) = json_value(s) else {
+                    panic!("JSON: a key")
+                };
+                *s = s.trim_ascii_start().strip_prefix(b":").expect("a ':'");
+                fields.push((key, json_value(s)));
+                *s = s.trim_ascii_start();
+                let sep = s.first().copied();
+                *s = s.get(1..).unwrap_or_default();
+                match sep {
+                    Some(b',') => continue,
+                    Some(b'}') => return Json::Obj(fields),
+                    c => panic!("JSON: {c:?} in an object"),
                 }
-                loop {
-                    items.push(self.value());
-                    self.ws();
-                    self.i += 1;
-                    match self.s[self.i - 1] {
-                        b',' => continue,
-                        b']' => return Json::Arr(items),
-                        c => panic!("JSON: {:?} in an array", c as char),
-                    }
-                }
-            }
-            Some(b'{') => {
-                self.i += 1;
-                let mut fields = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Json::Obj(fields);
-                }
-                loop {
-                    self.ws();
-                    let k = self.string();
-                    self.eat(b':');
-                    fields.push((k, self.value()));
-                    self.ws();
-                    self.i += 1;
-                    match self.s[self.i - 1] {
-                        b',' => continue,
-                        b'}' => return Json::Obj(fields),
-                        c => panic!("JSON: {:?} in an object", c as char),
-                    }
-                }
-            }
-            _ => {
-                let n = rest
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                    .count();
-                let text = std::str::from_utf8(&rest[..n]).unwrap();
-                self.i += n;
-                Json::Num(
-                    text.parse()
-                        .unwrap_or_else(|_| panic!("JSON: bad number {text:?}")),
-                )
             }
         }
-    }
-
-    /// A string without escapes (the server writes none).
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let n = self.s[self.i..]
-            .iter()
-            .position(|&c| c == b'"')
-            .expect("JSON: an unterminated string");
-        let s = std::str::from_utf8(&self.s[self.i..self.i + n]).unwrap();
-        assert!(!s.contains('\\'), "JSON: escapes are not expected");
-        self.i += n + 1;
-        s.to_string()
+        _ => {
+            let n = s.iter().take_while(|c| b"0123456789+-.eE".contains(c));
+            let n = n.count();
+            let text = take(s, n);
+            Json::Num(text.parse().expect("a JSON number"))
+        }
     }
 }
 
@@ -422,10 +372,7 @@ const KEYS: &[&str] = &[
     "tasks_capacity",
 ];
 
-fn status_is_json(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
+fn curl_gets_status_as_json_and_404_elsewhere(srv: Server) {
     let out = curl(&["--include", &srv.url("/status")]);
     assert!(
         out.status.success(),
@@ -437,7 +384,7 @@ fn status_is_json(backend: &str) {
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(head.contains("Content-Type: application/json"), "{head}");
     let doc = parse_json(body);
-    let name = if backend == "uring" {
+    let name = if srv.backend == "uring" {
         "io_uring"
     } else {
         "epoll"
@@ -453,60 +400,23 @@ fn status_is_json(backend: &str) {
         "accept loop, signal waiter, this connection"
     );
     assert!(matches!(doc.get("stats"), Json::Obj(_)));
-    assert_eq!(
-        doc.get("stats_enabled"),
-        &Json::Bool(cfg!(feature = "stats"))
-    );
-
+    let stats = Json::Bool(cfg!(feature = "stats"));
+    assert_eq!(doc.get("stats_enabled"), &stats);
     // HEAD: the same head, no body.
     let out = curl(&["--head", &srv.url("/status")]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.starts_with("HTTP/1.1 200 OK") && text.contains("Content-Length: "),
-        "{text}"
-    );
-}
-
-fn curl_gets_404_for_other_paths(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.contains("Content-Length: "), "{text}");
     for path in ["/", "/nope", "/status/x"] {
-        let out = curl(&[
-            "--output",
-            "/dev/null",
-            "--write-out",
-            "%{http_code}",
-            &srv.url(path),
-        ]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{path}");
+        assert_eq!(curl_code(&srv.url(path)), "404", "{path}");
     }
-    // A query string does not change the path.
-    let out = curl(&[
-        "--output",
-        "/dev/null",
-        "--write-out",
-        "%{http_code}",
-        &srv.url("/status?x=1"),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(curl_code(&srv.url("/status?x=1")), "200", "with a query");
 }
 
-fn curl_reuses_the_connection(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
+fn curl_reuses_the_connection(srv: Server) {
     let (a, b) = (srv.url("/status"), srv.url("/nope"));
-    let out = curl(&[
-        "--verbose",
-        "--http1.1",
-        "-o",
-        "/dev/null",
-        "-o",
-        "/dev/null",
-        &a,
-        &b,
-    ]);
+    let null = "/dev/null";
+    let out = curl(&["-v", "--http1.1", "-o", null, "-o", null, &a, &b]);
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("Re-using existing connection"), "{log}");
@@ -516,324 +426,202 @@ fn curl_reuses_the_connection(backend: &str) {
     assert_eq!(srv.status().num("connections_total"), 2.0);
 }
 
-fn malformed_requests_get_400_and_a_close(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
-    let bad: [&[u8]; 5] = [
-        b"GET /status HTTP/1.1\r\nHost t\r\n\r\n",
-        b"\x01\x02 nonsense\r\n\r\n",
-        b"GET /status HTTP/1.1\r\n\r\n", // no Host
-        b"GET /status HTTP/1.1\r\nHost: t\r\nContent-Length: +5\r\n\r\n",
-        b"GET /status HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-    ];
-    for req in bad {
-        let mut s = srv.connect();
-        send(&mut s, req);
-        let r = read_response(&mut s, false).expect("a 400");
-        assert_eq!(r.code, 400, "{:?}", String::from_utf8_lossy(req));
-        assert_eq!(r.header("connection"), Some("close"));
-        expect_eof(&mut s);
-    }
+/// A GET with the `headers` given (and `Host`).
+fn with(headers: &str) -> Vec<u8> {
+    format!("GET /status HTTP/1.1\r\nHost: t\r\n{headers}\r\n\r\n").into_bytes()
 }
 
 fn big_head(value_len: usize) -> Vec<u8> {
-    let mut req = b"GET /status HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
-    req.resize(req.len() + value_len, b'a');
-    req.extend_from_slice(b"\r\n\r\n");
-    req
+    with(&format!("X-Big: {}", "a".repeat(value_len)))
 }
 
-fn a_head_over_8_kib_gets_431_and_a_close(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
-    let mut s = srv.connect();
-    send(&mut s, &big_head(9 * 1024));
-    let r = read_response(&mut s, false).expect("a 431");
-    assert_eq!(r.code, 431);
-    expect_eof(&mut s);
+fn bad_requests_get_400_or_431_and_a_close(srv: Server) {
+    let bad = [
+        (with("Bad header"), 400),
+        (b"\x01\x02 nonsense\r\n\r\n".to_vec(), 400),
+        (b"GET /status HTTP/1.1\r\n\r\n".to_vec(), 400), // no Host
+        (with("Content-Length: +5"), 400),
+        (with("Content-Length: 1\r\nContent-Length: 2"), 400),
+        (with("Transfer-Encoding: chunked\r\n\r\n0"), 400), // not decoded
+        (big_head(9 * 1024), 431),
+    ];
+    for (req, code) in bad {
+        let mut c = srv.connect();
+        c.send(&req);
+        let r = c.response();
+        assert_eq!(r.code, code, "{:?}", String::from_utf8_lossy(&req));
+        assert_eq!(r.header("connection"), Some("close"));
+        c.expect_eof();
+    }
     // Just under the limit is fine.
-    let mut s = srv.connect();
-    send(&mut s, &big_head(7 * 1024));
-    assert_eq!(read_response(&mut s, false).expect("a 200").code, 200);
+    let mut c = srv.connect();
+    c.send(&big_head(7 * 1024));
+    assert_eq!(c.response().code, 200);
 }
 
-fn pipelined_requests_are_answered_in_order(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
-    let mut s = srv.connect();
+fn pipelined_requests_are_answered_in_order(srv: Server) {
+    let mut c = srv.connect();
     let mut all = get("/status");
     all.extend_from_slice(b"HEAD /status HTTP/1.1\r\nHost: t\r\n\r\n");
-    all.extend_from_slice(&get("/missing"));
-    all.extend_from_slice(b"GET /status HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
-    send(&mut s, &all); // one write
-    let first = read_response(&mut s, false).expect("response 1");
-    let head = read_response(&mut s, true).expect("response 2");
-    let missing = read_response(&mut s, false).expect("response 3");
-    let last = read_response(&mut s, false).expect("response 4");
-    assert_eq!(
-        [first.code, head.code, missing.code, last.code],
-        [200, 200, 404, 200]
-    );
+    // A body larger than the request buffer, read and discarded.
+    all.extend_from_slice(b"POST /status HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\n\r\n");
+    all.resize(all.len() + 20000, b'G');
+    all.extend_from_slice(b"GET /missing HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
+    all.extend_from_slice(&with("Connection: close"));
+    c.send(&all); // one write
+    let first = c.response();
+    let head = c.try_response(true).expect("the HEAD's response");
+    let (post, missing, last) = (c.response(), c.response(), c.response());
+    let codes = [first.code, head.code, post.code, missing.code, last.code];
+    assert_eq!(codes, [200, 200, 405, 404, 200]);
     assert!(head.header("content-length").is_some_and(|n| n != "0"));
-    assert_eq!(missing.body, "not found\n");
-    let (n1, n4) = (parse_json(&first.body), parse_json(&last.body));
-    assert_eq!(
-        n4.num("requests_served") - n1.num("requests_served"),
-        3.0,
-        "answered in the order sent"
-    );
-    assert_eq!(last.header("connection"), Some("close"));
-    expect_eof(&mut s);
-}
-
-fn bodies_are_discarded_and_chunked_is_refused(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
-    let mut s = srv.connect();
-    // A body larger than the request buffer, then a pipelined GET.
-    let mut req = b"POST /status HTTP/1.1\r\nHost: t\r\nContent-Length: 20000\r\n\r\n".to_vec();
-    req.resize(req.len() + 20000, b'G');
-    req.extend_from_slice(b"GET /status HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
-    req.extend_from_slice(&get("/status"));
-    send(&mut s, &req);
-    let post = read_response(&mut s, false).expect("the 405");
-    assert_eq!(post.code, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD"));
-    assert_eq!(
-        read_response(&mut s, false)
-            .expect("the GET with a body")
-            .code,
-        200
-    );
-    assert_eq!(
-        read_response(&mut s, false).expect("the last GET").code,
-        200
-    );
-    // Chunked bodies are not decoded: 400 and close.
-    let mut s = srv.connect();
-    send(
-        &mut s,
-        b"POST /status HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    );
-    assert_eq!(read_response(&mut s, false).expect("a 400").code, 400);
-    expect_eof(&mut s);
+    assert_eq!(missing.body, "not found\n");
+    let (n1, n5) = (parse_json(&first.body), parse_json(&last.body));
+    let served = n5.num("requests_served") - n1.num("requests_served");
+    assert_eq!(served, 4.0, "answered in the order sent");
+    assert_eq!(last.header("connection"), Some("close"));
+    c.expect_eof();
 }
 
-fn http_1_0_closes_unless_keep_alive(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
-    let mut s = srv.connect();
-    send(&mut s, b"GET /status HTTP/1.0\r\n\r\n");
-    let r = read_response(&mut s, false).expect("a response");
+fn http_1_0_closes_unless_keep_alive(srv: Server) {
+    let mut c = srv.connect();
+    c.send(b"GET /status HTTP/1.0\r\n\r\n");
+    let r = c.response();
     assert_eq!((r.code, r.header("connection")), (200, Some("close")));
-    expect_eof(&mut s);
-    let mut s = srv.connect();
+    c.expect_eof();
+    let mut c = srv.connect();
     for _ in 0..2 {
-        send(
-            &mut s,
-            b"GET /status HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-        );
-        let r = read_response(&mut s, false).expect("a response");
+        c.send(b"GET /status HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let r = c.response();
         assert_eq!((r.code, r.header("connection")), (200, Some("keep-alive")));
     }
 }
 
-fn a_slow_client_does_not_block_others(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
+fn a_slow_client_does_not_block_others(srv: Server) {
     let mut slow = srv.connect();
-    send(&mut slow, b"GET /status HTTP/1.1\r\nHo");
+    slow.send(b"GET /status HTTP/1.1\r\nHo");
     std::thread::sleep(Duration::from_millis(100));
     let t = Instant::now();
     let mut quick = srv.connect();
     for _ in 0..3 {
-        send(&mut quick, &get("/status"));
-        assert_eq!(
-            read_response(&mut quick, false).expect("a response").code,
-            200
-        );
+        assert_eq!(quick.get("/status").code, 200);
     }
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "served in {:?}",
-        t.elapsed()
-    );
+    within(t, Duration::from_secs(2));
     // The slow one was waiting, not dropped: its request completes.
-    send(&mut slow, b"st: t\r\n\r\n");
-    assert_eq!(
-        read_response(&mut slow, false)
-            .expect("the slow response")
-            .code,
-        200
-    );
+    slow.send(b"st: t\r\n\r\n");
+    assert_eq!(slow.response().code, 200);
 }
 
-/// How long until the server closes `s`.
-fn time_to_close(s: &mut TcpStream) -> Duration {
-    let t = Instant::now();
-    expect_eof(s);
-    t.elapsed()
-}
-
-fn idle_connections_are_closed(backend: &str) {
-    let Some(srv) = Server::start(backend, &["--idle-ms", "300"]) else {
-        return;
-    };
-    let window = Duration::from_millis(250)..Duration::from_secs(5);
-    // Silent from the start.
-    let mut s = srv.connect();
-    let d = time_to_close(&mut s);
-    assert!(window.contains(&d), "closed after {d:?}");
-    // Idle after a response.
-    let mut s = srv.connect();
-    send(&mut s, &get("/status"));
-    assert_eq!(read_response(&mut s, false).expect("a response").code, 200);
-    let d = time_to_close(&mut s);
-    assert!(window.contains(&d), "closed after {d:?}");
-    // A head trickled a byte at a time does not keep it open.
-    let mut s = srv.connect();
-    let t = Instant::now();
-    let closed = b"GET /status HTTP/1.1\r\nHost: t\r\nX-Slow: ....................\r\n"
-        .iter()
-        .any(|&b| {
-            std::thread::sleep(Duration::from_millis(50));
-            s.write_all(&[b]).is_err()
-        });
-    if !closed {
-        expect_eof(&mut s);
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "closed after {:?}",
-        t.elapsed()
-    );
-}
-
-fn connections_over_max_conns_are_refused_and_serving_goes_on(backend: &str) {
-    let Some(srv) = Server::start(backend, &["--max-conns", "1"]) else {
-        return;
-    };
-    let mut held = srv.connect();
-    send(&mut held, &get("/status"));
-    assert_eq!(read_response(&mut held, false).expect("admitted").code, 200);
-    for _ in 0..2 {
-        let mut s = srv.connect();
-        let r = read_response(&mut s, false).expect("a 503");
-        assert_eq!(r.code, 503);
-        expect_eof(&mut s);
-    }
-    let refusals = |srv: &Server| srv.log().iter().filter(|l| l.contains("refusing")).count();
-    assert_eq!(refusals(&srv), 1, "logged once: {:?}", srv.log());
-    // The held connection is still served; once closed, its slot is free.
-    send(&mut held, &get("/status"));
-    assert_eq!(
-        read_response(&mut held, false).expect("still served").code,
-        200
-    );
-    drop(held);
-    let served = (0..100).any(|_| {
-        let mut s = srv.connect();
-        send(&mut s, &get("/status"));
-        let ok = read_response(&mut s, false).is_some_and(|r| r.code == 200);
-        if !ok {
-            std::thread::sleep(Duration::from_millis(50));
+fn idle_connections_are_closed(srv: Server) {
+    // Silent from the start; then idle after a response.
+    for request in [false, true] {
+        let mut c = srv.connect();
+        if request {
+            assert_eq!(c.get("/status").code, 200);
         }
-        ok
+        let t = Instant::now();
+        c.expect_eof();
+        assert!(t.elapsed() > Duration::from_millis(250), "closed early");
+        within(t, Duration::from_secs(5));
+    }
+    // A head trickled a byte at a time does not keep it open: the whole
+    // head must come within the idle time (a timeout per read would let
+    // this go on for 4 s).
+    let mut c = srv.connect();
+    c.send(b"GET /status HTTP/1.1\r\nHost: t\r\nX-Slow: ");
+    c.0.set_read_timeout(Some(Duration::from_millis(10)))
+        .unwrap();
+    let t = Instant::now();
+    let closed = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(40));
+        let mut byte = [0u8; 1];
+        match c.0.write_all(b".").and_then(|()| c.0.read(&mut byte)) {
+            Ok(0) => true,
+            Ok(_) => panic!("a response to a head that never ended"),
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        }
+    });
+    assert!(closed, "a trickling client kept its connection for 4 s");
+    within(t, Duration::from_secs(2));
+}
+
+fn connections_over_max_conns_are_refused_and_serving_goes_on(srv: Server) {
+    let mut held = srv.connect();
+    assert_eq!(held.get("/status").code, 200);
+    for _ in 0..2 {
+        let mut c = srv.connect();
+        assert_eq!(c.response().code, 503);
+        c.expect_eof();
+    }
+    let refusals = srv.log().iter().filter(|l| l.contains("refusing")).count();
+    assert_eq!(refusals, 1, "logged once: {:?}", srv.log());
+    // The held connection is still served; once closed, its slot is free.
+    assert_eq!(held.get("/status").code, 200);
+    drop(held);
+    let served = eventually(|| {
+        let mut c = srv.connect();
+        c.send(&get("/status"));
+        c.try_response(false).is_some_and(|r| r.code == 200)
     });
     assert!(
         served,
-        "no connection served after the held one closed: {:?}",
+        "none served after the held one closed: {:?}",
         srv.log()
     );
 }
 
-fn wrk_sees_no_errors(backend: &str) {
-    let Some(srv) = Server::start(backend, &[]) else {
-        return;
-    };
+fn wrk_sees_no_errors(srv: Server) {
     let out = run("wrk", "wrk", &["-t1", "-c16", "-d3s", &srv.url("/status")]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "wrk: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let requests: u64 = text
+    assert!(out.status.success(), "wrk: {text}{:?}", out.stderr);
+    let count = text
         .lines()
-        .find_map(|l| {
-            l.trim()
-                .split_once(" requests in ")
-                .map(|(n, _)| n.parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no request count in: {text}"));
+        .find_map(|l| l.trim().split_once(" requests in "));
+    let requests: u64 = count.expect("a request count").0.parse().unwrap();
     assert!(requests > 0, "{text}");
     if let Some(line) = text.lines().find(|l| l.contains("Socket errors")) {
-        let nonzero = line
-            .split(|c: char| !c.is_ascii_digit())
-            .any(|n| !n.is_empty() && n != "0");
-        assert!(!nonzero, "{text}");
+        // Every count is zero: nothing but zeros between the non-digits.
+        let mut numbers = line.split(|c: char| !c.is_ascii_digit());
+        assert!(
+            numbers.all(|n| n.trim_start_matches('0').is_empty()),
+            "{text}"
+        );
     }
     assert!(!text.contains("Non-2xx"), "{text}");
-    let rate = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .unwrap_or("Requests/sec: ?");
-    eprintln!("wrk on {backend}: {requests} requests, {rate}");
-    // Every wrk connection is closed and its task gone (bounded wait).
-    let settled = (0..100).any(|_| {
+    let rate = text.lines().find(|l| l.starts_with("Requests/sec:"));
+    let rate = rate.unwrap_or("?");
+    eprintln!("wrk on {}: {requests} requests, {rate}", srv.backend);
+    // Every wrk connection is closed and its task gone.
+    let settled = eventually(|| {
         let doc = srv.status();
-        let done = doc.num("connections_open") == 1.0 && doc.num("tasks_in_use") == 3.0;
-        if !done {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        done
+        doc.num("connections_open") == 1.0 && doc.num("tasks_in_use") == 3.0
     });
-    assert!(
-        settled,
-        "connections left open after wrk: {:?}",
-        srv.status()
-    );
+    assert!(settled, "connections left after wrk: {:?}", srv.status());
 }
 
-fn sigterm_exits_0(backend: &str) {
-    let Some(mut srv) = Server::start(backend, &[]) else {
-        return;
-    };
+fn sigterm_exits_0(mut srv: Server) {
     // A keep-alive connection stays open across the stop.
-    let mut s = srv.connect();
-    send(&mut s, &get("/status"));
-    assert_eq!(read_response(&mut s, false).expect("a response").code, 200);
+    let mut c = srv.connect();
+    assert_eq!(c.get("/status").code, 200);
     let pid = srv.child.id() as libc::pid_t;
-    // SAFETY: sends a signal to our own child, which is still running (not reaped).
+    // SAFETY: signals our own child, still running (not reaped).
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(st) = srv.child.try_wait().expect("try_wait") {
             break st;
         }
-        assert!(
-            Instant::now() < deadline,
-            "still running {WAIT:?} after SIGTERM"
-        );
+        assert!(Instant::now() < deadline, "running {WAIT:?} after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status}: {:?}", srv.log());
     // The reader thread may lag the exit a little.
-    let summary = (0..100).any(|_| {
-        let found = srv
-            .log()
+    let summary = || {
+        srv.log()
             .iter()
-            .any(|l| l.contains("stopped after 1 requests"));
-        if !found {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        found
-    });
+            .any(|l| l.contains("stopped after 1 requests"))
+    };
+    let summary = eventually(summary);
     assert!(summary, "{:?}", srv.log());
 }
