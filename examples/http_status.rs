@@ -1,0 +1,664 @@
+//! An HTTP/1.1 keep-alive server: `GET /status` answers 200 and a JSON
+//! document of the context's counters; other paths are 404.
+//!
+//! ```text
+//! http_status [PORT] [--bind ADDR] [--max-conns N] [--idle-ms MS] [--threads N] [--backend epoll|uring]
+//! ```
+//! Defaults: port 8080 (0: the kernel picks), 127.0.0.1, 1024
+//! connections, 5000 ms, 1 thread, epoll (`uring` needs the `uring`
+//! feature). Once bound it prints `http_status: listening on ADDR`.
+//!
+//! One task per connection, with a request and a response buffer from
+//! pools made at start-up (nothing is allocated per request); without a
+//! free buffer or task slot a connection gets a best-effort 503 and a
+//! close, logged once per run of refusals. Heads are parsed with
+//! `httparse` as bytes arrive: over 8 KiB is 431, unparsable (or HTTP/1.1
+//! without `Host`) 400, both closing. Pipelined requests are answered in
+//! order, in one write. `Connection: close`, or HTTP/1.0 without
+//! `keep-alive`, closes after the response. `Content-Length` bodies are
+//! read and discarded; `Transfer-Encoding` (chunked) is not decoded: 400
+//! and close. HEAD is GET without the body; other methods are 405.
+//!
+//! A head must arrive within `--idle-ms` of the last response (or the
+//! accept): idle clients and clients that trickle a head are closed; each
+//! body read and each write may take `--idle-ms`. Closing, the server
+//! half-closes and drains the client for up to a second, so the client
+//! reads the last response rather than a reset. SIGTERM and SIGINT (a
+//! self-pipe: the handler sends a datagram a task reads) stop the server,
+//! which prints a summary and exits 0.
+
+use core::fmt::{self, Write as _};
+use core::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::IntoRawFd;
+use std::process::exit;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use pinion::aio::{sleep, timeout};
+use pinion::backend::Sched;
+use pinion::buf::{BufPool, PoolBuf};
+use pinion::builder::Builder;
+use pinion::context::IoContext;
+use pinion::net::{TcpListener, TcpStream, UdpSocket};
+use pinion::sync::FutexMutex;
+use pinion::{Backend, BuildError, Error, Instant, IoBuf, IoBufMut, Owned, Shutdown};
+
+/// The largest request head; the buffer also holds the start of the next.
+const HEADER_LIMIT: usize = 8 * 1024;
+const REQ_SIZE: usize = HEADER_LIMIT + 512;
+/// Responses to pipelined requests are gathered here; each takes at most
+/// `MAX_RESPONSE` (a `/status` body at most `STATUS_BODY`).
+const RESP_SIZE: usize = 4096;
+const MAX_RESPONSE: usize = 1536;
+const STATUS_BODY: usize = 1024;
+/// A task slot: the connection future is 432 bytes (x86-64, debug); a
+/// bigger one would be refused with `TaskTooLarge`, and logged.
+const TASK_BYTES: usize = 1024;
+/// A closing connection is drained for at most this long, and this much.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+type ReqBuf = PoolBuf<'static, FutexMutex, REQ_SIZE>;
+type RespBuf = PoolBuf<'static, FutexMutex, RESP_SIZE>;
+type Conn<B> = TcpStream<'static, B>;
+
+/// Shared by every task; made once and leaked (it lives as long as the
+/// process).
+struct Server<B: Backend> {
+    ctx: &'static IoContext<B>,
+    listener: TcpListener<'static, B>,
+    reqs: BufPool<FutexMutex, REQ_SIZE>,
+    resps: BufPool<FutexMutex, RESP_SIZE>,
+    idle: Duration,
+    threads: usize,
+    started: Instant,
+    n: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    requests: AtomicUsize,
+    open: AtomicUsize,
+    total: AtomicUsize,
+    refused: AtomicUsize,
+    /// A refusal was logged and no connection was admitted since.
+    refusing: AtomicBool,
+    /// An accept error was logged and no accept succeeded since.
+    accept_failing: AtomicBool,
+}
+
+fn main() {
+    let cfg = Config::parse();
+    match cfg.backend.as_str() {
+        #[cfg(feature = "epoll")]
+        "epoll" => run::<pinion::epoll::Backend>(&cfg),
+        #[cfg(not(feature = "epoll"))]
+        "epoll" => fail("built without the `epoll` feature"),
+        #[cfg(feature = "uring")]
+        "uring" => run::<pinion::uring::Backend>(&cfg),
+        #[cfg(not(feature = "uring"))]
+        "uring" => fail("built without the `uring` feature: rebuild with `--features uring`"),
+        other => usage(&format!("unknown backend {other} (epoll or uring)")),
+    }
+}
+
+fn run<B: Backend>(cfg: &Config)
+where
+    Sched<B>: Sync,
+{
+    let n = cfg.max_conns;
+    // Per connection a read or write and the timeout's timer wait, each an
+    // operation and a rendezvous slot; a task per connection, the accept
+    // loop and the signal waiter.
+    let ctx = Builder::<B>::new()
+        .ops(8 * n + 64)
+        .descriptors(n + 16)
+        .timers(n + 16)
+        .tasks(n + 2, TASK_BYTES)
+        .concurrency_hint(cfg.threads)
+        .build_static()
+        .unwrap_or_else(|e| match e {
+            BuildError::NotSupported
+            | BuildError::Disabled(_)
+            | BuildError::PermissionDenied
+            | BuildError::KernelTooOld(_) => fail(&format!("backend {} unavailable: {e}", B::NAME)),
+            e => fail(&format!("building the context: {e}")),
+        });
+    let addr = SocketAddr::new(cfg.bind, cfg.port);
+    let listener = TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("{addr}: {e}")));
+    let s: &'static Server<B> = Box::leak(Box::new(Server {
+        ctx,
+        listener,
+        reqs: BufPool::boxed(n),
+        resps: BufPool::boxed(n),
+        idle: cfg.idle,
+        threads: cfg.threads,
+        started: ctx.now(),
+        n: Counts::default(),
+    }));
+    stop_on_signals(ctx);
+    if ctx.spawn(s.accept_loop()).is_err() {
+        fail("no task slot for the accept loop");
+    }
+    match listener.local_addr() {
+        Ok(a) => eprintln!("http_status: listening on {a}"),
+        Err(e) => fail(&format!("local_addr: {e}")),
+    }
+    std::thread::scope(|sc| {
+        for _ in 1..cfg.threads {
+            sc.spawn(|| ctx.run());
+        }
+        ctx.run();
+    });
+    eprintln!(
+        "http_status: stopped after {} requests on {} connections ({} refused, {} open)",
+        s.n.requests.load(Relaxed),
+        s.n.total.load(Relaxed),
+        s.n.refused.load(Relaxed),
+        s.n.open.load(Relaxed),
+    );
+    exit(0)
+}
+
+/// Counts a connection open from its admission to the end of its task
+/// (or to the drop of a future that never ran).
+struct OpenGuard<B: Backend>(&'static Server<B>);
+
+impl<B: Backend> Drop for OpenGuard<B> {
+    fn drop(&mut self) {
+        self.0.n.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// An answered head: its bytes, the body bytes to discard after it, and
+/// whether the connection stays open (the default: an error, closing).
+#[derive(Default)]
+struct Done {
+    used: usize,
+    body: usize,
+    keep: bool,
+}
+
+impl<B: Backend> Server<B>
+where
+    Sched<B>: Sync,
+{
+    async fn accept_loop(&'static self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((conn, _peer)) => {
+                    self.n.accept_failing.store(false, Relaxed);
+                    self.admit(conn);
+                }
+                Err(Error::OperationAborted) => return,
+                // EMFILE, a full descriptor table: the connection waits in
+                // the backlog; one closing meanwhile makes room.
+                Err(e) => {
+                    if !self.n.accept_failing.swap(true, Relaxed) {
+                        eprintln!("http_status: accept failed: {e}; retrying");
+                    }
+                    let _ = sleep(self.ctx, Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// Gives the connection its buffers and its task, or refuses it.
+    fn admit(&'static self, conn: Owned<Conn<B>>) {
+        self.n.total.fetch_add(1, Relaxed);
+        let (Some(req), Some(out)) = (self.reqs.alloc(), self.resps.alloc()) else {
+            return self.refuse(&conn, &"every buffer is in use");
+        };
+        let _ = conn.set_nodelay(true);
+        self.n.open.fetch_add(1, Relaxed);
+        let stream = *conn;
+        // Detached: the task ends with its connection.
+        match self.ctx.spawn(self.serve(conn, req, out, OpenGuard(self))) {
+            Ok(_) => self.n.refusing.store(false, Relaxed),
+            // Dropping the future closes the stream and frees its buffers.
+            Err(r) => self.refuse(&stream, &r.error),
+        }
+    }
+
+    /// A best-effort 503 (a non-blocking send of a static reply: no buffer,
+    /// no task); the caller's drop then closes the connection.
+    fn refuse(&self, conn: &Conn<B>, why: &dyn fmt::Display) {
+        self.n.refused.fetch_add(1, Relaxed);
+        if !self.n.refusing.swap(true, Relaxed) {
+            eprintln!("http_status: refusing connections: {why} (see --max-conns)");
+        }
+        let _ = conn.try_write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let _ = conn.shutdown(Shutdown::Write);
+    }
+
+    /// One connection: answer what is buffered, write, read more.
+    async fn serve(
+        &'static self, conn: Owned<Conn<B>>, mut req: ReqBuf, mut out: RespBuf, _open: OpenGuard<B>,
+    ) -> Option<()> {
+        let mut idle_since = self.ctx.now();
+        let mut skip = 0; // body bytes of the last request not read yet
+        loop {
+            // Every complete request buffered, in order.
+            let (mut at, mut close) = (0, false);
+            loop {
+                let n = skip.min(req.bytes_len() - at);
+                (at, skip) = (at + n, skip - n);
+                if skip > 0 || at == req.bytes_len() {
+                    break;
+                }
+                if out.spare() < MAX_RESPONSE {
+                    out = self.flush(&conn, out).await?;
+                }
+                let Some(done) = self.answer(&req.as_slice()[at..], &mut out) else {
+                    break; // the head is not all here yet
+                };
+                (at, skip) = (at + done.used, done.body);
+                if !done.keep {
+                    close = true;
+                    break;
+                }
+            }
+            // The unanswered bytes to the front.
+            let len = req.bytes_len();
+            req.as_mut_full().copy_within(at..len, 0);
+            req.set_len(len - at);
+            if out.bytes_len() > 0 {
+                out = self.flush(&conn, out).await?;
+                idle_since = self.ctx.now();
+            }
+            if close {
+                return self.linger(&conn, req).await;
+            }
+            let wait = match skip {
+                0 => (idle_since + self.idle).saturating_duration_since(self.ctx.now()),
+                _ => self.idle,
+            };
+            // A timeout drops the read (and, once it is cancelled, the
+            // buffer): the connection closes.
+            let (r, b) = self.read_for(wait, &conn, req).await.ok()?;
+            req = b;
+            r.ok()?; // end of stream, reset
+            if skip > 0 {
+                idle_since = self.ctx.now(); // a body is progress
+            }
+        }
+    }
+
+    /// Writes every gathered response; `None` if the connection is done.
+    async fn flush(&self, conn: &Conn<B>, out: RespBuf) -> Option<RespBuf> {
+        let (r, mut out) = self.write_for(conn, out).await.ok()?;
+        r.ok()?;
+        out.clear();
+        Some(out)
+    }
+
+    /// `conn.read(buf)` for at most `d`, from a plain function whose future
+    /// is declared `Send`: a task that awaits the read directly does not
+    /// compile ("implementation of `IoBufMut` is not general enough"), as
+    /// rustc checks the task's `Send` with lifetimes erased and `PoolBuf`
+    /// is an I/O buffer only as `PoolBuf<'static, ..>`.
+    fn read_for<'a>(
+        &self, d: Duration, conn: &'a Conn<B>, buf: ReqBuf,
+    ) -> impl Future<Output = pinion::Result<(pinion::Result<usize>, ReqBuf)>> + Send + 'a {
+        timeout(self.ctx, d, conn.read(buf))
+    }
+
+    /// `conn.write_all(buf)` for at most the idle time (see `read_for`).
+    fn write_for<'a>(
+        &self, conn: &'a Conn<B>, buf: RespBuf,
+    ) -> impl Future<Output = pinion::Result<(pinion::Result<()>, RespBuf)>> + Send + 'a {
+        timeout(self.ctx, self.idle, conn.write_all(buf))
+    }
+
+    /// Half-closes, then reads and drops what the client still sends (for
+    /// a bounded time and amount), so that the close does not reset the
+    /// connection before the client has read the last response.
+    async fn linger(&self, conn: &Conn<B>, mut buf: ReqBuf) -> Option<()> {
+        let _ = conn.shutdown(Shutdown::Write);
+        let until = self.ctx.now() + LINGER;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            buf.clear();
+            let left = until.saturating_duration_since(self.ctx.now());
+            let (r, b) = self.read_for(left, conn, buf).await.ok()?;
+            (buf, drained) = (b, drained + r.ok()?);
+        }
+        None
+    }
+
+    /// Parses the head at the start of `bytes` and appends its response
+    /// to `out`; `None` while the head is incomplete.
+    fn answer(&self, bytes: &[u8], out: &mut RespBuf) -> Option<Done> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let used = match req.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) if n <= HEADER_LIMIT => n,
+            Ok(httparse::Status::Partial) if bytes.len() < HEADER_LIMIT => return None,
+            Ok(_) | Err(httparse::Error::TooManyHeaders) => return self.fail(out, 431),
+            Err(_) => return self.fail(out, 400),
+        };
+        let http11 = req.version == Some(1);
+        let (mut close, mut keep_alive, mut host) = (false, false, false);
+        let mut length = None;
+        for h in req.headers.iter() {
+            let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+            if is("connection") {
+                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    close |= token.eq_ignore_ascii_case(b"close");
+                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if is("content-length") {
+                // Digits only (`usize::from_str` takes a `+`); two
+                // different lengths would be a request smuggling attempt.
+                let n = Some(h.value)
+                    .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+                    .and_then(|v| core::str::from_utf8(v).ok()?.parse::<usize>().ok());
+                if n.is_none() || length.is_some_and(|l| Some(l) != n) {
+                    return self.fail(out, 400);
+                }
+                length = n;
+            } else if is("transfer-encoding") {
+                return self.fail(out, 400); // chunked is not decoded
+            }
+            host |= is("host");
+        }
+        if http11 && !host {
+            return self.fail(out, 400);
+        }
+        let keep = !close && (http11 || keep_alive);
+        let path = req.path.unwrap_or("/");
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let head = req.method == Some("HEAD");
+        if !head && req.method != Some("GET") {
+            self.respond(out, 405, b"method not allowed\n", false, keep);
+        } else if path == "/status" {
+            let mut body = [0u8; STATUS_BODY];
+            let mut w = Cursor::new(&mut body);
+            match self.status_json(&mut w) {
+                Ok(()) => {
+                    let len = w.len;
+                    self.respond(out, 200, &body[..len], head, keep)
+                }
+                Err(_) => self.respond(out, 500, b"status too large\n", head, keep),
+            }
+        } else {
+            self.respond(out, 404, b"not found\n", head, keep);
+        }
+        let body = length.unwrap_or(0);
+        Some(Done { used, body, keep })
+    }
+
+    /// An error response, then a close.
+    fn fail(&self, out: &mut RespBuf, code: u16) -> Option<Done> {
+        let body: &[u8] = match code {
+            431 => b"request header fields too large\n",
+            _ => b"bad request\n",
+        };
+        self.respond(out, code, body, false, false);
+        Some(Done::default())
+    }
+
+    /// Appends a response to `out`, which has `MAX_RESPONSE` bytes of room
+    /// (the caller flushed first); a longer one would be cut short.
+    fn respond(&self, out: &mut RespBuf, code: u16, body: &[u8], head: bool, keep: bool) {
+        self.n.requests.fetch_add(1, Relaxed);
+        let (reason, ctype) = match code {
+            200 => ("OK", "application/json"),
+            400 => ("Bad Request", "text/plain"),
+            404 => ("Not Found", "text/plain"),
+            405 => ("Method Not Allowed", "text/plain\r\nAllow: GET, HEAD"),
+            431 => ("Request Header Fields Too Large", "text/plain"),
+            _ => ("Internal Server Error", "text/plain"),
+        };
+        let len = out.bytes_len();
+        let mut w = Cursor::new(&mut out.as_mut_full()[len..]);
+        let _ = write!(
+            w,
+            "HTTP/1.1 {code} {reason}\r\nServer: pinion-http_status\r\nContent-Type: {ctype}\r\n\
+             Content-Length: {}\r\nConnection: {}\r\n\r\n",
+            body.len(),
+            if keep { "keep-alive" } else { "close" },
+        );
+        if !head {
+            let _ = w.put(body);
+        }
+        let written = w.len;
+        out.set_len(len + written);
+    }
+
+    /// The `/status` document.
+    fn status_json(&self, w: &mut Cursor<'_>) -> fmt::Result {
+        let c = self.ctx;
+        let (ops, ops_cap) = c.ops_in_use();
+        let (tasks, tasks_cap) = c.tasks_in_use();
+        write!(
+            w,
+            "{{\"backend\":\"{}\",\"uptime_ms\":{},\"threads\":{},\"requests_served\":{},\
+             \"connections_open\":{},\"connections_total\":{},\"connections_refused\":{},\
+             \"ops_in_use\":{ops},\"ops_capacity\":{ops_cap},\"descriptors_in_use\":{},\
+             \"timers_in_use\":{},\"tasks_in_use\":{tasks},\"tasks_capacity\":{tasks_cap},\
+             \"outstanding_work\":{},\"stats_enabled\":{},\"stats\":",
+            c.backend_name(),
+            (c.now() - self.started).as_millis(),
+            self.threads,
+            self.n.requests.load(Relaxed) + 1, // this one included
+            self.n.open.load(Relaxed),
+            self.n.total.load(Relaxed),
+            self.n.refused.load(Relaxed),
+            c.descriptors_in_use(),
+            c.timers_in_use(),
+            c.outstanding_work(),
+            cfg!(feature = "stats"),
+        )?;
+        write!(DebugAsJson(w, Default::default()), "{:?}", c.stats())?;
+        w.write_str("}\n")
+    }
+}
+
+/// Text into a fixed byte buffer; `fmt::Error` when it is full.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Cursor { buf, len: 0 }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        let end = self.len + bytes.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.put(s.as_bytes())
+    }
+}
+
+/// Rewrites a flat struct's `Debug` text, `Name { a: 1, b: 2 }`, as the
+/// JSON object `{"a":1,"b":2}` on the fly: the backends' counters are such
+/// structs of integers, and generic code knows only that they are `Debug`.
+/// Anything else (strings, nesting) is `fmt::Error`.
+/// The state: past the opening brace; inside a field name.
+struct DebugAsJson<'w, 'a>(&'w mut Cursor<'a>, (bool, bool));
+
+impl fmt::Write for DebugAsJson<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let Self(out, (open, name)) = self;
+        for c in s.bytes() {
+            if !*open {
+                // Skip the struct's name, up to its brace.
+                *open = c == b'{';
+                if *open {
+                    out.put(b"{")?;
+                }
+                continue;
+            }
+            if *name && !(c.is_ascii_alphanumeric() || c == b'_') {
+                *name = false;
+                out.put(b"\"")?;
+            }
+            match c {
+                _ if *name => out.put(&[c])?,
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
+                    *name = true;
+                    out.put(&[b'"', c])?;
+                }
+                b'0'..=b'9' | b':' | b',' | b'}' => out.put(&[c])?,
+                b' ' => {}
+                _ => return Err(fmt::Error),
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- stopping on SIGTERM / SIGINT -------------------------------------------
+
+/// The handler's socket, connected to the one a task reads.
+static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // SAFETY: one non-blocking send (async-signal-safe) of a static byte.
+    unsafe {
+        libc::send(
+            SIGNAL_FD.load(Relaxed),
+            b"!".as_ptr().cast(),
+            1,
+            libc::MSG_DONTWAIT,
+        )
+    };
+}
+
+/// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
+/// to one a task reads; the task stops the context.
+fn stop_on_signals<B: Backend>(ctx: &'static IoContext<B>)
+where
+    Sched<B>: Sync,
+{
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let to = wake
+        .local_addr()
+        .unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let from = std::net::UdpSocket::bind(loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
+    let sender = from
+        .connect(to)
+        .and_then(|()| from.local_addr())
+        .unwrap_or_else(|e| fail(&format!("signal socket: {e}")));
+    // The handler's socket stays open for the life of the process.
+    SIGNAL_FD.store(from.into_raw_fd(), Relaxed);
+    // SAFETY: installs a handler that only makes an async-signal-safe call.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+    let waiter = wait_for_signal(ctx, Owned::new(wake), sender.port());
+    if ctx.spawn(waiter).is_err() {
+        fail("no task slot for the signal waiter");
+    }
+}
+
+async fn wait_for_signal<B: Backend>(
+    ctx: &'static IoContext<B>, wake: Owned<UdpSocket<'static, B>>, sender: u16,
+) {
+    let mut buf = Vec::with_capacity(16);
+    loop {
+        buf.clear();
+        let (r, b) = wake.recv_from(buf).await;
+        buf = b;
+        match r {
+            // Any local process could send here; only our signal
+            // handler's socket stops the server.
+            Ok((_, from)) if from.ip().is_loopback() && from.port() == sender => {
+                eprintln!("http_status: signal received, stopping");
+                return ctx.stop();
+            }
+            Err(Error::OperationAborted) => return,
+            // A stray datagram, or an error (a full pool): look again
+            // shortly rather than spin.
+            _ => {
+                let _ = sleep(ctx, Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+// ---- arguments ------------------------------------------------------------
+
+struct Config {
+    port: u16,
+    bind: IpAddr,
+    max_conns: usize,
+    idle: Duration,
+    threads: usize,
+    backend: String,
+}
+
+impl Config {
+    fn parse() -> Config {
+        let mut cfg = Config {
+            port: 8080,
+            bind: IpAddr::from([127, 0, 0, 1]),
+            max_conns: 1024,
+            idle: Duration::from_secs(5),
+            threads: 1,
+            backend: "epoll".into(),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut value = || {
+                let v = args.next();
+                v.unwrap_or_else(|| usage(&format!("{a} needs a value")))
+            };
+            match a.as_str() {
+                "--bind" => cfg.bind = parse(&value(), &a),
+                "--max-conns" => cfg.max_conns = parse(&value(), &a),
+                "--idle-ms" => cfg.idle = Duration::from_millis(parse(&value(), &a)),
+                "--threads" => cfg.threads = parse(&value(), &a),
+                "--backend" => cfg.backend = value(),
+                "-h" | "--help" => usage(""),
+                p if !p.starts_with('-') => cfg.port = parse(p, "PORT"),
+                other => usage(&format!("unknown option {other}")),
+            }
+        }
+        if cfg.threads == 0 || cfg.max_conns == 0 || cfg.idle.is_zero() {
+            usage("--threads, --max-conns and --idle-ms must be at least 1");
+        }
+        cfg
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str, what: &str) -> T {
+    s.parse()
+        .unwrap_or_else(|_| usage(&format!("bad {what}: {s}")))
+}
+
+fn usage(msg: &str) -> ! {
+    if !msg.is_empty() {
+        eprintln!("http_status: {msg}");
+    }
+    eprintln!(
+        "usage: http_status [PORT] [--bind ADDR] [--max-conns N] [--idle-ms MS] [--threads N] \
+         [--backend epoll|uring]"
+    );
+    exit(2)
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("http_status: {msg}");
+    exit(1)
+}
