@@ -29,7 +29,10 @@ fn step(ctx: &'static IoContext, chain: &'static Chain) {
     if left > 0 {
         // Detached: the handle is dropped, the slot returns when the task ends.
         if let Err(r) = ctx.spawn(async move { step(ctx, chain) }) {
-            panic!("spawn_bench: two slots per chain are always enough: {}", r.error);
+            panic!(
+                "spawn_bench: two slots per chain are always enough: {}",
+                r.error
+            );
         }
     }
 }

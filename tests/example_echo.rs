@@ -105,7 +105,9 @@ fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 fn pattern(seed: usize, n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i * 31 + seed * 7 + i / 251) as u8).collect()
+    (0..n)
+        .map(|i| (i * 31 + seed * 7 + i / 251) as u8)
+        .collect()
 }
 
 /// Sends `msg`, half-closes, and reads everything back.
@@ -142,7 +144,10 @@ fn half_closed_clients_get_every_byte_back() {
                 let msg = pattern(i, 200_000);
                 let addr = s.addr;
                 thread::spawn(move || {
-                    assert!(round_trip(addr, &msg) == msg, "{b}: client {i} got other bytes");
+                    assert!(
+                        round_trip(addr, &msg) == msg,
+                        "{b}: client {i} got other bytes"
+                    );
                 })
             })
             .collect();
@@ -172,7 +177,12 @@ fn a_slow_reader_gets_everything_once_it_reads() {
         let mut back = Vec::new();
         c.read_to_end(&mut back).unwrap();
         writer.join().unwrap();
-        assert!(back == msg, "{b}: {} of {} bytes, or other bytes", back.len(), msg.len());
+        assert!(
+            back == msg,
+            "{b}: {} of {} bytes, or other bytes",
+            back.len(),
+            msg.len()
+        );
     }
 }
 
@@ -219,7 +229,11 @@ fn connections_beyond_max_conns_are_closed_and_room_comes_back() {
         }
         let mut extra = s.connect();
         let mut buf = [0u8; 1];
-        assert_eq!(extra.read(&mut buf).unwrap_or(0), 0, "{b}: the third is closed");
+        assert_eq!(
+            extra.read(&mut buf).unwrap_or(0),
+            0,
+            "{b}: the third is closed"
+        );
         s.wait_log("refusing connections");
         held.pop();
         // The freed buffer and task slot serve a new client (bounded retry:
