@@ -75,3 +75,67 @@ fn ten_thousand_echo_round_trips_allocate_nothing() {
         "heap allocations during {MEASURED} echo round trips"
     );
 }
+
+/// The same with async/await: a client task and an echo task on one
+/// context, every await a backend operation (no allocation in spawn,
+/// wakers, futures or their op slots).
+#[test]
+fn ten_thousand_async_echo_round_trips_allocate_nothing() {
+    let _serial = crate::util::PROCESS_LOCK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let ctx = Ctx::with(
+        b::Builder::new()
+            .ops(64)
+            .descriptors(16)
+            .timers(4)
+            .tasks(4, 2048),
+    );
+    let c = ctx.get();
+    let (client, server) = support::connected_pair(c);
+    client.set_nodelay(true).unwrap();
+    server.set_nodelay(true).unwrap();
+    let echo = c
+        .spawn(async move {
+            let mut buf = FixedBuf::new(16384);
+            loop {
+                buf.clear();
+                let (r, b) = server.read(buf).await;
+                buf = b;
+                if r.is_err() {
+                    break;
+                }
+                let (r, b) = server.write_all(buf).await;
+                buf = b;
+                r.expect("echo write");
+            }
+            server.close().unwrap();
+        })
+        .unwrap();
+    let pinger = async move {
+        let mut w = FixedBuf::from_bytes(&util::pattern_vec(2, MSG));
+        let mut r = FixedBuf::new(MSG);
+        for n in 1..=WARM_UP + MEASURED {
+            let (res, b) = client.write_all(w).await;
+            w = b;
+            res.expect("write");
+            r.clear();
+            let (res, b) = client.read_exact(r).await;
+            r = b;
+            res.expect("read_exact");
+            assert!(r.bytes() == w.bytes());
+            if n == WARM_UP {
+                util::arm_alloc_counter();
+            }
+        }
+        let allocs = util::disarm_alloc_counter();
+        client.close().unwrap();
+        allocs
+    };
+    let allocs = c.block_on(pinger).expect("block_on");
+    c.block_on(echo).unwrap().unwrap();
+    assert_eq!(
+        allocs, 0,
+        "heap allocations during {MEASURED} async echo round trips"
+    );
+}
