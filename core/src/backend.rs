@@ -214,8 +214,8 @@ impl OpId {
 /// cancelling one operation (futures dropped mid-flight). Both default to
 /// nothing, which costs nothing.
 pub trait OpHooks {
-    /// The operation was started and is `op` until [`completing`]
-    /// (`Self::completing`); called before it becomes visible to any other
+    /// The operation was started and is `op` until [`completing`](Self::completing)
+    /// is called; called before it becomes visible to any other
     /// thread.
     #[inline(always)]
     fn bind(&mut self, _op: OpId) {}

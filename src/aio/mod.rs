@@ -2,7 +2,7 @@
 //!
 //! Every I/O future starts one backend operation the first time it is
 //! polled, with a handler that meets the future at a
-//! [`rendezvous`](rendezvous) (in an operation slot of the context, so
+//! `rendezvous` (in an operation slot of the context, so
 //! nothing is allocated). The future owns its buffer until it starts the
 //! operation and gets it back in the output, as the callback API does:
 //! results are `(Result<usize>, Buf)`.
