@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A test per backend, each with its own server (started with the
-/// arguments given) or skipped where the backend is unavailable.
+/// arguments given); a backend this build lacks has no tests.
 macro_rules! on_each_backend {
     ($($t:ident($($arg:literal),*)),* $(,)?) => {
+        #[cfg(feature = "epoll")]
         mod epoll {
             $(#[test] fn $t() { super::with_server("epoll", &[$($arg),*], super::$t) })*
         }
