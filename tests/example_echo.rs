@@ -5,11 +5,12 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
+
+mod example_proc;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -27,31 +28,15 @@ impl Drop for Server {
     }
 }
 
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("examples/async_echo");
-    assert!(
-        p.exists(),
-        "build the examples first: `cargo test` builds them (or `cargo build --example async_echo --features ...`)"
-    );
-    p
-}
-
 /// Starts the server (optionally under `prlimit`) and waits for its
 /// "listening on" line.
 fn start(backend: &str, args: &[&str], nofile: Option<u32>) -> Server {
-    let mut cmd = match nofile {
-        Some(n) => {
-            let mut c = Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}")).arg(example());
-            c
-        }
-        None => Command::new(example()),
+    let limit = nofile.map(|n| format!("--nofile={n}:{n}"));
+    let wrapper: Vec<&str> = match &limit {
+        Some(l) => vec!["prlimit", l],
+        None => vec![],
     };
+    let mut cmd = example_proc::command("async_echo", "uring", &wrapper);
     let mut child = cmd
         .args(["0", "--backend", backend])
         .args(args)

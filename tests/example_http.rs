@@ -14,6 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod example_proc;
+
 /// Bound on every single wait of these tests.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -72,17 +74,7 @@ impl Server {
     /// Starts the server on port 0 with `args`; `None` when the backend is
     /// unavailable on this kernel (as the uring tests skip).
     fn start(backend: &str, args: &[&str]) -> Option<Server> {
-        // target/debug/deps/example_http-HASH -> target/debug/examples/
-        let exe = std::env::current_exe().expect("current_exe");
-        let path = exe.parent().and_then(|d| d.parent()).expect("target dir");
-        let path = path.join("examples").join("http_status");
-        assert!(
-            path.exists(),
-            "{} is missing: build the examples first: `cargo test` builds them (or \
-             `cargo build --example http_status --features ...`)",
-            path.display()
-        );
-        let child = Command::new(path)
+        let child = example_proc::command("http_status", "uring", &[])
             .args(["0", "--backend", backend])
             .args(args)
             .stdin(Stdio::null())

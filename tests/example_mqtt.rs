@@ -15,12 +15,14 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+mod example_proc;
 
 const COUNT: u32 = 200;
 
@@ -196,23 +198,6 @@ fn program(name: &str, package: &str) -> PathBuf {
     panic!("`{name}` not found: install the Debian package `{package}` (CI does)");
 }
 
-fn example() -> PathBuf {
-    // target/debug/deps/example_mqtt-HASH → target/debug/examples/mqtt_telemetry
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples/mqtt_telemetry");
-    assert!(
-        p.is_file(),
-        "{} is missing: build the examples first: `cargo test` builds them \
-         (or `cargo build --example mqtt_telemetry --features embedded-io`)",
-        p.display()
-    );
-    p
-}
-
 struct Output {
     status: ExitStatus,
     stderr: String,
@@ -220,7 +205,7 @@ struct Output {
 
 /// Runs the example to its end (killed after 60 s: a test failure).
 fn run_example(args: &[&str]) -> Output {
-    let child = Command::new(example())
+    let child = example_proc::command("mqtt_telemetry", "embedded-io", &[])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
