@@ -185,6 +185,43 @@ impl<B: Backend> IoContext<B> {
         self.sched.spawn(future)
     }
 
+    /// Runs a future that need not be `Send` (it may hold `Rc`, `RefCell`,
+    /// or other thread-bound state) as a task polled only on this thread.
+    /// For a context that one thread runs: it is refused with
+    /// `NotOneThread` unless the context was built with
+    /// [`concurrency_hint(1)`](crate::builder::Builder::concurrency_hint)
+    /// (the default). Slots and the other refusals are those of
+    /// [`spawn`](Self::spawn); its wakers may be woken from any thread.
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    /// let ctx: &'static pinion::IoContext =
+    ///     pinion::Builder::new().tasks(4, 256).build_static().unwrap();
+    /// let log = Rc::new(RefCell::new(Vec::new()));
+    /// let l = log.clone();
+    /// let task = ctx.spawn_local(async move { l.borrow_mut().push("ran") }).unwrap();
+    /// ctx.block_on(task).unwrap().unwrap();
+    /// assert_eq!(*log.borrow(), ["ran"]);
+    /// ```
+    ///
+    /// [`spawn`](Self::spawn) refuses the same future at compile time:
+    ///
+    /// ```compile_fail
+    /// let ctx: &'static pinion::IoContext =
+    ///     pinion::Builder::new().tasks(4, 256).build_static().unwrap();
+    /// let rc = std::rc::Rc::new(1);
+    /// ctx.spawn(async move { *rc }); // Rc is not Send
+    /// ```
+    pub fn spawn_local<F>(&'static self, future: F) -> Result<JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+        B: 'static,
+        Sched<B>: Sync,
+    {
+        self.sched.spawn_local(future)
+    }
+
     /// Runs the context on this thread until `future` completes and
     /// returns its output (other threads may run it too). The future may
     /// borrow from the caller and need not be `Send`. `Err(OperationAborted)`

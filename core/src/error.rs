@@ -96,6 +96,9 @@ pub enum Error {
     /// The descriptor does not support the operation (`EOPNOTSUPP`; a
     /// file epoll cannot watch).
     OperationNotSupported,
+    /// `spawn_local` on a context that more than one thread may run
+    /// (concurrency hint other than 1), or on a target with no thread id.
+    NotOneThread,
     /// The handle is closed or was never opened.
     BadDescriptor,
     /// The address is already in use (`EADDRINUSE`).
@@ -215,6 +218,10 @@ impl fmt::Display for Error {
             Error::OperationNotSupported => {
                 f.write_str("operation not supported on this descriptor (EOPNOTSUPP)")
             }
+            Error::NotOneThread => f.write_str(
+                "a !Send task needs a context that one thread runs: build it with \
+                 concurrency_hint(1), or spawn a Send future",
+            ),
             Error::BadDescriptor => f.write_str("bad descriptor: the handle is closed"),
             Error::AddrInUse => f.write_str("address already in use (EADDRINUSE)"),
             Error::TooManyOpenFiles => f.write_str(
@@ -356,7 +363,7 @@ impl embedded_io::Error for Error {
             Error::PoolFull(_) | Error::NoPool(_) | Error::TaskTooLarge(_) => K::OutOfMemory,
             Error::BufferFull => K::InvalidInput,
             Error::TimedOut => K::TimedOut,
-            Error::OperationNotSupported => K::Unsupported,
+            Error::OperationNotSupported | Error::NotOneThread => K::Unsupported,
             Error::BadDescriptor => K::NotConnected,
             Error::AddrInUse => K::AddrInUse,
             Error::TooManyOpenFiles => K::OutOfMemory,

@@ -89,6 +89,55 @@ fn an_async_echo_server_serves_std_clients() {
     );
 }
 
+/// Local tasks (`spawn_local`) share `Rc<Cell>` state while they do real
+/// I/O; the same program with `spawn` does not compile.
+#[test]
+fn local_tasks_share_rc_state_across_connections() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let ctx = ctx();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let clients: Vec<_> = (0..3u32)
+        .map(|seed| {
+            std::thread::spawn(move || {
+                let mut s = util::std_connect(addr);
+                let msg = util::pattern_vec(seed, 5_000);
+                util::std_write_all(&mut s, &msg);
+                s.shutdown(StdShutdown::Write).unwrap();
+                let mut back = Vec::new();
+                s.read_to_end(&mut back).unwrap();
+                assert_eq!(back, msg);
+            })
+        })
+        .collect();
+    let total = Rc::new(Cell::new(0usize));
+    let t = total.clone();
+    c.block_on(async move {
+        let mut handles = Vec::new();
+        for _ in 0..3 {
+            let (s, _) = l.accept().await.expect("accept");
+            let t = t.clone();
+            let task = async move {
+                let n = echo(s).await;
+                t.set(t.get() + n);
+            };
+            handles.push(c.spawn_local(task).map_err(|r| r.error).expect("spawn_local"));
+        }
+        for h in handles {
+            h.await.expect("task");
+        }
+        l.close().unwrap();
+    })
+    .unwrap();
+    for t in clients {
+        t.join().unwrap();
+    }
+    assert_eq!(total.get(), 15_000);
+    assert_eq!(c.tasks_in_use().0, 0);
+    assert_eq!(c.descriptors_in_use(), 0);
+}
+
 #[test]
 fn connect_read_exact_read_until_and_write() {
     let ctx = ctx();

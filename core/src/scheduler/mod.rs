@@ -539,6 +539,12 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         unsafe { self.unlock() };
     }
 
+    /// Built with concurrency hint 1: one thread runs it.
+    #[inline]
+    pub(crate) fn is_one_thread(&self) -> bool {
+        self.one_thread
+    }
+
     /// `true` when the calling thread is inside this scheduler's `run`.
     #[inline]
     pub fn running_in_this_thread(&self) -> bool {

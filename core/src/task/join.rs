@@ -75,6 +75,14 @@ impl<T> JoinHandle<T> {
     }
 }
 
+impl<T> core::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, Error>;
 

@@ -156,9 +156,15 @@ impl<M: RawMutex> TaskPool<M> {
             let h = NonNull::from(hdr);
             let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
             if state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0 {
-                // SAFETY: shutdown: no thread polls or queues it; its
-                // future is live.
-                unsafe { raw::finish_without_output(h, false) };
+                if hdr.on_home_thread() {
+                    // SAFETY: shutdown: no thread polls or queues it; its
+                    // future is live.
+                    unsafe { raw::finish_without_output(h, false) };
+                } else {
+                    // SAFETY: as above; a local task's future is leaked
+                    // rather than dropped on another thread.
+                    unsafe { raw::finish_leaking(h) };
+                }
             }
         }
     }
@@ -227,21 +233,14 @@ where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let pool = self.tasks();
-        let refuse = |error, handler| Err(Rejected { error, handler });
-        if pool.in_use().1 == 0 {
-            return refuse(Error::NoPool(Pool::Tasks), future);
-        }
-        let need = size_of::<F>().max(size_of::<F::Output>());
-        let align = align_of::<F>().max(align_of::<F::Output>());
-        if need > pool.max_future_bytes() || align > TASK_ALIGN {
-            return refuse(
-                Error::TaskTooLarge(need.min(u32::MAX as usize) as u32),
-                future,
-            );
-        }
-        let Some((key, h, storage)) = pool.take() else {
-            return refuse(Error::PoolFull(Pool::Tasks), future);
+        let (key, h, storage) = match self.reserve_task::<F>() {
+            Ok(slot) => slot,
+            Err(error) => {
+                return Err(Rejected {
+                    error,
+                    handler: future,
+                })
+            }
         };
         // SAFETY: the live task's unit of work, finished when it completes.
         unsafe { self.work_started() };
@@ -251,6 +250,69 @@ where
             raw::init_and_schedule(h, key, storage, self, future, schedule, strand);
             Ok(JoinHandle::new(h))
         }
+    }
+
+    /// Runs a future that need not be `Send` (it may hold `Rc`s or
+    /// `RefCell`s) as a task polled only on the calling thread, which must
+    /// be the one thread that runs this scheduler: `NotOneThread` unless it
+    /// was built with concurrency hint 1 (and the target has a thread id).
+    /// Otherwise as [`spawn`](Self::spawn): the same slots and refusals,
+    /// and its wakers may be woken from any thread.
+    ///
+    /// Should another thread run the scheduler after all, it never polls
+    /// the task: it queues it again for its home thread. If the scheduler
+    /// shuts down on another thread, the future is leaked, not dropped.
+    pub fn spawn_local<F>(&'static self, future: F) -> Result<JoinHandle<F::Output>, Rejected<F>>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let home = pinion_sync::current_thread_id();
+        let slot = if !self.is_one_thread() || home == 0 {
+            Err(Error::NotOneThread)
+        } else {
+            self.reserve_task::<F>()
+        };
+        let (key, h, storage) = match slot {
+            Ok(slot) => slot,
+            Err(error) => {
+                return Err(Rejected {
+                    error,
+                    handler: future,
+                })
+            }
+        };
+        // SAFETY: the live task's unit of work, finished when it completes.
+        unsafe { self.work_started() };
+        // SAFETY: a fresh slot of this scheduler's pool, exclusively ours,
+        // that fits `F` (reserve_task); queued on this scheduler; `home` is
+        // this thread's non-zero id.
+        unsafe {
+            raw::init_local_and_schedule(
+                h,
+                key,
+                storage,
+                self,
+                future,
+                raw::schedule_plain::<Self>,
+                home,
+            );
+            Ok(JoinHandle::new(h))
+        }
+    }
+
+    /// A free task slot that fits `F` and its output.
+    fn reserve_task<F: Future>(&self) -> Result<(Key, NonNull<TaskHeader>, *mut u8), Error> {
+        let pool = self.tasks();
+        if pool.in_use().1 == 0 {
+            return Err(Error::NoPool(Pool::Tasks));
+        }
+        let need = size_of::<F>().max(size_of::<F::Output>());
+        let align = align_of::<F>().max(align_of::<F::Output>());
+        if need > pool.max_future_bytes() || align > TASK_ALIGN {
+            return Err(Error::TaskTooLarge(need.min(u32::MAX as usize) as u32));
+        }
+        pool.take().ok_or(Error::PoolFull(Pool::Tasks))
     }
 
     /// Tasks: (slots in use, capacity).

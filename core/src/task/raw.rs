@@ -179,6 +179,9 @@ pub struct TaskHeader {
     pub(crate) strand: Cell<*const ()>,
     /// The slot's future/output storage.
     storage: Cell<*mut u8>,
+    /// The only thread that may poll or drop a `!Send` future (its
+    /// `current_thread_id`); 0 for a `Send` future, which any may.
+    home: Cell<usize>,
     key: Cell<Key>,
     /// The JoinHandle's waker: written by the JoinHandle only while
     /// `JOIN_WAKER` is clear and the task not `COMPLETE`, read by the
@@ -189,8 +192,9 @@ pub struct TaskHeader {
 // SAFETY: the `Cell` fields are written only while the slot is
 // exclusively owned (see the field comments); `state` is atomic;
 // `join_waker` follows the JOIN_WAKER protocol; the future and output are
-// `Send` (spawn requires it) and touched by one thread at a time (the
-// RUNNING bit, or exclusive ownership).
+// touched by one thread at a time (the RUNNING bit, or exclusive
+// ownership), and are `Send` (spawn requires it) or, for a local task,
+// touched only on its `home` thread (`run_task` and `shutdown` check it).
 unsafe impl Sync for TaskHeader {}
 // SAFETY: as above.
 unsafe impl Send for TaskHeader {}
@@ -206,6 +210,7 @@ impl TaskHeader {
         schedule: Cell::new(unused_header),
         strand: Cell::new(ptr::null()),
         storage: Cell::new(ptr::null_mut()),
+        home: Cell::new(0),
         key: Cell::new(Key::new(0, 0)),
         join_waker: UnsafeCell::new(None),
     };
@@ -223,6 +228,13 @@ impl TaskHeader {
     #[inline(always)]
     pub(crate) fn vtable(&self) -> &'static TaskVTable {
         self.vtable.get()
+    }
+
+    /// Whether the calling thread may poll or drop this task's future.
+    #[inline(always)]
+    pub(crate) fn on_home_thread(&self) -> bool {
+        let home = self.home.get();
+        home == 0 || home == pinion_sync::current_thread_id()
     }
 
     /// The JoinHandle's waker field (see its protocol on the field).
@@ -253,15 +265,51 @@ pub(crate) unsafe fn init_and_schedule<F, S>(
     F::Output: Send + 'static,
     S: TaskOwner,
 {
+    // SAFETY: forwarded; a `Send` future may run on any thread (home 0).
+    unsafe { init_any::<F, S, false>(h, key, storage, owner, future, schedule, strand, 0) }
+}
+
+/// As [`init_and_schedule`], for a future that need not be `Send`: it is
+/// polled and dropped only on the thread whose id is `home`.
+///
+/// # Safety
+/// As for [`init_and_schedule`]; `home` is the calling thread's non-zero
+/// `current_thread_id`.
+pub(crate) unsafe fn init_local_and_schedule<F, S>(
+    h: NonNull<TaskHeader>, key: Key, storage: *mut u8, owner: &'static S, future: F,
+    schedule: unsafe fn(NonNull<TaskHeader>), home: usize,
+) where
+    F: Future + 'static,
+    S: TaskOwner,
+{
+    debug_assert!(home != 0);
+    let strand = ptr::null();
+    // SAFETY: forwarded; `run_task::<_, _, true>` keeps the future on `home`.
+    unsafe { init_any::<F, S, true>(h, key, storage, owner, future, schedule, strand, home) }
+}
+
+/// # Safety
+/// As for [`init_and_schedule`]; with `LOCAL` false, `F` and its output
+/// are `Send`, and `home` is 0.
+#[allow(clippy::too_many_arguments)] // one private constructor for both kinds
+#[inline(always)]
+unsafe fn init_any<F, S, const LOCAL: bool>(
+    h: NonNull<TaskHeader>, key: Key, storage: *mut u8, owner: &'static S, future: F,
+    schedule: unsafe fn(NonNull<TaskHeader>), strand: *const (), home: usize,
+) where
+    F: Future + 'static,
+    S: TaskOwner,
+{
     // SAFETY: exclusively owned (contract).
     let hdr = unsafe { h.as_ref() };
     // SAFETY: exclusively owned; nothing reads the op until it is queued.
-    unsafe { ptr::write(hdr.op.get(), Operation::new(run_task::<F, S>)) };
+    unsafe { ptr::write(hdr.op.get(), Operation::new(run_task::<F, S, LOCAL>)) };
     hdr.vtable.set(&VTableOf::<F, S>::V);
     hdr.owner.set(owner as *const S as *const ());
     hdr.schedule.set(schedule);
     hdr.strand.set(strand);
     hdr.storage.set(storage);
+    hdr.home.set(home);
     hdr.key.set(key);
     // SAFETY: the storage fits `F` (contract) and holds nothing.
     unsafe { ptr::write(storage as *mut F, future) };
@@ -299,13 +347,32 @@ pub(crate) unsafe fn schedule_in_strand<S: TaskOwner>(h: NonNull<TaskHeader>) {
 /// The task operation's complete function: poll the future (Run), or drop
 /// it (Destroy, at shutdown).
 ///
+/// A local task (`LOCAL`) is polled and dropped only on its home thread:
+/// another thread that dequeues it queues it again, and at shutdown on
+/// another thread its future is leaked rather than dropped there.
+///
 /// # Safety
 /// See [`CompleteFn`](crate::op::CompleteFn); `op` is the operation of a
 /// live, SCHEDULED task whose future has type `F`, owned by `S`.
-unsafe fn run_task<F: Future, S: TaskOwner>(op: NonNull<Operation>, _: *const (), how: Invoke<'_>) {
+unsafe fn run_task<F: Future, S: TaskOwner, const LOCAL: bool>(
+    op: NonNull<Operation>, _: *const (), how: Invoke<'_>,
+) {
     let h = op.cast::<TaskHeader>();
     // SAFETY: live while SCHEDULED (the live reference is held).
     let hdr = unsafe { h.as_ref() };
+    if LOCAL && !hdr.on_home_thread() {
+        if how.is_run() {
+            // Not ours to poll: still SCHEDULED, on no queue, so it can
+            // go straight back (a one-thread context never gets here).
+            // SAFETY: SCHEDULED, dequeued, live.
+            unsafe { (hdr.schedule.get())(h) };
+        } else {
+            hdr.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
+            // SAFETY: dequeued at shutdown, so ours alone.
+            unsafe { finish_leaking(h) };
+        }
+        return;
+    }
     if !how.is_run() {
         // Shutdown: the future is dropped unpolled; nobody is woken.
         let prev = hdr.state.fetch_and(!SCHEDULED, Ordering::AcqRel);
@@ -379,6 +446,17 @@ pub(crate) unsafe fn finish_without_output(h: NonNull<TaskHeader>, notify: bool)
     unsafe { (hdr.vtable().drop_future)(hdr.storage()) };
     // SAFETY: as above.
     unsafe { finish(h, false, notify) };
+}
+
+/// Completes a task at shutdown without dropping its live future: a
+/// local task's, found on a thread other than its home (leaking is safe;
+/// dropping a `!Send` value there is not).
+///
+/// # Safety
+/// As for [`finish_without_output`] with `notify` false.
+pub(crate) unsafe fn finish_leaking(h: NonNull<TaskHeader>) {
+    // SAFETY: forwarded: the future is left in place, never touched again.
+    unsafe { finish(h, false, false) }
 }
 
 /// Marks the task COMPLETE, hands the output to the JoinHandle (or drops

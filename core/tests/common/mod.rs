@@ -54,21 +54,27 @@ pub fn slots(n: usize) -> Storage<OpSlot> {
     Storage::from_static(leak_slice_mut(v.into_boxed_slice()))
 }
 
-/// A leaked scheduler with `tasks` task slots of `bytes` each (and 64
-/// operation slots).
-pub fn with_tasks(tasks: usize, bytes: usize, hint: usize) -> &'static Ctx {
+/// Task storage for `tasks` futures of up to `bytes` each, in leaked
+/// memory.
+pub fn task_storage(tasks: usize, bytes: usize) -> pinion_core::task::TaskStorage {
     use pinion_core::slab::Entry;
     use pinion_core::task::{TaskChunk, TaskHeader, TaskStorage};
     let headers: Vec<Entry<TaskHeader>> =
         (0..tasks).map(|_| Entry::new(TaskHeader::EMPTY)).collect();
     let per = TaskStorage::chunks_for(bytes);
     let chunks: Vec<TaskChunk> = (0..tasks * per).map(|_| TaskChunk::EMPTY).collect();
-    let storage = TaskStorage::from_static(
+    TaskStorage::from_static(
         leak_slice_mut(headers.into_boxed_slice()),
         leak_slice_mut(chunks.into_boxed_slice()),
-    );
+    )
+}
+
+/// A leaked scheduler with `tasks` task slots of `bytes` each (and 64
+/// operation slots).
+pub fn with_tasks(tasks: usize, bytes: usize, hint: usize) -> &'static Ctx {
     leak_box(Box::new(
-        Scheduler::<NoTask, FutexKit>::new(NoTask, slots(64), hint).with_tasks(storage),
+        Scheduler::<NoTask, FutexKit>::new(NoTask, slots(64), hint)
+            .with_tasks(task_storage(tasks, bytes)),
     ))
 }
 
