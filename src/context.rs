@@ -284,7 +284,12 @@ impl<B: Backend> IoContext<B> {
         self.sched.task().read_buffers()
     }
 
-    /// Descriptors (sockets) open now.
+    /// Descriptor slots in use now: open sockets, plus, on io_uring, one
+    /// slot per listener with an accept in flight (reserved for the
+    /// connection it will bring, so a full table refuses the accept
+    /// instead of closing a connection) and closed sockets whose teardown
+    /// waits for the kernel to pass their cancel. So with a pending accept
+    /// it reads one more on io_uring than on epoll.
     pub fn descriptors_in_use(&self) -> usize {
         self.sched.task().descriptors_in_use()
     }
