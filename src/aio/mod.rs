@@ -35,7 +35,7 @@ pub use pinion_core::backend::Readiness;
 pub use net::{Accept, Connect, Read, Ready, RecvFrom, SendTo, Write};
 #[cfg(feature = "embedded-io")]
 mod eio;
-pub use time::{sleep, sleep_until, timeout, Interval, Sleep, Timeout};
+pub use time::{sleep, sleep_until, timeout, Deadline, Interval, Sleep, Timeout, TimeoutIn};
 
 pub(crate) use rendezvous::FromValue;
 use rendezvous::{CellHandler, Looked, Waiting};

@@ -51,6 +51,16 @@ impl<'c, B: Backend> Sleep<'c, B> {
         self.deadline
     }
 
+    /// Moves the deadline, keeping the timer object: the next poll waits
+    /// for `deadline` (a wait in progress is given up; setting the timer
+    /// again aborts it).
+    pub fn reset(&mut self, deadline: Instant) {
+        if let Some(w) = self.wait.take() {
+            w.abandon(self.ctx.sched(), NO_KEY);
+        }
+        self.deadline = deadline;
+    }
+
     /// Starts the wait: opens the timer (once), sets it, and waits on it.
     fn start(&mut self, cx: &Context<'_>) -> Result<Waiting<Result<()>>> {
         let timer = match &self.timer {
@@ -146,14 +156,90 @@ impl<B: Backend, F: Future> Future for Timeout<'_, B, F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above.
         let fut = unsafe { Pin::new_unchecked(&mut this.future) };
-        if let Poll::Ready(v) = fut.poll(cx) {
-            return Poll::Ready(Ok(v));
+        poll_bounded(fut, &mut this.sleep, cx)
+    }
+}
+
+/// The future first, then the sleep: `TimedOut` once the sleep ends.
+fn poll_bounded<B: Backend, F: Future>(
+    fut: Pin<&mut F>, sleep: &mut Sleep<'_, B>, cx: &mut Context<'_>,
+) -> Poll<Result<F::Output>> {
+    if let Poll::Ready(v) = fut.poll(cx) {
+        return Poll::Ready(Ok(v));
+    }
+    match Pin::new(sleep).poll(cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Err(Error::TimedOut)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// One timer object for many bounded waits: [`Deadline::timeout`] works
+/// as [`timeout`] does, without opening and closing a timer per call (a
+/// read loop with an idle timeout keeps one). The timer is opened at the
+/// first wait and closed when the `Deadline` is dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use pinion::aio::Deadline;
+/// let ctx: &'static pinion::IoContext =
+///     pinion::Builder::new().tasks(2, 512).build_static().unwrap();
+/// ctx.block_on(async {
+///     let mut idle = Deadline::new(ctx);
+///     for i in 0..3 {
+///         assert_eq!(idle.timeout(Duration::from_secs(5), async { i }).await, Ok(i));
+///     }
+///     let never = std::future::pending::<()>();
+///     let r = idle.timeout(Duration::from_millis(1), never).await;
+///     assert_eq!(r, Err(pinion::Error::TimedOut));
+///     assert_eq!(ctx.timers_in_use(), 1, "one timer for every wait");
+/// })
+/// .unwrap();
+/// assert_eq!(ctx.timers_in_use(), 0);
+/// ```
+pub struct Deadline<'c, B: Backend> {
+    sleep: Sleep<'c, B>,
+}
+
+impl<'c, B: Backend> Deadline<'c, B> {
+    /// A deadline on `ctx`'s clock; no timer is opened until the first
+    /// wait.
+    pub fn new(ctx: &'c IoContext<B>) -> Self {
+        Deadline {
+            sleep: sleep_until(ctx, ctx.now()),
         }
-        match Pin::new(&mut this.sleep).poll(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(Err(Error::TimedOut)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+    }
+
+    /// Runs `future` for at most `d` from now: its output, or
+    /// `Err(TimedOut)` (the future is dropped, which cancels what it was
+    /// waiting for).
+    pub fn timeout<F: Future>(&mut self, d: Duration, future: F) -> TimeoutIn<'_, 'c, B, F> {
+        let at = self.sleep.ctx.now() + d;
+        self.sleep.reset(at);
+        TimeoutIn {
+            future,
+            sleep: &mut self.sleep,
         }
+    }
+}
+
+/// The future of [`Deadline::timeout`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct TimeoutIn<'d, 'c, B: Backend, F> {
+    future: F,
+    sleep: &'d mut Sleep<'c, B>,
+}
+
+impl<B: Backend, F: Future> Future for TimeoutIn<'_, '_, B, F> {
+    type Output = Result<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `future` is pinned with `self` (never moved out); the
+        // sleep is reached through a `&mut` and is `Unpin`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.future) };
+        poll_bounded(fut, this.sleep, cx)
     }
 }
 

@@ -251,6 +251,37 @@ fn sleep_and_timeout() {
     assert_eq!(c.timers_in_use(), 0, "each sleep closed its timer");
 }
 
+/// A `Deadline` bounds many waits with one timer object: waits that
+/// finish first leave nothing behind, and a later one still times out.
+#[test]
+fn a_deadline_reuses_one_timer() {
+    let ctx = ctx();
+    let c = ctx.get();
+    c.block_on(async move {
+        let mut d = pinion::aio::Deadline::new(c);
+        for i in 0..50 {
+            let r = d
+                .timeout(Duration::from_secs(5), sleep(c, Duration::ZERO))
+                .await;
+            assert_eq!(r, Ok(Ok(())), "wait {i}");
+            assert_eq!(c.timers_in_use(), 1, "the deadline keeps one timer");
+        }
+        let r = d
+            .timeout(Duration::from_millis(2), std::future::pending::<()>())
+            .await;
+        assert_eq!(r, Err(Error::TimedOut));
+        let r = d.timeout(Duration::from_secs(5), async { 9 }).await;
+        assert_eq!(r, Ok(9), "usable again after a time-out");
+        assert_eq!(c.timers_in_use(), 1);
+    })
+    .unwrap();
+    assert_eq!(
+        c.timers_in_use(),
+        0,
+        "dropping the deadline closed its timer"
+    );
+}
+
 #[test]
 fn udp_send_to_and_recv_from() {
     let ctx = ctx();
