@@ -160,6 +160,30 @@ impl<B: Backend> Builder<B> {
     /// all): `ops` operation slots and the backend's `parts` (for epoll,
     /// `pinion::epoll::Parts::from_static`). The slices' lengths replace
     /// the sizes set on the builder.
+    ///
+    /// A no_std program gets its `&'static IoContext` this way, with no
+    /// allocation and no `unsafe`: every pool in a `static`, the context
+    /// in a [`StaticCell`](crate::StaticCell).
+    ///
+    /// ```
+    /// # #[cfg(feature = "epoll")] {
+    /// use pinion::epoll::{DescriptorSlot, Entry, IoContext, Parts, TimerEntry, TimerObj, TimerSlot};
+    /// use pinion::{OpSlot, StaticArray, StaticCell};
+    /// static OPS: StaticArray<OpSlot, 16> = StaticArray::new([OpSlot::EMPTY; 16]);
+    /// static DESCS: StaticArray<Entry<DescriptorSlot>, 4> =
+    ///     StaticArray::new([DescriptorSlot::ENTRY; 4]);
+    /// static TIMERS: StaticArray<TimerEntry, 2> = StaticArray::new([TimerObj::ENTRY; 2]);
+    /// static HEAP: StaticArray<TimerSlot, 2> = StaticArray::new([TimerSlot::EMPTY; 2]);
+    /// static CTX: StaticCell<IoContext> = StaticCell::new();
+    ///
+    /// let (d, t, h) = (DESCS.take().unwrap(), TIMERS.take().unwrap(), HEAP.take().unwrap());
+    /// let parts = Parts::from_static(d, t, h, None);
+    /// let built = pinion::epoll::Builder::new().build_in(OPS.take().unwrap(), parts);
+    /// let ctx: &'static IoContext = CTX.init(built.unwrap()).ok().unwrap();
+    /// ctx.post(|| println!("ran")).unwrap();
+    /// assert_eq!(ctx.run(), 1);
+    /// # }
+    /// ```
     pub fn build_in(
         self, ops: &'static mut [OpSlot], parts: B::Parts,
     ) -> Result<IoContext<B>, BuildError> {

@@ -128,7 +128,7 @@ pub use buf::{IoBuf, IoBufMut, PooledBuf, ReadBufferCount, Slice};
 pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
 pub use pinion_core::{Errno, Error, Pool, Rejected, Result};
-pub use pinion_core::{StaticArray, StaticCell};
+pub use pinion_core::{OpSlot, StaticArray, StaticCell};
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;
 
@@ -157,6 +157,8 @@ macro_rules! aliases {
 /// The epoll backend (Asio's `epoll_reactor`), named.
 #[cfg(feature = "epoll")]
 pub mod epoll {
+    pub use pinion_core::slab::Entry;
+    pub use pinion_core::timer::{TimerEntry, TimerObj, TimerSlot};
     pub use pinion_epoll::{DescriptorSlot, Parts, Reactor, Stats};
     /// This module's backend.
     pub type Backend = Reactor;

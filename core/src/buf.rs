@@ -18,7 +18,7 @@
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::NonNull;
 
-use pinion_sync::RawMutex;
+use pinion_sync::{Locked, RawMutex};
 
 use crate::storage::Storage;
 
@@ -202,16 +202,22 @@ impl<const SIZE: usize> Chunk<SIZE> {
 /// A fixed pool of `SIZE`-byte buffers over fixed storage: the no-alloc
 /// buffer source. A chunk goes back to the pool when its [`PoolBuf`] drops.
 pub struct BufPool<M: RawMutex, const SIZE: usize> {
-    lock: M,
-    free: Cell<u32>,
-    bump: Cell<u32>,
+    list: Locked<M, FreeChunks>,
+    /// Each free chunk's successor on the list, guarded with it.
     next: Storage<Cell<u32>>,
     chunks: Storage<Chunk<SIZE>>,
 }
 
+/// The free chunks: a list through `next`, and the never-used ones from
+/// `bump` on.
+struct FreeChunks {
+    free: u32,
+    bump: u32,
+}
+
 const NIL: u32 = u32::MAX;
 
-// SAFETY: the free list is only touched under `lock`; each chunk's bytes
+// SAFETY: the free list (and `next`) is only touched through its guard; each chunk's bytes
 // are reachable only through the one PoolBuf that holds it.
 unsafe impl<M: RawMutex + Sync, const SIZE: usize> Sync for BufPool<M, SIZE> {}
 // SAFETY: as above; storage is owned.
@@ -224,9 +230,7 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
     pub fn new(chunks: Storage<Chunk<SIZE>>, links: Storage<Cell<u32>>) -> Self {
         assert!(chunks.len() == links.len() && chunks.len() < NIL as usize);
         BufPool {
-            lock: M::INIT,
-            free: Cell::new(NIL),
-            bump: Cell::new(0),
+            list: Locked::new(FreeChunks { free: NIL, bump: 0 }),
             next: links,
             chunks,
         }
@@ -248,22 +252,20 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
 
     /// An empty buffer of `SIZE` bytes of room, or `None` when all are out.
     pub fn alloc(&self) -> Option<PoolBuf<'_, M, SIZE>> {
-        self.lock.lock();
-        let i = self.free.get();
+        let mut list = self.list.lock();
+        let i = list.free;
         let got = if i != NIL {
             // SAFETY: `i` came from the free list, so it is in bounds.
-            self.free
-                .set(unsafe { (*self.next.as_ptr().add(i as usize)).get() });
+            list.free = unsafe { (*self.next.as_ptr().add(i as usize)).get() };
             Some(i)
-        } else if (self.bump.get() as usize) < self.chunks.len() {
-            let b = self.bump.get();
-            self.bump.set(b + 1);
+        } else if (list.bump as usize) < self.chunks.len() {
+            let b = list.bump;
+            list.bump = b + 1;
             Some(b)
         } else {
             None
         };
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
+        drop(list);
         got.map(|index| PoolBuf {
             pool: self,
             index,
@@ -272,12 +274,10 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
     }
 
     fn release(&self, i: u32) {
-        self.lock.lock();
+        let mut list = self.list.lock();
         // SAFETY: `i` is a chunk index handed out by `alloc`.
-        unsafe { (*self.next.as_ptr().add(i as usize)).set(self.free.get()) };
-        self.free.set(i);
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
+        unsafe { (*self.next.as_ptr().add(i as usize)).set(list.free) };
+        list.free = i;
     }
 
     fn chunk_ptr(&self, i: u32) -> NonNull<u8> {

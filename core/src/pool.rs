@@ -14,11 +14,11 @@
 //! word; slots never handed out yet are taken by bumping an index, so a
 //! pool is built in O(1) whatever its size.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::mem::{align_of, size_of, MaybeUninit};
 use core::ptr::{self, NonNull};
 
-use pinion_sync::RawMutex;
+use pinion_sync::{Locked, RawMutex};
 
 use crate::storage::Storage;
 
@@ -73,15 +73,20 @@ pub type SlotStorage = Storage<OpSlot>;
 /// this pool, so the mutex is taken only when a thread's cache runs dry or
 /// overflows.
 pub struct SlotPool<M: RawMutex> {
-    lock: M,
-    free: Cell<*mut OpSlot>,
-    bump: Cell<usize>,
+    list: Locked<M, FreeList>,
     base: *mut OpSlot,
     len: usize,
     _storage: SlotStorage,
 }
 
-// SAFETY: `free` and `bump` are only touched with `lock` held; slots are
+/// The free slots: a list linked through each free slot's first word (the
+/// links guarded with it), and the never-used ones from `bump` on.
+struct FreeList {
+    free: *mut OpSlot,
+    bump: usize,
+}
+
+// SAFETY: the free list is only touched through its guard; slots are
 // raw memory whose contents the caller synchronises (they travel on
 // queues under the scheduler's mutex).
 unsafe impl<M: RawMutex + Sync> Sync for SlotPool<M> {}
@@ -93,9 +98,10 @@ impl<M: RawMutex> SlotPool<M> {
     pub fn new(storage: SlotStorage) -> Self {
         let (base, len) = (storage.as_ptr(), storage.len());
         SlotPool {
-            lock: M::INIT,
-            free: Cell::new(ptr::null_mut()),
-            bump: Cell::new(0),
+            list: Locked::new(FreeList {
+                free: ptr::null_mut(),
+                bump: 0,
+            }),
             base,
             len,
             _storage: storage,
@@ -110,24 +116,22 @@ impl<M: RawMutex> SlotPool<M> {
     /// Takes a free slot, or `None` when every slot is in use.
     #[inline]
     pub fn alloc(&self) -> Option<NonNull<OpSlot>> {
-        self.lock.lock();
-        let head = self.free.get();
+        let mut list = self.list.lock();
+        let head = list.free;
         let slot = if !head.is_null() {
             // SAFETY: a free slot's first word holds the next free slot
-            // (written by `free`), and the list is ours under the lock.
-            self.free
-                .set(unsafe { ptr::read(head as *const *mut OpSlot) });
+            // (written by `free`), and the list is ours under the guard.
+            list.free = unsafe { ptr::read(head as *const *mut OpSlot) };
             head
-        } else if self.bump.get() < self.len {
-            let i = self.bump.get();
-            self.bump.set(i + 1);
+        } else if list.bump < self.len {
+            let i = list.bump;
+            list.bump = i + 1;
             // SAFETY: `i < len`, inside the storage.
             unsafe { self.base.add(i) }
         } else {
             ptr::null_mut()
         };
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
+        drop(list);
         NonNull::new(slot)
     }
 
@@ -138,12 +142,10 @@ impl<M: RawMutex> SlotPool<M> {
     #[inline]
     pub unsafe fn free(&self, slot: NonNull<OpSlot>) {
         debug_assert!(self.owns(slot));
-        self.lock.lock();
+        let mut list = self.list.lock();
         // SAFETY: the slot is ours again; its first word becomes the link.
-        unsafe { ptr::write(slot.as_ptr() as *mut *mut OpSlot, self.free.get()) };
-        self.free.set(slot.as_ptr());
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
+        unsafe { ptr::write(slot.as_ptr() as *mut *mut OpSlot, list.free) };
+        list.free = slot.as_ptr();
     }
 
     /// Returns a chain of slots linked through their first word (a thread
@@ -168,12 +170,10 @@ impl<M: RawMutex> SlotPool<M> {
             }
         }
         // One lock for the whole chain: splice it in front of the free list.
-        self.lock.lock();
+        let mut list = self.list.lock();
         // SAFETY: `tail` is the chain's last slot, ours to relink.
-        unsafe { ptr::write(tail as *mut *mut OpSlot, self.free.get()) };
-        self.free.set(head);
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
+        unsafe { ptr::write(tail as *mut *mut OpSlot, list.free) };
+        list.free = head;
     }
 
     /// `true` when `slot` points into this pool's storage.
@@ -185,18 +185,15 @@ impl<M: RawMutex> SlotPool<M> {
 
     /// Slots currently handed out (O(free slots); for tests and stats).
     pub fn in_use(&self) -> usize {
-        self.lock.lock();
+        let list = self.list.lock();
         let mut n = 0;
-        let mut p = self.free.get();
+        let mut p = list.free;
         while !p.is_null() {
             n += 1;
-            // SAFETY: walking the free list under the lock.
+            // SAFETY: walking the free list under its guard.
             p = unsafe { ptr::read(p as *const *mut OpSlot) };
         }
-        let used = self.bump.get() - n;
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
-        used
+        list.bump - n
     }
 }
 

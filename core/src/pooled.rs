@@ -8,11 +8,10 @@
 //! from a provided buffer ring), so a waiting read holds no memory. The
 //! buffer goes back to its pool when the [`PooledBuf`] is dropped.
 
-use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::ptr;
 
-use pinion_sync::RawMutex;
+use pinion_sync::{Locked, RawMutex};
 
 use crate::buf::IoBuf;
 use crate::storage::Storage;
@@ -174,11 +173,11 @@ pub struct SlabPool<M: RawMutex> {
     mem: Storage<u8>,
     size: usize,
     count: usize,
-    lock: M,
-    chain: UnsafeCell<Chain>,
+    chain: Locked<M, Chain>,
 }
 
-// SAFETY: the chain is guarded by `lock`; a taken buffer's bytes belong
+// SAFETY: the chain (and the links in free buffers) is only touched
+// through its guard; a taken buffer's bytes belong
 // to its one holder (BufSource's contract).
 unsafe impl<M: RawMutex + Sync> Sync for SlabPool<M> {}
 // SAFETY: owns its storage.
@@ -194,8 +193,7 @@ impl<M: RawMutex> SlabPool<M> {
             mem,
             size,
             count,
-            lock: M::INIT,
-            chain: UnsafeCell::new(Chain { head: NIL, free: 0 }),
+            chain: Locked::new(Chain { head: NIL, free: 0 }),
         };
         for i in (0..count as u32).rev() {
             // SAFETY: buffer `i` is out of the chain: the pool is new.
@@ -220,12 +218,7 @@ impl<M: RawMutex> SlabPool<M> {
 
     #[inline]
     fn with_chain<R>(&self, f: impl FnOnce(&mut Chain) -> R) -> R {
-        self.lock.lock();
-        // SAFETY: the chain is guarded by `lock`, held until after `f`.
-        let r = f(unsafe { &mut *self.chain.get() });
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
-        r
+        f(&mut self.chain.lock())
     }
 
     #[inline]

@@ -31,11 +31,11 @@
 //! afterwards. Never-used slots are taken by bumping an index, so a slab
 //! is built in O(1) whatever its size.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::Cell;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use pinion_sync::RawMutex;
+use pinion_sync::{Locked, RawMutex};
 
 use crate::storage::Storage;
 
@@ -143,11 +143,12 @@ pub struct Slab<T: 'static, M: RawMutex> {
     entries: Storage<Entry<T>>,
     /// Entries in use by the slab: at most `u32::MAX - 1` (`NIL` is none).
     cap: u32,
-    lock: M,
-    alloc: UnsafeCell<Alloc>,
+    /// The free list; the entries' `next_free` links are also guarded by it.
+    alloc: Locked<M, Alloc>,
 }
 
-// SAFETY: `alloc` is only touched under `lock`; entries are Sync for
+// SAFETY: `alloc` (and every `next_free`) is only touched through its
+// guard; entries are Sync for
 // `T: Sync`; the storage is owned.
 unsafe impl<T: Sync + Send, M: RawMutex + Sync> Sync for Slab<T, M> {}
 // SAFETY: as above; moving the slab moves no entry (the storage is a
@@ -162,8 +163,7 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
         Slab {
             entries: storage,
             cap,
-            lock: M::INIT,
-            alloc: UnsafeCell::new(Alloc {
+            alloc: Locked::new(Alloc {
                 free: NIL,
                 bump: 0,
                 live: 0,
@@ -179,13 +179,8 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
 
     #[inline]
     fn with_alloc<R>(&self, f: impl FnOnce(&mut Alloc) -> R) -> R {
-        self.lock.lock();
-        // SAFETY: `alloc` is only touched under `lock`, held until after
-        // `f`, which does not reenter the slab.
-        let r = f(unsafe { &mut *self.alloc.get() });
-        // SAFETY: locked above.
-        unsafe { self.lock.unlock() };
-        r
+        // `f` does not reenter the slab.
+        f(&mut self.alloc.lock())
     }
 
     /// Entries taken and not released (retired ones included).

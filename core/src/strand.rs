@@ -18,11 +18,11 @@
 //! creating a strand allocates nothing; the slot returns to the pool when
 //! the last `Strand` handle is dropped and no handler is pending.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
-use pinion_sync::{RawMutex, SyncKit};
+use pinion_sync::{Locked, SyncKit};
 
 use crate::backend::Task;
 use crate::op::{Invoke, Operation};
@@ -33,13 +33,20 @@ use crate::{Error, Pool, Rejected};
 #[repr(C)]
 struct StrandImpl<K: SyncKit> {
     op: Operation,
-    mutex: K::Mutex,
-    // The fields below are guarded by `mutex`, except `ready`, which only
-    // the holder of the strand lock (`locked == true`) touches.
-    locked: Cell<bool>,
-    refs: Cell<usize>,
+    shared: Locked<K::Mutex, Shared>,
+    /// Handlers about to run: only the holder of the strand lock
+    /// (`locked == true`) touches it.
     ready: UnsafeCell<OpQueue>,
-    waiting: UnsafeCell<OpQueue>,
+}
+
+/// A strand's state behind its mutex.
+struct Shared {
+    /// The strand lock: a thread is running (or about to run) its handlers.
+    locked: bool,
+    /// Handles and task references.
+    refs: usize,
+    /// Handlers posted while the strand was locked.
+    waiting: OpQueue,
 }
 
 /// A handle to a strand. Cloning makes another handle to the same strand.
@@ -69,11 +76,12 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
     pub fn new(sched: &'s Scheduler<T, K>) -> Result<Self, Error> {
         let imp = StrandImpl::<K> {
             op: Operation::new(strand_complete::<T, K>),
-            mutex: K::Mutex::INIT,
-            locked: Cell::new(false),
-            refs: Cell::new(1),
+            shared: Locked::new(Shared {
+                locked: false,
+                refs: 1,
+                waiting: OpQueue::new(),
+            }),
             ready: UnsafeCell::new(OpQueue::new()),
-            waiting: UnsafeCell::new(OpQueue::new()),
         };
         // SAFETY: the slot is given back by the last handle's drop or the
         // last hand-over (`release`), once.
@@ -129,37 +137,31 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
         }
         if self.sched.running_in_this_thread() {
             let imp = self.imp();
-            imp.mutex.lock();
-            if !imp.locked.get() {
-                imp.locked.set(true);
-                // SAFETY: locked above.
-                unsafe { imp.mutex.unlock() };
+            let mut shared = imp.shared.lock();
+            if !shared.locked {
+                shared.locked = true;
+                drop(shared);
                 let frame = frame_for(self.sched, self.imp);
                 let _exit = Running::enter(self.sched, self.imp, &frame);
                 handler();
                 return Ok(());
             }
-            // SAFETY: locked above.
-            unsafe { imp.mutex.unlock() };
         }
         self.post(handler)
     }
 
     fn enqueue(&self, op: NonNull<Operation>) {
         let imp = self.imp();
-        imp.mutex.lock();
-        if imp.locked.get() {
-            // SAFETY: `waiting` is guarded by the mutex, held; `op` is new.
-            unsafe {
-                (*imp.waiting.get()).push(op);
-                imp.mutex.unlock();
-            }
+        let mut shared = imp.shared.lock();
+        if shared.locked {
+            // SAFETY: `op` is on no queue.
+            unsafe { shared.waiting.push(op) };
         } else {
-            imp.locked.set(true);
-            // SAFETY: locked above. After it, `ready` is ours: we hold the
-            // strand lock.
+            shared.locked = true;
+            drop(shared);
+            // SAFETY: `ready` is ours: we hold the strand lock; `op` is on
+            // no queue.
             unsafe {
-                imp.mutex.unlock();
                 (*imp.ready.get()).push(op);
                 self.sched.post_immediate_completion(self.imp.cast());
             }
@@ -232,10 +234,7 @@ pub(crate) unsafe fn drop_ref_raw<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, 
 impl<T: Task, K: SyncKit> Clone for Strand<'_, T, K> {
     fn clone(&self) -> Self {
         let imp = self.imp();
-        imp.mutex.lock();
-        imp.refs.set(imp.refs.get() + 1);
-        // SAFETY: locked above.
-        unsafe { imp.mutex.unlock() };
+        imp.shared.lock().refs += 1;
         Strand {
             sched: self.sched,
             imp: self.imp,
@@ -246,12 +245,11 @@ impl<T: Task, K: SyncKit> Clone for Strand<'_, T, K> {
 impl<T: Task, K: SyncKit> Drop for Strand<'_, T, K> {
     fn drop(&mut self) {
         let imp = self.imp();
-        imp.mutex.lock();
-        let refs = imp.refs.get() - 1;
-        imp.refs.set(refs);
-        let free = refs == 0 && !imp.locked.get();
-        // SAFETY: locked above.
-        unsafe { imp.mutex.unlock() };
+        let free = {
+            let mut shared = imp.shared.lock();
+            shared.refs -= 1;
+            shared.refs == 0 && !shared.locked
+        };
         if free {
             // SAFETY: no handle and no pending handler: nobody else can
             // reach the slot. Its queues are empty.
@@ -270,17 +268,14 @@ impl<T: Task, K: SyncKit> Drop for Strand<'_, T, K> {
 unsafe fn release<T: Task, K: SyncKit>(sched: &Scheduler<T, K>, imp: NonNull<StrandImpl<K>>) {
     // SAFETY: the slot lives while the strand is locked.
     let s = unsafe { imp.as_ref() };
-    s.mutex.lock();
-    // SAFETY: both queues are reachable: `waiting` under the mutex,
-    // `ready` through the strand lock.
-    let more = unsafe {
-        (*s.ready.get()).push_queue(&mut *s.waiting.get());
-        !(*s.ready.get()).is_empty()
-    };
-    s.locked.set(more);
-    let free = !more && s.refs.get() == 0;
-    // SAFETY: locked above.
-    unsafe { s.mutex.unlock() };
+    let mut shared = s.shared.lock();
+    // SAFETY: `ready` is ours through the strand lock.
+    let ready = unsafe { &mut *s.ready.get() };
+    ready.push_queue(&mut shared.waiting);
+    let more = !ready.is_empty();
+    shared.locked = more;
+    let free = !more && shared.refs == 0;
+    drop(shared);
     if more {
         // SAFETY: the strand op is on no queue (it is running or was
         // dispatched inline) and belongs to `sched`.
@@ -312,19 +307,17 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
         // waker or join handle exists); the last one frees the slot.
         let mut all = OpQueue::new();
         // SAFETY: exclusive at shutdown.
-        unsafe {
-            all.push_queue(&mut *s.ready.get());
-            all.push_queue(&mut *s.waiting.get());
-        }
+        all.push_queue(unsafe { &mut *s.ready.get() });
+        all.push_queue(&mut s.shared.lock().waiting);
         while let Some(h) = all.pop() {
             // SAFETY: each handler op is live and owned by `sched`.
             unsafe { Operation::complete(h, owner, Invoke::Destroy) };
         }
-        s.mutex.lock();
-        s.locked.set(false);
-        let free = s.refs.get() == 0;
-        // SAFETY: locked above.
-        unsafe { s.mutex.unlock() };
+        let free = {
+            let mut shared = s.shared.lock();
+            shared.locked = false;
+            shared.refs == 0
+        };
         if free {
             // SAFETY: nothing refers to the slot any more.
             unsafe { sched.free_op(imp) };

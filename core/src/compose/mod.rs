@@ -108,7 +108,7 @@ pub const MAX_TRANSFER_SIZE: usize = 65536;
 /// Contract for implementations: never call `run` inline; queue it so that
 /// it runs where the stream's own completions run. When it cannot be
 /// queued, hand `value` back in [`Rejected`] (`PoolFull(Ops)`,
-/// `Shutdown`, ...). A context destroyed with the call still queued drops
+/// `BadDescriptor`, ...). A context destroyed with the call still queued drops
 /// `value` without running `run`.
 ///
 /// The argument travels apart from the function, instead of captured in a
