@@ -289,6 +289,20 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
             .is_ok()
     }
 
+    /// [`retire`](Self::retire) for an entry nobody else can retire (its
+    /// owner holds it alone): a plain store instead of a compare-and-swap.
+    ///
+    /// # Safety
+    /// `key` is current and no other thread retires or releases the entry
+    /// meanwhile.
+    #[inline]
+    pub unsafe fn retire_owned(&self, key: Key) {
+        if let Some(e) = self.entry(key.index()) {
+            debug_assert_eq!(e.gen.load(Ordering::Relaxed), key.gen());
+            e.gen.store(key.gen().wrapping_add(1), Ordering::Release);
+        }
+    }
+
     /// Puts entry `index` back on the free list.
     ///
     /// # Safety

@@ -183,3 +183,49 @@ fn shutdown_drops_a_local_future_on_its_thread_and_leaks_it_elsewhere() {
         }
     }
 }
+
+// ---- the slot a run thread keeps for its next spawn ------------------------
+
+/// A run thread keeps the slot of a task that finished there for its next
+/// spawn (no slab lock), but never past the moment it may block: another
+/// thread can then spawn into it. One slot in the pool makes any hoarding
+/// a `PoolFull`.
+#[test]
+fn a_kept_task_slot_goes_back_before_its_thread_blocks() {
+    let _w = watchdog("kept_task_slot", 60);
+    let c = with_tasks(1, 256, 1);
+    // Chains of spawn-from-task reuse the one slot on the run thread.
+    let rounds = Arc::new(AtomicUsize::new(0));
+    fn hop(c: &'static Ctx, rounds: Arc<AtomicUsize>, left: usize) {
+        rounds.fetch_add(1, Ordering::SeqCst);
+        if left > 0 {
+            // The finishing task's slot is free by the time this posted
+            // handler spawns the next one.
+            c.post(move || drop(c.spawn(async move { hop(c, rounds, left - 1) }).unwrap()))
+                .unwrap();
+        }
+    }
+    let r = rounds.clone();
+    drop(c.spawn(async move { hop(c, r, scale(100, 5)) }).unwrap());
+    c.run();
+    assert_eq!(rounds.load(Ordering::SeqCst), scale(100, 5) + 1);
+    assert_eq!(c.tasks_in_use().0, 0, "released when run returned");
+
+    // A runner that finished a task and then waits idle has given it back.
+    c.restart();
+    let guard = c.work_guard();
+    drop(c.spawn(async {}).unwrap());
+    let runner = thread::spawn(move || c.run());
+    let mut spawned = None;
+    common::wait_until("a spawn from outside run", 30, || {
+        // Refused while the runner still holds the slot (running the
+        // task, or about to block); accepted once it has flushed it.
+        spawned = c.spawn(async { 5 }).ok();
+        spawned.is_some()
+    });
+    assert_eq!(c.block_on(spawned.unwrap()).unwrap(), Ok(5));
+    drop(guard);
+    c.stop();
+    join_all("the runner", 30, vec![runner]);
+    assert_eq!(c.tasks_in_use().0, 0);
+}

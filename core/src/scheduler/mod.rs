@@ -47,7 +47,7 @@ mod thread;
 pub(crate) use handlers::{complete_handler, Bound, HandlerOp};
 pub use thread::Here;
 use thread::{Registration, Registry};
-pub(crate) use thread::{StrandFrame, ThreadInfo};
+pub(crate) use thread::{StrandFrame, ThreadInfo, NO_TASK};
 
 /// Most handlers one thread takes per lock on a context run by several
 /// threads; small enough that a sibling thread finds work quickly.
@@ -477,6 +477,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// block, so posts from other threads can use them.
     #[inline]
     fn flush_cache(&self, ti: &ThreadInfo) {
+        self.tasks().flush(ti);
         if let Some(slot) = NonNull::new(ti.recycled.replace(ptr::null_mut())) {
             // SAFETY: the recycled slot is a free slot of this pool.
             unsafe { self.pool.free(slot) };

@@ -11,6 +11,9 @@ use super::MAX_RUN_THREADS;
 use crate::pool::OpSlot;
 use crate::queue::OpQueue;
 
+/// No recycled task slot.
+pub(crate) const NO_TASK: u32 = u32::MAX;
+
 /// Per-thread state of a thread inside `run` (Asio's `thread_info`). Lives
 /// on that thread's stack; reached through the registry only by the same
 /// thread, so its cells need no synchronisation.
@@ -23,6 +26,9 @@ pub(crate) struct ThreadInfo {
     pub(crate) recycled: Cell<*mut OpSlot>,
     pub(crate) cache: Cell<*mut OpSlot>,
     pub(crate) cache_len: Cell<usize>,
+    /// The index of the task slot this thread freed last (retired, still
+    /// counted taken by the slab), for its next spawn; `NO_TASK` if none.
+    pub(crate) recycled_task: Cell<u32>,
     /// Innermost strand frame on this thread's stack (Asio's
     /// `call_stack<strand_impl>`), null when no strand runs here.
     pub(crate) strand: Cell<*const StrandFrame>,
@@ -40,6 +46,7 @@ impl ThreadInfo {
             recycled: Cell::new(ptr::null_mut()),
             cache: Cell::new(ptr::null_mut()),
             cache_len: Cell::new(0),
+            recycled_task: Cell::new(NO_TASK),
             strand: Cell::new(ptr::null()),
         }
     }

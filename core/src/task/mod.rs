@@ -29,7 +29,7 @@ use pinion_sync::{RawMutex, SyncKit};
 
 use crate::backend::Task;
 use crate::op::Operation;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Here, Scheduler, ThreadInfo, NO_TASK};
 use crate::slab::{Entry, Key, Slab};
 use crate::storage::Storage;
 use crate::{Error, Pool, Rejected};
@@ -125,26 +125,58 @@ impl<M: RawMutex> TaskPool<M> {
         self.per * TASK_ALIGN
     }
 
-    /// Tasks: (slots in use, capacity).
-    pub(crate) fn in_use(&self) -> (usize, usize) {
-        (self.slab.in_use(), self.slab.capacity())
+    /// Tasks: (slots in use, capacity). A slot a thread keeps for its next
+    /// spawn counts as free when that thread asks.
+    pub(crate) fn in_use(&self, here: Option<Here<'_>>) -> (usize, usize) {
+        let kept = here.is_some_and(|h| h.ti.recycled_task.get() != NO_TASK);
+        (self.slab.in_use() - kept as usize, self.slab.capacity())
     }
 
-    /// A free slot and its storage.
-    fn take(&self) -> Option<(Key, NonNull<TaskHeader>, *mut u8)> {
-        let (key, hdr) = self.slab.insert()?;
+    /// A free slot and its storage: the one this thread freed last if it
+    /// kept one (no lock), else one from the slab.
+    fn take(&self, here: Option<Here<'_>>) -> Option<(Key, NonNull<TaskHeader>, *mut u8)> {
+        let kept = here.map_or(NO_TASK, |h| h.ti.recycled_task.replace(NO_TASK));
+        let (key, hdr) = if kept != NO_TASK {
+            let key = self.slab.key_of(kept)?;
+            (key, self.slab.at(kept)?)
+        } else {
+            self.slab.insert()?
+        };
         // SAFETY: `index < capacity`, and the chunk storage holds `per`
         // chunks for each of the slab's entries.
         let storage = unsafe { self.chunks.as_ptr().add(key.index() as usize * self.per) };
         Some((key, NonNull::from(hdr), storage as *mut u8))
     }
 
+    /// Retires the slot of `key` and frees it, or keeps it for this
+    /// thread's next spawn (until the thread may block: [`flush`]).
+    ///
     /// # Safety
     /// The slot of `key` is taken and nothing refers to it any more.
-    pub(crate) unsafe fn give_back(&self, key: Key) {
-        self.slab.retire(key);
+    ///
+    /// [`flush`]: Self::flush
+    pub(crate) unsafe fn give_back(&self, here: Option<Here<'_>>, key: Key) {
+        // SAFETY: nothing else refers to the slot, so nobody else retires it.
+        unsafe { self.slab.retire_owned(key) };
+        if let Some(h) = here {
+            if h.ti.recycled_task.get() == NO_TASK {
+                h.ti.recycled_task.set(key.index());
+                return;
+            }
+        }
         // SAFETY: per contract.
         unsafe { self.slab.release(key.index()) };
+    }
+
+    /// Frees the slot `ti` kept, if any (before its thread may block, and
+    /// when it leaves `run`), so other threads can spawn into it.
+    pub(crate) fn flush(&self, ti: &ThreadInfo) {
+        let kept = ti.recycled_task.replace(NO_TASK);
+        if kept != NO_TASK {
+            // SAFETY: a retired slot no one refers to, kept by this thread
+            // alone and released once.
+            unsafe { self.slab.release(kept) };
+        }
     }
 
     /// Drops the future of every task that has not finished (shutdown,
@@ -189,8 +221,8 @@ where
     }
 
     unsafe fn release_task(&self, key: Key) {
-        // SAFETY: forwarded.
-        unsafe { self.tasks().give_back(key) }
+        // SAFETY: forwarded; a Here of this scheduler.
+        unsafe { self.tasks().give_back(self.here(), key) }
     }
 
     unsafe fn schedule_in_strand(&self, strand: *const (), op: NonNull<Operation>) {
@@ -304,7 +336,7 @@ where
     /// A free task slot that fits `F` and its output.
     fn reserve_task<F: Future>(&self) -> Result<(Key, NonNull<TaskHeader>, *mut u8), Error> {
         let pool = self.tasks();
-        if pool.in_use().1 == 0 {
+        if pool.slab.capacity() == 0 {
             return Err(Error::NoPool(Pool::Tasks));
         }
         let need = size_of::<F>().max(size_of::<F::Output>());
@@ -312,12 +344,12 @@ where
         if need > pool.max_future_bytes() || align > TASK_ALIGN {
             return Err(Error::TaskTooLarge(need.min(u32::MAX as usize) as u32));
         }
-        pool.take().ok_or(Error::PoolFull(Pool::Tasks))
+        pool.take(self.here()).ok_or(Error::PoolFull(Pool::Tasks))
     }
 
     /// Tasks: (slots in use, capacity).
     pub fn tasks_in_use(&self) -> (usize, usize) {
-        self.tasks().in_use()
+        self.tasks().in_use(self.here())
     }
 }
 
