@@ -10,7 +10,9 @@
 //!
 //! Columns: messages per second, round-trip p50/p99, server syscalls per
 //! message (from the backend's `stats` counters), heap allocations in the
-//! whole process during the measured window, and peak RSS.
+//! whole process during the measured window, and peak RSS. After the
+//! table, each backend's memory report (`IoContext::memory`): what its
+//! context reserved per pool, and per idle and active connection.
 //!
 //! `compare [--conns 64] [--size 64] [--secs 3] [--backends epoll,uring]`
 
@@ -124,6 +126,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut failed = false;
     let mut rows: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut reports = String::new();
     for b in &o.backends {
         let out = Command::new(&exe)
             .args(["--child", b])
@@ -133,6 +136,11 @@ fn main() {
             .output()
             .or_die("run child");
         let text = String::from_utf8_lossy(&out.stdout);
+        if let Some((_, report)) = text.split_once(REPORT_MARK) {
+            reports.push('\n');
+            reports.push_str(report.trim_end());
+            reports.push('\n');
+        }
         match text.lines().find(|l| l.starts_with('|')) {
             Some(row) if out.status.success() => {
                 println!("{row}");
@@ -156,11 +164,15 @@ fn main() {
         eprintln!("no backend enabled");
     }
     legend();
+    print!("{reports}");
     conclude(&rows);
     if failed {
         std::process::exit(1);
     }
 }
+
+/// Separates a child's table row from its memory report.
+const REPORT_MARK: &str = "-- memory --\n";
 
 /// What the columns mean.
 fn legend() {
@@ -403,13 +415,13 @@ macro_rules! run_backend {
                 panic!("compare: the server thread panicked");
             }
             let syscalls = s1.syscalls() - s0.syscalls();
-            (l, syscalls)
+            (l, syscalls, ctx.memory().to_string())
         })
     }};
 }
 
 fn child(backend: &str, o: &Opts) {
-    let (l, syscalls): (Load, u64) = match backend {
+    let (l, syscalls, memory): (Load, u64, String) = match backend {
         #[cfg(feature = "epoll")]
         "epoll" => run_backend!(epoll, o),
         #[cfg(feature = "uring")]
@@ -436,4 +448,5 @@ fn child(backend: &str, o: &Opts) {
         l.allocs,
         peak_rss_kib()
     );
+    print!("{REPORT_MARK}{memory}");
 }

@@ -5,6 +5,7 @@ use pinion_core::task::TaskStorage;
 use pinion_core::{OpSlot, Storage};
 
 use crate::context::IoContext;
+use crate::memory;
 
 /// Sizes and builds an [`IoContext`]. Every size is an exact cap on every
 /// backend: a full pool is an error naming the pool
@@ -12,7 +13,8 @@ use crate::context::IoContext;
 /// cannot honour is a [`BuildError`] that says which and why.
 ///
 /// Defaults: 1024 operation slots, 1024 descriptors, 1024 timers, one
-/// thread (concurrency hint 1), no read buffers, the backend's default
+/// thread (concurrency hint 1), no read buffers, no task slots, memory
+/// committed as it is touched and not locked, the backend's default
 /// options.
 ///
 /// ```
@@ -28,6 +30,8 @@ use crate::context::IoContext;
 pub struct Builder<B: Backend> {
     config: Config,
     options: B::Options,
+    commit: bool,
+    lock: bool,
 }
 
 impl<B: Backend> Default for Builder<B> {
@@ -42,6 +46,8 @@ impl<B: Backend> Default for Builder<B> {
                 tasks: (0, 0),
             },
             options: B::Options::default(),
+            commit: false,
+            lock: false,
         }
     }
 }
@@ -95,6 +101,48 @@ impl<B: Backend> Builder<B> {
     /// `PoolFull(Tasks)`. Each slot also takes a header of about 100 bytes.
     pub fn tasks(mut self, count: usize, max_future_bytes: usize) -> Self {
         self.config.tasks = (count, max_future_bytes);
+        self
+    }
+
+    /// Faults in every page of every pool at build (operation slots,
+    /// descriptor table, timers, task slots, read buffers), so that no
+    /// operation, task or read ever takes a page fault for pinion's
+    /// memory, and a machine short of memory fails at build, not later.
+    /// Off by default: pages the program never uses then cost nothing.
+    /// Which pools need it is in [`crate::memory`];
+    /// [`IoContext::memory`](crate::IoContext::memory) says how much that
+    /// is.
+    ///
+    /// ```
+    /// let ctx = pinion::Builder::new().ops(4096).commit_memory(true).build().unwrap();
+    /// let report = ctx.memory();
+    /// assert!(report.committed());
+    /// assert!(report.total() >= 4096 * pinion::OP_SLOT_SIZE);
+    /// ```
+    pub fn commit_memory(mut self, on: bool) -> Self {
+        self.commit = on;
+        self
+    }
+
+    /// Commits the pools ([`commit_memory`](Self::commit_memory)) and
+    /// locks them in RAM (`mlock`), so they are never swapped or
+    /// reclaimed; unlocked when the context is dropped. Off by default.
+    /// Fails with [`BuildError::MemoryLock`] when the pools span more than
+    /// `RLIMIT_MEMLOCK` allows (`ulimit -l`; `LimitMEMLOCK=` in a systemd
+    /// unit). Only the pools are locked, not the program: see
+    /// [`crate::memory`] for why, and for `mlockall`.
+    ///
+    /// ```
+    /// let built = pinion::Builder::new().ops(64).descriptors(16).lock_memory(true).build();
+    /// match built {
+    ///     Ok(ctx) => assert!(ctx.memory().locked()),
+    ///     // The message names the limit and how to raise it.
+    ///     Err(e @ pinion::BuildError::MemoryLock { .. }) => eprintln!("{e}"),
+    ///     Err(e) => panic!("{e}"),
+    /// }
+    /// ```
+    pub fn lock_memory(mut self, on: bool) -> Self {
+        self.lock = on;
         self
     }
 
@@ -205,9 +253,18 @@ impl<B: Backend> Builder<B> {
         self, ops: Storage<OpSlot>, parts: B::Parts, tasks: TaskStorage,
     ) -> Result<IoContext<B>, BuildError> {
         let task = B::build(&self.config, &self.options, parts)?;
-        Ok(IoContext::from_parts(
+        let ctx = IoContext::from_parts(
             Sched::<B>::new(task, ops, self.config.concurrency_hint).with_tasks(tasks),
-        ))
+        );
+        let commit = self.commit || self.lock;
+        if commit {
+            memory::commit(ctx.sched())?;
+        }
+        if self.lock {
+            memory::lock(ctx.sched())?;
+        }
+        ctx.sched().mark_memory(commit, self.lock);
+        Ok(ctx)
     }
 }
 

@@ -43,6 +43,7 @@ use pinion_core::pooled::ReadBufferCount;
 use pinion_core::task::JoinHandle;
 use pinion_core::{Error, Rejected};
 
+use crate::memory::MemoryReport;
 use crate::time::{nanos, Instant};
 
 /// The I/O context: runs handlers, and owns every socket, timer,
@@ -313,6 +314,31 @@ impl<B: Backend> IoContext<B> {
     /// The backend's name: `"epoll"` or `"io_uring"`.
     pub fn backend_name(&self) -> &'static str {
         B::NAME
+    }
+
+    /// The memory this context reserved at build: bytes per pool and in
+    /// all, and per idle and per active connection (defined on
+    /// [`MemoryReport`]). `Display` prints it as a table.
+    ///
+    /// ```
+    /// let ctx = pinion::Builder::new().ops(256).descriptors(64).build().unwrap();
+    /// let m = ctx.memory();
+    /// assert_eq!(m.bytes(pinion::memory::MemPool::Ops), 256 * pinion::OP_SLOT_SIZE);
+    /// assert!(m.per_active_connection() > m.per_idle_connection());
+    /// println!("{m}");
+    /// ```
+    pub fn memory(&self) -> MemoryReport {
+        crate::memory::report(&self.sched)
+    }
+}
+
+impl<B: Backend> Drop for IoContext<B> {
+    fn drop(&mut self) {
+        // Before the pools are freed: their pages may be reused by memory
+        // that was never meant to be locked.
+        if self.sched.memory_marks().1 {
+            crate::memory::unlock(&self.sched);
+        }
     }
 }
 

@@ -16,7 +16,8 @@
 //! # Layout
 //!
 //! - [`context`]: [`IoContext`], the run loop and handler queue, and
-//!   [`builder`]: [`Builder`], which sizes every pool;
+//!   [`builder`]: [`Builder`], which sizes every pool, and [`memory`]:
+//!   what the pools reserve, committing and locking them;
 //! - [`net`]: [`TcpListener`], [`TcpStream`], [`UdpSocket`]; [`timer`]:
 //!   [`SteadyTimer`]; [`strand`]: [`Strand`]; [`Owned`], the closing form
 //!   of any handle;
@@ -67,6 +68,7 @@ pub mod aio;
 pub mod builder;
 pub mod context;
 mod handler;
+pub mod memory;
 pub mod net;
 mod owned;
 pub mod strand;
@@ -128,7 +130,7 @@ pub use buf::{IoBuf, IoBufMut, PooledBuf, ReadBufferCount, Slice};
 pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
 pub use pinion_core::{Errno, Error, Pool, Rejected, Result};
-pub use pinion_core::{OpSlot, StaticArray, StaticCell};
+pub use pinion_core::{OpSlot, StaticArray, StaticCell, OP_SLOT_SIZE};
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;
 

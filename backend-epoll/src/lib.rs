@@ -34,6 +34,7 @@ use pinion_core::backend::{
     OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::memory::{MemPool, Region};
 use pinion_core::pooled::{ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
 use pinion_core::slab::{Entry, Slab};
 use pinion_core::timer::{TimerEntry, TimerService, TimerSlot};
@@ -187,6 +188,14 @@ unsafe impl Backend for Reactor {
 
     fn descriptors_in_use(&self) -> usize {
         self.sockets_in_use()
+    }
+
+    fn memory(&self, out: &mut dyn FnMut(Region)) {
+        out(self.table.region(MemPool::Descriptors));
+        self.timers.regions(out);
+        if let Some(p) = &self.read_buffers {
+            out(p.region());
+        }
     }
 
     fn register(sched: &Sched<Self>, fd: Fd, _: DescKind) -> Result<Key> {

@@ -51,6 +51,7 @@ use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
 use io_uring::{opcode, IoUring};
 use pinion_core::backend::{At, Handler, Invoke, Operation, PooledHandler, Started};
+use pinion_core::memory::{Contents, MemPool, Region as MemRegion};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sync::FutexMutex;
@@ -228,6 +229,27 @@ impl ReadBuffers {
     /// Bytes of the ring's entries, which the kernel pins (0 without one).
     pub(crate) fn pinned_bytes(&self) -> usize {
         self.ring.as_ref().map_or(0, Region::span)
+    }
+
+    /// The buffers' memory and the ring's entries (populated at map;
+    /// the software pool's free buffers hold its links).
+    pub(crate) fn regions(&self, out: &mut dyn FnMut(MemRegion)) {
+        out(MemRegion {
+            pool: MemPool::ReadBuffers,
+            ptr: self.mem.ptr.as_ptr(),
+            count: self.count,
+            item_bytes: self.size,
+            contents: Contents::State,
+        });
+        if let Some(r) = &self.ring {
+            out(MemRegion {
+                pool: MemPool::BufferRing,
+                ptr: r.ptr.as_ptr(),
+                count: 1,
+                item_bytes: r.len,
+                contents: Contents::State,
+            });
+        }
     }
 
     /// Bytes per buffer.

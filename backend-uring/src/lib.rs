@@ -41,6 +41,7 @@ use pinion_core::backend::{
     OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::memory::{Contents, MemPool, Region};
 use pinion_core::pooled::ReadBufferCount;
 use pinion_core::slab::Entry;
 use pinion_core::timer::{TimerEntry, TimerObj, TimerService, TimerSlot};
@@ -169,6 +170,23 @@ unsafe impl Backend for Proactor {
 
     fn descriptors_in_use(&self) -> usize {
         self.descs.in_use()
+    }
+
+    fn memory(&self, out: &mut dyn FnMut(Region)) {
+        out(self.descs.region(MemPool::Descriptors));
+        self.timers.regions(out);
+        if let Some(p) = self.read_pool() {
+            p.regions(out);
+        }
+        out(Region {
+            pool: MemPool::Ring,
+            ptr: core::ptr::null_mut(),
+            count: 1,
+            // What the rings pin, less the buffer ring listed above.
+            item_bytes: self.info.pinned_bytes
+                - self.read_pool().map_or(0, bufs::ReadBuffers::pinned_bytes),
+            contents: Contents::Kernel,
+        });
     }
 
     fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> Result<Key> {

@@ -78,6 +78,8 @@ use pinion_sync::SyncKit;
 #[cfg(target_os = "linux")]
 use crate::buf::{IoBuf, IoBufMut};
 #[cfg(target_os = "linux")]
+use crate::memory::Region;
+#[cfg(target_os = "linux")]
 use crate::pooled::{PooledBuf, ReadBufferCount};
 #[cfg(target_os = "linux")]
 use crate::timer::TimerService;
@@ -391,6 +393,13 @@ pub unsafe trait Backend: Task + Sized {
     /// Descriptors open now (closed ones the kernel still holds included).
     fn descriptors_in_use(&self) -> usize;
 
+    /// Hands `out` one [`Region`] per pool of this backend's fixed memory
+    /// (descriptor table, timer objects and heap, read buffers, rings),
+    /// for the memory report and for committing and locking the memory
+    /// at build. The scheduler lists its own pools
+    /// ([`Scheduler::memory`]).
+    fn memory(&self, out: &mut dyn FnMut(Region));
+
     /// Registers `fd` (a socket of `kind`) and returns its key. On error
     /// the fd is closed; a full table is `PoolFull(Descriptors)`.
     fn register(sched: &Sched<Self>, fd: Fd, kind: DescKind) -> crate::Result<Key>;
@@ -487,6 +496,15 @@ pub enum BuildError {
     },
     /// Memory could not be reserved (`ENOMEM`).
     OutOfMemory,
+    /// `Builder::lock_memory` could not lock the context's pools: they
+    /// need more than `RLIMIT_MEMLOCK` allows.
+    MemoryLock {
+        /// Bytes the pools span, in whole pages.
+        need: usize,
+        /// The soft `RLIMIT_MEMLOCK`, in bytes (less whatever the process
+        /// had locked already is what was left).
+        allowed: usize,
+    },
     /// Another system call failed while setting up.
     Os {
         /// What was being set up, e.g. `"epoll_create1"`.
@@ -528,6 +546,11 @@ impl fmt::Display for BuildError {
             ),
             BuildError::OutOfMemory => f.write_str(
                 "out of memory reserving the context (ENOMEM): lower the Builder's pool sizes",
+            ),
+            BuildError::MemoryLock { need, allowed } => write!(
+                f,
+                "Builder::lock_memory: need {need} bytes locked, RLIMIT_MEMLOCK allows {allowed}: \
+                 raise it with ulimit -l / LimitMEMLOCK= in the systemd unit, or drop lock_memory"
             ),
             BuildError::Os { what, error } => write!(f, "{what} failed: {error}"),
         }

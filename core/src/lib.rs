@@ -20,6 +20,8 @@
 //! - [`pooled`]: pooled reads' buffers and the software pool behind them;
 //! - [`compose`]: `read`, `read_until` and `write`, written once over
 //!   `read_some`/`write_some`;
+//! - [`memory`]: the regions of a context's fixed memory and the report
+//!   made from them;
 //! - [`word64`]: a 64-bit value shared without 64-bit atomics where the
 //!   target has none.
 //!
@@ -36,6 +38,7 @@ pub mod backend;
 pub mod buf;
 pub mod compose;
 mod error;
+pub mod memory;
 pub mod op;
 pub mod pool;
 pub mod pooled;

@@ -20,6 +20,7 @@ use core::ptr::{self, NonNull};
 
 use pinion_sync::{Locked, RawMutex};
 
+use crate::memory::{Contents, MemPool, Region};
 use crate::storage::Storage;
 
 /// Bytes in one operation slot: header, operation state, buffer handle and
@@ -111,6 +112,11 @@ impl<M: RawMutex> SlotPool<M> {
     /// Number of slots in the pool.
     pub fn capacity(&self) -> usize {
         self.len
+    }
+
+    /// The slots' memory: scratch until a slot is first taken.
+    pub fn region(&self) -> Region {
+        self._storage.region(MemPool::Ops, Contents::Scratch)
     }
 
     /// Takes a free slot, or `None` when every slot is in use.

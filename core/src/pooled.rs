@@ -14,6 +14,7 @@ use core::ptr;
 use pinion_sync::{Locked, RawMutex};
 
 use crate::buf::IoBuf;
+use crate::memory::{Contents, MemPool, Region};
 use crate::storage::Storage;
 
 /// A fixed pool of equal-sized byte buffers named by index, whose
@@ -205,6 +206,15 @@ impl<M: RawMutex> SlabPool<M> {
     /// Buffers in the pool.
     pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// The buffers' memory (free buffers hold the pool's links).
+    pub fn region(&self) -> Region {
+        Region {
+            count: self.count,
+            item_bytes: self.size,
+            ..self.mem.region(MemPool::ReadBuffers, Contents::State)
+        }
     }
 
     /// The pool's counts now.

@@ -37,6 +37,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use pinion_sync::{Locked, RawMutex};
 
+use crate::memory::{Contents, MemPool, Region};
 use crate::storage::Storage;
 
 /// Names a slab entry: its index and the generation it had when the key
@@ -181,6 +182,11 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
     fn with_alloc<R>(&self, f: impl FnOnce(&mut Alloc) -> R) -> R {
         // `f` does not reenter the slab.
         f(&mut self.alloc.lock())
+    }
+
+    /// The entries' memory, as a region of `pool`.
+    pub fn region(&self, pool: MemPool) -> Region {
+        self.entries.region(pool, Contents::State)
     }
 
     /// Entries taken and not released (retired ones included).

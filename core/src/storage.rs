@@ -9,6 +9,8 @@ use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::memory::{Contents, MemPool, Region};
+
 /// A fixed slice of `T` that a pool owns for its whole life.
 pub struct Storage<T: 'static> {
     ptr: NonNull<T>,
@@ -62,6 +64,18 @@ impl<T: 'static> Storage<T> {
     /// `true` for zero elements.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The storage as a region of `pool` holding `contents`, one item per
+    /// element.
+    pub fn region(&self, pool: MemPool, contents: Contents) -> Region {
+        Region {
+            pool,
+            ptr: self.ptr.as_ptr().cast(),
+            count: self.len,
+            item_bytes: core::mem::size_of::<T>(),
+            contents,
+        }
     }
 }
 

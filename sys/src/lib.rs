@@ -17,7 +17,9 @@
 //! - [`socket`]: socket, bind, listen, connect, accept, addresses,
 //!   shutdown, `int` options, `SO_ERROR`, `O_NONBLOCK`, on raw descriptors;
 //! - [`event`]: eventfd (signal, drain) and timerfd (absolute monotonic
-//!   deadlines).
+//!   deadlines);
+//! - [`mem`]: committing and locking memory (`MADV_POPULATE_WRITE`,
+//!   `mlock`, `RLIMIT_MEMLOCK`).
 //!
 //! Only [`Errno`] exists on targets other than Linux (bare metal): without
 //! libc it has no names, no constants and no [`Errno::last`].
@@ -40,6 +42,8 @@ mod fd;
 pub mod addr;
 #[cfg(target_os = "linux")]
 pub mod event;
+#[cfg(target_os = "linux")]
+pub mod mem;
 #[cfg(target_os = "linux")]
 pub mod socket;
 

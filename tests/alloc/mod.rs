@@ -78,7 +78,8 @@ fn ten_thousand_echo_round_trips_allocate_nothing() {
 
 /// The same with async/await: a client task and an echo task on one
 /// context, every await a backend operation (no allocation in spawn,
-/// wakers, futures or their op slots).
+/// wakers, futures or their op slots). The context's memory is committed
+/// at build, and its report is read while counting: neither allocates.
 #[test]
 fn ten_thousand_async_echo_round_trips_allocate_nothing() {
     let _serial = crate::util::PROCESS_LOCK
@@ -89,7 +90,8 @@ fn ten_thousand_async_echo_round_trips_allocate_nothing() {
             .ops(64)
             .descriptors(16)
             .timers(4)
-            .tasks(4, 2048),
+            .tasks(4, 2048)
+            .commit_memory(true),
     );
     let c = ctx.get();
     let (client, server) = support::connected_pair(c);
@@ -128,7 +130,9 @@ fn ten_thousand_async_echo_round_trips_allocate_nothing() {
                 util::arm_alloc_counter();
             }
         }
+        let m = c.memory();
         let allocs = util::disarm_alloc_counter();
+        assert!(m.committed() && m.total() > 0);
         client.close().unwrap();
         allocs
     };

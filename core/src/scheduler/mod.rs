@@ -30,11 +30,12 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
 use crate::backend::{Task, Wait};
+use crate::memory::Region;
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
 use crate::queue::OpQueue;
@@ -98,6 +99,9 @@ pub struct Scheduler<T: Task, K: SyncKit> {
     task: T,
     tasks: TaskPool<K::Mutex>,
     block: BlockOn,
+    /// What the facade did to the pools at build: bit 0 committed, bit 1
+    /// locked (`Builder::commit_memory`, `Builder::lock_memory`).
+    memory_marks: AtomicU8,
     _k: PhantomData<K>,
 }
 
@@ -145,6 +149,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             task,
             tasks: TaskPool::new(TaskStorage::none()),
             block: BlockOn::new::<T, K>(),
+            memory_marks: AtomicU8::new(0),
             _k: PhantomData,
         }
     }
@@ -169,6 +174,26 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     #[inline]
     pub fn task(&self) -> &T {
         &self.task
+    }
+
+    /// The memory of the operation slots and of the task pool (the
+    /// backend lists its own: `Backend::memory`).
+    pub fn memory(&self, out: &mut dyn FnMut(Region)) {
+        out(self.pool.region());
+        self.tasks.regions(out);
+    }
+
+    /// Records what the facade did to this context's memory at build
+    /// (committed it; locked it, which it undoes when the context drops).
+    pub fn mark_memory(&self, committed: bool, locked: bool) {
+        self.memory_marks
+            .store(committed as u8 | (locked as u8) << 1, Ordering::Relaxed);
+    }
+
+    /// What [`mark_memory`](Self::mark_memory) recorded: (committed, locked).
+    pub fn memory_marks(&self) -> (bool, bool) {
+        let m = self.memory_marks.load(Ordering::Relaxed);
+        (m & 1 != 0, m & 2 != 0)
     }
 
     /// Operation slots: (in use, capacity). O(free slots); for

@@ -28,6 +28,7 @@ use core::task::{Context, Poll};
 use pinion_sync::{RawMutex, SyncKit};
 
 use crate::backend::Task;
+use crate::memory::{Contents, MemPool, Region};
 use crate::op::Operation;
 use crate::scheduler::{Here, Scheduler, ThreadInfo, NO_TASK};
 use crate::slab::{Entry, Key, Slab};
@@ -123,6 +124,17 @@ impl<M: RawMutex> TaskPool<M> {
     /// Bytes of future (or output) one task may hold.
     pub(crate) fn max_future_bytes(&self) -> usize {
         self.per * TASK_ALIGN
+    }
+
+    /// The headers' and the futures' memory (futures are scratch until
+    /// a slot is first taken).
+    pub(crate) fn regions(&self, out: &mut dyn FnMut(Region)) {
+        out(self.slab.region(MemPool::TaskHeaders));
+        out(Region {
+            count: self.slab.capacity(),
+            item_bytes: self.max_future_bytes(),
+            ..self.chunks.region(MemPool::TaskFutures, Contents::Scratch)
+        });
     }
 
     /// Tasks: (slots in use, capacity). A slot a thread keeps for its next

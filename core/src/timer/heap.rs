@@ -25,6 +25,7 @@
 
 use core::ptr::{self, NonNull};
 
+use crate::memory::{Contents, MemPool, Region};
 use crate::op::{OpResult, Operation};
 use crate::{queue::OpQueue, storage::Storage, Error};
 
@@ -116,6 +117,11 @@ impl TimerQueue {
             free: NIL,
             next_seq: 0,
         }
+    }
+
+    /// The queue's slots, as a region.
+    pub fn region(&self) -> Region {
+        self.slots.region(MemPool::TimerHeap, Contents::State)
     }
 
     /// How many entries the queue can hold.

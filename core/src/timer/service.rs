@@ -32,6 +32,7 @@ use pinion_sync::{NullMutex, RawMutex};
 use super::heap::{TimerHandle, TimerQueue, TimerSlot};
 #[cfg(target_os = "linux")]
 use crate::backend::{Backend, Sched};
+use crate::memory::{MemPool, Region};
 use crate::op::{Invoke, Operation};
 use crate::queue::OpQueue;
 use crate::slab::{Entry, Key, Slab};
@@ -183,6 +184,13 @@ impl<M: RawMutex> TimerService<M> {
     /// Timer objects the service can hold.
     pub fn capacity(&self) -> usize {
         self.with(|i| i.objects.capacity().min(i.heap.capacity()))
+    }
+
+    /// The memory of the timer objects and of their heap, under the lock.
+    pub fn regions(&self, out: &mut dyn FnMut(Region)) {
+        let (objects, heap) = self.with(|i| (i.objects.region(MemPool::Timers), i.heap.region()));
+        out(objects);
+        out(heap);
     }
 
     /// Timer objects open now.
