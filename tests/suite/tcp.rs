@@ -282,6 +282,74 @@ fn closed_handles_answer_bad_descriptor() {
     assert_eq!(c.ops_in_use().0, 0);
 }
 
+/// The descriptor index in a handle's `Debug` output (`...Key(index#gen)...`).
+fn desc_index(dbg: &str) -> u32 {
+    let rest = &dbg[dbg.find("Key(").expect("a key") + 4..];
+    rest[..rest.find('#').expect("a generation")]
+        .parse()
+        .unwrap()
+}
+
+/// A copy of a closed handle whose descriptor slot the next connection
+/// took (same index, later generation) is refused, and only the
+/// successor's own handle reaches the successor. On 32-bit targets this is
+/// the generation surviving every place a key travels (a dropped one made
+/// the stale copy name the new socket).
+#[test]
+fn a_stale_handle_to_a_reused_slot_is_refused() {
+    let ctx = Ctx::new();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let _p1 = util::std_connect(addr);
+    let old = accept_one(c, l);
+    let old_dbg = format!("{old:?}");
+    old.close().unwrap();
+    let mut p2 = util::std_connect(addr);
+    let new = accept_one(c, l);
+    let new_dbg = format!("{new:?}");
+    assert_eq!(
+        desc_index(&old_dbg),
+        desc_index(&new_dbg),
+        "the freed slot is reused: {old_dbg}, then {new_dbg}"
+    );
+    assert_ne!(old_dbg, new_dbg, "the generation moved on");
+    assert_eq!(old.local_addr().err(), Some(Error::BadDescriptor));
+    assert_eq!(old.cancel().err(), Some(Error::BadDescriptor));
+    let r = old
+        .async_write_some(FixedBuf::from_bytes(b"stale"), |_, _| {
+            panic!("must not run")
+        })
+        .expect_err("write on a stale handle");
+    assert_eq!(r.error, Error::BadDescriptor);
+    let r = old
+        .async_read_some(FixedBuf::new(8), |_, _| panic!("must not run"))
+        .expect_err("read on a stale handle");
+    assert_eq!(r.error, Error::BadDescriptor);
+    assert_eq!(old.close().err(), Some(Error::BadDescriptor));
+    // The successor is untouched and works through its own handle.
+    assert_eq!(new.peer_addr().unwrap(), p2.local_addr().unwrap());
+    let wrote = slot();
+    let w = wrote.clone();
+    async_write(&new, FixedBuf::from_bytes(b"fresh"), move |r, _| {
+        *w.lock().unwrap() = Some(r)
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    run_until(c, "write on the successor", || {
+        wrote.lock().unwrap().is_some()
+    });
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(5)));
+    let mut got = [0u8; 5];
+    p2.read_exact(&mut got).unwrap();
+    assert_eq!(
+        &got, b"fresh",
+        "only the successor's own bytes reach its peer"
+    );
+    new.close().unwrap();
+    l.close().unwrap();
+    assert_eq!(c.ops_in_use().0, 0);
+}
+
 #[test]
 fn many_small_writes_from_a_std_peer_arrive_in_order() {
     let ctx = Ctx::new();
