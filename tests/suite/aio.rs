@@ -122,7 +122,11 @@ fn local_tasks_share_rc_state_across_connections() {
                 let n = echo(s).await;
                 t.set(t.get() + n);
             };
-            handles.push(c.spawn_local(task).map_err(|r| r.error).expect("spawn_local"));
+            handles.push(
+                c.spawn_local(task)
+                    .map_err(|r| r.error)
+                    .expect("spawn_local"),
+            );
         }
         for h in handles {
             h.await.expect("task");
