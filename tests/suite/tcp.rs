@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use pinion::compose::{async_read, async_write, Completion};
 use pinion::Error;
 
-use super::{accept_one, b, listen, run_until, serve_echo, Ctx};
+use super::{accept_one, b, listen, run_until, serve_echo};
 use crate::util::{self, pattern_vec, FixedBuf};
 
 type Slot<T> = Arc<Mutex<Option<T>>>;
@@ -51,7 +51,7 @@ fn echo_client(
 
 #[test]
 fn echo_one_connection() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let closed = Arc::new(AtomicUsize::new(0));
@@ -69,7 +69,7 @@ fn echo_one_connection() {
 #[test]
 fn echo_500_connections() {
     const N: usize = 500;
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let closed = Arc::new(AtomicUsize::new(0));
@@ -94,7 +94,7 @@ fn connect_refused() {
         let l = std::net::TcpListener::bind(util::any_port()).unwrap();
         l.local_addr().unwrap()
     }; // closed: nobody listens there now
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let got = slot();
     let g = got.clone();
     b::TcpStream::async_connect(ctx.get(), addr, move |r| {
@@ -109,7 +109,7 @@ fn connect_refused() {
 
 #[test]
 fn client_half_close_gets_every_byte_back() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let closed = Arc::new(AtomicUsize::new(0));
@@ -137,7 +137,7 @@ fn client_half_close_gets_every_byte_back() {
 
 #[test]
 fn half_close_is_eof_and_the_other_half_still_works() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let mut peer = util::std_connect(addr);
@@ -177,7 +177,7 @@ fn half_close_is_eof_and_the_other_half_still_works() {
 
 #[test]
 fn peer_reset_mid_read_is_connection_reset() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let peer = util::std_connect(addr);
@@ -204,7 +204,7 @@ fn peer_reset_mid_read_is_connection_reset() {
 fn write_after_peer_close_is_broken_pipe_without_sigpipe() {
     util::count_sigpipes();
     let before = util::SIGPIPES.load(Ordering::SeqCst);
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let peer = util::std_connect(addr);
@@ -235,7 +235,7 @@ fn write_after_peer_close_is_broken_pipe_without_sigpipe() {
 
 #[test]
 fn addresses_and_options() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     assert_ne!(addr.port(), 0);
@@ -254,7 +254,7 @@ fn addresses_and_options() {
 
 #[test]
 fn closed_handles_answer_bad_descriptor() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let _peer = util::std_connect(addr);
@@ -297,7 +297,7 @@ fn desc_index(dbg: &str) -> u32 {
 /// the stale copy name the new socket).
 #[test]
 fn a_stale_handle_to_a_reused_slot_is_refused() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let _p1 = util::std_connect(addr);
@@ -352,7 +352,7 @@ fn a_stale_handle_to_a_reused_slot_is_refused() {
 
 #[test]
 fn many_small_writes_from_a_std_peer_arrive_in_order() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let data = pattern_vec(3, 7 * 1000);
@@ -404,13 +404,11 @@ fn echo_on_four_threads_of_a_one_thread_context() {
 
 fn echo_on_four_threads(hint: usize) {
     const N: usize = 300;
-    let ctx = Ctx::with(
-        b::Builder::new()
-            .ops(4096)
-            .descriptors(2 * N + 16)
-            .timers(16)
-            .concurrency_hint(hint),
-    );
+    let ctx = ctx_or_skip!(b::Builder::new()
+        .ops(4096)
+        .descriptors(2 * N + 16)
+        .timers(16)
+        .concurrency_hint(hint));
     let c = ctx.get();
     let (l, addr) = listen(c);
     let closed = Arc::new(AtomicUsize::new(0));
@@ -450,7 +448,7 @@ fn echo_on_four_threads(hint: usize) {
 #[test]
 fn eight_mib_through_a_small_send_buffer_arrive_in_order() {
     const N: usize = 8 << 20;
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (l, addr) = listen(c);
     let peer = std::thread::spawn(move || {
