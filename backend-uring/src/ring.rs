@@ -23,6 +23,13 @@ use io_uring::{squeue, IoUring};
 pub(crate) const IOSQE_FIXED_FILE: u8 = 1;
 /// `IORING_SQ_CQ_OVERFLOW` in the SQ ring's flags.
 const IORING_SQ_CQ_OVERFLOW: u32 = 2;
+// The ring file's mmap offsets, typed as the target's `off_t`: 32 bits
+// on i686 and armv7 (glibc's `mmap` without `_FILE_OFFSET_BITS=64`, and
+// what libc's `mmap` binds), so each must fit in an `i32` there. They do
+// (the largest is 2^28; one that did not would fail to compile, as
+// `overflowing_literals` denies it). io_uring's other mmap
+// offset, `IORING_OFF_PBUF_RING` (2^31), is never mapped here: the
+// provided-buffer ring is our own memory (`bufs.rs`).
 const IORING_OFF_SQ_RING: libc::off_t = 0;
 const IORING_OFF_CQ_RING: libc::off_t = 0x800_0000;
 const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
@@ -79,6 +86,17 @@ struct Params {
 
 const _: () = assert!(size_of::<Params>() == 120);
 const _: () = assert!(size_of::<io_uring::Parameters>() == size_of::<Params>());
+
+// Every struct pinion hands the kernel through the io-uring crate has the
+// kernel's size on this target. The crate's bindings are generated on
+// x86_64; on a 32-bit target (built with `--cfg io_uring_skip_arch_check`,
+// see the README) they are right because io_uring's UAPI uses fixed-width
+// fields without implicit padding, so 4-byte `u64` alignment (i686)
+// changes no offset. These asserts stop the build where that would fail.
+const _: () = assert!(size_of::<io_uring::cqueue::Entry>() == 16);
+const _: () = assert!(size_of::<io_uring::types::Timespec>() == 16);
+const _: () = assert!(size_of::<io_uring::types::SubmitArgs<'static, 'static>>() == 24);
+const _: () = assert!(size_of::<io_uring::types::BufRingEntry>() == 16);
 
 /// One SQE as the kernel reads it (`struct io_uring_sqe`, 64 bytes; the
 /// unions appear as the member every opcode pinion uses reads).

@@ -521,8 +521,9 @@ impl fmt::Display for BuildError {
                 write!(f, "Builder::{knob} cannot be honoured: {why}")
             }
             BuildError::NotSupported => f.write_str(
-                "io_uring is not available in this kernel (io_uring_setup: ENOSYS); \
-                 use the epoll backend (pinion feature `epoll`) or a kernel built with CONFIG_IO_URING",
+                "io_uring is not available in this kernel (io_uring_setup: ENOSYS), or an emulator \
+                 such as qemu-user does not pass it through; use the epoll backend (pinion feature \
+                 `epoll`), a kernel built with CONFIG_IO_URING, or run natively",
             ),
             BuildError::Disabled(v) => write!(
                 f,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use pinion::{BuildError, Error, Pool};
 
-use super::{b, run_until, Ctx};
+use super::{b, run_until};
 use crate::util::{self, FixedBuf};
 
 type Slot<T> = Arc<Mutex<Option<T>>>;
@@ -19,7 +19,7 @@ fn slot<T>() -> Slot<T> {
 #[test]
 fn ops_is_an_exact_cap() {
     for n in [0usize, 1, 7] {
-        let ctx = Ctx::with(b::Builder::new().ops(n));
+        let ctx = ctx_or_skip!(b::Builder::new().ops(n));
         let c = ctx.get();
         for i in 0..n {
             c.post(move || {
@@ -38,7 +38,7 @@ fn ops_is_an_exact_cap() {
 #[test]
 fn descriptors_is_an_exact_cap_and_names_its_pool() {
     for n in [0usize, 1, 3] {
-        let ctx = Ctx::with(b::Builder::new().descriptors(n));
+        let ctx = ctx_or_skip!(b::Builder::new().descriptors(n));
         let c = ctx.get();
         let socks: Vec<_> = (0..n)
             .map(|i| {
@@ -62,7 +62,7 @@ fn descriptors_is_an_exact_cap_and_names_its_pool() {
 #[test]
 fn timers_is_an_exact_cap_apart_from_descriptors() {
     for n in [0usize, 2] {
-        let ctx = Ctx::with(b::Builder::new().timers(n).descriptors(1));
+        let ctx = ctx_or_skip!(b::Builder::new().timers(n).descriptors(1));
         let c = ctx.get();
         let timers: Vec<_> = (0..n)
             .map(|_| b::SteadyTimer::new(c).expect("a timer"))
@@ -124,7 +124,7 @@ fn read_buffers_too_small_is_a_build_error() {
 /// closed).
 #[test]
 fn a_full_descriptor_table_leaves_connections_in_the_backlog() {
-    let ctx = Ctx::with(b::Builder::new().descriptors(2));
+    let ctx = ctx_or_skip!(b::Builder::new().descriptors(2));
     let c = ctx.get();
     let l = b::TcpListener::bind(c, util::any_port()).unwrap();
     let addr = l.local_addr().unwrap();
@@ -171,7 +171,7 @@ fn a_full_descriptor_table_leaves_connections_in_the_backlog() {
 
 #[test]
 fn a_read_with_no_room_is_refused_not_end_of_stream() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (client, server) = super::connected_pair(c);
     let full = FixedBuf::from_bytes(b"full");
@@ -200,7 +200,7 @@ fn a_read_with_no_room_is_refused_not_end_of_stream() {
 
 #[test]
 fn a_pooled_read_without_read_buffers_names_the_missing_pool() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let (client, server) = super::connected_pair(c);
     let r = server
@@ -221,7 +221,7 @@ fn os_errors_print_their_errno_name_and_text() {
     let e = Error::from_errno(pinion::Errno::NOTSOCK);
     assert_eq!(e.to_string(), "ENOTSOCK: socket operation on non-socket");
     // A refused connect says so by name.
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let addr = {
         let l = std::net::TcpListener::bind(util::any_port()).unwrap();

@@ -9,6 +9,21 @@
 
 backend!(b);
 
+/// The test's context (`ctx_or_skip!()`: the suite's default builder;
+/// `ctx_or_skip!(builder)`), or a return from the test, skipped and said
+/// so on stderr, where the backend cannot run here ([`Ctx::try_with`]).
+macro_rules! ctx_or_skip {
+    () => {
+        ctx_or_skip!(super::Ctx::builder())
+    };
+    ($builder:expr $(,)?) => {
+        match super::Ctx::try_with($builder) {
+            Some(ctx) => ctx,
+            None => return,
+        }
+    };
+}
+
 mod support;
 pub(crate) use support::*;
 

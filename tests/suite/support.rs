@@ -25,13 +25,50 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn new() -> Ctx {
-        Ctx::with(b::Builder::new().ops(4096).descriptors(1200).timers(1200))
+        Ctx::with(Ctx::builder())
+    }
+
+    /// The builder most tests use.
+    pub(crate) fn builder() -> b::Builder {
+        b::Builder::new().ops(4096).descriptors(1200).timers(1200)
     }
 
     pub(crate) fn with(builder: b::Builder) -> Ctx {
         let ctx = builder.build().expect("build the context");
         Ctx {
             ptr: Box::into_raw(Box::new(ctx)),
+        }
+    }
+
+    /// [`with`](Self::with), or `None` after saying why the test is
+    /// skipped where the backend cannot run at all: a kernel without
+    /// io_uring, one that forbids it (`kernel.io_uring_disabled`,
+    /// seccomp), or an emulator that passes no io_uring syscall through
+    /// (qemu-user answers `ENOSYS`). Said on the process's stderr, past
+    /// the test harness's capture, so a run without `--nocapture` shows
+    /// it too. Any other build error fails the test. Tests use it through
+    /// [`ctx_or_skip!`].
+    pub(crate) fn try_with(builder: b::Builder) -> Option<Ctx> {
+        match builder.build() {
+            Ok(ctx) => Some(Ctx {
+                ptr: Box::into_raw(Box::new(ctx)),
+            }),
+            Err(
+                e @ (pinion::BuildError::NotSupported
+                | pinion::BuildError::Disabled(_)
+                | pinion::BuildError::PermissionDenied
+                | pinion::BuildError::KernelTooOld(_)),
+            ) => {
+                use std::io::Write;
+                let test = std::thread::current();
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {}: {e}",
+                    test.name().unwrap_or("a conformance test")
+                );
+                None
+            }
+            Err(e) => panic!("build the context: {e}"),
         }
     }
 

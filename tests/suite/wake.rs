@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use super::{b, Ctx};
+use super::b;
 use crate::util;
 
 fn wait_for(what: &str, cond: impl Fn() -> bool) {
@@ -20,7 +20,7 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
 
 #[test]
 fn post_from_another_thread_wakes_a_blocked_run() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let guard = c.work_guard();
     let (tx, rx) = mpsc::channel();
@@ -49,7 +49,7 @@ fn post_from_another_thread_wakes_a_blocked_run() {
 
 #[test]
 fn timer_armed_from_another_thread_wakes_a_blocked_run() {
-    let ctx = Ctx::new();
+    let ctx = ctx_or_skip!();
     let c = ctx.get();
     let guard = c.work_guard();
     let (tx, rx) = mpsc::channel();

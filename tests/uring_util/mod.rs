@@ -23,7 +23,10 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// Builds a leaked context, or says loudly why the test is skipped (a
-/// kernel without io_uring). Any other build error fails the test.
+/// kernel without io_uring, or qemu-user, which passes no io_uring
+/// syscall through). Said on the process's stderr, past the harness's
+/// capture, so a run without `--nocapture` shows it. Any other build
+/// error fails the test.
 pub fn ctx_or_skip(b: Builder, test: &str) -> Option<&'static IoContext> {
     match b.build() {
         Ok(c) => Some(Box::leak(Box::new(c))),
@@ -33,7 +36,8 @@ pub fn ctx_or_skip(b: Builder, test: &str) -> Option<&'static IoContext> {
             | BuildError::PermissionDenied
             | BuildError::KernelTooOld(_)),
         ) => {
-            eprintln!("SKIPPED {test}: {e}");
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {e}");
             None
         }
         Err(e) => panic!("{test}: build failed: {e}"),
