@@ -7,6 +7,7 @@
 //! reason.
 //!
 //! ```
+//! # #[cfg(not(miri))] { // miri has no madvise
 //! use pinion_sys::mem;
 //!
 //! let mut v = vec![7u8; 3 * mem::page_size()];
@@ -14,6 +15,7 @@
 //! assert!(v.iter().all(|&b| b == 7), "populating keeps the bytes");
 //! // SAFETY: `v` is ours and its bytes may be overwritten.
 //! unsafe { mem::touch(v.as_mut_ptr(), v.len()) };
+//! # }
 //! ```
 
 use crate::Errno;
