@@ -67,6 +67,7 @@ compile_error!(
 pub mod aio;
 pub mod builder;
 pub mod context;
+pub mod fd;
 mod handler;
 pub mod memory;
 pub mod net;

@@ -239,6 +239,9 @@ pub enum DescKind {
     Stream,
     /// A datagram socket.
     Datagram,
+    /// Any other pollable descriptor (pipe, tty, eventfd, signalfd, ...),
+    /// read and written with `read(2)`/`write(2)` after a readiness wait.
+    Other,
 }
 
 /// The sizes every backend is built with: each an exact cap.

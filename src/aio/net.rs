@@ -43,7 +43,7 @@ pub struct RecvOne<Buf>(Buf);
 /// The start of a connect.
 pub struct ConnectTo(SocketAddr);
 /// The start of a readiness wait.
-pub struct WaitFor(Readiness);
+pub struct WaitFor(pub(crate) Readiness);
 
 impl<'c, B: Backend> Start<'c, B> for WaitFor {
     type Value = Result<()>;

@@ -1,5 +1,6 @@
 //! [`Fd`]: an owned file descriptor, closed on drop (std's `OwnedFd`
-//! without std).
+//! without std), and the calls any descriptor takes: `read`, `write`,
+//! `duplicate`.
 
 use core::fmt;
 
@@ -76,6 +77,45 @@ impl From<Fd> for std::os::fd::OwnedFd {
         // SAFETY: `into_raw` gives up the only owner of an open descriptor.
         unsafe { std::os::fd::OwnedFd::from_raw_fd(fd.into_raw()) }
     }
+}
+
+/// `read(2)` on any descriptor: the count (0 at end of file), or the
+/// errno (`EAGAIN` on an empty non-blocking one). `EINTR` is retried.
+///
+/// ```
+/// # #[cfg(not(miri))] { // miri has no pipe2 with flags
+/// let mut p = [0i32; 2];
+/// // SAFETY: `p` has room for the two descriptors.
+/// pinion_sys::syscall!(pipe2(p.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC)).unwrap();
+/// // SAFETY: both ends are ours alone.
+/// let (r, w) = unsafe { (pinion_sys::Fd::from_raw(p[0]), pinion_sys::Fd::from_raw(p[1])) };
+/// let mut buf = [0u8; 8];
+/// assert_eq!(pinion_sys::fd::read(r.raw(), &mut buf), Err(pinion_sys::Errno::AGAIN));
+/// assert_eq!(pinion_sys::fd::write(w.raw(), b"hi"), Ok(2));
+/// assert_eq!(pinion_sys::fd::read(r.raw(), &mut buf), Ok(2));
+/// # }
+/// ```
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, crate::Errno> {
+    // SAFETY: `buf` is valid for writes of its length.
+    let n = crate::syscall_retry!(read(fd, buf.as_mut_ptr().cast(), buf.len()))?;
+    Ok(n as usize)
+}
+
+/// `write(2)` on any descriptor: the count, or the errno (`EAGAIN` when
+/// a non-blocking one is full; `EPIPE` on a pipe with no reader, which
+/// raises SIGPIPE unless the program ignores it). `EINTR` is retried.
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize, crate::Errno> {
+    // SAFETY: `buf` is valid for reads of its length.
+    let n = crate::syscall_retry!(write(fd, buf.as_ptr().cast(), buf.len()))?;
+    Ok(n as usize)
+}
+
+/// A second descriptor for the same open file (`F_DUPFD_CLOEXEC`).
+pub fn duplicate(fd: i32) -> Result<Fd, crate::Errno> {
+    // SAFETY: plain integers.
+    let n = crate::syscall!(fcntl(fd, libc::F_DUPFD_CLOEXEC, 0))?;
+    // SAFETY: a new descriptor, ours alone.
+    Ok(unsafe { Fd::from_raw(n) })
 }
 
 #[cfg(test)]

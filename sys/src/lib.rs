@@ -36,7 +36,7 @@ mod syscall;
 
 mod errno;
 #[cfg(target_os = "linux")]
-mod fd;
+pub mod fd;
 
 #[cfg(target_os = "linux")]
 pub mod addr;

@@ -158,3 +158,44 @@ fn dropping_the_context_destroys_pending_handlers_and_closes_every_fd() {
     drop(peer);
     assert_eq!(util::open_fds(), fds_before, "descriptors leaked");
 }
+
+/// Stream descriptors leave no fd behind: closed, released, refused by a
+/// full table, or dropped with the context while a read is pending.
+#[test]
+fn stream_descriptors_leak_no_fd_on_any_path() {
+    use pinion::fd::StreamDescriptor;
+    let _serial = serial();
+    let before = util::open_fds();
+    let pipe = || {
+        let mut p = [0i32; 2];
+        // SAFETY: `p` has room for both descriptors.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both were just made, ours alone.
+        unsafe {
+            (
+                pinion_sys::Fd::from_raw(p[0]),
+                pinion_sys::Fd::from_raw(p[1]),
+            )
+        }
+    };
+    {
+        let ctx = Ctx::with(b::Builder::new().descriptors(2));
+        let c = ctx.get();
+        let (r, w) = pipe();
+        let r = StreamDescriptor::from_fd(c, r).unwrap();
+        let w = StreamDescriptor::from_fd(c, w).unwrap();
+        let (x, _y) = pipe();
+        assert!(
+            StreamDescriptor::from_fd(c, x).is_err(),
+            "the table is full"
+        );
+        drop(_y);
+        w.release().map(drop).unwrap();
+        r.async_read_some(FixedBuf::new(8), |_, _| {})
+            .map_err(|r| r.error)
+            .unwrap();
+        c.poll();
+        // `r` stays open with its read pending: the context's drop closes it.
+    }
+    assert_eq!(util::open_fds(), before, "descriptors leaked");
+}

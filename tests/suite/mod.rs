@@ -31,6 +31,7 @@ mod aio;
 mod cancel;
 mod caps;
 mod compose;
+mod fd;
 mod pool;
 // Pooled reads, for the backends that have them (see conformance.rs).
 pooled_reads!();
