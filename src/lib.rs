@@ -130,7 +130,7 @@ pub mod sync {
 pub use buf::{IoBuf, IoBufMut, PooledBuf, ReadBufferCount, Slice};
 pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
-pub use pinion_core::{Errno, Error, Pool, Rejected, Result};
+pub use pinion_core::{Errno, Error, Pool, Rejected, Result, SocketKind};
 pub use pinion_core::{OpSlot, StaticArray, StaticCell, OP_SLOT_SIZE};
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;

@@ -96,6 +96,9 @@ pub enum Error {
     /// The descriptor does not support the operation (`EOPNOTSUPP`; a
     /// file epoll cannot watch).
     OperationNotSupported,
+    /// An inherited descriptor (`from_fd`) is not the kind of socket the
+    /// constructor builds: its type, family or state differs.
+    NotA(SocketKind),
     /// `spawn_local` on a context that more than one thread may run
     /// (concurrency hint other than 1), or on a target with no thread id.
     NotOneThread,
@@ -107,6 +110,28 @@ pub enum Error {
     TooManyOpenFiles,
     /// Any other OS error.
     Os(Errno),
+}
+
+/// What an inherited descriptor was expected to be ([`Error::NotA`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    /// A listening IPv4 or IPv6 stream socket.
+    TcpListener,
+    /// A connected IPv4 or IPv6 stream socket.
+    TcpStream,
+    /// An IPv4 or IPv6 datagram socket.
+    UdpSocket,
+}
+
+impl SocketKind {
+    /// How the error text names it.
+    pub fn what(self) -> &'static str {
+        match self {
+            SocketKind::TcpListener => "a listening TCP socket",
+            SocketKind::TcpStream => "a connected TCP socket",
+            SocketKind::UdpSocket => "a UDP socket",
+        }
+    }
 }
 
 impl Error {
@@ -218,6 +243,11 @@ impl fmt::Display for Error {
             Error::OperationNotSupported => {
                 f.write_str("operation not supported on this descriptor (EOPNOTSUPP)")
             }
+            Error::NotA(k) => write!(
+                f,
+                "the descriptor is not {}: check what was passed in (LISTEN_FDS order, socket type)",
+                k.what()
+            ),
             Error::NotOneThread => f.write_str(
                 "a !Send task needs a context that one thread runs: build it with \
                  concurrency_hint(1), or spawn a Send future",

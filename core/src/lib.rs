@@ -52,7 +52,7 @@ pub mod task;
 pub mod timer;
 pub mod word64;
 
-pub use error::{Errno, Error, Pool, Rejected, Result};
+pub use error::{Errno, Error, Pool, Rejected, Result, SocketKind};
 pub use op::{Invoke, OpResult, Operation};
 pub use pool::{OpSlot, SlotPool, OP_SLOT_SIZE};
 pub use queue::OpQueue;

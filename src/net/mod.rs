@@ -16,8 +16,15 @@ use pinion_core::{Error, Rejected, Result};
 use pinion_sys::addr::family;
 use pinion_sys::socket;
 
+mod inherit;
+mod opts;
 mod tcp;
 mod udp;
+
+#[cfg(feature = "std")]
+pub use inherit::listen_fds;
+pub use inherit::{listen_fds_from, LISTEN_FDS_START};
+pub use opts::{BindOptions, KeepAlive};
 
 pub use pinion_sys::socket::Shutdown;
 pub use tcp::{TcpListener, TcpStream, DEFAULT_BACKLOG};

@@ -111,6 +111,10 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         Self::bind_with_backlog(ctx, addr, DEFAULT_BACKLOG)
     }
 
+    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
+        TcpListener { ctx, key }
+    }
+
     /// A listener on `addr` with the given listen backlog.
     pub fn bind_with_backlog(
         ctx: &'c IoContext<B>, addr: SocketAddr, backlog: i32,
@@ -164,7 +168,7 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         self.ctx
     }
 
-    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
         self.ctx.sched().task().with_fd(self.key, f)
     }
 

@@ -56,6 +56,10 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
         self.key
     }
 
+    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
+        UdpSocket { ctx, key }
+    }
+
     /// A socket bound to `addr` (port 0: the kernel picks one).
     pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
         let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
@@ -122,6 +126,10 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     }
 
     #[inline(always)]
+    pub(crate) fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+        self.ctx.sched().task().with_fd(self.key, f)
+    }
+
     fn at(&self) -> At<'c, B> {
         At {
             sched: self.ctx.sched(),

@@ -178,6 +178,21 @@ pub fn set_int_opt(fd: i32, level: i32, name: i32, value: i32) -> Result<(), Err
     .map(drop)
 }
 
+/// `setsockopt(2)` for an option whose value is a byte string or a C
+/// struct passed as its bytes (`SO_BINDTODEVICE`'s name, `ip_mreqn`,
+/// `ipv6_mreq`).
+pub fn set_bytes_opt(fd: i32, level: i32, name: i32, value: &[u8]) -> Result<(), Errno> {
+    // SAFETY: `value` is readable for its length, passed with it.
+    syscall!(setsockopt(
+        fd,
+        level,
+        name,
+        value.as_ptr() as *const libc::c_void,
+        value.len() as libc::socklen_t
+    ))
+    .map(drop)
+}
+
 /// `getsockopt(2)` for an `int` option.
 pub fn get_int_opt(fd: i32, level: i32, name: i32) -> Result<i32, Errno> {
     let mut value: i32 = 0;

@@ -32,6 +32,7 @@ mod cancel;
 mod caps;
 mod compose;
 mod fd;
+mod opts;
 mod pool;
 // Pooled reads, for the backends that have them (see conformance.rs).
 pooled_reads!();
