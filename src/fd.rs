@@ -96,6 +96,17 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
         B::wait(self.at(), what, Waited(handler)).map_err(|r| r.map(|w| w.0))
     }
 
+    /// [`async_wait`](Self::async_wait) with a handler of the crate's own
+    /// (which a refusal hands back whole).
+    pub(crate) fn wait_with<H>(
+        &self, what: Readiness, h: H,
+    ) -> core::result::Result<(), Rejected<H>>
+    where
+        H: Handler<B, Result<()>>,
+    {
+        B::wait(self.at(), what, h)
+    }
+
     /// Reads what is there now: the count (0 at end of file), or
     /// `WouldBlock`.
     pub fn try_read(&self, buf: &mut [u8]) -> Result<usize> {

@@ -21,6 +21,9 @@ pub enum Pool {
     /// Task slots: every spawned task that has not been released takes
     /// one (`Builder::tasks`).
     Tasks,
+    /// Signal sets: a fixed table for the whole process
+    /// (`pinion::signal::MAX_SETS`); close one to make room.
+    Signals,
 }
 
 impl Pool {
@@ -32,6 +35,7 @@ impl Pool {
             Pool::Timers => "Builder::timers",
             Pool::ReadBuffers => "Builder::read_buffers",
             Pool::Tasks => "Builder::tasks",
+            Pool::Signals => "pinion::signal::MAX_SETS (close a SignalSet)",
         }
     }
 
@@ -43,6 +47,7 @@ impl Pool {
             Pool::Timers => "timer",
             Pool::ReadBuffers => "read buffer",
             Pool::Tasks => "task slot",
+            Pool::Signals => "signal set",
         }
     }
 }
@@ -99,6 +104,12 @@ pub enum Error {
     /// An inherited descriptor (`from_fd`) is not the kind of socket the
     /// constructor builds: its type, family or state differs.
     NotA(SocketKind),
+    /// Not a signal a `SignalSet` can take: out of `1..=64`, or SIGKILL /
+    /// SIGSTOP.
+    InvalidSignal(i32),
+    /// A signal added to a `SignalSet` that the calling thread does not
+    /// block (`pinion::signal::block`): the kernel would act on it instead.
+    SignalNotBlocked(i32),
     /// `spawn_local` on a context that more than one thread may run
     /// (concurrency hint other than 1), or on a target with no thread id.
     NotOneThread,
@@ -220,6 +231,7 @@ impl fmt::Display for Error {
                     Pool::Timers => "timer",
                     Pool::ReadBuffers => "read-buffer",
                     Pool::Tasks => "task",
+                    Pool::Signals => "signal-set",
                 },
                 p.what(),
                 p.knob()
@@ -247,6 +259,15 @@ impl fmt::Display for Error {
                 f,
                 "the descriptor is not {}: check what was passed in (LISTEN_FDS order, socket type)",
                 k.what()
+            ),
+            Error::InvalidSignal(n) => write!(
+                f,
+                "signal {n} cannot be waited for: valid are 1..=64 except SIGKILL (9) and SIGSTOP (19)"
+            ),
+            Error::SignalNotBlocked(n) => write!(
+                f,
+                "signal {n} is not blocked in this thread: call pinion::signal::block(&[{n}, ...]) \
+                 in main before spawning threads, or its default action runs instead"
             ),
             Error::NotOneThread => f.write_str(
                 "a !Send task needs a context that one thread runs: build it with \
