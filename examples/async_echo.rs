@@ -18,19 +18,22 @@
 //! the server closes (the `Owned` stream closes when the task ends). A
 //! connection beyond `--max-conns` is closed at once and logged once. An
 //! accept error (EMFILE) is logged once per run of failures and the accept
-//! retried after 50 ms. SIGTERM and SIGINT stop the server (a self-pipe: the
-//! signal handler sends a datagram a task is waiting for).
+//! retried after 50 ms. SIGTERM and SIGINT stop the server (a `SignalSet`,
+//! shared with the other servers in `shared/stop.rs`).
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pinion::aio::sleep;
 use pinion::buf::BufPool;
 use pinion::builder::Builder;
 use pinion::context::IoContext;
-use pinion::net::{TcpListener, TcpStream, UdpSocket};
+use pinion::net::{TcpListener, TcpStream};
 use pinion::sync::FutexMutex;
 use pinion::{Backend, Error, IoBufMut, Owned};
 
@@ -45,6 +48,7 @@ const TASK_BYTES: usize = 256;
 static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn main() {
+    stop::block_stop_signals("async_echo");
     let cfg = Config::parse();
     match cfg.backend.as_str() {
         #[cfg(feature = "epoll")]
@@ -60,8 +64,8 @@ fn main() {
 }
 
 fn serve<B: Backend>(cfg: &Config) {
-    // The accept loop, the signal task, and one task per connection.
-    let tasks = cfg.max_conns + 2;
+    // The accept loop and one task per connection.
+    let tasks = cfg.max_conns + 1;
     let ctx: &'static IoContext<B> = Builder::<B>::new()
         .ops(2 * cfg.max_conns + 64)
         .descriptors(cfg.max_conns + 16)
@@ -76,8 +80,8 @@ fn serve<B: Backend>(cfg: &Config) {
         .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
     let local = listener.local_addr().map(|a| a.to_string());
     let pool: &'static Pool = Box::leak(Box::new(Pool::boxed(cfg.max_conns)));
-    let signals = wait_for_signal(ctx, signal_socket(ctx));
-    if ctx.spawn(signals).is_err() || ctx.spawn(accept(ctx, listener, pool)).is_err() {
+    stop::on_stop_signal(ctx, "async_echo", move || ctx.stop());
+    if ctx.spawn(accept(ctx, listener, pool)).is_err() {
         fail("no task slots for the server's own tasks");
     }
     eprintln!(
@@ -166,105 +170,6 @@ async fn echo<B: Backend, T: IoBufMut + Send>(conn: Owned<TcpStream<'static, B>>
 }
 
 // ---- stopping on SIGTERM / SIGINT -------------------------------------------
-
-/// The socket the signal handler sends from, and the port it sends to.
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
-/// The sender's port: only datagrams from it stop the server.
-static SENDER_PORT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe calls: one non-blocking sendto.
-    let addr = loopback(SIGNAL_PORT.load(Ordering::Relaxed) as u16);
-    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
-    unsafe {
-        libc::sendto(
-            SIGNAL_FD.load(Ordering::Relaxed),
-            b"!".as_ptr() as *const libc::c_void,
-            1,
-            libc::MSG_DONTWAIT,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-    }
-}
-
-fn loopback(port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// The socket the context reads, a private one the handler sends from, and
-/// the handlers for SIGTERM and SIGINT.
-fn signal_socket<B: Backend>(ctx: &'static IoContext<B>) -> Owned<UdpSocket<'static, B>> {
-    let wake = UdpSocket::bind(ctx, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
-    // SAFETY: plain socket creation; the fd is kept for the process's life.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    let mut addr = loopback(0);
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_in, writable for `len` bytes.
-    let bound = fd >= 0
-        && unsafe {
-            let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
-            libc::bind(fd, p, len) == 0 && libc::getsockname(fd, p, &mut len) == 0
-        };
-    if !bound {
-        fail("binding the signal socket");
-    }
-    SENDER_PORT.store(u16::from_be(addr.sin_port) as i32, Ordering::Relaxed);
-    SIGNAL_FD.store(fd, Ordering::Relaxed);
-    SIGNAL_PORT.store(port as i32, Ordering::Relaxed);
-    // SAFETY: installs a handler that only makes async-signal-safe calls.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-    Owned::new(wake)
-}
-
-async fn wait_for_signal<B: Backend>(
-    ctx: &'static IoContext<B>, wake: Owned<UdpSocket<'static, B>>,
-) {
-    // Allocated once, before serving; reused for every datagram.
-    let mut buf = Vec::with_capacity(16);
-    loop {
-        buf.clear();
-        let (r, b) = wake.recv_from(buf).await;
-        buf = b;
-        match r {
-            // Any local process could send here; only our handler's socket
-            // stops the server.
-            Ok((_, from))
-                if from.ip().is_loopback()
-                    && i32::from(from.port()) == SENDER_PORT.load(Ordering::Relaxed) =>
-            {
-                eprintln!("async_echo: signal received, stopping");
-                ctx.stop();
-                return;
-            }
-            Err(Error::OperationAborted) => return,
-            _ => {}
-        }
-    }
-}
 
 // ---- arguments ------------------------------------------------------------
 

@@ -18,19 +18,22 @@
 //! by TCP itself, and memory stays flat. A client that half-closes gets
 //! every byte back before the server closes. An accept error (EMFILE, a
 //! full pool) is logged once and the accept retried after a short timer.
-//! SIGTERM and SIGINT stop the server: a signal handler sends a datagram
-//! to a UDP socket the context reads (a self-pipe), whose handler calls
+//! SIGTERM and SIGINT stop the server: a `SignalSet` (blocked in `main`
+//! before any thread starts, see `shared/stop.rs`) whose handler calls
 //! `stop()`.
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::compose::async_write;
 use pinion::sync::FutexMutex;
-use pinion::{Builder, Error, IoBufMut, IoContext, SteadyTimer, TcpListener, TcpStream, UdpSocket};
+use pinion::{Builder, Error, IoBufMut, IoContext, SteadyTimer, TcpListener, TcpStream};
 
 const BUF_SIZE: usize = 16 * 1024;
 type Pool = BufPool<FutexMutex, BUF_SIZE>;
@@ -53,6 +56,7 @@ struct Server {
 }
 
 fn main() {
+    stop::block_stop_signals("echo_server");
     let cfg = Config::parse();
     let ctx: &'static IoContext = Builder::new()
         .ops(4 * cfg.max_conns + 64)
@@ -79,7 +83,7 @@ fn main() {
         pool_failing: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     }));
-    stop_on_signals(ctx);
+    stop::on_stop_signal(ctx, "echo_server", move || ctx.stop());
     accept(server);
     eprintln!(
         "echo_server: listening on {} ({} thread{}, {} connections max)",
@@ -221,109 +225,6 @@ fn read_pooled(conn: TcpStream<'static>) {
     });
     if started.is_err() {
         let _ = conn.close();
-    }
-}
-
-// ---- stopping on SIGTERM / SIGINT -------------------------------------------
-
-/// The socket the signal handler sends from, and the port it sends to.
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe calls: one non-blocking sendto.
-    let fd = SIGNAL_FD.load(Ordering::Relaxed);
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: (SIGNAL_PORT.load(Ordering::Relaxed) as u16).to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
-    unsafe {
-        libc::sendto(
-            fd,
-            b"!".as_ptr() as *const libc::c_void,
-            1,
-            libc::MSG_DONTWAIT,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-    }
-}
-
-/// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
-/// to one the context reads; its handler stops the context.
-fn stop_on_signals(ctx: &'static IoContext) {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
-    // SAFETY: plain socket creation; the fd is kept for the process's life.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        )
-    };
-    if fd < 0 {
-        fail("signal socket");
-    }
-    let sender_port = bind_loopback(fd);
-    SIGNAL_FD.store(fd, Ordering::Relaxed);
-    SIGNAL_PORT.store(port as i32, Ordering::Relaxed);
-    // SAFETY: installs a handler that only makes async-signal-safe calls.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-    wait_for_signal(ctx, wake, sender_port, Vec::with_capacity(16));
-}
-
-/// Binds `fd` to 127.0.0.1 on a port of the kernel's choice; returns it.
-fn bind_loopback(fd: i32) -> u16 {
-    let mut addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_in, writable for `len` bytes.
-    let ok = unsafe {
-        let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
-        libc::bind(fd, p, len) == 0 && libc::getsockname(fd, p, &mut len) == 0
-    };
-    if !ok {
-        fail("binding the signal socket");
-    }
-    u16::from_be(addr.sin_port)
-}
-
-fn wait_for_signal(ctx: &'static IoContext, wake: UdpSocket<'static>, sender: u16, buf: Vec<u8>) {
-    let armed = wake.async_receive_from(buf, move |r, mut buf| match r {
-        // Any local process could send here; only our signal handler's
-        // socket stops the server.
-        Ok((_, from)) if from.ip().is_loopback() && from.port() == sender => {
-            eprintln!("echo_server: signal received, stopping");
-            ctx.stop();
-        }
-        Err(Error::OperationAborted) => {}
-        _ => {
-            buf.clear();
-            wait_for_signal(ctx, wake, sender, buf);
-        }
-    });
-    if armed.is_err() {
-        fail("could not wait for signals");
     }
 }
 

@@ -24,15 +24,17 @@
 //! body read and each write may take `--idle-ms`. Closing, the server
 //! half-closes and drains the client for up to a second, so the client
 //! reads the last response rather than a reset. SIGTERM and SIGINT (a
-//! self-pipe: the handler sends a datagram a task reads) stop the server,
-//! which prints a summary and exits 0.
+//! `SignalSet`, see `shared/stop.rs`) stop the server, which prints a
+//! summary and exits 0.
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 use core::fmt::{self, Write as _};
 use core::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::IntoRawFd;
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use pinion::aio::{sleep, timeout};
@@ -40,7 +42,7 @@ use pinion::backend::Sched;
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::builder::Builder;
 use pinion::context::IoContext;
-use pinion::net::{TcpListener, TcpStream, UdpSocket};
+use pinion::net::{TcpListener, TcpStream};
 use pinion::sync::FutexMutex;
 use pinion::{Backend, BuildError, Error, Instant, IoBuf, IoBufMut, Owned, Shutdown};
 
@@ -89,6 +91,7 @@ struct Counts {
 }
 
 fn main() {
+    stop::block_stop_signals("http_status");
     let cfg = Config::parse();
     match cfg.backend.as_str() {
         #[cfg(feature = "epoll")]
@@ -109,13 +112,13 @@ where
 {
     let n = cfg.max_conns;
     // Per connection a read or write and the timeout's timer wait, each an
-    // operation and a rendezvous slot; a task per connection, the accept
-    // loop and the signal waiter.
+    // operation and a rendezvous slot; a task per connection and the
+    // accept loop (the signal set waits with a callback).
     let ctx = Builder::<B>::new()
         .ops(8 * n + 64)
         .descriptors(n + 16)
         .timers(n + 16)
-        .tasks(n + 2, TASK_BYTES)
+        .tasks(n + 1, TASK_BYTES)
         .concurrency_hint(cfg.threads)
         .build_static()
         .unwrap_or_else(|e| match e {
@@ -137,7 +140,7 @@ where
         started: ctx.now(),
         n: Counts::default(),
     }));
-    stop_on_signals(ctx);
+    stop::on_stop_signal(ctx, "http_status", move || ctx.stop());
     if ctx.spawn(s.accept_loop()).is_err() {
         fail("no task slot for the accept loop");
     }
@@ -519,81 +522,6 @@ impl fmt::Write for DebugAsJson<'_, '_> {
             }
         }
         Ok(())
-    }
-}
-
-// ---- stopping on SIGTERM / SIGINT -------------------------------------------
-
-/// The handler's socket, connected to the one a task reads.
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // SAFETY: one non-blocking send (async-signal-safe) of a static byte.
-    unsafe {
-        libc::send(
-            SIGNAL_FD.load(Relaxed),
-            b"!".as_ptr().cast(),
-            1,
-            libc::MSG_DONTWAIT,
-        )
-    };
-}
-
-/// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
-/// to one a task reads; the task stops the context.
-fn stop_on_signals<B: Backend>(ctx: &'static IoContext<B>)
-where
-    Sched<B>: Sync,
-{
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let to = wake
-        .local_addr()
-        .unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let from = std::net::UdpSocket::bind(loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let sender = from
-        .connect(to)
-        .and_then(|()| from.local_addr())
-        .unwrap_or_else(|e| fail(&format!("signal socket: {e}")));
-    // The handler's socket stays open for the life of the process.
-    SIGNAL_FD.store(from.into_raw_fd(), Relaxed);
-    // SAFETY: installs a handler that only makes an async-signal-safe call.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-    let waiter = wait_for_signal(ctx, Owned::new(wake), sender.port());
-    if ctx.spawn(waiter).is_err() {
-        fail("no task slot for the signal waiter");
-    }
-}
-
-async fn wait_for_signal<B: Backend>(
-    ctx: &'static IoContext<B>, wake: Owned<UdpSocket<'static, B>>, sender: u16,
-) {
-    let mut buf = Vec::with_capacity(16);
-    loop {
-        buf.clear();
-        let (r, b) = wake.recv_from(buf).await;
-        buf = b;
-        match r {
-            // Any local process could send here; only our signal
-            // handler's socket stops the server.
-            Ok((_, from)) if from.ip().is_loopback() && from.port() == sender => {
-                eprintln!("http_status: signal received, stopping");
-                return ctx.stop();
-            }
-            Err(Error::OperationAborted) => return,
-            // A stray datagram, or an error (a full pool): look again
-            // shortly rather than spin.
-            _ => {
-                let _ = sleep(ctx, Duration::from_millis(50)).await;
-            }
-        }
     }
 }
 
