@@ -15,12 +15,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::compose::{async_read_until, async_write};
 use pinion::sync::FutexMutex;
-use pinion::{Builder, IoBuf, IoContext, SteadyTimer, TcpListener, TcpStream};
+use pinion::{Builder, Error, IoBuf, IoContext, SteadyTimer, TcpListener, TcpStream};
 
 const LINE_MAX: usize = 4096;
 type Pool = BufPool<FutexMutex, LINE_MAX>;
@@ -31,6 +32,10 @@ struct Server {
     listener: TcpListener<'static>,
     pool: Pool,
     idle: Duration,
+    /// Waits out a failing accept (EMFILE) before the next try.
+    retry: SteadyTimer<'static>,
+    /// An accept failure was logged and none has succeeded since.
+    accept_failing: AtomicBool,
 }
 
 /// One connection: the socket and its idle timer.
@@ -64,6 +69,8 @@ fn main() {
         listener,
         pool: Pool::boxed(max_conns),
         idle: Duration::from_millis(idle_ms),
+        retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
+        accept_failing: AtomicBool::new(false),
     }));
     accept(server);
     eprintln!("line_server: listening on {addr}, idle timeout {idle_ms} ms");
@@ -71,22 +78,52 @@ fn main() {
 }
 
 fn accept(s: &'static Server) {
-    let started = s.listener.async_accept(move |r| {
-        match r {
-            Ok((sock, _)) => start(s, sock),
-            Err(e) => eprintln!("line_server: accept: {e}"),
+    let started = s.listener.async_accept(move |r| match r {
+        Ok((sock, _)) => {
+            s.accept_failing.store(false, Ordering::Relaxed);
+            start(s, sock);
+            accept(s);
         }
-        accept(s);
+        Err(Error::OperationAborted) => {} // closing down
+        Err(e) => accept_later(s, e),
     });
     if let Err(r) = started {
-        fail(&format!("accept: {}", r.error));
+        accept_later(s, r.error);
+    }
+}
+
+/// Logs once per run of failures and tries again in 50 ms: at the fd
+/// limit (EMFILE) an immediate retry fails at once, so retrying in a loop
+/// would burn a core and flood the log until a connection closes.
+fn accept_later(s: &'static Server, e: Error) {
+    if !s.accept_failing.swap(true, Ordering::Relaxed) {
+        eprintln!("line_server: accept failed: {e}; retrying every 50 ms");
+    }
+    let armed = s.retry.expires_after(Duration::from_millis(50)).is_ok()
+        && s.retry
+            .async_wait(move |r| {
+                if r.is_ok() {
+                    accept(s);
+                }
+            })
+            .is_ok();
+    if !armed {
+        fail("accept: cannot arm the retry timer");
     }
 }
 
 fn start(s: &'static Server, sock: TcpStream<'static>) {
     let _ = sock.set_nodelay(true);
-    let (Some(buf), Ok(idle)) = (s.pool.alloc(), SteadyTimer::new(s.ctx)) else {
+    // The buffer first: a timer is opened only for a connection that has
+    // one, so a refusal leaves nothing open.
+    let Some(buf) = s.pool.alloc() else {
         eprintln!("line_server: at capacity, refusing a connection");
+        let _ = sock.close();
+        return;
+    };
+    let Ok(idle) = SteadyTimer::new(s.ctx) else {
+        eprintln!("line_server: no timer free, refusing a connection");
+        drop(buf);
         let _ = sock.close();
         return;
     };
