@@ -10,8 +10,13 @@
 //! the line for the next one. A `SteadyTimer` per connection is re-armed
 //! on every line; when it expires the connection is closed (its pending
 //! read then completes with `OperationAborted`). A line longer than the
-//! buffer (`NotFound`) or the end of the stream also closes it. Built
+//! buffer (`NotFound`) or the end of the stream also closes it. A failing
+//! accept (EMFILE) is retried every 50 ms and logged once per run of
+//! failures; SIGTERM and SIGINT stop the server (`shared/stop.rs`). Built
 //! against the facade, so it runs on either backend.
+
+#[path = "shared/stop.rs"]
+mod stop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
@@ -54,6 +59,7 @@ impl Conn {
 }
 
 fn main() {
+    stop::block_stop_signals("line_server");
     let (port, bind, idle_ms, max_conns) = parse_args();
     let ctx: &'static IoContext = Builder::new()
         .ops(4 * max_conns + 16)
@@ -73,6 +79,7 @@ fn main() {
         accept_failing: AtomicBool::new(false),
     }));
     accept(server);
+    stop::on_stop_signal(ctx, "line_server", move || ctx.stop());
     eprintln!("line_server: listening on {addr}, idle timeout {idle_ms} ms");
     ctx.run();
 }
