@@ -80,7 +80,9 @@ fn main() {
     }));
     accept(server);
     stop::on_stop_signal(ctx, "line_server", move || ctx.stop());
-    eprintln!("line_server: listening on {addr}, idle timeout {idle_ms} ms");
+    // The bound address: with port 0 the kernel chose the port.
+    let bound = server.listener.local_addr().unwrap_or(addr);
+    eprintln!("line_server: listening on {bound}, idle timeout {idle_ms} ms");
     ctx.run();
 }
 
