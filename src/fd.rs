@@ -221,7 +221,7 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
         self.ctx
     }
 
-    fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_fd<T>(&self, f: impl FnOnce(i32) -> Result<T>) -> Result<T> {
         self.ctx.sched().task().with_fd(self.key, f)
     }
 

@@ -72,6 +72,7 @@ mod handler;
 pub mod memory;
 pub mod net;
 mod owned;
+pub mod serial;
 pub mod signal;
 pub mod strand;
 pub mod time;

@@ -104,6 +104,10 @@ pub enum Error {
     /// An inherited descriptor (`from_fd`) is not the kind of socket the
     /// constructor builds: its type, family or state differs.
     NotA(SocketKind),
+    /// A serial port's descriptor is not a terminal (`ENOTTY`).
+    NotATerminal,
+    /// A baud rate termios has no constant for.
+    UnsupportedBaudRate(u32),
     /// Not a signal a `SignalSet` can take: out of `1..=64`, or SIGKILL /
     /// SIGSTOP.
     InvalidSignal(i32),
@@ -259,6 +263,14 @@ impl fmt::Display for Error {
                 f,
                 "the descriptor is not {}: check what was passed in (LISTEN_FDS order, socket type)",
                 k.what()
+            ),
+            Error::NotATerminal => f.write_str(
+                "not a terminal (ENOTTY): a serial port needs a tty device such as /dev/ttyS0",
+            ),
+            Error::UnsupportedBaudRate(r) => write!(
+                f,
+                "baud rate {r} is not supported: termios offers 50 to 4000000 in its standard \
+                 steps (9600, 19200, 38400, 57600, 115200, ...)"
             ),
             Error::InvalidSignal(n) => write!(
                 f,

@@ -37,6 +37,7 @@ mod pool;
 // Pooled reads, for the backends that have them (see conformance.rs).
 pooled_reads!();
 mod race;
+mod serial;
 mod tcp;
 mod timer;
 mod udp;
