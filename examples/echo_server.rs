@@ -22,18 +22,20 @@
 //! before any thread starts, see `shared/stop.rs`) whose handler calls
 //! `stop()`.
 
+#[path = "shared/backoff.rs"]
+mod backoff;
 #[path = "shared/stop.rs"]
 mod stop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
+use backoff::AcceptBackoff;
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::compose::async_write;
 use pinion::sync::FutexMutex;
-use pinion::{Builder, Error, IoBufMut, IoContext, SteadyTimer, TcpListener, TcpStream};
+use pinion::{Builder, Error, IoBufMut, IoContext, TcpListener, TcpStream};
 
 const BUF_SIZE: usize = 16 * 1024;
 type Pool = BufPool<FutexMutex, BUF_SIZE>;
@@ -44,10 +46,8 @@ type Buf = PoolBuf<'static, FutexMutex, BUF_SIZE>;
 struct Server {
     listener: TcpListener<'static>,
     pool: Pool,
-    /// Re-arms the accept after an error.
-    retry: SteadyTimer<'static>,
-    /// An accept error was logged and no accept succeeded since.
-    accept_failing: AtomicBool,
+    /// Retries a failing accept (EMFILE) after a pause, logged once.
+    backoff: AcceptBackoff,
     /// A connection was refused for want of a buffer since the last log.
     pool_failing: AtomicBool,
     /// Reads take a shared buffer when data arrives (`--read-buffers`).
@@ -78,8 +78,7 @@ fn main() {
             cfg.max_conns
         }),
         pooled: cfg.read_buffers > 0,
-        retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
-        accept_failing: AtomicBool::new(false),
+        backoff: AcceptBackoff::new(ctx, "echo_server"),
         pool_failing: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
     }));
@@ -111,37 +110,16 @@ fn main() {
 fn accept(s: &'static Server) {
     let started = s.listener.async_accept(move |r| match r {
         Ok((conn, _peer)) => {
-            s.accept_failing.store(false, Ordering::Relaxed);
+            s.backoff.succeeded();
             s.connections.fetch_add(1, Ordering::Relaxed);
             start(s, conn);
             accept(s);
         }
         Err(Error::OperationAborted) => {} // closing down
-        Err(e) => accept_later(s, e),
+        Err(e) => s.backoff.retry_later(e, move || accept(s)),
     });
     if let Err(r) = started {
-        accept_later(s, r.error);
-    }
-}
-
-/// Logs once per run of failures, then retries in 50 ms (Asio's advice
-/// for EMFILE: keep the accept going; a connection closing meanwhile makes
-/// room).
-fn accept_later(s: &'static Server, e: Error) {
-    if !s.accept_failing.swap(true, Ordering::Relaxed) {
-        eprintln!("echo_server: accept failed: {e}; retrying");
-    }
-    let armed = s.retry.expires_after(Duration::from_millis(50)).is_ok()
-        && s.retry
-            .async_wait(move |r| {
-                if r.is_ok() {
-                    accept(s);
-                }
-            })
-            .is_ok();
-    if !armed {
-        // No slot even for the timer: try again at once rather than stop.
-        accept(s);
+        s.backoff.retry_later(r.error, move || accept(s));
     }
 }
 

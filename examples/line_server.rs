@@ -15,14 +15,16 @@
 //! failures; SIGTERM and SIGINT stop the server (`shared/stop.rs`). Built
 //! against the facade, so it runs on either backend.
 
+#[path = "shared/backoff.rs"]
+mod backoff;
 #[path = "shared/stop.rs"]
 mod stop;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backoff::AcceptBackoff;
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::compose::{async_read_until, async_write};
 use pinion::sync::FutexMutex;
@@ -37,10 +39,8 @@ struct Server {
     listener: TcpListener<'static>,
     pool: Pool,
     idle: Duration,
-    /// Waits out a failing accept (EMFILE) before the next try.
-    retry: SteadyTimer<'static>,
-    /// An accept failure was logged and none has succeeded since.
-    accept_failing: AtomicBool,
+    /// Retries a failing accept (EMFILE) after a pause, logged once.
+    backoff: AcceptBackoff,
 }
 
 /// One connection: the socket and its idle timer.
@@ -75,8 +75,7 @@ fn main() {
         listener,
         pool: Pool::boxed(max_conns),
         idle: Duration::from_millis(idle_ms),
-        retry: SteadyTimer::new(ctx).unwrap_or_else(|e| fail(&format!("timer: {e}"))),
-        accept_failing: AtomicBool::new(false),
+        backoff: AcceptBackoff::new(ctx, "line_server"),
     }));
     accept(server);
     stop::on_stop_signal(ctx, "line_server", move || ctx.stop());
@@ -89,35 +88,15 @@ fn main() {
 fn accept(s: &'static Server) {
     let started = s.listener.async_accept(move |r| match r {
         Ok((sock, _)) => {
-            s.accept_failing.store(false, Ordering::Relaxed);
+            s.backoff.succeeded();
             start(s, sock);
             accept(s);
         }
         Err(Error::OperationAborted) => {} // closing down
-        Err(e) => accept_later(s, e),
+        Err(e) => s.backoff.retry_later(e, move || accept(s)),
     });
     if let Err(r) = started {
-        accept_later(s, r.error);
-    }
-}
-
-/// Logs once per run of failures and tries again in 50 ms: at the fd
-/// limit (EMFILE) an immediate retry fails at once, so retrying in a loop
-/// would burn a core and flood the log until a connection closes.
-fn accept_later(s: &'static Server, e: Error) {
-    if !s.accept_failing.swap(true, Ordering::Relaxed) {
-        eprintln!("line_server: accept failed: {e}; retrying every 50 ms");
-    }
-    let armed = s.retry.expires_after(Duration::from_millis(50)).is_ok()
-        && s.retry
-            .async_wait(move |r| {
-                if r.is_ok() {
-                    accept(s);
-                }
-            })
-            .is_ok();
-    if !armed {
-        fail("accept: cannot arm the retry timer");
+        s.backoff.retry_later(r.error, move || accept(s));
     }
 }
 
