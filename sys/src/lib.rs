@@ -35,8 +35,17 @@
 mod syscall;
 
 mod errno;
+// A no_std program on 32-bit ARM Linux links libgcc through here (see the
+// module's docs for why).
 #[cfg(target_os = "linux")]
 pub mod fd;
+#[cfg(all(
+    target_arch = "arm",
+    target_os = "linux",
+    target_env = "gnu",
+    not(feature = "std")
+))]
+mod link;
 
 #[cfg(target_os = "linux")]
 pub mod addr;
