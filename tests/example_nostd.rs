@@ -28,7 +28,7 @@ const LIMIT: Duration = Duration::from_secs(20);
 fn binary() -> Option<&'static Path> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("PINION_NOSTD_ECHO") {
+        if let Some(p) = std::env::var_os("PINION_NOSTD_ECHO").filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(p));
         }
         if !runner().is_empty() {
@@ -75,7 +75,9 @@ impl Drop for Server {
 /// when there is no binary for this target.
 fn start(test: &str, nofile: Option<u32>) -> Option<Server> {
     let Some(bin) = binary() else {
-        eprintln!(
+        // Past the harness's capture, so that the skip shows.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED {test}: nostd-echo is built for the host; on an emulated \
              target set PINION_NOSTD_ECHO to a build for it"
         );
