@@ -35,15 +35,15 @@
 mod syscall;
 
 mod errno;
-// A no_std program on 32-bit ARM Linux links libgcc through here (see the
-// module's docs for why).
 #[cfg(target_os = "linux")]
 pub mod fd;
+
+// A no_std program on musl, or on 32-bit ARM with glibc, links libc or
+// libgcc through here (see the module's docs for why).
 #[cfg(all(
-    target_arch = "arm",
     target_os = "linux",
-    target_env = "gnu",
-    not(feature = "std")
+    not(feature = "std"),
+    any(target_env = "musl", all(target_arch = "arm", target_env = "gnu"))
 ))]
 mod link;
 

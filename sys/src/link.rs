@@ -1,8 +1,13 @@
-//! The native libraries a `#![no_std]` program on 32-bit ARM Linux
-//! (glibc) needs and nothing else links: named here, so that such a
-//! program builds with a plain `cargo build` and no stubs of its own.
+//! The native libraries a `#![no_std]` program needs and nothing else
+//! links: named here, so that such a program builds with a plain
+//! `cargo build` and no stubs of its own.
 //!
-//! Rust's prebuilt `core` and `compiler_builtins` for these targets are
+//! **musl**: the `libc` crate names libc itself only when std is built
+//! with it (its `rustc-dep-of-std` feature), so without std nothing links
+//! it; here it is, statically in a static build (Rust's musl targets bring
+//! their own `libc.a`).
+//!
+//! **32-bit ARM, glibc**: Rust's prebuilt `core` and `compiler_builtins` for these targets are
 //! compiled with `panic=unwind`, and the targets emit unwind tables for
 //! every function. So the program's code refers to the ARM EHABI
 //! personality routines `__aeabi_unwind_cpp_pr0`/`pr1`, and
@@ -21,10 +26,19 @@
 //!   `compiler_builtins` versions, whose unwind entries name
 //!   `rust_eh_personality`, are not linked at all.
 
+#[cfg(all(target_arch = "arm", target_env = "gnu"))]
 #[link(name = "gcc", kind = "static", modifiers = "-bundle")]
 #[cfg_attr(not(target_feature = "crt-static"), link(name = "gcc_s"))]
 #[cfg_attr(
     target_feature = "crt-static",
     link(name = "gcc_eh", kind = "static", modifiers = "-bundle")
 )]
+extern "C" {}
+
+#[cfg(target_env = "musl")]
+#[cfg_attr(
+    target_feature = "crt-static",
+    link(name = "c", kind = "static", modifiers = "-bundle")
+)]
+#[cfg_attr(not(target_feature = "crt-static"), link(name = "c"))]
 extern "C" {}
