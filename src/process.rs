@@ -201,7 +201,11 @@ pub fn abort_on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let mut err = Stderr;
     let _ = err.write_str("panicked");
     if let Some(l) = info.location() {
-        let _ = write!(err, " at {}:{}:{}", l.file(), l.line(), l.column());
+        // The file by write_str: as a `{}` argument it would link
+        // `Formatter::pad`, a kilobyte of text.
+        let _ = err.write_str(" at ");
+        let _ = err.write_str(l.file());
+        let _ = write!(err, ":{}:{}", l.line(), l.column());
     }
     let _ = writeln!(err, ": {}", info.message());
     abort()

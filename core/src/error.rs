@@ -214,6 +214,14 @@ impl From<Errno> for Error {
     }
 }
 
+/// Writes `parts` one after the other. Strings go through `write_str`
+/// rather than as `{}` arguments, which would link `Formatter::pad`
+/// (padding and precision nobody asks for here): a kilobyte of text in a
+/// small no_std binary.
+pub(crate) fn write_strs(f: &mut fmt::Formatter<'_>, parts: &[&str]) -> fmt::Result {
+    parts.iter().try_for_each(|p| f.write_str(p))
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -226,25 +234,27 @@ impl fmt::Display for Error {
                 f.write_str("delimiter not found before the buffer's limit was reached")
             }
             Error::OperationAborted => f.write_str("operation aborted (cancelled or closed)"),
-            Error::PoolFull(p) => write!(
+            Error::PoolFull(p) => write_strs(
                 f,
-                "{} pool full: every {} is in use; raise {} or bound what is in flight",
-                match p {
-                    Pool::Ops => "operation",
-                    Pool::Descriptors => "descriptor",
-                    Pool::Timers => "timer",
-                    Pool::ReadBuffers => "read-buffer",
-                    Pool::Tasks => "task",
-                    Pool::Signals => "signal-set",
-                },
-                p.what(),
-                p.knob()
+                &[
+                    match p {
+                        Pool::Ops => "operation",
+                        Pool::Descriptors => "descriptor",
+                        Pool::Timers => "timer",
+                        Pool::ReadBuffers => "read-buffer",
+                        Pool::Tasks => "task",
+                        Pool::Signals => "signal-set",
+                    },
+                    " pool full: every ",
+                    p.what(),
+                    " is in use; raise ",
+                    p.knob(),
+                    " or bound what is in flight",
+                ],
             ),
-            Error::NoPool(p) => write!(
+            Error::NoPool(p) => write_strs(
                 f,
-                "this context has no {} pool: build it with {}",
-                p.what(),
-                p.knob()
+                &["this context has no ", p.what(), " pool: build it with ", p.knob()],
             ),
             Error::BufferFull => f.write_str(
                 "the buffer has no room to read into (spare capacity 0); a Vec reads into its \
@@ -259,10 +269,13 @@ impl fmt::Display for Error {
             Error::OperationNotSupported => {
                 f.write_str("operation not supported on this descriptor (EOPNOTSUPP)")
             }
-            Error::NotA(k) => write!(
+            Error::NotA(k) => write_strs(
                 f,
-                "the descriptor is not {}: check what was passed in (LISTEN_FDS order, socket type)",
-                k.what()
+                &[
+                    "the descriptor is not ",
+                    k.what(),
+                    ": check what was passed in (LISTEN_FDS order, socket type)",
+                ],
             ),
             Error::NotATerminal => f.write_str(
                 "not a terminal (ENOTTY): a serial port needs a tty device such as /dev/ttyS0",
