@@ -39,7 +39,7 @@
 //!
 //! # The buffer-lifetime rule
 //!
-//! io-uring's `SubmissionQueue::push` is unsafe because the kernel may
+//! `Sq::push` (`pinion_sys::uring`) is unsafe because the kernel may
 //! read or write everything an SQE points to until the SQE's last CQE.
 //! This module is the one place that keeps the rule: `Proactor::push` (for
 //! the proactor's own requests) and `push_sqe_on`/`push_on` (for requests
@@ -85,16 +85,16 @@
 
 use std::cell::UnsafeCell;
 
-use io_uring::{opcode, squeue, types, IoUring};
 use pinion_core::backend::{Task, Wait};
 use pinion_core::timer::TimerService;
 use pinion_core::OpQueue;
 use pinion_sync::{FutexKit, FutexMutex};
+use pinion_sys::uring::abi::IOSQE_CQE_SKIP_SUCCESS;
+use pinion_sys::uring::{Cq, Ring, Sqe};
 use pinion_sys::{event, Fd};
 
 use crate::bufs::ReadBuffers;
 use crate::desc::DescTable;
-use crate::ring::Rings;
 use pinion_sync::Locked;
 
 pub(crate) mod reap;
@@ -143,13 +143,14 @@ pub(crate) struct RunnerState {
 
 /// The io_uring proactor: the scheduler's task.
 pub struct Proactor {
-    pub(crate) ring: IoUring,
+    /// The ring: its fd and mappings. `cq` and `sq_state.sq` point into
+    /// it; neither is used once the proactor is dropped.
+    pub(crate) ring: Ring,
     /// The read pool (pooled reads). After `ring`: dropped after the ring,
     /// whose buffer ring points into it.
     pub(crate) read_bufs: Option<ReadBuffers>,
-    /// Our mappings of the ring and the CQ view; the SQ view is in
-    /// `sq_state`.
-    pub(crate) rings: Rings,
+    /// The completion ring, read in place by the runner.
+    pub(crate) cq: Cq,
     pub(crate) sq_lock: FutexMutex,
     pub(crate) sq_state: UnsafeCell<SqState>,
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
@@ -353,9 +354,8 @@ unsafe impl Task for Proactor {
             if rs.completed >= expected {
                 break;
             }
-            let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-                .build()
-                .flags(squeue::Flags::SKIP_SUCCESS)
+            let e = Sqe::cancel_any()
+                .with_flags(IOSQE_CQE_SKIP_SUCCESS)
                 .user_data(UD_IGNORE);
             // SAFETY: a cancel carries no pointer.
             unsafe { self.push(&e, false) };
