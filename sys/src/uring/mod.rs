@@ -23,7 +23,8 @@
 //!
 //! # #[cfg(not(miri))] {
 //! let Ok(ring) = Ring::new(4, Params::default()) else {
-//!     eprintln!("SKIPPED uring doctest: no io_uring here");
+//!     use std::io::Write;
+//!     let _ = writeln!(std::io::stderr(), "SKIPPED the uring doctest: no io_uring here");
 //!     return;
 //! };
 //! // SAFETY: the first and only call; the views die with `ring`.

@@ -2,16 +2,24 @@
 //! registration. They skip loudly where io_uring cannot run (qemu-user,
 //! `io_uring_disabled`, seccomp) and under miri (system calls).
 
+use std::io::Write;
+
 use super::abi::*;
 use super::*;
 use crate::Errno;
+
+/// Says why a test skips, on the process's stderr: past the harness's
+/// capture, so a run without `--nocapture` shows it too.
+fn skip(why: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+}
 
 /// A ring of `entries`, or `None` after saying why the test skips.
 fn ring_or_skip(test: &str, entries: u32) -> Option<Ring> {
     match Ring::new(entries, Params::default()) {
         Ok(r) => Some(r),
         Err(e) => {
-            eprintln!("SKIPPED {test}: io_uring_setup failed here ({e})");
+            skip(format_args!("{test}: io_uring_setup failed here ({e})"));
             None
         }
     }
@@ -70,7 +78,9 @@ fn a_timed_wait_ends_with_etime() {
         return;
     };
     if !ring.has_feature(IORING_FEAT_EXT_ARG) {
-        eprintln!("SKIPPED a_timed_wait_ends_with_etime: no IORING_FEAT_EXT_ARG (Linux < 5.11)");
+        skip(format_args!(
+            "a_timed_wait_ends_with_etime: no IORING_FEAT_EXT_ARG (< 5.11)"
+        ));
         return;
     }
     let ts = KernelTimespec {
@@ -121,9 +131,9 @@ fn the_probe_and_registered_files() {
     ring.probe(&mut probe).unwrap();
     assert!(probe.is_supported(IORING_OP_NOP));
     if ring.register_files_sparse(4).is_err() {
-        eprintln!(
-            "SKIPPED the_probe_and_registered_files (files): no sparse tables (Linux < 5.19)"
-        );
+        skip(format_args!(
+            "the_probe_and_registered_files (files): no sparse tables (< 5.19)"
+        ));
         return;
     }
     let efd = crate::event::eventfd(false).unwrap();
