@@ -381,44 +381,59 @@ mod tests {
     //! mapping (no system call: these run under miri).
     use super::*;
     use crate::uring::abi::IORING_OP_NOP;
+    use core::cell::UnsafeCell;
 
     /// An SQ ring's words and SQE array, with the test as the kernel.
+    /// Reached only through shared references (the SQEs in cells), so
+    /// the `Sq`'s pointers stay valid under miri's aliasing model.
     struct FakeSq {
         words: [AtomicU32; 3], // head, tail, flags
-        sqes: Vec<Sqe>,
+        sqes: Vec<UnsafeCell<Sqe>>,
     }
 
     impl FakeSq {
-        fn new(entries: usize, start: u32) -> Box<FakeSq> {
-            Box::new(FakeSq {
+        fn new(entries: usize, start: u32) -> FakeSq {
+            FakeSq {
                 words: [
                     AtomicU32::new(start),
                     AtomicU32::new(start),
                     AtomicU32::new(0),
                 ],
-                sqes: vec![Sqe::default(); entries],
-            })
+                sqes: (0..entries)
+                    .map(|_| UnsafeCell::new(Sqe::default()))
+                    .collect(),
+            }
         }
 
-        fn sq(&mut self) -> Sq {
+        fn sq(&self) -> Sq {
             let mask = self.sqes.len() as u32 - 1;
-            // SAFETY: the fake outlives the `Sq` in every test (boxed,
-            // dropped last); one submitter.
+            // SAFETY: the fake outlives the `Sq` in every test (declared
+            // first); one submitter; `UnsafeCell<Sqe>` is laid out as `Sqe`.
             unsafe {
                 Sq::from_raw(
                     &self.words[0],
                     &self.words[1],
                     &self.words[2],
-                    self.sqes.as_mut_ptr(),
+                    self.sqes.as_ptr() as *mut Sqe,
                     mask,
                 )
             }
         }
 
+        /// SQE slot `i` as the kernel would read it.
+        fn slot(&self, i: usize) -> Sqe {
+            // SAFETY: no push is under way (the test is single-threaded).
+            unsafe { *self.sqes[i].get() }
+        }
+
+        /// The kernel consumes the published SQEs up to `head`.
+        fn consume_to(&self, head: u32) {
+            self.words[0].store(head, Ordering::Release);
+        }
+
         /// The kernel consumes every published SQE.
         fn consume(&self) {
-            let tail = self.words[1].load(Ordering::Acquire);
-            self.words[0].store(tail, Ordering::Release);
+            self.consume_to(self.words[1].load(Ordering::Acquire));
         }
     }
 
@@ -432,7 +447,7 @@ mod tests {
 
     #[test]
     fn lean_pushes_find_a_full_pushs_slot_clean_again() {
-        let mut k = FakeSq::new(4, 0);
+        let k = FakeSq::new(4, 0);
         let mut sq = k.sq();
         let mut full = nop(1);
         full.off = 7;
@@ -455,14 +470,14 @@ mod tests {
         // read as if written whole.
         // SAFETY: as above.
         unsafe { sq.push_lean(&nop(5)) };
-        assert_eq!(k.sqes[0], nop(5));
+        assert_eq!(k.slot(0), nop(5));
         assert_eq!(sq.dirty, CLEAN);
         assert_eq!(sq.pushed(), 5);
     }
 
     #[test]
     fn a_dirty_slot_the_kernel_has_not_consumed_stays_dirty() {
-        let mut k = FakeSq::new(4, 0);
+        let k = FakeSq::new(4, 0);
         let mut sq = k.sq();
         let mut full = nop(1);
         full.off = 1;
@@ -472,13 +487,13 @@ mod tests {
             sq.push(&full);
         }
         // The kernel took only the first.
-        k.words[0].store(1, Ordering::Release);
+        k.consume_to(1);
         assert!(sq.sync_head());
         assert_eq!(sq.dirty, (1, 1), "position 1 is still the kernel's");
-        assert_eq!(k.sqes[1].off, 1);
+        assert_eq!(k.slot(1).off, 1);
         k.consume();
         sq.sync_head();
-        assert_eq!((sq.dirty, k.sqes[1].off), (CLEAN, 0));
+        assert_eq!((sq.dirty, k.slot(1).off), (CLEAN, 0));
     }
 
     #[test]
@@ -486,7 +501,7 @@ mod tests {
         // The kernel's indices start just below 2^32: positions must keep
         // growing while the ring's words wrap.
         let start = u32::MAX - 1;
-        let mut k = FakeSq::new(2, start);
+        let k = FakeSq::new(2, start);
         let mut sq = k.sq();
         let base = sq.tail_pos();
         for ud in 0..6u64 {
@@ -504,7 +519,7 @@ mod tests {
         assert_eq!(sq.head_pos(), base + 6);
         assert!(sq.consumed_before(base + 6));
         // `start` is even: push `n` went to slot `n % 2`.
-        assert_eq!((k.sqes[0].user_data, k.sqes[1].user_data), (4, 5));
+        assert_eq!((k.slot(0).user_data, k.slot(1).user_data), (4, 5));
     }
 
     #[test]

@@ -159,7 +159,7 @@ fn setup_refuses_flags_that_would_hand_it_our_memory() {
 
 #[test]
 fn prepared_sqes_fill_the_fields_the_kernel_reads() {
-    let buf = 0x1000usize as *mut u8;
+    let buf = core::ptr::without_provenance_mut::<u8>(0x1000);
     let e = Sqe::send(Target::Fd(7), buf, 100, libc::MSG_NOSIGNAL as u32).user_data(0x80);
     assert_eq!(
         (e.opcode, e.flags, e.fd, e.addr, e.len),
