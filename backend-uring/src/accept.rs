@@ -15,10 +15,10 @@
 //!   asks, so a connection that finds the table full has to be closed
 //!   (`Stats::accepts_dropped`): the price of one SQE for many accepts.
 
-use std::cell::Cell;
-use std::mem::ManuallyDrop;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use core::cell::Cell;
+use core::mem::ManuallyDrop;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
 use pinion_core::backend::{
     AcceptHandler, At, DescKind, Fd, Invoke, Key, OpId, Operation, Started,

@@ -29,8 +29,8 @@
 //! before the fd is closed and the index freed, so an index never names an
 //! old socket. Two `io_uring_register` calls per socket, none per message.
 
-use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use pinion_core::backend::{DescKind, Fd, Key};
 use pinion_core::slab::{Entry, Slab};

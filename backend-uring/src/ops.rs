@@ -7,9 +7,9 @@
 //! slot. The complete function moves buffer and handler out, frees the
 //! slot, then runs (or, at shutdown, drops) the handler.
 
-use std::mem::{zeroed, ManuallyDrop};
-use std::net::SocketAddr;
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use core::mem::{zeroed, ManuallyDrop};
+use core::net::SocketAddr;
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
 use pinion_core::backend::{
     At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,

@@ -83,7 +83,7 @@
 //! interrupter read); only then are the operations destroyed (by the
 //! scheduler), the sockets closed and the ring unmapped.
 
-use std::cell::UnsafeCell;
+use core::cell::UnsafeCell;
 
 use pinion_core::backend::{Task, Wait};
 use pinion_core::timer::TimerService;
@@ -156,7 +156,7 @@ pub struct Proactor {
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
     /// interrupts it. Set under `sq_lock`, together with making the SQ
     /// look full, so only a push's slow path needs to look at it.
-    pub(crate) waiting: std::sync::atomic::AtomicBool,
+    pub(crate) waiting: core::sync::atomic::AtomicBool,
     pub(crate) runner: UnsafeCell<RunnerState>,
     pub(crate) efd: Fd,
     /// The interrupter read's target: kernel-visible, so boxed (stable
@@ -172,7 +172,7 @@ pub struct Proactor {
     /// of a list through `Desc::closing_next`.
     pub(crate) closing: Locked<FutexMutex, (u32, u32)>,
     /// `closing` is not empty (a lock-free peek for the runner).
-    pub(crate) closes_pending: std::sync::atomic::AtomicBool,
+    pub(crate) closes_pending: core::sync::atomic::AtomicBool,
     pub(crate) info: RingInfo,
     #[cfg(feature = "stats")]
     pub(crate) stats: stats::StatCells,
@@ -287,7 +287,7 @@ unsafe impl Task for Proactor {
         // while one is still parked.
         let parked = self
             .closes_pending
-            .load(std::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::Acquire)
             && self.finish_closes();
         let until = if reaped == 0 {
             self.sleep_until(wait, parked)
@@ -297,13 +297,13 @@ unsafe impl Task for Proactor {
         if let Some(until) = until {
             self.with_sq(|st| {
                 self.waiting
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
                 // The next push then takes its slow path, which wakes us.
                 st.sq.look_full();
             });
             self.enter_and_wait((until != u64::MAX).then_some(until));
             self.waiting
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+                .store(false, core::sync::atomic::Ordering::Relaxed);
             self.awake();
             rs.deferred = false;
             reaped = self.reap(rs, ops);
@@ -325,7 +325,7 @@ unsafe impl Task for Proactor {
         }
         if self
             .closes_pending
-            .load(std::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::Acquire)
         {
             self.finish_closes();
         }

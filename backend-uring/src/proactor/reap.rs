@@ -1,7 +1,7 @@
 //! Reaping: the CQ, read in place by the one thread running the task, and
 //! what each CQE hands on.
 
-use std::ptr::NonNull;
+use core::ptr::NonNull;
 
 use pinion_core::{Error, OpQueue, Operation};
 use pinion_sys::uring::abi::IORING_CQE_F_BUFFER;

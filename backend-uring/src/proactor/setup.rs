@@ -2,8 +2,8 @@
 //! need), the probes, registered files, the interrupter, the read pool,
 //! and a [`BuildError`] that says what to change when any of it fails.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::AtomicBool;
+use core::cell::UnsafeCell;
+use core::sync::atomic::AtomicBool;
 
 use pinion_core::backend::{BuildError, Config};
 use pinion_core::slab::Slab;
@@ -29,19 +29,6 @@ fn io_uring_disabled() -> u8 {
         .unwrap_or(0)
 }
 
-/// The soft `RLIMIT_MEMLOCK`, in bytes.
-fn memlock_limit() -> usize {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is writable; getrlimit writes it and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
-        return usize::MAX;
-    }
-    usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
-}
-
 /// Bytes the ring pins for `sq` and `cq` entries: SQE array, SQ and CQ
 /// rings (ring headers are well under a page: one page each).
 fn ring_bytes(sq: u32, cq: u32) -> usize {
@@ -64,7 +51,7 @@ fn setup_error(errno: Errno, opts: &Options) -> BuildError {
                 .max(sq)
                 .next_power_of_two();
             let need = ring_bytes(sq, cq);
-            let have = memlock_limit();
+            let have = pinion_sys::mem::memlock_limit();
             if have < need {
                 BuildError::Memlock { need, have }
             } else {

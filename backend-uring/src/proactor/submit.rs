@@ -5,7 +5,7 @@
 //! `sq_lock`: the SQE goes into its slot and the tail, kept in the locked
 //! state, is published before the lock is released.
 
-use std::sync::atomic::Ordering;
+use core::sync::atomic::Ordering;
 
 use pinion_core::backend::{Key, Task};
 use pinion_core::Result;
