@@ -21,8 +21,11 @@
 //!   (`SENDMSG`/`RECVMSG`, `msghdr` in the operation's slot).
 //! - `bufs`: pooled reads, from a provided buffer ring the kernel picks
 //!   from only when data arrives, or its software fallback.
-//! - `ring`: pinion's own view of the SQ and CQ rings (SQEs written in
-//!   place, CQEs read in place).
+//!
+//! The io_uring ABI itself (kernel structs, opcodes, the system calls, the
+//! ring's mappings, SQEs written and CQEs read in place) is pinion's own,
+//! in `pinion_sys::uring`: the same code on every Linux target, 32-bit
+//! ones included.
 //!
 //! Memory is fixed when the context is built: operation slots, descriptor
 //! table, timers, read buffers and the ring itself (its pinned size is
@@ -54,7 +57,6 @@ pub mod bufs;
 mod desc;
 mod ops;
 pub mod proactor;
-mod ring;
 
 pub use desc::Desc;
 pub use proactor::{Proactor, RingInfo, Stats};

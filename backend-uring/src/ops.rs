@@ -7,11 +7,10 @@
 //! slot. The complete function moves buffer and handler out, frees the
 //! slot, then runs (or, at shutdown, drops) the handler.
 
-use std::mem::{zeroed, ManuallyDrop};
-use std::net::SocketAddr;
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use core::mem::{zeroed, ManuallyDrop};
+use core::net::SocketAddr;
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
-use io_uring::opcode;
 use pinion_core::backend::{
     At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,
     WaitHandler,
@@ -19,10 +18,9 @@ use pinion_core::backend::{
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::RawAddr;
+use pinion_sys::uring::Sqe;
 
-use crate::desc::with_target;
 use crate::proactor::{Proactor, Sched};
-use crate::ring::Sqe;
 
 // ---- read / write -------------------------------------------------------
 
@@ -199,8 +197,8 @@ pub(crate) fn start_buf_op<
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    // IORING_OP_RECV / IORING_OP_SEND, written in place (as io-uring's
-    // `Recv`/`Send` builders would, without the copy).
+    // IORING_OP_RECV / IORING_OP_SEND, written in place (only the fields
+    // they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
@@ -212,18 +210,12 @@ pub(crate) fn start_buf_op<
             // op's completion.
             || sched.io_work_started(),
             |target| {
-                let (fd, fixed) = target.raw();
-                let mut e = if READ {
-                    Sqe::new(opcode::Recv::CODE, fd, fixed)
+                if READ {
+                    Sqe::recv(target, ptr, len)
                 } else {
-                    let mut e = Sqe::new(opcode::Send::CODE, fd, fixed);
-                    e.op_flags = libc::MSG_NOSIGNAL as u32;
-                    e
-                };
-                e.addr = ptr as u64;
-                e.len = len;
-                e.user_data = user_data;
-                e
+                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
+                }
+                .user_data(user_data)
             },
         )
     };
@@ -320,11 +312,7 @@ pub(crate) fn start_connect<H: ConnectHandler<Proactor>>(
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
             || sched.io_work_started(),
-            |target| {
-                with_target!(target, |t| opcode::Connect::new(t, (*o).addr.as_ptr(), len)
-                    .build())
-                .user_data(o as u64)
-            },
+            |target| Sqe::connect(target, (*o).addr.as_ptr(), len).user_data(o as u64),
         )
     };
     pushed.map_err(|error| Rejected {
@@ -404,9 +392,7 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
             || sched.io_work_started(),
-            |target| {
-                with_target!(target, |t| opcode::PollAdd::new(t, mask).build()).user_data(o as u64)
-            },
+            |target| Sqe::poll_add(target, mask).user_data(o as u64),
         )
     };
     pushed.map_err(|error| Rejected {
@@ -563,12 +549,9 @@ pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
             || sched.io_work_started(),
             |target| {
                 let e = if m.recv {
-                    with_target!(target, |t| opcode::RecvMsg::new(t, addr_of_mut!((*o).msg))
-                        .build())
+                    Sqe::recvmsg(target, addr_of_mut!((*o).msg), 0)
                 } else {
-                    with_target!(target, |t| opcode::SendMsg::new(t, addr_of!((*o).msg))
-                        .flags(libc::MSG_NOSIGNAL as u32)
-                        .build())
+                    Sqe::sendmsg(target, addr_of!((*o).msg), libc::MSG_NOSIGNAL as u32)
                 };
                 e.user_data(o as u64)
             },
