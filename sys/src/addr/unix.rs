@@ -154,6 +154,18 @@ impl UnixAddr {
     pub fn as_ptr(&self) -> *const libc::sockaddr {
         &self.sun as *const libc::sockaddr_un as *const libc::sockaddr
     }
+
+    /// Removes the socket file of a path address (`unlink(2)`): what a
+    /// server does with a stale file before it binds, and with its own
+    /// at exit. Nothing for an abstract name or the unnamed address.
+    pub fn unlink(&self) -> Result<(), Errno> {
+        if self.as_path().is_none() {
+            return Ok(());
+        }
+        // SAFETY: a path address's `sun_path` holds the path and a NUL
+        // within its 108 bytes (`path` checked the length).
+        syscall!(unlink(self.sun.sun_path.as_ptr())).map(drop)
+    }
 }
 
 fn zeroed_sun() -> libc::sockaddr_un {
@@ -271,6 +283,18 @@ mod tests {
         let mut raw = zeroed_sun();
         raw.sun_family = libc::AF_INET as libc::sa_family_t;
         assert_eq!(UnixAddr::from_raw(&raw, 16), Err(Errno::AFNOSUPPORT));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)] // system calls
+    fn unlink_removes_a_path_and_leaves_names_alone() {
+        let p = std::env::temp_dir().join(std::format!("pinion-unlink-{}", std::process::id()));
+        std::fs::write(&p, b"").unwrap();
+        let a = UnixAddr::path(p.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(a.unlink(), Ok(()));
+        assert!(!p.exists());
+        assert_eq!(a.unlink(), Err(Errno::NOENT));
+        assert_eq!(UnixAddr::abstract_name(b"x").unwrap().unlink(), Ok(()));
     }
 
     #[test]
