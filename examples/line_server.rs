@@ -97,6 +97,7 @@ fn main() {
     let bound = server.listener.local_addr().unwrap_or(addr);
     eprintln!("line_server: listening on {bound}, idle timeout {idle_ms} ms");
     ctx.run();
+    eprintln!("line_server: stopped");
 }
 
 fn accept(s: &'static Server) {
