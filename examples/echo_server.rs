@@ -83,8 +83,8 @@ fn main() {
     match &cfg.unix {
         None => {
             let addr = SocketAddr::new(cfg.bind, cfg.port);
-            let l = TcpListener::bind(ctx, addr)
-                .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+            let l =
+                TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
             serve(ctx, &cfg, l, |c| {
                 let _ = c.set_nodelay(true);
             });
@@ -96,8 +96,8 @@ fn main() {
             }
             .map_err(Error::from)
             .unwrap_or_else(|e| fail(&format!("--unix {path}: {e}")));
-            let l = UnixListener::bind(ctx, &at)
-                .unwrap_or_else(|e| fail(&format!("bind {path}: {e}")));
+            let l =
+                UnixListener::bind(ctx, &at).unwrap_or_else(|e| fail(&format!("bind {path}: {e}")));
             serve(ctx, &cfg, l, |_| {});
             // Our socket file goes with us (an abstract name needs nothing).
             let _ = at.unlink();

@@ -70,7 +70,10 @@ impl Server {
 
     fn sigterm(&self) {
         // SAFETY: signalling our own child.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
     }
 
     /// Waits (bounded) for the exit; asserts status 0.
@@ -211,7 +214,8 @@ fn http_status_stops_gracefully() {
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(LIMIT)).unwrap();
         // A keep-alive request, answered; then the stop.
-        c.write_all(b"GET /none HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        c.write_all(b"GET /none HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {

@@ -474,8 +474,10 @@ impl<B: IoBuf, R, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for SendTo
 // ---- accept and connect --------------------------------------------------
 
 /// The peer an accept reports when it has no IP address (a Unix socket).
-const UNSPECIFIED: SocketAddr =
-    SocketAddr::V4(core::net::SocketAddrV4::new(core::net::Ipv4Addr::UNSPECIFIED, 0));
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(core::net::SocketAddrV4::new(
+    core::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 /// `accept4` (`reactive_socket_accept_op`) into a descriptor slot reserved
 /// first: with the table full the connection stays in the listen backlog

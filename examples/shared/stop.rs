@@ -120,7 +120,7 @@ impl<B: Backend> Drain<B> {
     }
 
     /// `true` once a stop signal has arrived.
-        pub fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 }

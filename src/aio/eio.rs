@@ -13,9 +13,9 @@ use embedded_io_async::{ErrorType, Read, Write};
 use pinion_core::backend::{Backend, Readiness};
 use pinion_core::Error;
 
-use crate::net::{Family, StreamSocket};
 #[cfg(doc)]
 use crate::net::TcpStream;
+use crate::net::{Family, StreamSocket};
 
 impl<B: Backend, P: Family> ErrorType for StreamSocket<'_, B, P> {
     type Error = Error;

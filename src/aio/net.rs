@@ -14,9 +14,7 @@ use super::rendezvous::CellHandler;
 use super::{Op, Refusal, Start};
 use crate::context::IoContext;
 use crate::handler::AcceptedConn;
-use crate::net::{
-    open_socket, DatagramSocket, Family, Ip, Listener, StreamSocket, TcpStream,
-};
+use crate::net::{open_socket, DatagramSocket, Family, Ip, Listener, StreamSocket, TcpStream};
 use crate::owned::Owned;
 
 /// `TcpStream::read`: one `read_some`.

@@ -233,7 +233,10 @@ fn unix_sockets_leak_no_fd_on_any_path() {
         let enoent = Err(Error::Os(pinion::Errno::NOENT));
         assert_eq!(b::UnixStream::connect(c, &missing).map(drop), enoent);
         assert_eq!(b::UnixListener::bind(c, &missing).map(drop), enoent);
-        assert_eq!(b::UnixListener::bind(c, &at).map(drop), Err(Error::AddrInUse));
+        assert_eq!(
+            b::UnixListener::bind(c, &at).map(drop),
+            Err(Error::AddrInUse)
+        );
         l.async_accept(|_| {}).map_err(|r| r.error).unwrap();
         c.poll();
         // The listener stays open with its accept pending: the context's

@@ -171,16 +171,23 @@ fn a_mebibyte_round_trip_at_a_set_baud_rate() {
     let msg = util::pattern_vec(9, N);
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
-    async_read(&**port, FixedBuf::new(N), Completion::TransferAll, move |n, buf| {
-        *g.lock().unwrap() = Some((n, buf.bytes().to_vec()));
-    })
+    async_read(
+        &**port,
+        FixedBuf::new(N),
+        Completion::TransferAll,
+        move |n, buf| {
+            *g.lock().unwrap() = Some((n, buf.bytes().to_vec()));
+        },
+    )
     .map_err(|r| r.error)
     .unwrap();
     let wrote = Arc::new(Mutex::new(None));
     let wr = wrote.clone();
-    async_write(&**port, msg.clone(), move |n, _| *wr.lock().unwrap() = Some(n))
-        .map_err(|r| r.error)
-        .unwrap();
+    async_write(&**port, msg.clone(), move |n, _| {
+        *wr.lock().unwrap() = Some(n)
+    })
+    .map_err(|r| r.error)
+    .unwrap();
     run_until(c, "1 MiB out and back", || got.lock().unwrap().is_some());
     drop(device.join().unwrap());
     assert_eq!(wrote.lock().unwrap().take(), Some(Ok(N)));

@@ -32,10 +32,7 @@ impl TempPath {
     fn new(tag: &str) -> TempPath {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!(
-            "pinion-{}-{tag}-{n}.sock",
-            std::process::id()
-        ));
+        let p = std::env::temp_dir().join(format!("pinion-{}-{tag}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&p);
         TempPath(p)
     }
@@ -71,9 +68,7 @@ fn accept_one(
 
 /// A listener on a fresh path, a std client connected to it, and the
 /// accepted pinion side.
-fn connected(
-    ctx: &'static b::IoContext, tag: &str,
-) -> (TempPath, StdUnix, b::UnixStream<'static>) {
+fn connected(ctx: &'static b::IoContext, tag: &str) -> (TempPath, StdUnix, b::UnixStream<'static>) {
     let path = TempPath::new(tag);
     let l = b::UnixListener::bind(ctx, &path.addr()).unwrap();
     let peer = StdUnix::connect(&path.0).unwrap();
@@ -131,8 +126,13 @@ fn echo_over_a_path_with_a_half_closing_client() {
             back
         })
     };
-    run_until(c, "the server closes", || closed.load(Ordering::SeqCst) == 1);
-    assert!(peer.join().unwrap() == data, "every byte came back in order");
+    run_until(c, "the server closes", || {
+        closed.load(Ordering::SeqCst) == 1
+    });
+    assert!(
+        peer.join().unwrap() == data,
+        "every byte came back in order"
+    );
     l.close().unwrap();
 }
 
@@ -145,15 +145,20 @@ fn half_close_is_eof_and_the_other_half_still_works() {
     peer.shutdown(StdShutdown::Write).unwrap();
     let got = slot();
     let g = got.clone();
-    async_read(&s, FixedBuf::new(64), Completion::TransferAll, move |r, buf| {
-        *g.lock().unwrap() = Some((r, buf.bytes().to_vec()));
-        async_write(&s, &b"xyz"[..], move |r, _| {
-            assert_eq!(r, Ok(3));
-            s.close().unwrap();
-        })
-        .map_err(|r| r.error)
-        .unwrap();
-    })
+    async_read(
+        &s,
+        FixedBuf::new(64),
+        Completion::TransferAll,
+        move |r, buf| {
+            *g.lock().unwrap() = Some((r, buf.bytes().to_vec()));
+            async_write(&s, &b"xyz"[..], move |r, _| {
+                assert_eq!(r, Ok(3));
+                s.close().unwrap();
+            })
+            .map_err(|r| r.error)
+            .unwrap();
+        },
+    )
     .map_err(|r| r.error)
     .unwrap();
     run_until(c, "read to end, write, close", || {
@@ -190,7 +195,10 @@ fn a_peer_closing_with_unread_data_resets_the_connection() {
     .unwrap();
     drop(peer);
     run_until(c, "the read fails", || got.lock().unwrap().is_some());
-    assert_eq!(got.lock().unwrap().take(), Some((Err(Error::ConnectionReset), 4)));
+    assert_eq!(
+        got.lock().unwrap().take(),
+        Some((Err(Error::ConnectionReset), 4))
+    );
 }
 
 #[test]
@@ -211,7 +219,11 @@ fn write_after_peer_close_is_broken_pipe_without_sigpipe() {
     .unwrap();
     run_until(c, "the write fails", || got.lock().unwrap().is_some());
     assert_eq!(got.lock().unwrap().take(), Some(Err(Error::BrokenPipe)));
-    assert_eq!(util::SIGPIPES.load(Ordering::SeqCst), before, "SIGPIPE raised");
+    assert_eq!(
+        util::SIGPIPES.load(Ordering::SeqCst),
+        before,
+        "SIGPIPE raised"
+    );
 }
 
 #[test]
@@ -242,7 +254,10 @@ fn eight_mib_through_a_small_send_buffer_to_a_slow_reader() {
     .unwrap();
     run_until(c, "8 MiB written", || done.lock().unwrap().is_some());
     assert_eq!(done.lock().unwrap().take(), Some(Ok(N)));
-    assert!(reader.join().unwrap() == pattern_vec(6, N), "bytes out of order");
+    assert!(
+        reader.join().unwrap() == pattern_vec(6, N),
+        "bytes out of order"
+    );
 }
 
 #[test]
@@ -279,9 +294,12 @@ fn abstract_names_connect_both_ways_with_peer_credentials() {
     async_write(&client, &b"ping"[..], |r, _| assert_eq!(r, Ok(4)))
         .map_err(|r| r.error)
         .unwrap();
-    async_read(&s2, FixedBuf::new(4), Completion::TransferAll, move |r, buf| {
-        *g.lock().unwrap() = Some((r, buf.bytes().to_vec()))
-    })
+    async_read(
+        &s2,
+        FixedBuf::new(4),
+        Completion::TransferAll,
+        move |r, buf| *g.lock().unwrap() = Some((r, buf.bytes().to_vec())),
+    )
     .map_err(|r| r.error)
     .unwrap();
     run_until(c, "ping", || got.lock().unwrap().is_some());
@@ -426,11 +444,9 @@ fn a_full_descriptor_table_and_bad_addresses_are_clear_errors() {
     let missing = UnixAddr::path(b"/nonexistent-pinion/none.sock").unwrap();
     let got = slot();
     let g = got.clone();
-    b::UnixStream::async_connect(c, &missing, move |r| {
-        *g.lock().unwrap() = Some(r.map(drop))
-    })
-    .map_err(|r| r.error)
-    .unwrap();
+    b::UnixStream::async_connect(c, &missing, move |r| *g.lock().unwrap() = Some(r.map(drop)))
+        .map_err(|r| r.error)
+        .unwrap();
     run_until(c, "connect fails", || got.lock().unwrap().is_some());
     assert_eq!(
         got.lock().unwrap().take(),
@@ -442,7 +458,10 @@ fn a_full_descriptor_table_and_bad_addresses_are_clear_errors() {
     );
     // A closed listener leaves its file: binding it again is `AddrInUse`
     // (remove stale files first), connecting is refused.
-    b::UnixListener::bind(c, &path.addr()).unwrap().close().unwrap();
+    b::UnixListener::bind(c, &path.addr())
+        .unwrap()
+        .close()
+        .unwrap();
     assert_eq!(
         b::UnixListener::bind(c, &path.addr()).map(drop),
         Err(Error::AddrInUse)

@@ -273,7 +273,10 @@ mod tests {
     fn bad_names_say_why() {
         let long = [b'a'; MAX_NAME + 1];
         assert_eq!(UnixAddr::path(&long), Err(UnixAddrError::TooLong(108)));
-        assert_eq!(UnixAddr::abstract_name(&long), Err(UnixAddrError::TooLong(108)));
+        assert_eq!(
+            UnixAddr::abstract_name(&long),
+            Err(UnixAddrError::TooLong(108))
+        );
         assert!(UnixAddr::path(&long[..MAX_NAME]).is_ok());
         assert!(UnixAddr::abstract_name(&long[..MAX_NAME]).is_ok());
         assert_eq!(UnixAddr::path(b""), Err(UnixAddrError::Invalid(0)));

@@ -253,7 +253,10 @@ fn unix_stream_by_abstract_name_with_peer_credentials() {
     bind_to(l.raw(), &at).unwrap();
     listen(l.raw(), 4).unwrap();
     assert_eq!(local_addr_of::<UnixAddr>(l.raw()), Ok(at));
-    assert_eq!(local_addr_of::<SocketAddr>(l.raw()), Err(Errno::AFNOSUPPORT));
+    assert_eq!(
+        local_addr_of::<SocketAddr>(l.raw()),
+        Err(Errno::AFNOSUPPORT)
+    );
     let c = socket(libc::AF_UNIX, libc::SOCK_STREAM, false).unwrap();
     connect_to(c.raw(), &at).unwrap();
     assert_eq!(peer_addr_of::<UnixAddr>(c.raw()), Ok(at));
@@ -262,7 +265,13 @@ fn unix_stream_by_abstract_name_with_peer_credentials() {
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     assert_eq!(cred, PeerCred { pid, uid, gid });
     send_all(c.raw(), b"hi");
-    let s = syscall!(accept4(l.raw(), core::ptr::null_mut(), core::ptr::null_mut(), 0)).unwrap();
+    let s = syscall!(accept4(
+        l.raw(),
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+        0
+    ))
+    .unwrap();
     // SAFETY: accept4 just returned it.
     let s = unsafe { Fd::from_raw(s) };
     let mut buf = [0u8; 8];
