@@ -60,17 +60,6 @@ fn run(addr: SocketAddr, backend: &str, ms: &str) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-fn backends() -> Vec<&'static str> {
-    let mut b = Vec::new();
-    if cfg!(feature = "epoll") {
-        b.push("epoll");
-    }
-    if cfg!(feature = "uring") {
-        b.push("uring");
-    }
-    b
-}
-
 #[test]
 fn the_timer_wins_against_a_black_hole_and_the_connect_wins_against_a_listener() {
     let (_hole, hole_addr, _queued) = black_hole();
@@ -80,7 +69,7 @@ fn the_timer_wins_against_a_black_hole_and_the_connect_wins_against_a_listener()
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    for b in backends() {
+    for b in example_proc::backends() {
         let (code, text) = run(hole_addr, b, "200");
         if text.contains("unavailable") || text.contains("building the context") {
             eprintln!("SKIPPED connect_timeout on {b}: {text}");

@@ -178,17 +178,6 @@ fn stop_mid_transfer(name: &'static str, features: &str, args: &[&str], line: bo
     port_binds(addr);
 }
 
-fn backends() -> Vec<&'static str> {
-    let mut b = Vec::new();
-    if cfg!(feature = "epoll") {
-        b.push("epoll");
-    }
-    if cfg!(feature = "uring") {
-        b.push("uring");
-    }
-    b
-}
-
 #[test]
 fn echo_server_stops_gracefully() {
     stop_mid_transfer("echo_server", "", &["0"], false);
@@ -201,14 +190,14 @@ fn line_server_stops_gracefully() {
 
 #[test]
 fn async_echo_stops_gracefully() {
-    for b in backends() {
+    for b in example_proc::backends() {
         stop_mid_transfer("async_echo", "uring", &["0", "--backend", b], false);
     }
 }
 
 #[test]
 fn http_status_stops_gracefully() {
-    for b in backends() {
+    for b in example_proc::backends() {
         let (mut s, at) = start("http_status", "uring", &["0", "--backend", b]);
         let addr: SocketAddr = at.parse().unwrap();
         let mut c = TcpStream::connect(addr).unwrap();
