@@ -94,9 +94,9 @@ impl<'c, B: Backend> UnixListener<'c, B> {
     ///     l.close().unwrap();
     /// })
     /// .unwrap();
-    /// let client = std::os::unix::net::UnixStream::connect_addr(
-    ///     &std::os::linux::net::SocketAddrExt::from_abstract_name(name.as_bytes()).unwrap(),
-    /// );
+    /// use std::os::linux::net::SocketAddrExt;
+    /// let std_at = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    /// let client = std::os::unix::net::UnixStream::connect_addr(&std_at);
     /// ctx.run();
     /// let mut got = String::new();
     /// std::io::Read::read_to_string(&mut client.unwrap(), &mut got).unwrap();
