@@ -17,7 +17,7 @@ use pinion_core::backend::{
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
-use pinion_sys::addr::RawAddr;
+use pinion_sys::addr::{RawAddr, SockAddr};
 use pinion_sys::uring::Sqe;
 
 use crate::proactor::{Proactor, Sched};
@@ -410,14 +410,15 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
 // ---- datagrams ------------------------------------------------------------
 
 /// `IORING_OP_SENDMSG`/`RECVMSG`, with the `msghdr`, its `iovec` and the
-/// peer address in the operation's slot (the kernel reads them at issue and
-/// writes the source address back), so nothing is allocated per datagram.
+/// peer address (kernel form `R`: IP or Unix) in the operation's slot (the
+/// kernel reads them at issue and writes the source address and its length
+/// back), so nothing is allocated per datagram.
 #[repr(C)]
-struct MsgOp<B, H> {
+struct MsgOp<B, H, R> {
     header: Operation,
     msg: libc::msghdr,
     iov: libc::iovec,
-    addr: RawAddr,
+    addr: R,
     buf: ManuallyDrop<B>,
     handler: ManuallyDrop<H>,
 }
@@ -428,19 +429,22 @@ struct MsgOp<B, H> {
 // `Send`).
 
 /// # Safety
-/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H>` of a receive.
-unsafe fn complete_recv_from<B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H, A::Raw>` of a
+/// receive.
+unsafe fn complete_recv_from<A, B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
+    A: SockAddr,
     B: IoBufMut,
-    H: Handler<Proactor, (Result<(usize, SocketAddr)>, B)>,
+    H: Handler<Proactor, (Result<(usize, A)>, B)>,
 {
-    let p = op.cast::<MsgOp<B, H>>();
+    let p = op.cast::<MsgOp<B, H, A::Raw>>();
     // SAFETY: `p` is live and ours; fields read once, then freed.
     let (res, addr, mut buf, handler) = unsafe {
         let o = p.as_ptr();
         (
             (*o).header.result(),
-            (*o).addr.to_socket_addr(),
+            // The kernel wrote the sender and its length back.
+            A::from_raw(&(*o).addr, (*o).msg.msg_namelen),
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).buf))),
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
         )
@@ -462,13 +466,13 @@ where
 }
 
 /// # Safety
-/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H>` of a send.
-unsafe fn complete_send_to<B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H, R>` of a send.
+unsafe fn complete_send_to<B, H, R>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     B: IoBuf,
     H: Handler<Proactor, (Result<usize>, B)>,
 {
-    let p = op.cast::<MsgOp<B, H>>();
+    let p = op.cast::<MsgOp<B, H, R>>();
     // SAFETY: as in `complete_recv_from`.
     let (res, buf, handler) = unsafe {
         let o = p.as_ptr();
@@ -489,17 +493,17 @@ where
 }
 
 /// One datagram operation: what to send or where to receive.
-pub(crate) struct Msg {
+pub(crate) struct Msg<R> {
     pub(crate) ptr: *mut u8,
     pub(crate) len: usize,
-    pub(crate) addr: RawAddr,
+    pub(crate) addr: R,
     pub(crate) alen: libc::socklen_t,
     pub(crate) recv: bool,
 }
 
 /// `Backend::send_to` and `recv_from`.
-pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
-    at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg,
+pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks, R>(
+    at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg<R>,
 ) -> Started<(B, H)> {
     let (sched, key) = (at.sched, at.key);
     let op = MsgOp {
@@ -570,20 +574,22 @@ pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
     })
 }
 
-/// The complete function of a receive of `B` to `H`.
-pub(crate) fn recv_fn<B, H>() -> pinion_core::op::CompleteFn
+/// The complete function of a receive of `B` from an `A` to `H`.
+pub(crate) fn recv_fn<A, B, H>() -> pinion_core::op::CompleteFn
 where
+    A: SockAddr,
     B: IoBufMut,
-    H: Handler<Proactor, (Result<(usize, SocketAddr)>, B)>,
+    H: Handler<Proactor, (Result<(usize, A)>, B)>,
 {
-    complete_recv_from::<B, H>
+    complete_recv_from::<A, B, H>
 }
 
-/// The complete function of a send of `B` to `H`.
-pub(crate) fn send_fn<B, H>() -> pinion_core::op::CompleteFn
+/// The complete function of a send of `B` (to an address of kernel form
+/// `R`) to `H`.
+pub(crate) fn send_fn<B, H, R>() -> pinion_core::op::CompleteFn
 where
     B: IoBuf,
     H: Handler<Proactor, (Result<usize>, B)>,
 {
-    complete_send_to::<B, H>
+    complete_send_to::<B, H, R>
 }
