@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 mod example_proc;
 
+use example_proc::backends;
 use example_proc::server::{self, Server, LIMIT};
 
 /// Starts the server (optionally under `prlimit`) and waits for its
@@ -23,28 +24,6 @@ fn start(backend: &str, args: &[&str], nofile: Option<u32>) -> Server {
     let mut cmd = example_proc::command("async_echo", "uring", &wrapper);
     cmd.args(["0", "--backend", backend]).args(args);
     Server::start(&format!("async_echo on {backend}"), cmd)
-}
-
-fn backends() -> Vec<&'static str> {
-    // The example is built with this test's features.
-    let mut b = Vec::new();
-    if cfg!(feature = "epoll") {
-        b.push("epoll");
-    }
-    if cfg!(feature = "uring") {
-        // Where io_uring cannot run (qemu-user answers ENOSYS, a sysctl or
-        // seccomp EPERM), the example cannot serve on it: skip, loudly.
-        match pinion_sys::uring::Ring::new(2, Default::default()) {
-            Ok(_) => b.push("uring"),
-            // On the process's stderr, past the harness's capture.
-            Err(e) => drop(writeln!(
-                std::io::stderr(),
-                "SKIPPED {} on uring: io_uring_setup: {e} (an emulator, or io_uring disabled)",
-                thread::current().name().unwrap_or("example_echo")
-            )),
-        }
-    }
-    b
 }
 
 #[test]
