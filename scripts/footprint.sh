@@ -31,6 +31,8 @@ TARGETS=${TARGETS:-"x86_64-unknown-linux-gnu i686-unknown-linux-gnu armv7-unknow
 source ci/cross-env.sh
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# What is measured, stated before this script writes anything.
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo ' with local changes')"
 MEASURE=scripts/footprint_measure.py
 HOST=x86_64-unknown-linux-gnu
 # 1000 connections plus the client's own ends, in one process tree.
@@ -150,7 +152,7 @@ field() { sed -n "s/.*\\b$1=\\([^ ]*\\).*/\\1/p" <<<"$2"; }
     echo "# Footprint"
     echo
     echo "Produced by \`scripts/footprint.sh\` (rerun it to refresh this file) on"
-    echo "$(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' with local changes'),"
+    echo "$(date -u +%Y-%m-%d), commit $COMMIT,"
     echo "$(rustc --version), Linux $(uname -r), $(nproc) cores shared with other jobs."
     echo "Peers: ${PEERS_DIR:-not given (set PEERS_DIR)}."
     echo
