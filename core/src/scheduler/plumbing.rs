@@ -125,6 +125,27 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         unsafe { self.post_immediate_locked(op) }
     }
 
+    /// Queues `op`, an I/O operation that completed as it was started (a
+    /// speculative `recv`/`send` that moved bytes), to run right after the
+    /// handler now running on this thread, ahead of the rest of its batch
+    /// (up to [`CHAIN_MAX`](super::CHAIN_MAX) in a row; see the module
+    /// docs). Outside `run` it is an ordinary immediate completion.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn post_continuation_in(&self, here: Option<Here<'_>>, op: NonNull<Operation>) {
+        if let Some(Here { ti }) = here {
+            debug_assert_eq!(ti.owner, self.owner());
+            ti.private_work.set(ti.private_work.get() + 1);
+            // SAFETY: owning thread; `op` per contract.
+            unsafe { ti.next().push(op) };
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.post_immediate_locked(op) }
+    }
+
     /// `post_immediate_completion` from a thread outside `run`: kept out
     /// of line so the private path inlines into every initiating call.
     ///
