@@ -2,16 +2,25 @@
 //! client sends comes back, in order.
 //!
 //! ```text
-//! echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--read-buffers N]
+//! echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N]
+//!             [--buf-size BYTES] [--read-buffers N]
 //! ```
 //! PORT defaults to 7000, ADDR to 127.0.0.1, N to 1 (the context's
-//! concurrency hint), `--max-conns` to 1024. `--read-buffers N` switches
-//! to pooled reads (`async_read_pooled`): N shared 16 KiB buffers, taken
-//! only when data arrives (io_uring: a provided buffer ring), instead of
-//! one buffer per connection.
+//! concurrency hint), `--max-conns` to 1024. `--buf-size` is the size of
+//! each buffer: 4096, 16384, 65536 (the default) or 262144. `--read-buffers
+//! N` switches to pooled reads (`async_read_pooled`): N shared buffers,
+//! taken only when data arrives (io_uring: a provided buffer ring),
+//! instead of one buffer per connection.
+//!
+//! Why 64 KiB by default: a bulk stream echoed through 64 KiB buffers costs
+//! the server about a third less CPU per byte than through 16 KiB ones
+//! (a quarter of the `recv`/`send` calls, and loopback's 64 KiB segments
+//! are filled), measured in `../shared/bench`'s `stream` workloads (see
+//! the README's figures); request/response traffic is not affected. The
+//! memory is `--max-conns` × `--buf-size`, reserved at start-up.
 //!
 //! Written against the facade `pinion::…`, so it builds on either backend.
-//! Per connection: `TCP_NODELAY` and one 16 KiB buffer from a pool made at
+//! Per connection: `TCP_NODELAY` and one buffer from a pool made at
 //! start-up (nothing is allocated per connection or per message); the loop
 //! is read_some → write all → read_some. While a write is pending the
 //! connection is not read: a client that sends without reading is slowed
@@ -37,15 +46,18 @@ use pinion::compose::async_write;
 use pinion::sync::FutexMutex;
 use pinion::{Builder, Error, IoBufMut, IoContext, TcpListener, TcpStream};
 
-const BUF_SIZE: usize = 16 * 1024;
-type Pool = BufPool<FutexMutex, BUF_SIZE>;
-type Buf = PoolBuf<'static, FutexMutex, BUF_SIZE>;
+/// The buffer sizes `--buf-size` offers (the pool's chunk size is a
+/// constant of its type, so each is its own instance of the server).
+const BUF_SIZES: [usize; 4] = [4096, 16384, 65536, 262144];
+const DEFAULT_BUF_SIZE: usize = 65536;
+type Pool<const N: usize> = BufPool<FutexMutex, N>;
+type Buf<const N: usize> = PoolBuf<'static, FutexMutex, N>;
 
 /// What every handler needs, made once and leaked (it lives as long as
 /// the process).
-struct Server {
+struct Server<const N: usize> {
     listener: TcpListener<'static>,
-    pool: Pool,
+    pool: Pool<N>,
     /// Retries a failing accept (EMFILE) after a pause, logged once.
     backoff: AcceptBackoff,
     /// A connection was refused for want of a buffer since the last log.
@@ -58,21 +70,31 @@ struct Server {
 fn main() {
     stop::block_stop_signals("echo_server");
     let cfg = Config::parse();
+    match cfg.buf_size {
+        4096 => serve::<4096>(cfg),
+        16384 => serve::<16384>(cfg),
+        65536 => serve::<65536>(cfg),
+        262144 => serve::<262144>(cfg),
+        n => usage(&format!("--buf-size {n}: not one of {BUF_SIZES:?}")),
+    }
+}
+
+fn serve<const N: usize>(cfg: Config) {
     let ctx: &'static IoContext = Builder::new()
         .ops(4 * cfg.max_conns + 64)
         .descriptors(cfg.max_conns + 16)
         .timers(8)
         .concurrency_hint(cfg.threads)
-        .read_buffers(cfg.read_buffers, BUF_SIZE)
+        .read_buffers(cfg.read_buffers, N)
         .build_static()
         .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener =
         TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
-    let server: &'static Server = Box::leak(Box::new(Server {
+    let server: &'static Server<N> = Box::leak(Box::new(Server {
         listener,
         // Pooled reads need no per-connection buffers.
-        pool: Pool::boxed(if cfg.read_buffers > 0 {
+        pool: Pool::<N>::boxed(if cfg.read_buffers > 0 {
             0
         } else {
             cfg.max_conns
@@ -85,14 +107,15 @@ fn main() {
     stop::on_stop_signal(ctx, "echo_server", move || ctx.stop());
     accept(server);
     eprintln!(
-        "echo_server: listening on {} ({} thread{}, {} connections max)",
+        "echo_server: listening on {} ({} thread{}, {} connections max, {}-byte buffers)",
         listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default(),
         cfg.threads,
         if cfg.threads == 1 { "" } else { "s" },
-        cfg.max_conns
+        cfg.max_conns,
+        N
     );
     std::thread::scope(|s| {
         for _ in 1..cfg.threads {
@@ -107,7 +130,7 @@ fn main() {
 }
 
 /// Keeps one accept pending; errors re-arm it after a short timer.
-fn accept(s: &'static Server) {
+fn accept<const N: usize>(s: &'static Server<N>) {
     let started = s.listener.async_accept(move |r| match r {
         Ok((conn, _peer)) => {
             s.backoff.succeeded();
@@ -123,7 +146,7 @@ fn accept(s: &'static Server) {
     }
 }
 
-fn start(s: &'static Server, conn: TcpStream<'static>) {
+fn start<const N: usize>(s: &'static Server<N>, conn: TcpStream<'static>) {
     let _ = conn.set_nodelay(true);
     if s.pooled {
         return read_pooled(conn);
@@ -146,7 +169,7 @@ fn start(s: &'static Server, conn: TcpStream<'static>) {
 
 /// read_some → write all → read_some...; any error or end-of-stream
 /// closes the connection and returns the buffer to the pool.
-fn read(conn: TcpStream<'static>, mut buf: Buf) {
+fn read<const N: usize>(conn: TcpStream<'static>, mut buf: Buf<N>) {
     buf.clear();
     let started = conn.async_read_some(buf, move |r, buf| match r {
         Ok(_) => write(conn, buf),
@@ -159,7 +182,7 @@ fn read(conn: TcpStream<'static>, mut buf: Buf) {
     }
 }
 
-fn write(conn: TcpStream<'static>, buf: Buf) {
+fn write<const N: usize>(conn: TcpStream<'static>, buf: Buf<N>) {
     let started = async_write(&conn, buf, move |r, buf| match r {
         Ok(_) => read(conn, buf),
         Err(_) => {
@@ -213,6 +236,7 @@ struct Config {
     bind: IpAddr,
     threads: usize,
     max_conns: usize,
+    buf_size: usize,
     read_buffers: usize,
 }
 
@@ -223,6 +247,7 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             threads: 1,
             max_conns: 1024,
+            buf_size: DEFAULT_BUF_SIZE,
             read_buffers: 0,
         };
         let mut args = std::env::args().skip(1);
@@ -235,6 +260,7 @@ impl Config {
                 "--bind" => cfg.bind = parse(&value("--bind"), "--bind"),
                 "--threads" => cfg.threads = parse(&value("--threads"), "--threads"),
                 "--max-conns" => cfg.max_conns = parse(&value("--max-conns"), "--max-conns"),
+                "--buf-size" => cfg.buf_size = parse(&value("--buf-size"), "--buf-size"),
                 "--read-buffers" => {
                     cfg.read_buffers = parse(&value("--read-buffers"), "--read-buffers")
                 }
@@ -260,7 +286,8 @@ fn usage(msg: &str) -> ! {
         eprintln!("echo_server: {msg}");
     }
     eprintln!(
-        "usage: echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N] [--read-buffers N]"
+        "usage: echo_server [PORT] [--bind ADDR] [--threads N] [--max-conns N] \
+         [--buf-size 4096|16384|65536|262144] [--read-buffers N]"
     );
     exit(2)
 }
