@@ -96,7 +96,7 @@ impl Proactor {
                 why: "each buffer is at least 16 bytes (a free buffer holds its pool link)",
             });
         }
-        let setup = |sqpoll: Option<u32>, submit_all: bool| {
+        let setup = |sqpoll: Option<u32>, submit_all: bool, coop: bool| {
             let mut b = IoUring::builder();
             b.dontfork();
             if let Some(cq) = opts.cq_entries {
@@ -107,19 +107,24 @@ impl Proactor {
             }
             if let Some(idle) = sqpoll {
                 b.setup_sqpoll(idle);
+            } else if coop {
+                b.setup_coop_taskrun();
             }
             b.build(opts.sq_entries.max(1))
         };
-        let ring = match setup(opts.sqpoll_idle_ms, true) {
-            Ok(r) => r,
+        let coop = opts.coop_taskrun && opts.sqpoll_idle_ms.is_none();
+        let (ring, coop) = match setup(opts.sqpoll_idle_ms, true, coop) {
+            Ok(r) => (r, coop),
             Err(e) => {
                 let errno = io_errno(&e);
                 if matches!(errno, libc::ENOSYS | libc::EPERM | libc::ENOMEM) {
                     return Err(setup_error(errno, opts));
                 }
-                // Older kernels refuse SUBMIT_ALL (5.18) or unprivileged
-                // SQPOLL: fall back to the plain ring.
-                setup(None, false).map_err(|e| setup_error(io_errno(&e), opts))?
+                // Older kernels refuse SUBMIT_ALL (5.18), COOP_TASKRUN
+                // (5.19) or unprivileged SQPOLL: fall back to the plain
+                // ring.
+                let r = setup(None, false, false).map_err(|e| setup_error(io_errno(&e), opts))?;
+                (r, false)
             }
         };
         let params = ring.params();
@@ -203,6 +208,7 @@ impl Proactor {
             sqpoll: params.is_setup_sqpoll(),
             registered_files,
             buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
+            coop_taskrun: coop,
         };
         let p = Proactor {
             ring,
