@@ -108,7 +108,10 @@ impl Proactor {
             }
             // Older kernels refuse SUBMIT_ALL (5.18), COOP_TASKRUN (5.19)
             // or unprivileged SQPOLL: fall back to the plain ring.
-            Err(_) => (setup(None, false, false).map_err(|e| setup_error(e, opts))?, false),
+            Err(_) => (
+                setup(None, false, false).map_err(|e| setup_error(e, opts))?,
+                false,
+            ),
         };
         let os = |what: &'static str| {
             move |e: Errno| BuildError::Os {
