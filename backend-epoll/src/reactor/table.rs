@@ -199,12 +199,16 @@ impl Reactor {
         st.ready_events = 0;
         st.read_closed = false;
         st.try_speculative = [true; MAX_OPS];
-        match self.ctl(
-            libc::EPOLL_CTL_ADD,
-            fd.raw(),
-            REGISTER_EVENTS,
-            key.to_bits(),
-        ) {
+        let added = match pinion_sys::fault::fail(pinion_sys::fault::Site::EpollCtlAdd) {
+            Some(e) => Err(e.into()),
+            None => self.ctl(
+                libc::EPOLL_CTL_ADD,
+                fd.raw(),
+                REGISTER_EVENTS,
+                key.to_bits(),
+            ),
+        };
+        match added {
             Ok(()) => stat!(self, ctl_add),
             // Not pollable (a regular file): operations on it complete
             // with OperationNotSupported, as in Asio.
