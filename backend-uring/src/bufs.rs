@@ -599,6 +599,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // a real ring
     fn software_pool_takes_and_releases_every_buffer() {
         let ring = IoUring::new(4).expect("io_uring");
         let p = ReadBuffers::new(&ring, 3, 1, false).unwrap();
@@ -616,6 +617,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // a real ring
     fn ring_publishes_every_buffer_at_build() {
         let ring = IoUring::new(4).expect("io_uring");
         let p = ReadBuffers::new(&ring, 5, 100, true).unwrap();

@@ -55,6 +55,7 @@ mod desc;
 mod ops;
 pub mod proactor;
 mod ring;
+mod tsan;
 
 pub use desc::Desc;
 pub use proactor::{Proactor, RingInfo, Stats};

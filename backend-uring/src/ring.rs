@@ -588,6 +588,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // a real ring
     fn lean_pushes_find_a_full_pushs_slot_clean_again() {
         let ring = IoUring::new(4).expect("an io_uring");
         let (_rings, mut sq) = Rings::map(&ring).expect("mapped");
