@@ -57,6 +57,7 @@ pub mod bufs;
 mod desc;
 mod ops;
 pub mod proactor;
+mod tsan;
 
 pub use desc::Desc;
 pub use proactor::{Proactor, RingInfo, Stats};

@@ -637,9 +637,18 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.threads.lookup().map(|ti| Here { ti })
     }
 
+    /// Shuts the scheduler down now, as dropping it does: every socket is
+    /// closed and every pending handler destroyed without running. The
+    /// pools stay, so a test can then check that every slot came back.
+    /// Returns how many operations were destroyed. A second call (or the
+    /// drop after it) finds nothing left to do.
+    pub fn shut_down(&mut self) -> usize {
+        self.shutdown()
+    }
+
     /// Destroys every queued operation and the task's pending ones without
-    /// running them (Asio's `scheduler::shutdown`).
-    fn shutdown(&mut self) {
+    /// running them (Asio's `scheduler::shutdown`); returns how many.
+    fn shutdown(&mut self) -> usize {
         self.stopped.store(true, Ordering::Relaxed);
         let mut ops = OpQueue::new();
         {
@@ -649,27 +658,30 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         }
         // SAFETY: `&mut self`: no thread runs the context.
         unsafe { self.task.shutdown(&mut ops) };
-        self.destroy_all(&mut ops);
+        let mut n = self.destroy_all(&mut ops);
         // Tasks waiting for something: their futures go now (which may
         // cancel operations, and so queue more to destroy).
         self.tasks.shutdown();
-        self.destroy_all(&mut ops);
+        n += self.destroy_all(&mut ops);
+        n
     }
 
     /// Destroys `ops` and whatever destroying them queues, until quiet
-    /// (destroying a strand may hand back more work).
-    fn destroy_all(&mut self, ops: &mut OpQueue) {
+    /// (destroying a strand may hand back more work); returns how many.
+    fn destroy_all(&mut self, ops: &mut OpQueue) -> usize {
         let owner = self.owner();
+        let mut n = 0;
         loop {
             {
                 let st = self.locked.get_mut();
                 ops.push_queue(&mut st.ready);
                 ops.push_queue(&mut st.after);
             }
-            let Some(op) = ops.pop() else { break };
+            let Some(op) = ops.pop() else { break n };
             // SAFETY: queued operations are live and owned by this
             // scheduler; destroyed exactly once.
             unsafe { Operation::complete(op, owner, Invoke::Destroy) };
+            n += 1;
         }
     }
 }
