@@ -46,7 +46,7 @@ mod plumbing;
 mod thread;
 
 pub(crate) use handlers::{complete_handler, Bound, HandlerOp};
-pub use thread::Here;
+pub use thread::{Here, IMMEDIATE_BUDGET};
 use thread::{Registration, Registry};
 pub(crate) use thread::{StrandFrame, ThreadInfo, NO_TASK};
 
