@@ -230,13 +230,8 @@ impl<V, A> IoSlot<V, A> {
         })?;
         self.task.set(h);
         self.entry.set(i as u8);
-        Some(TaskLink {
-            // SAFETY: a waker's data is never null.
-            task: unsafe { NonNull::new_unchecked(h as *mut TaskHeader) },
-            entry: i as u8,
-            claimed: Cell::new(0),
-            _v: PhantomData,
-        })
+        // SAFETY: a waker's data is never null.
+        Some(TaskLink::new(unsafe { NonNull::new_unchecked(h as *mut TaskHeader) }, i))
     }
 
     /// Waits while the link is writing (it is done with the slot and the
@@ -355,13 +350,11 @@ impl<V, A> IoSlot<V, A> {
     }
 }
 
-/// The handler side of an armed [`IoSlot`]: its entry in the task header.
+/// The handler side of an armed [`IoSlot`]: its entry in the task header,
+/// as one word (the header's address with the entry's index in its low
+/// bit), so that it adds little to an operation's slot.
 pub struct TaskLink<V> {
-    task: NonNull<TaskHeader>,
-    entry: u8,
-    /// The entry's word once claimed (`DELIVERING`), or `ABANDONED`;
-    /// 0 before.
-    claimed: Cell<usize>,
+    link: NonNull<u8>,
     _v: PhantomData<fn(V)>,
 }
 
@@ -370,22 +363,36 @@ pub struct TaskLink<V> {
 unsafe impl<V: Send> Send for TaskLink<V> {}
 
 impl<V> TaskLink<V> {
+    /// The link to entry `i` of `h`.
+    #[inline(always)]
+    fn new(h: NonNull<TaskHeader>, i: usize) -> Self {
+        const { assert!(core::mem::align_of::<TaskHeader>() >= IO_ENTRIES) };
+        TaskLink {
+            // SAFETY: `h` is not null and its low bit is clear (aligned).
+            link: unsafe { NonNull::new_unchecked((h.as_ptr() as *mut u8).wrapping_add(i)) },
+            _v: PhantomData,
+        }
+    }
+
+    #[inline(always)]
+    fn header(&self) -> NonNull<TaskHeader> {
+        let p = self.link.as_ptr() as usize & !(IO_ENTRIES - 1);
+        // SAFETY: the header's address, not null.
+        unsafe { NonNull::new_unchecked(p as *mut TaskHeader) }
+    }
+
     #[inline(always)]
     fn entry(&self) -> &IoEntry {
+        let i = self.link.as_ptr() as usize & (IO_ENTRIES - 1);
         // SAFETY: the header is live while the entry is not FREE (module
         // docs), and the link frees it last; the index is one `arm` found
         // in the array.
-        unsafe { &*self.task.as_ref().io.as_ptr().add(self.entry as usize) }
+        unsafe { &*self.header().as_ref().io.as_ptr().add(i) }
     }
 
     #[inline(always)]
     fn e(&self) -> &AtomicUsize {
         &self.entry().word
-    }
-
-    #[inline(always)]
-    fn header(&self) -> NonNull<TaskHeader> {
-        self.task
     }
 
     /// The operation started as `op` (before anyone else can see it).
@@ -403,21 +410,19 @@ impl<V> TaskLink<V> {
     /// for it, and cancels nothing).
     #[inline(always)]
     pub fn completing(&self) {
-        if self.claimed.get() == 0 {
-            self.claim();
-        }
+        self.claim();
     }
 
-    /// Takes the entry for writing (`DELIVERING`), or notes that the
-    /// future is gone (`ABANDONED`).
+    /// Takes the entry for writing (`DELIVERING`; only the link sets it,
+    /// so finding it means this link took it already), or finds that the
+    /// future is gone (`ABANDONED`). Returns the entry's word.
     #[inline(always)]
-    fn claim(&self) {
+    fn claim(&self) -> usize {
         let e = self.e();
         let mut cur = e.load(Ordering::Acquire);
         loop {
-            if cur == ABANDONED {
-                self.claimed.set(ABANDONED);
-                return;
+            if cur == ABANDONED || cur & TAG == DELIVERING {
+                return cur;
             }
             if cur & TAG == LOCKED {
                 // The future is cancelling, or noting a waker.
@@ -428,10 +433,7 @@ impl<V> TaskLink<V> {
             debug_assert!(cur & TAG == ARMED && cur != FREE);
             let next = (cur & ADDR) | DELIVERING;
             match e.compare_exchange_weak(cur, next, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => {
-                    self.claimed.set(next);
-                    return;
-                }
+                Ok(_) => return next,
                 Err(a) => cur = a,
             }
         }
@@ -441,10 +443,7 @@ impl<V> TaskLink<V> {
     /// future's reference given back) if the future is gone.
     #[inline(always)]
     fn claimed_slot<X>(&self) -> Option<*const IoSlot<V, X>> {
-        if self.claimed.get() == 0 {
-            self.claim();
-        }
-        let c = self.claimed.get();
+        let c = self.claim();
         if c == ABANDONED {
             let h = self.header();
             self.entry().op.set(None);
