@@ -231,7 +231,8 @@ impl<V, A> IoSlot<V, A> {
         self.task.set(h);
         self.entry.set(i as u8);
         // SAFETY: a waker's data is never null.
-        Some(TaskLink::new(unsafe { NonNull::new_unchecked(h as *mut TaskHeader) }, i))
+        let h = unsafe { NonNull::new_unchecked(h as *mut TaskHeader) };
+        Some(TaskLink::new(h, i))
     }
 
     /// Waits while the link is writing (it is done with the slot and the
