@@ -234,6 +234,13 @@ unsafe impl Backend for Reactor {
             .map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 
+    const COMPLETES_NOW: bool = true;
+
+    #[inline(always)]
+    fn write_now<T: IoBuf>(at: At<'_, Self>, buf: &T) -> Option<Result<usize>> {
+        ops::write_now(at, buf)
+    }
+
     fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {
         ops::start::<READ_OP, _, _>(at, RecvPooled { got: None }, h, true)
             .map_err(|r| r.map(|(_, h)| h))

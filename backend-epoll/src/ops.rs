@@ -288,6 +288,94 @@ fn call_failed() -> Option<Error> {
     }
 }
 
+/// One `recv` into the spare room of `buf`.
+#[inline(always)]
+fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
+    let len = match faulted_len(Site::StreamRecv, buf.spare()) {
+        Ok(len) => len,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let ptr = buf.write_ptr();
+    // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
+    match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
+        // `len > 0` (the facade refuses a buffer with no room), so 0
+        // bytes is the peer's end of stream.
+        Ok(0) => Attempt::Done(Err(Error::Eof)),
+        Ok(n) => {
+            // SAFETY: the kernel wrote `n <= spare()` bytes.
+            unsafe { buf.advance(n) };
+            if n < len {
+                Attempt::Exhausted(Ok(n))
+            } else {
+                Attempt::Done(Ok(n))
+            }
+        }
+        Err(Error::WouldBlock) => Attempt::NotDone,
+        Err(e) => Attempt::Done(Err(e)),
+    }
+}
+
+/// One `send` of the bytes of `buf`, without SIGPIPE.
+#[inline(always)]
+fn send_from<B: IoBuf>(buf: &B, fd: i32) -> Attempt {
+    let len = match faulted_len(Site::StreamSend, buf.bytes_len()) {
+        Ok(len) => len,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let ptr = buf.read_ptr();
+    // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
+    match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
+        Ok(n) => {
+            if n < len {
+                Attempt::Exhausted(Ok(n))
+            } else {
+                Attempt::Done(Ok(n))
+            }
+        }
+        Err(Error::WouldBlock) => Attempt::NotDone,
+        Err(e) => Attempt::Done(Err(e)),
+    }
+}
+
+/// An attempt made outside any operation (`Backend::write_now`): the
+/// result goes to `out`.
+pub(crate) struct Now<'a, F: FnOnce(i32) -> Attempt> {
+    pub(crate) attempt: F,
+    pub(crate) out: &'a mut Option<OpResult>,
+}
+
+impl<F: FnOnce(i32) -> Attempt> FirstAttempt for Now<'_, F> {
+    #[inline(always)]
+    fn attempt(self, fd: i32) -> Status {
+        match (self.attempt)(fd) {
+            Attempt::NotDone => Status::NotDone,
+            Attempt::Done(r) => {
+                *self.out = Some(r);
+                Status::Done
+            }
+            Attempt::Exhausted(r) => {
+                *self.out = Some(r);
+                Status::DoneAndExhausted
+            }
+        }
+    }
+}
+
+/// `Backend::write_now`: a stream write performed at once when the
+/// reactor would have tried it speculatively.
+#[inline(always)]
+pub(crate) fn write_now<B: IoBuf>(at: At<'_, Reactor>, buf: &B) -> Option<Result<usize>> {
+    let mut out = None;
+    let now = Now {
+        attempt: |fd| send_from(buf, fd),
+        out: &mut out,
+    };
+    at.sched
+        .task()
+        .perform_now::<{ crate::reactor::WRITE_OP }>(at.key, now);
+    out
+}
+
 /// `recv` into the spare room of `buf` (Asio's `reactive_socket_recv_op`).
 pub(crate) struct Recv<B> {
     pub(crate) buf: B,
@@ -296,28 +384,7 @@ pub(crate) struct Recv<B> {
 impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = match faulted_len(Site::StreamRecv, self.buf.spare()) {
-            Ok(len) => len,
-            Err(e) => return Attempt::Done(Err(e)),
-        };
-        let ptr = self.buf.write_ptr();
-        // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
-        match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
-            // `len > 0` (the facade refuses a buffer with no room), so 0
-            // bytes is the peer's end of stream.
-            Ok(0) => Attempt::Done(Err(Error::Eof)),
-            Ok(n) => {
-                // SAFETY: the kernel wrote `n <= spare()` bytes.
-                unsafe { self.buf.advance(n) };
-                if n < len {
-                    Attempt::Exhausted(Ok(n))
-                } else {
-                    Attempt::Done(Ok(n))
-                }
-            }
-            Err(Error::WouldBlock) => Attempt::NotDone,
-            Err(e) => Attempt::Done(Err(e)),
-        }
+        recv_into(&mut self.buf, fd)
     }
 
     // Inlined into `complete` so that the user's handler lands there too.
@@ -335,23 +402,7 @@ pub(crate) struct Send<B> {
 impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = match faulted_len(Site::StreamSend, self.buf.bytes_len()) {
-            Ok(len) => len,
-            Err(e) => return Attempt::Done(Err(e)),
-        };
-        let ptr = self.buf.read_ptr();
-        // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
-        match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
-            Ok(n) => {
-                if n < len {
-                    Attempt::Exhausted(Ok(n))
-                } else {
-                    Attempt::Done(Ok(n))
-                }
-            }
-            Err(Error::WouldBlock) => Attempt::NotDone,
-            Err(e) => Attempt::Done(Err(e)),
-        }
+        send_from(&self.buf, fd)
     }
 
     // Inlined into `complete` so that the user's handler lands there too.

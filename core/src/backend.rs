@@ -446,6 +446,24 @@ pub unsafe trait Backend: Task + Sized {
         at: At<'_, Self>, buf: T, h: H,
     ) -> Started<(T, H)>;
 
+    /// Whether [`write_now`](Self::write_now) can ever complete anything
+    /// (callers skip it, and what it costs, otherwise).
+    const COMPLETES_NOW: bool = false;
+
+    /// Writes at once if this backend can do so without an operation: the
+    /// backend's own first attempt of a [`write_some`](Self::write_some)
+    /// started now (epoll: no write waits on the descriptor and the last
+    /// one did not find the socket full). `None` when nothing was written
+    /// (it would block, it was not tried, or the key is stale): start
+    /// `write_some`, which answers as usual. Futures use it to complete in
+    /// the poll that starts them, as tokio's do. (Reads are not tried so:
+    /// in request/response traffic the read after a write finds nothing.)
+    #[inline(always)]
+    fn write_now<T: IoBuf>(at: At<'_, Self>, buf: &T) -> Option<crate::Result<usize>> {
+        let _ = (at, buf);
+        None
+    }
+
     /// Reads into a buffer of the read pool taken only when data arrives.
     fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H>;
 

@@ -299,6 +299,45 @@ impl Reactor {
         Ok(())
     }
 
+    /// Performs `first` now, outside any operation, if `start_op` would
+    /// have tried an operation of type `OP_TYPE` speculatively: none is
+    /// queued, the last did not exhaust the descriptor (and for reads, no
+    /// out-of-band read waits). A would-block attempt clears the
+    /// speculation flag, as the edge it now needs sets it again; so the
+    /// operation started next does not try the call a second time.
+    /// Returns whether `first` ran to a result (a stale key: no).
+    #[inline(always)]
+    pub(crate) fn perform_now<const OP_TYPE: usize>(
+        &self, key: Key, first: impl FirstAttempt,
+    ) -> bool {
+        let Ok(mut l) = self.lock_socket(key) else {
+            return false;
+        };
+        let st = l.state();
+        if !st.queues[OP_TYPE].is_empty()
+            || !st.try_speculative[OP_TYPE]
+            || (OP_TYPE == READ_OP && !st.queues[EXCEPT_OP].is_empty())
+            || st.registered_events == 0
+        {
+            return false;
+        }
+        stat!(self, op_attempts);
+        match first.attempt(st.fd) {
+            Status::NotDone => {
+                stat!(self, speculative_misses);
+                st.exhausted(OP_TYPE);
+                false
+            }
+            status => {
+                if status == Status::DoneAndExhausted {
+                    st.exhausted(OP_TYPE);
+                }
+                stat!(self, speculative_hits);
+                true
+            }
+        }
+    }
+
     /// `start_op`'s speculative branch when the op must wait: not
     /// registered at all (`OperationNotSupported`), or a write while
     /// `EPOLLOUT` is not registered yet (added now, once, for good).

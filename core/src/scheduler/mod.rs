@@ -58,8 +58,8 @@ mod thread;
 pub use guards::WorkGuard;
 use guards::{BatchGuard, RunExit};
 pub(crate) use handlers::{complete_handler, Bound, HandlerOp};
-pub use thread::Here;
 use thread::Registry;
+pub use thread::{Here, IMMEDIATE_BUDGET};
 pub(crate) use thread::{StrandFrame, ThreadInfo, NO_TASK};
 
 /// Most handlers one thread takes per lock on a context run by several

@@ -36,6 +36,9 @@ pub(crate) struct ThreadInfo {
     /// Innermost strand frame on this thread's stack (Asio's
     /// `call_stack<strand_impl>`), null when no strand runs here.
     pub(crate) strand: Cell<*const StrandFrame>,
+    /// Operations futures may still complete without a trip through the
+    /// queue in the task poll running now ([`Here::consume_budget`]).
+    pub(crate) budget: Cell<u32>,
     /// The scheduler whose `run` made this (checked in debug builds
     /// wherever a [`Here`] is used).
     pub(crate) owner: *const (),
@@ -53,6 +56,7 @@ impl ThreadInfo {
             cache_len: Cell::new(0),
             recycled_task: Cell::new(NO_TASK),
             strand: Cell::new(ptr::null()),
+            budget: Cell::new(IMMEDIATE_BUDGET),
         }
     }
 
@@ -96,6 +100,35 @@ impl ThreadInfo {
 #[derive(Clone, Copy)]
 pub struct Here<'a> {
     pub(crate) ti: &'a ThreadInfo,
+}
+
+/// Operations a task poll may complete at once
+/// ([`Here::consume_budget`]) before one must go through the queue, so
+/// that a task whose socket is always ready still lets others run (tokio
+/// calls this its cooperative budget).
+pub const IMMEDIATE_BUDGET: u32 = 32;
+
+impl Here<'_> {
+    /// A task poll begins: it gets a fresh budget.
+    #[inline(always)]
+    pub(crate) fn reset_budget(&self) {
+        self.ti.budget.set(IMMEDIATE_BUDGET);
+    }
+
+    /// Takes one unit of this thread's budget for completing an operation
+    /// without queueing it: `false` once the task poll running now has
+    /// used [`IMMEDIATE_BUDGET`] of them, or outside a task poll once the
+    /// last one's budget is used up (the operation should then go through
+    /// the queue, which lets others run first).
+    #[inline(always)]
+    pub fn consume_budget(&self) -> bool {
+        let b = self.ti.budget.get();
+        if b == 0 {
+            return false;
+        }
+        self.ti.budget.set(b - 1);
+        true
+    }
 }
 
 impl core::fmt::Debug for Here<'_> {

@@ -36,6 +36,7 @@ use crate::storage::Storage;
 use crate::{Error, Pool, Rejected};
 
 mod block_on;
+pub mod io;
 mod join;
 mod raw;
 
