@@ -458,6 +458,11 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             // Counted before the call: the op is consumed even if its
             // handler unwinds.
             guard.ran += 1;
+            // A turn begins: this op and the continuations chained after it
+            // share one budget of immediate completions, so a task whose
+            // socket is always ready yields after at most IMMEDIATE_BUDGET
+            // of them plus CHAIN_MAX continuations.
+            ti.budget.set(IMMEDIATE_BUDGET);
             // SAFETY: `op` was queued by post/defer/a backend, is live and
             // now on no queue; `owner` is the scheduler it belongs to.
             unsafe { Operation::complete(op, owner, Invoke::Run(Here { ti })) };
