@@ -174,7 +174,7 @@ pub(crate) fn start_buf_op<
         Ok(p) => p,
         Err(op) => {
             return Err(Rejected {
-                error: Error::PoolFull(Pool::Ops),
+                error: sched.pool_error(Pool::Ops),
                 handler: (
                     ManuallyDrop::into_inner(op.buf),
                     ManuallyDrop::into_inner(op.handler),

@@ -136,11 +136,21 @@ pub unsafe trait Task: Send + Sync + 'static {
     fn interrupt(&self);
 
     /// Hands every operation the backend still holds to `ops` for
-    /// destruction, once no operation can be in the kernel any more.
+    /// destruction, once no operation can be in the kernel any more, and
+    /// lets go of every kernel object a program opened through it: every
+    /// descriptor is closed (its key retired, so a handle to it answers
+    /// `BadDescriptor` and never reaches a reused slot), the descriptor
+    /// and timer tables take no new entry (`PoolFull`, which the facade
+    /// reports as `ContextShutDown`), every timer is retired. The
+    /// backend's own objects (its epoll or ring fd, interrupter, timerfd)
+    /// may stay until it is dropped, so that late calls stay memory-safe.
     ///
     /// # Safety
     /// Only the scheduler calls it, at shutdown, when no thread runs the
-    /// context.
+    /// context. Other threads may still start or close operations on it
+    /// meanwhile (`IoContext::shutdown` on a shared context): each is
+    /// refused, or handed over here. It may be called again (at drop),
+    /// and then finds nothing left.
     unsafe fn shutdown(&self, ops: &mut OpQueue);
 
     /// The monotonic clock, in nanoseconds, that deadlines refer to.

@@ -70,7 +70,7 @@ fn adopt<B: Backend>(
 ) -> Result<pinion_core::backend::Key> {
     check(fd.raw(), ty, listening, kind)?;
     sys::set_nonblocking(fd.raw(), !B::BLOCKING_SOCKETS)?;
-    B::register(ctx.sched(), fd, desc)
+    crate::context::register::<B>(ctx.sched(), fd, desc)
 }
 
 impl<'c, B: Backend> TcpListener<'c, B> {

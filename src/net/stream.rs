@@ -122,7 +122,7 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         sys::set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         sys::bind(fd.raw(), &addr)?;
         sys::listen(fd.raw(), backlog)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Listener)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Listener)?;
         Ok(TcpListener::from_key(ctx, key))
     }
 }
@@ -208,7 +208,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     {
         let sched = ctx.sched();
         let key = match open_socket::<B>(&addr, libc::SOCK_STREAM)
-            .and_then(|fd| B::register(sched, fd, DescKind::Stream))
+            .and_then(|fd| crate::context::register::<B>(sched, fd, DescKind::Stream))
         {
             Ok(key) => key,
             Err(error) => return Err(Rejected { error, handler }),
