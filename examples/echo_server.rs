@@ -146,6 +146,7 @@ fn serve<P: Family>(
         }
         ctx.run();
     });
+    stop::shut_down(ctx, "echo_server");
     eprintln!(
         "echo_server: stopped after {} connections",
         server.connections.load(Ordering::Relaxed)
