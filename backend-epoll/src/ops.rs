@@ -250,7 +250,7 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H: OpHooks>(
 /// path, which reads errno, is kept out of line: the hot path is the call
 /// and one sign test, with no spill of the call's arguments.
 #[inline(always)]
-fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
+pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
     loop {
         let r = call();
         if r >= 0 {

@@ -76,7 +76,7 @@ use core::ptr::NonNull;
 use pinion_sync::SyncKit;
 
 #[cfg(target_os = "linux")]
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
 #[cfg(target_os = "linux")]
 use crate::memory::Region;
 #[cfg(target_os = "linux")]
@@ -454,6 +454,19 @@ pub unsafe trait Backend: Task + Sized {
     /// Writes at most `buf.bytes_len()` bytes of `buf`.
     fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
         at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)>;
+
+    /// Reads at most `bufs.total_spare()` bytes into the room of several
+    /// buffers, filling each before the next (a scatter read: `recvmsg`
+    /// with an iovec per buffer; `Eof` for a peer that closed).
+    fn read_some_vectored<T: IoBufsMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)>;
+
+    /// Writes at most `bufs.total_len()` bytes of several buffers, in
+    /// order (a gather write: `sendmsg`, without SIGPIPE).
+    fn write_some_vectored<T: IoBufs, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
     ) -> Started<(T, H)>;
 
     /// Reads into a buffer of the read pool taken only when data arrives.
