@@ -648,3 +648,21 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
         handler: unsafe { take_back(sched, op) }.1,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{SendTo, SocketOp};
+
+    /// The room a Unix-domain datagram send leaves in its slot for its
+    /// buffer and handler together (documented on `UnixDatagram`): the
+    /// reactor's header and the 110-byte `sockaddr_un` take the rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_room_for_buffer_and_handler() {
+        let fixed = core::mem::size_of::<SocketOp<SendTo<(), libc::sockaddr_un>, ()>>();
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("epoll Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 96);
+        }
+    }
+}
