@@ -169,7 +169,7 @@ impl<B: Backend> IoContext<B> {
     /// Afterwards `run` and its relatives return 0 at once; `post`,
     /// `spawn`, new sockets, timers and strands, and operations on
     /// existing handles are refused with
-    /// [`Error::ContextShutDown`](crate::Error::ContextShutDown), or
+    /// [`Error::ContextShutDown`], or
     /// `BadDescriptor` for a handle whose descriptor is gone; no handle
     /// ever reaches a reused slot (the tables open nothing new). What the
     /// context keeps until it is dropped is its own kernel objects: on
