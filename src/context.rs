@@ -404,6 +404,61 @@ pub(crate) fn register<B: Backend>(
     })
 }
 
+/// What [`IoContext::shut_down_and_audit`] found held after the shutdown
+/// (feature `fault-injection`, tests only): every count is 0 in a context
+/// that gives everything back.
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Operation slots still taken: a handler neither run nor destroyed.
+    pub ops: usize,
+    /// Descriptor slots still taken.
+    pub descriptors: usize,
+    /// Timer slots still taken.
+    pub timers: usize,
+    /// Task slots still taken.
+    pub tasks: usize,
+    /// Read buffers not back in their pool.
+    pub read_buffers: usize,
+    /// Units of outstanding work before the shutdown that were not an
+    /// operation it destroyed (positive: work counted for nothing, so
+    /// `run` would never return; negative: operations pending without
+    /// their work counted, so `run` could return with them pending).
+    pub unaccounted_work: isize,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Audit {
+    /// `true` when everything came back.
+    pub fn is_clean(&self) -> bool {
+        *self == Audit::default()
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+impl<B: Backend + 'static> IoContext<B>
+where
+    Sched<B>: Sync,
+{
+    /// Tests only (feature `fault-injection`): shuts the context down now,
+    /// as dropping it would (closing every descriptor, destroying every
+    /// pending handler), and reports what is still held. The context is
+    /// stopped for good afterwards; drop it.
+    pub fn shut_down_and_audit(&mut self) -> Audit {
+        // Every unit of work left is an operation the shutdown destroys.
+        let work = self.outstanding_work() as isize;
+        let destroyed = self.sched.shut_down() as isize;
+        Audit {
+            ops: self.ops_in_use().0,
+            descriptors: self.descriptors_in_use(),
+            timers: self.timers_in_use(),
+            tasks: self.tasks_in_use().0,
+            read_buffers: self.read_buffers().map_or(0, |c| c.total - c.free),
+            unaccounted_work: work - destroyed,
+        }
+    }
+}
+
 impl<B: Backend> Drop for IoContext<B> {
     fn drop(&mut self) {
         // Signal sets of this context still open: their descriptors go

@@ -19,6 +19,7 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::{RawAddr, SockAddr};
+use pinion_sys::fault::{self, Site};
 use pinion_sys::{socket, syscall, Errno};
 
 use crate::reactor::perform::{FirstAttempt, ReactorOp, Status};
@@ -262,6 +263,21 @@ pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
     }
 }
 
+/// The length a stream call at `site` asks for: `len`, or what the fault
+/// injector makes of it (a shorter length, or an error the call fails
+/// with, `EINTR` retried as `stream_call` does). Just `Ok(len)` without
+/// the `fault-injection` feature.
+#[inline(always)]
+fn faulted_len(site: Site, len: usize) -> Result<usize> {
+    loop {
+        match fault::stream(site, len) {
+            Ok(len) => return Ok(len),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::from_errno(e)),
+        }
+    }
+}
+
 /// The error of a call that returned -1, or `None` for EINTR (retry).
 #[cold]
 #[inline(never)]
@@ -280,7 +296,10 @@ pub(crate) struct Recv<B> {
 impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = self.buf.spare();
+        let len = match faulted_len(Site::StreamRecv, self.buf.spare()) {
+            Ok(len) => len,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
         let ptr = self.buf.write_ptr();
         // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
         match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
@@ -316,7 +335,10 @@ pub(crate) struct Send<B> {
 impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = self.buf.bytes_len();
+        let len = match faulted_len(Site::StreamSend, self.buf.bytes_len()) {
+            Ok(len) => len,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
         let ptr = self.buf.read_ptr();
         // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
         match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
@@ -359,9 +381,16 @@ impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPool
             // io_uring does (ENOBUFS); the bytes stay in the socket.
             return Attempt::Done(Err(Error::PoolFull(Pool::ReadBuffers)));
         };
-        let (ptr, len) = (pool.buf_ptr(i), pool.buf_size());
-        // SAFETY: `ptr` is valid for `len` bytes: buffer `i`, taken above.
-        let r = stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) });
+        let ptr = pool.buf_ptr(i);
+        let (len, r) = match faulted_len(Site::StreamRecv, pool.buf_size()) {
+            // SAFETY: `ptr` is valid for `buf_size() >= len` bytes: buffer
+            // `i`, taken above.
+            Ok(len) => (
+                len,
+                stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }),
+            ),
+            Err(e) => (0, Err(e)),
+        };
         if let Ok(n @ 1..) = r {
             self.got = Some((i, n));
         } else {
@@ -506,13 +535,17 @@ impl<H: Handler<Reactor, Result<(Key, SocketAddr)>>> OpState<H> for Accept {
         };
         loop {
             let mut alen = RawAddr::CAPACITY;
-            // SAFETY: `peer` is writable for `alen` bytes.
-            match syscall!(accept4(
-                fd,
-                self.peer.as_mut_ptr(),
-                &mut alen,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-            )) {
+            let r = match fault::fail(Site::Accept) {
+                Some(e) => Err(e),
+                // SAFETY: `peer` is writable for `alen` bytes.
+                None => syscall!(accept4(
+                    fd,
+                    self.peer.as_mut_ptr(),
+                    &mut alen,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+                )),
+            };
+            match r {
                 Ok(new_fd) => {
                     // SAFETY: accept4 just returned this descriptor.
                     self.accepted = Some((unsafe { Fd::from_raw(new_fd) }, key));

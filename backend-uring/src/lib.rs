@@ -59,6 +59,7 @@ pub mod bufs;
 mod desc;
 mod ops;
 pub mod proactor;
+mod tsan;
 mod vectored;
 
 pub use desc::Desc;
@@ -70,8 +71,8 @@ use ops::{Msg, WriteBack, WriteOnly};
 /// `Builder<Proactor>` methods of the same names).
 ///
 /// Defaults: 256 SQ entries, CQ twice the SQ, single-shot accepts,
-/// registered files and a provided buffer ring when the kernel takes them,
-/// no SQPOLL.
+/// registered files, a provided buffer ring and cooperative task running
+/// when the kernel takes them, no SQPOLL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
@@ -102,6 +103,15 @@ pub struct Options {
     /// Let a kernel thread poll the SQ (`IORING_SETUP_SQPOLL`), idling
     /// after this many ms. Falls back to a plain ring if refused.
     pub sqpoll_idle_ms: Option<u32>,
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): a completion that arrives
+    /// while the thread running the ring is in user space (a socket made
+    /// readable from another CPU) does not interrupt it with an
+    /// inter-processor interrupt; the kernel finishes it at the thread's
+    /// next entry into the kernel, which the run loop makes at every
+    /// submit and wait. Not combined with SQPOLL (the kernel refuses the
+    /// pair). If the kernel refuses the flag the ring is set up without
+    /// it; [`RingInfo::coop_taskrun`] says which.
+    pub coop_taskrun: bool,
 }
 
 impl Default for Options {
@@ -113,6 +123,7 @@ impl Default for Options {
             registered_files: true,
             buffer_ring: true,
             sqpoll_idle_ms: None,
+            coop_taskrun: true,
         }
     }
 }

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use pinion::{IoBuf, IoBufMut};
 
+#[cfg(feature = "fault-injection")]
+pub mod faults;
+
 /// Bound on every blocking wait of a test (a watchdog, not an assertion).
 pub const WATCHDOG: Duration = Duration::from_secs(20);
 /// The same, in nanoseconds, for `run_for`.

@@ -208,12 +208,16 @@ impl Reactor {
         st.ready_events = 0;
         st.read_closed = false;
         st.try_speculative = [true; MAX_OPS];
-        match self.ctl(
-            libc::EPOLL_CTL_ADD,
-            fd.raw(),
-            REGISTER_EVENTS,
-            key.to_bits(),
-        ) {
+        let added = match pinion_sys::fault::fail(pinion_sys::fault::Site::EpollCtlAdd) {
+            Some(e) => Err(e.into()),
+            None => self.ctl(
+                libc::EPOLL_CTL_ADD,
+                fd.raw(),
+                REGISTER_EVENTS,
+                key.to_bits(),
+            ),
+        };
+        match added {
             Ok(()) => stat!(self, ctl_add),
             // Not pollable (a regular file): operations on it complete
             // with OperationNotSupported, as in Asio.
@@ -267,7 +271,9 @@ impl Reactor {
                         stat!(self, speculative_hits);
                         // SAFETY: completed, on no queue, owned by `sched`,
                         // whose thread `here` is (the caller's contract).
-                        unsafe { sched.post_immediate_completion_in(here, op) };
+                        // Runs right after the calling handler: the
+                        // connection is served until it would block.
+                        unsafe { sched.post_continuation_in(here, op) };
                         return Ok(());
                     }
                     stat!(self, speculative_misses);
@@ -470,5 +476,79 @@ impl Reactor {
         // close retired the slot while the op was queued: now nothing
         // refers to it.
         unsafe { self.table.release(self.table.index_of(slot)) };
+    }
+}
+
+/// The descriptor-state rules that need no kernel, so miri runs them
+/// (`cargo +nightly miri test -p pinion-epoll`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinion_core::backend::Invoke;
+    use pinion_core::{StaticArray, Storage};
+
+    unsafe fn never(_: NonNull<Operation>, _: *const (), _: Invoke<'_>) {
+        unreachable!("not completed in these tests")
+    }
+
+    #[test]
+    fn a_short_read_waits_for_an_edge_only_while_the_read_side_is_open() {
+        let mut st = State::EMPTY;
+        st.exhausted(READ_OP);
+        assert!(!st.try_speculative[READ_OP]);
+        st.try_speculative[READ_OP] = true;
+        st.read_closed = true;
+        st.exhausted(READ_OP);
+        assert!(
+            st.try_speculative[READ_OP],
+            "after EPOLLRDHUP no edge would wake the next read"
+        );
+        st.exhausted(WRITE_OP);
+        assert!(!st.try_speculative[WRITE_OP]);
+        assert!(st.try_speculative[EXCEPT_OP]);
+    }
+
+    #[test]
+    fn abort_all_aborts_every_queued_op_in_order() {
+        let ops = [const { Operation::new(never) }; 3];
+        let mut q = OpQueue::new();
+        for op in &ops {
+            op.set_result(Ok(7));
+            // SAFETY: live for the test, on no other queue.
+            unsafe { q.push(NonNull::from(op)) };
+        }
+        let mut out = OpQueue::new();
+        assert_eq!(abort_all(&mut q, &mut out), 3);
+        assert!(q.is_empty());
+        for op in &ops {
+            assert_eq!(out.pop(), Some(NonNull::from(op)));
+            assert_eq!(op.result(), Err(Error::OperationAborted));
+        }
+        assert!(out.pop().is_none());
+    }
+
+    #[test]
+    fn a_retired_slot_refuses_its_old_key_and_comes_back_with_a_new_one() {
+        static SLOTS: StaticArray<pinion_core::slab::Entry<DescriptorSlot>, 2> =
+            StaticArray::new([DescriptorSlot::ENTRY; 2]);
+        let table = Table::new(Storage::from_static(SLOTS.take().expect("taken once")));
+        let (k1, slot) = table.insert().expect("a free slot");
+        {
+            let mut l = slot.locked();
+            let st = l.state();
+            assert_eq!((st.kind, st.fd, st.queued), (Kind::Free, -1, false));
+            st.kind = Kind::Socket;
+        }
+        assert!(table.slot(k1.index()).unwrap().is_current(k1));
+        assert!(table.retire(k1));
+        assert!(!table.slot(k1.index()).unwrap().is_current(k1));
+        // SAFETY: retired, and nothing refers to the slot.
+        unsafe { table.release(k1.index()) };
+        let (k2, _) = table.insert().expect("the slot again");
+        assert_eq!(k2.index(), k1.index());
+        assert_ne!(k2, k1, "a new generation");
+        assert!(!table.slot(k1.index()).unwrap().is_current(k1));
+        let (_, _) = table.insert().expect("the second slot");
+        assert!(table.insert().is_none(), "an exact cap");
     }
 }

@@ -83,7 +83,7 @@ impl Proactor {
                 why: "each buffer is at least 16 bytes (a free buffer holds its pool link)",
             });
         }
-        let setup = |sqpoll: Option<u32>, submit_all: bool| {
+        let setup = |sqpoll: Option<u32>, submit_all: bool, coop: bool| {
             let mut p = Params::default();
             if let Some(cq) = opts.cq_entries {
                 p.flags |= IORING_SETUP_CQSIZE;
@@ -95,17 +95,23 @@ impl Proactor {
             if let Some(idle) = sqpoll {
                 p.flags |= IORING_SETUP_SQPOLL;
                 p.sq_thread_idle = idle;
+            } else if coop {
+                p.flags |= IORING_SETUP_COOP_TASKRUN;
             }
             Ring::new(opts.sq_entries.max(1), p)
         };
-        let ring = match setup(opts.sqpoll_idle_ms, true) {
-            Ok(r) => r,
+        let coop = opts.coop_taskrun && opts.sqpoll_idle_ms.is_none();
+        let (ring, coop) = match setup(opts.sqpoll_idle_ms, true, coop) {
+            Ok(r) => (r, coop),
             Err(errno @ (Errno::NOSYS | Errno::PERM | Errno::NOMEM)) => {
                 return Err(setup_error(errno, opts));
             }
-            // Older kernels refuse SUBMIT_ALL (5.18) or unprivileged
-            // SQPOLL: fall back to the plain ring.
-            Err(_) => setup(None, false).map_err(|e| setup_error(e, opts))?,
+            // Older kernels refuse SUBMIT_ALL (5.18), COOP_TASKRUN (5.19)
+            // or unprivileged SQPOLL: fall back to the plain ring.
+            Err(_) => (
+                setup(None, false, false).map_err(|e| setup_error(e, opts))?,
+                false,
+            ),
         };
         let os = |what: &'static str| {
             move |e: Errno| BuildError::Os {
@@ -190,6 +196,7 @@ impl Proactor {
             sqpoll: params.flags & IORING_SETUP_SQPOLL != 0,
             registered_files,
             buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
+            coop_taskrun: coop,
         };
         let p = Proactor {
             ring,
