@@ -160,6 +160,7 @@ where
         }
         ctx.run();
     });
+    stop::shut_down(ctx, "http_status");
     eprintln!(
         "http_status: stopped after {} requests on {} connections ({} refused, {} open)",
         s.n.requests.load(Relaxed),
