@@ -27,7 +27,7 @@
 //!
 //! No allocation, no `std`: with the `alloc` feature, storage may be boxed
 //! once at build time, and `Vec<u8>` can serve as a buffer.
-#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 // Tests use boxed storage too, so miri sees no leak from them.
@@ -38,6 +38,7 @@ pub mod backend;
 pub mod buf;
 pub mod compose;
 mod error;
+mod loom;
 pub mod memory;
 pub mod op;
 pub mod pool;

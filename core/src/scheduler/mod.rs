@@ -27,14 +27,15 @@
 //! under its thread id (`pinion_sync::current_thread_id`). Where no id is
 //! available, every post takes the locked path.
 
-use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
 use crate::backend::{Task, Wait};
+use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::{event_init, mutex_init};
 use crate::memory::Region;
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
@@ -133,8 +134,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// wakes siblings. Other threads may still post.
     pub fn new(task: T, slots: SlotStorage, concurrency_hint: usize) -> Self {
         Scheduler {
-            mutex: K::Mutex::INIT,
-            event: K::Event::INIT,
+            mutex: mutex_init(),
+            event: event_init(),
             locked: UnsafeCell::new(Locked {
                 ready: OpQueue::new(),
                 after: OpQueue::new(),
