@@ -349,6 +349,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                 }
                 return self.run_batch(ti, &mut batch);
             }
+            // Out of work, yet not stopped: a `restart` raced the stop the
+            // last work item made. Sleeping now would never end (nothing
+            // is left to post a wake-up), so stop as `run` does on entry.
+            if wait != Wait::Poll && self.outstanding_work.load(Ordering::Acquire) == 0 {
+                // SAFETY: held; `stop` takes the mutex itself.
+                unsafe { self.unlock() };
+                self.stop();
+                return 0;
+            }
             // Poll runs the task once; Until re-runs it while time is left.
             let may_run_task = match wait {
                 Wait::Forever => true,
