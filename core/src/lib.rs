@@ -38,6 +38,12 @@ pub mod backend;
 pub mod buf;
 pub mod compose;
 mod error;
+// The fuzz targets' entry points (fuzz/fuzz_targets/*.rs call them, as
+// tokio's `fuzz_linked_list` does), next to the test helpers they reuse;
+// the unit tests replay the committed seed corpus through them.
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[doc(hidden)]
+pub mod fuzz;
 mod loom;
 pub mod memory;
 pub mod op;
