@@ -47,20 +47,9 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-clang
 export CARGO_TARGET_RISCV64GC_UNKNOWN_LINUX_GNU_LINKER=riscv64-linux-gnu-clang
 export CARGO_TARGET_ARMV5TE_UNKNOWN_LINUX_GNUEABI_LINKER=arm-linux-gnueabi-clang
 
-# The io-uring crate ships kernel bindings generated on 64-bit targets
-# and refuses to build elsewhere (a compile_error! in its src/sys/mod.rs)
-# unless rustc gets `--cfg io_uring_skip_arch_check`. Its only other way
-# out, the `bindgen` feature, needs libclang and kernel headers newer than
-# Debian bookworm's (6.1 lacks IORING_OP_BIND and others it names), and a
-# cfg cannot be set for a dependency from Cargo.toml, so a 32-bit build
-# with the uring feature passes it here, per target. The bindings are
-# right on these targets: io_uring's UAPI structs have fixed-width fields
-# and no implicit padding, syscall numbers come from libc per target, and
-# pinion-uring asserts at compile time the sizes of the structs it shares
-# with the kernel (backend-uring/src/ring.rs). Users do the same (README,
-# "32-bit targets"); builds without the uring feature need nothing.
-export CARGO_TARGET_I686_UNKNOWN_LINUX_GNU_RUSTFLAGS="--cfg io_uring_skip_arch_check"
-export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="--cfg io_uring_skip_arch_check"
+# No RUSTFLAGS: the io_uring backend builds on every target as it is
+# (pinion_sys::uring is pinion's own ABI layer, with libc's per-target
+# system call numbers), so the epoll and uring builds share artifacts.
 
 # Runners. i686 runs natively on an x86-64 kernel (libc6-i386 brings the
 # loader and glibc, lib32gcc-s1 libgcc_s). The others run under qemu-user

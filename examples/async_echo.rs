@@ -18,8 +18,10 @@
 //! the server closes (the `Owned` stream closes when the task ends). A
 //! connection beyond `--max-conns` is closed at once and logged once. An
 //! accept error (EMFILE) is logged once per run of failures and the accept
-//! retried after 50 ms. SIGTERM and SIGINT stop the server (a `SignalSet`,
-//! shared with the other servers in `shared/stop.rs`).
+//! retried after 50 ms. SIGTERM and SIGINT stop the server gracefully,
+//! as the other servers do (`shared/stop.rs`): the listener closes at
+//! once, open connections are served until they end or 5 s have passed,
+//! and the process exits 0.
 
 #[path = "shared/stop.rs"]
 mod stop;
@@ -80,8 +82,11 @@ fn serve<B: Backend>(cfg: &Config) {
         .unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
     let local = listener.local_addr().map(|a| a.to_string());
     let pool: &'static Pool = Box::leak(Box::new(Pool::boxed(cfg.max_conns)));
-    stop::on_stop_signal(ctx, "async_echo", move || ctx.stop());
-    if ctx.spawn(accept(ctx, listener, pool)).is_err() {
+    let l = *listener;
+    let drain = stop::Drain::install(ctx, "async_echo", stop::DEFAULT_GRACE, move || {
+        let _ = l.close();
+    });
+    if ctx.spawn(accept(ctx, listener, pool, drain)).is_err() {
         fail("no task slots for the server's own tasks");
     }
     eprintln!(
@@ -107,6 +112,7 @@ fn serve<B: Backend>(cfg: &Config) {
 /// Keeps one accept pending and spawns a task per connection.
 async fn accept<B: Backend>(
     ctx: &'static IoContext<B>, listener: Owned<TcpListener<'static, B>>, pool: &'static Pool,
+    drain: &'static stop::Drain<B>,
 ) {
     // One log line per run of failures, not one per refused connection.
     let (mut accept_failing, mut refusing) = (false, false);
@@ -134,9 +140,11 @@ async fn accept<B: Backend>(
             }
             continue; // dropping `conn` closes it
         };
-        match ctx.spawn(echo(conn, buf)) {
+        drain.opened();
+        match ctx.spawn(echo(conn, buf, Open(drain))) {
             Ok(_) => refusing = false,
             Err(rejected) => {
+                // The future, with its `Open`, was dropped: counted off.
                 if !refusing {
                     eprintln!("async_echo: {}; refusing connections", rejected.error);
                     refusing = true;
@@ -152,7 +160,9 @@ async fn accept<B: Backend>(
 /// Generic over the buffer only because rustc cannot yet prove a future
 /// holding `PoolBuf<'static, ..>` is `Send` when the `IoBuf` impl is for
 /// `'static` alone (rust-lang/rust#102211).
-async fn echo<B: Backend, T: IoBufMut + Send>(conn: Owned<TcpStream<'static, B>>, mut buf: T) {
+async fn echo<B: Backend, T: IoBufMut + Send>(
+    conn: Owned<TcpStream<'static, B>>, mut buf: T, _open: Open<B>,
+) {
     let _ = conn.set_nodelay(true);
     loop {
         buf.clear();
@@ -169,7 +179,15 @@ async fn echo<B: Backend, T: IoBufMut + Send>(conn: Owned<TcpStream<'static, B>>
     }
 }
 
-// ---- stopping on SIGTERM / SIGINT -------------------------------------------
+/// A connection counted open for the graceful stop until its task ends
+/// (or its future is dropped unrun).
+struct Open<B: Backend>(&'static stop::Drain<B>);
+
+impl<B: Backend> Drop for Open<B> {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
+}
 
 // ---- arguments ------------------------------------------------------------
 

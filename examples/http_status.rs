@@ -23,9 +23,10 @@
 //! accept): idle clients and clients that trickle a head are closed; each
 //! body read and each write may take `--idle-ms`. Closing, the server
 //! half-closes and drains the client for up to a second, so the client
-//! reads the last response rather than a reset. SIGTERM and SIGINT (a
-//! `SignalSet`, see `shared/stop.rs`) stop the server, which prints a
-//! summary and exits 0.
+//! reads the last response rather than a reset. SIGTERM and SIGINT stop
+//! the server gracefully, as the other servers do (`shared/stop.rs`): the
+//! listener closes at once, open connections are served until they end
+//! or 5 s have passed; then it prints a summary and exits 0.
 
 #[path = "shared/http.rs"]
 mod http;
@@ -71,6 +72,8 @@ type Conn<B> = TcpStream<'static, B>;
 struct Server<B: Backend> {
     ctx: &'static IoContext<B>,
     listener: TcpListener<'static, B>,
+    /// Counts connections for the graceful stop.
+    drain: &'static stop::Drain<B>,
     reqs: BufPool<FutexMutex, REQ_SIZE>,
     resps: BufPool<FutexMutex, RESP_SIZE>,
     idle: Duration,
@@ -131,9 +134,13 @@ where
         });
     let addr = SocketAddr::new(cfg.bind, cfg.port);
     let listener = TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("{addr}: {e}")));
+    let drain = stop::Drain::install(ctx, "http_status", stop::DEFAULT_GRACE, move || {
+        let _ = listener.close();
+    });
     let s: &'static Server<B> = Box::leak(Box::new(Server {
         ctx,
         listener,
+        drain,
         reqs: BufPool::boxed(n),
         resps: BufPool::boxed(n),
         idle: cfg.idle,
@@ -141,7 +148,6 @@ where
         started: ctx.now(),
         n: Counts::default(),
     }));
-    stop::on_stop_signal(ctx, "http_status", move || ctx.stop());
     if ctx.spawn(s.accept_loop()).is_err() {
         fail("no task slot for the accept loop");
     }
@@ -172,6 +178,7 @@ struct OpenGuard<B: Backend>(&'static Server<B>);
 impl<B: Backend> Drop for OpenGuard<B> {
     fn drop(&mut self) {
         self.0.n.open.fetch_sub(1, Relaxed);
+        self.0.drain.closed();
     }
 }
 
@@ -207,6 +214,7 @@ where
         };
         let _ = conn.set_nodelay(true);
         self.n.open.fetch_add(1, Relaxed);
+        self.drain.opened();
         let stream = *conn;
         // Detached: the task ends with its connection.
         match self.ctx.spawn(self.serve(conn, req, out, OpenGuard(self))) {

@@ -12,7 +12,8 @@
 //! read then completes with `OperationAborted`). A line longer than the
 //! buffer (`NotFound`) or the end of the stream also closes it. A failing
 //! accept (EMFILE) is retried every 50 ms and logged once per run of
-//! failures; SIGTERM and SIGINT stop the server (`shared/stop.rs`). Built
+//! failures; SIGTERM and SIGINT stop the server gracefully (`shared/stop.rs`:
+//! the listener closes, open connections get up to 5 s to end). Built
 //! against the facade, so it runs on either backend.
 
 #[path = "shared/backoff.rs"]
@@ -28,7 +29,9 @@ use backoff::AcceptBackoff;
 use pinion::buf::{BufPool, PoolBuf};
 use pinion::compose::{async_read_until, async_write};
 use pinion::sync::FutexMutex;
-use pinion::{Builder, Error, IoBuf, IoContext, SteadyTimer, TcpListener, TcpStream};
+use pinion::{
+    Builder, DefaultBackend, Error, IoBuf, IoContext, SteadyTimer, TcpListener, TcpStream,
+};
 
 const LINE_MAX: usize = 4096;
 type Pool = BufPool<FutexMutex, LINE_MAX>;
@@ -41,6 +44,8 @@ struct Server {
     idle: Duration,
     /// Retries a failing accept (EMFILE) after a pause, logged once.
     backoff: AcceptBackoff,
+    /// Counts connections for the graceful stop.
+    drain: &'static stop::Drain<DefaultBackend>,
 }
 
 /// One connection: the socket and its idle timer.
@@ -48,13 +53,19 @@ struct Server {
 struct Conn {
     sock: TcpStream<'static>,
     idle: SteadyTimer<'static>,
+    drain: &'static stop::Drain<DefaultBackend>,
 }
 
 impl Conn {
-    /// Closes the socket (aborting its read) and releases the timer.
+    /// Closes the socket (aborting its read) and releases the timer; the
+    /// connection is counted off for the graceful stop.
     fn close(self) {
         let _ = self.sock.close();
-        let _ = self.idle.close();
+        // Only this closes the timer, once, however many paths get here
+        // (the idle timer closes the socket alone).
+        if self.idle.close().is_ok() {
+            self.drain.closed();
+        }
     }
 }
 
@@ -70,19 +81,23 @@ fn main() {
     let addr = SocketAddr::new(bind, port);
     let listener =
         TcpListener::bind(ctx, addr).unwrap_or_else(|e| fail(&format!("bind {addr}: {e}")));
+    let drain = stop::Drain::install(ctx, "line_server", stop::DEFAULT_GRACE, move || {
+        let _ = listener.close();
+    });
     let server: &'static Server = Box::leak(Box::new(Server {
         ctx,
         listener,
         pool: Pool::boxed(max_conns),
         idle: Duration::from_millis(idle_ms),
         backoff: AcceptBackoff::new(ctx, "line_server"),
+        drain,
     }));
     accept(server);
-    stop::on_stop_signal(ctx, "line_server", move || ctx.stop());
     // The bound address: with port 0 the kernel chose the port.
     let bound = server.listener.local_addr().unwrap_or(addr);
     eprintln!("line_server: listening on {bound}, idle timeout {idle_ms} ms");
     ctx.run();
+    eprintln!("line_server: stopped");
 }
 
 fn accept(s: &'static Server) {
@@ -115,7 +130,12 @@ fn start(s: &'static Server, sock: TcpStream<'static>) {
         let _ = sock.close();
         return;
     };
-    let conn = Conn { sock, idle };
+    s.drain.opened();
+    let conn = Conn {
+        sock,
+        idle,
+        drain: s.drain,
+    };
     arm_idle(s, conn);
     read_line(s, conn, buf);
 }

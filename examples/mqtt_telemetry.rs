@@ -37,13 +37,14 @@
 //! write buffers, and each payload is formatted into one reused array.
 //! Nothing is allocated per message.
 
+#[path = "shared/stop.rs"]
+mod stop;
+
 use std::cell::Cell;
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::IntoRawFd;
 use std::pin::pin;
 use std::process::exit;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
@@ -51,7 +52,7 @@ use futures_util::future::{select, Either};
 use pinion::aio::{sleep, timeout};
 use pinion::builder::Builder;
 use pinion::context::IoContext;
-use pinion::net::{TcpStream, UdpSocket};
+use pinion::net::TcpStream;
 use pinion::{Backend, Error};
 use rust_mqtt::buffer::BufferProvider;
 use rust_mqtt::client::event::Event;
@@ -79,6 +80,7 @@ const WRITE_BUF: usize = 1024;
 const USER_PROPERTIES: usize = 1;
 
 fn main() {
+    stop::block_stop_signals("mqtt_telemetry");
     let cfg = Config::parse();
     match cfg.backend.as_str() {
         #[cfg(feature = "epoll")]
@@ -103,11 +105,11 @@ fn run<B: Backend + 'static>(cfg: &Config) -> ! {
         .build_static()
         .unwrap_or_else(|e| fail(&format!("building the context: {e}")));
     let progress = Progress::default();
-    let wake = stop_on_signals(ctx);
     let mut arena_mem = [0u8; ARENA];
     let mut arena = Arena::new(&mut arena_mem);
     let work = pin!(session(ctx, cfg, &mut arena, &progress));
-    let signal = pin!(signalled(wake.0, wake.1));
+    // SIGTERM/SIGINT through the servers' shared SignalSet helper.
+    let signal = pin!(stop::stop_signal(ctx, "mqtt_telemetry"));
     let outcome = ctx
         .block_on(select(work, signal))
         .unwrap_or_else(|e| fail(&format!("running the context: {e}")));
@@ -437,77 +439,6 @@ impl<S: Write<Error = Error>> Write for Buffered<S> {
         }
         (self.wsent, self.wlen) = (0, 0);
         self.inner.flush().await
-    }
-}
-
-// ---- stopping on SIGTERM / SIGINT -------------------------------------------
-
-/// The socket the signal handler sends from, and the port it sends to.
-static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
-static SIGNAL_PORT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    // Only async-signal-safe calls: one non-blocking sendto.
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: (SIGNAL_PORT.load(Ordering::Relaxed) as u16).to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: a one-byte static buffer and a valid sockaddr_in on the stack.
-    unsafe {
-        libc::sendto(
-            SIGNAL_FD.load(Ordering::Relaxed),
-            b"!".as_ptr() as *const libc::c_void,
-            1,
-            libc::MSG_DONTWAIT,
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
-    }
-}
-
-/// A UDP self-pipe: SIGTERM/SIGINT send a datagram from a private socket
-/// to one the context reads. Returns that socket and the sender's port.
-fn stop_on_signals<B: Backend>(ctx: &'static IoContext<B>) -> (UdpSocket<'static, B>, u16) {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let wake = UdpSocket::bind(ctx, loopback).unwrap_or_else(|e| fail(&format!("udp: {e}")));
-    let port = wake.local_addr().map(|a| a.port()).unwrap_or(0);
-    let sender = std::net::UdpSocket::bind(loopback)
-        .and_then(|s| s.set_nonblocking(true).map(|()| s))
-        .unwrap_or_else(|e| fail(&format!("signal socket: {e}")));
-    let sender_port = sender.local_addr().map(|a| a.port()).unwrap_or(0);
-    // Kept open for the life of the process.
-    SIGNAL_FD.store(sender.into_raw_fd(), Ordering::Relaxed);
-    SIGNAL_PORT.store(port as i32, Ordering::Relaxed);
-    // SAFETY: installs a handler that only makes async-signal-safe calls.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-        sa.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-    (wake, sender_port)
-}
-
-/// Completes when our signal handler's datagram arrives.
-async fn signalled<B: Backend>(wake: UdpSocket<'static, B>, sender: u16) {
-    let mut buf = Vec::with_capacity(16);
-    loop {
-        let (r, b) = wake.recv_from(buf).await;
-        buf = b;
-        buf.clear();
-        match r {
-            // Any local process could send here; only our handler counts.
-            Ok((_, from)) if from.ip().is_loopback() && from.port() == sender => return,
-            Ok(_) => {}
-            // No signals then; the session goes on.
-            Err(_) => std::future::pending::<()>().await,
-        }
     }
 }
 

@@ -310,4 +310,12 @@ impl Builder<pinion_uring::Proactor> {
         self.options.sqpoll_idle_ms = idle_ms;
         self
     }
+
+    /// `IORING_SETUP_COOP_TASKRUN`: completions never interrupt the running
+    /// thread (default on; falls back to a plain ring if refused, see
+    /// [`pinion_uring::Options::coop_taskrun`]).
+    pub fn coop_taskrun(mut self, on: bool) -> Self {
+        self.options.coop_taskrun = on;
+        self
+    }
 }

@@ -18,7 +18,7 @@ use pinion_core::{Rejected, Result};
 
 use crate::aio::FromValue;
 use crate::context::IoContext;
-use crate::net::TcpStream;
+use crate::net::{Family, StreamSocket};
 use crate::owned::Owned;
 
 /// The context of `'c` an operation was started on, from the scheduler it
@@ -33,13 +33,17 @@ fn context<'c, B: Backend>(sched: &Sched<B>) -> &'c IoContext<B> {
 
 /// An accepted connection kept at a future's rendezvous: a stream that
 /// closes if its future is gone before it takes it.
-pub(crate) type AcceptedConn<'c, B> = Result<(Owned<TcpStream<'c, B>>, SocketAddr)>;
+pub(crate) type AcceptedConn<'c, B, P> =
+    Result<(Owned<StreamSocket<'c, B, P>>, <P as Family>::Addr)>;
 
-impl<'c, B: Backend> FromValue<B, Result<(Key, SocketAddr)>> for AcceptedConn<'c, B> {
+impl<'c, B: Backend, P: Family> FromValue<B, Result<(Key, SocketAddr)>> for AcceptedConn<'c, B, P> {
     fn from_value(sched: &Sched<B>, v: Result<(Key, SocketAddr)>) -> Self {
         // The accept future was started on a `&'c IoContext` (see `context`).
         let ctx: &'c IoContext<B> = context(sched);
-        v.map(|(key, addr)| (Owned::new(TcpStream::from_key(ctx, key)), addr))
+        v.map(|(key, addr)| {
+            let peer = P::accepted_peer(addr, sched, key);
+            (Owned::new(StreamSocket::from_key(ctx, key)), peer)
+        })
     }
 }
 
@@ -61,44 +65,68 @@ pub(crate) fn io_back<Buf, F>(r: Rejected<(Buf, Io<F>)>) -> Rejected<(Buf, F)> {
     r.map(|(buf, h)| (buf, h.0))
 }
 
-/// An accept handler: the backend's key becomes a `TcpStream`.
-pub(crate) struct Accepted<'c, B: Backend, F> {
+/// What a handler of a socket of family `P` on a context of `'c` carries
+/// only as types.
+pub(crate) type Marker<'c, B, P> = PhantomData<fn() -> (&'c IoContext<B>, P)>;
+
+/// An accept handler: the backend's key becomes a stream of family `P`.
+pub(crate) struct Accepted<'c, B: Backend, P, F> {
     pub(crate) f: F,
-    pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
+    pub(crate) _c: Marker<'c, B, P>,
 }
 
-impl<B: Backend, F> OpHooks for Accepted<'_, B, F> {}
+impl<B: Backend, P, F> OpHooks for Accepted<'_, B, P, F> {}
 
-impl<'c, B, F> Handler<B, Result<(Key, SocketAddr)>> for Accepted<'c, B, F>
+impl<'c, B, P, F> Handler<B, Result<(Key, SocketAddr)>> for Accepted<'c, B, P, F>
 where
     B: Backend,
-    F: FnOnce(Result<(TcpStream<'c, B>, SocketAddr)>) + Send,
+    P: Family,
+    F: FnOnce(Result<(StreamSocket<'c, B, P>, P::Addr)>) + Send,
 {
     fn call(self, sched: &Sched<B>, r: Result<(Key, SocketAddr)>) {
         let ctx: &'c IoContext<B> = context(sched);
-        (self.f)(r.map(|(key, addr)| (TcpStream::from_key(ctx, key), addr)))
+        (self.f)(r.map(|(key, addr)| {
+            let peer = P::accepted_peer(addr, sched, key);
+            (StreamSocket::from_key(ctx, key), peer)
+        }))
     }
 }
 
 /// A connect handler: on success the stream, on failure the socket is
 /// closed before the handler hears of it.
-pub(crate) struct Connected<'c, B: Backend, F> {
+pub(crate) struct Connected<'c, B: Backend, P, F> {
     pub(crate) f: F,
     pub(crate) key: Key,
-    pub(crate) _c: PhantomData<fn() -> &'c IoContext<B>>,
+    pub(crate) _c: Marker<'c, B, P>,
 }
 
-impl<B: Backend, F> OpHooks for Connected<'_, B, F> {}
+impl<B: Backend, P, F> Connected<'_, B, P, F> {
+    pub(crate) fn new(f: F, key: Key) -> Self {
+        Connected {
+            f,
+            key,
+            _c: PhantomData,
+        }
+    }
 
-impl<'c, B, F> Handler<B, Result<()>> for Connected<'c, B, F>
+    /// The user's handler, from a refused start.
+    pub(crate) fn into_inner(self) -> F {
+        self.f
+    }
+}
+
+impl<B: Backend, P, F> OpHooks for Connected<'_, B, P, F> {}
+
+impl<'c, B, P, F> Handler<B, Result<()>> for Connected<'c, B, P, F>
 where
     B: Backend,
-    F: FnOnce(Result<TcpStream<'c, B>>) + Send,
+    P: Family,
+    F: FnOnce(Result<StreamSocket<'c, B, P>>) + Send,
 {
     fn call(self, sched: &Sched<B>, r: Result<()>) {
         let ctx: &'c IoContext<B> = context(sched);
         let r = match r {
-            Ok(()) => Ok(TcpStream::from_key(ctx, self.key)),
+            Ok(()) => Ok(StreamSocket::from_key(ctx, self.key)),
             Err(e) => {
                 let _ = B::close(At {
                     sched,

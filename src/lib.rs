@@ -18,7 +18,9 @@
 //! - [`context`]: [`IoContext`], the run loop and handler queue, and
 //!   [`builder`]: [`Builder`], which sizes every pool, and [`memory`]:
 //!   what the pools reserve, committing and locking them;
-//! - [`net`]: [`TcpListener`], [`TcpStream`], [`UdpSocket`]; [`timer`]:
+//! - [`net`]: [`TcpListener`], [`TcpStream`], [`UdpSocket`], and the Unix
+//!   forms [`UnixListener`], [`UnixStream`], [`UnixDatagram`], one code
+//!   generic over the address family; [`timer`]:
 //!   [`SteadyTimer`]; [`strand`]: [`Strand`]; [`Owned`], the closing form
 //!   of any handle;
 //! - [`compose`]: `async_read`, `async_read_until`, `async_write` over any
@@ -152,6 +154,12 @@ macro_rules! aliases {
         pub type TcpStream<'c> = $crate::net::TcpStream<'c, $b>;
         /// A UDP socket.
         pub type UdpSocket<'c> = $crate::net::UdpSocket<'c, $b>;
+        /// A listening Unix-domain stream socket.
+        pub type UnixListener<'c> = $crate::net::UnixListener<'c, $b>;
+        /// A connected Unix-domain stream socket.
+        pub type UnixStream<'c> = $crate::net::UnixStream<'c, $b>;
+        /// A Unix-domain datagram socket.
+        pub type UnixDatagram<'c> = $crate::net::UnixDatagram<'c, $b>;
         /// A timer on the context's steady clock.
         pub type SteadyTimer<'c> = $crate::timer::SteadyTimer<'c, $b>;
         /// Serialised, ordered handlers.

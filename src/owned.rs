@@ -5,7 +5,7 @@ use core::ops::Deref;
 use pinion_core::backend::Backend;
 use pinion_core::Result;
 
-use crate::net::{TcpListener, TcpStream, UdpSocket};
+use crate::net::{DatagramSocket, Family, Listener, StreamSocket};
 use crate::timer::SteadyTimer;
 
 /// An object that can be closed through a handle.
@@ -14,19 +14,19 @@ pub trait Close {
     fn close(&self) -> Result<()>;
 }
 
-impl<B: Backend> Close for TcpListener<'_, B> {
+impl<B: Backend, P: Family> Close for Listener<'_, B, P> {
     fn close(&self) -> Result<()> {
-        TcpListener::close(self)
+        Listener::close(self)
     }
 }
-impl<B: Backend> Close for TcpStream<'_, B> {
+impl<B: Backend, P: Family> Close for StreamSocket<'_, B, P> {
     fn close(&self) -> Result<()> {
-        TcpStream::close(self)
+        StreamSocket::close(self)
     }
 }
-impl<B: Backend> Close for UdpSocket<'_, B> {
+impl<B: Backend, P: Family> Close for DatagramSocket<'_, B, P> {
     fn close(&self) -> Result<()> {
-        UdpSocket::close(self)
+        DatagramSocket::close(self)
     }
 }
 impl<B: Backend> Close for SteadyTimer<'_, B> {

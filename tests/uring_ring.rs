@@ -434,3 +434,43 @@ fn close_pending_read_with_registered_files_and_reuse_slot() {
     // SAFETY: nothing uses ctx any more.
     unsafe { free_ctx(ctx) };
 }
+
+/// `IORING_SETUP_COOP_TASKRUN` is used where the kernel takes it (5.19 and
+/// later, which the backend needs anyway) and `ring_info()` says so; the
+/// ring without it (`coop_taskrun(false)`, which stands in for a kernel
+/// that refuses the flag: the fallback ring is the same plain ring) and
+/// the ring with SQPOLL (which the kernel refuses to combine with it)
+/// echo just the same.
+#[test]
+fn coop_taskrun_on_by_default_off_by_switch_and_with_sqpoll() {
+    {
+        let _g = serial();
+        let Some(ctx) = ctx_or_skip(Builder::new(), "coop_taskrun") else {
+            return;
+        };
+        assert!(
+            ctx.ring_info().coop_taskrun,
+            "the kernel takes COOP_TASKRUN"
+        );
+        // SAFETY: nothing uses the context any more.
+        unsafe { free_ctx(ctx) };
+        let Some(off) = ctx_or_skip(Builder::new().coop_taskrun(false), "coop_taskrun") else {
+            return;
+        };
+        assert!(!off.ring_info().coop_taskrun);
+        // SAFETY: nothing uses the context any more.
+        unsafe { free_ctx(off) };
+        if let Some(sq) = ctx_or_skip(Builder::new().sqpoll(Some(50)), "coop_taskrun") {
+            assert!(!sq.ring_info().coop_taskrun, "never with SQPOLL");
+            // SAFETY: nothing uses the context any more.
+            unsafe { free_ctx(sq) };
+        }
+    }
+    echo(50, 50, Builder::new(), "coop_taskrun on");
+    echo(
+        50,
+        50,
+        Builder::new().coop_taskrun(false),
+        "coop_taskrun off",
+    );
+}

@@ -40,7 +40,7 @@ use pinion_core::slab::{Entry, Slab};
 use pinion_core::timer::{TimerEntry, TimerService, TimerSlot};
 use pinion_core::{Result, Storage};
 use pinion_sync::{FutexKit, FutexMutex};
-use pinion_sys::addr::RawAddr;
+use pinion_sys::addr::{RawAddr, SockAddr};
 
 mod interrupter;
 mod ops;
@@ -259,20 +259,21 @@ unsafe impl Backend for Reactor {
         r.map_err(|r| r.map(|(_, h)| h))
     }
 
-    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
-        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    fn send_to<A: SockAddr, T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: A, h: H,
     ) -> Started<(T, H)> {
-        let (to, to_len) = RawAddr::from_socket_addr(&to);
+        let (to, to_len) = to.to_raw();
         ops::start::<WRITE_OP, _, _>(at, SendTo { buf, to, to_len }, h, true)
             .map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }
 
-    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+    fn recv_from<A: SockAddr, T: IoBufMut, H: RecvHandler<Self, T, A>>(
         at: At<'_, Self>, buf: T, h: H,
     ) -> Started<(T, H)> {
-        let state = RecvFrom {
+        let state = RecvFrom::<T, A> {
             buf,
-            from: RawAddr::zeroed(),
+            from: A::raw_zeroed(),
+            from_len: 0,
         };
         ops::start::<READ_OP, _, _>(at, state, h, true).map_err(|r| r.map(|(s, h)| (s.buf, h)))
     }

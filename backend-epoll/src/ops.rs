@@ -18,7 +18,7 @@ use pinion_core::backend::{
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
-use pinion_sys::addr::RawAddr;
+use pinion_sys::addr::{RawAddr, SockAddr};
 use pinion_sys::{socket, syscall, Errno};
 
 use crate::reactor::perform::{FirstAttempt, ReactorOp, Status};
@@ -400,27 +400,29 @@ impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPool
 
 // ---- datagrams -----------------------------------------------------------
 
-/// `recvfrom` (`reactive_socket_recvfrom_op`).
-pub(crate) struct RecvFrom<B> {
+/// `recvfrom` (`reactive_socket_recvfrom_op`) of a datagram and its
+/// sender, an address of family `A`.
+pub(crate) struct RecvFrom<B, A: SockAddr> {
     pub(crate) buf: B,
-    pub(crate) from: RawAddr,
+    pub(crate) from: A::Raw,
+    pub(crate) from_len: libc::socklen_t,
 }
 
-impl<B: IoBufMut, H: Handler<Reactor, (Result<(usize, SocketAddr)>, B)>> OpState<H>
-    for RecvFrom<B>
+impl<B: IoBufMut, A: SockAddr, H: Handler<Reactor, (Result<(usize, A)>, B)>> OpState<H>
+    for RecvFrom<B, A>
 {
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         let len = self.buf.spare();
-        let mut alen = RawAddr::CAPACITY;
+        self.from_len = A::capacity();
         // SAFETY: `write_ptr()` is valid for `spare()` bytes; `from` is
-        // writable for `alen` bytes; retried on EINTR.
+        // writable for `from_len` bytes; retried on EINTR.
         match pinion_sys::syscall_retry!(recvfrom(
             fd,
             self.buf.write_ptr().cast(),
             len,
             0,
-            self.from.as_mut_ptr(),
-            &mut alen
+            (&mut self.from as *mut A::Raw).cast(),
+            &mut self.from_len
         )) {
             Ok(n) => {
                 // SAFETY: the kernel wrote `n <= spare()` bytes.
@@ -433,28 +435,29 @@ impl<B: IoBufMut, H: Handler<Reactor, (Result<(usize, SocketAddr)>, B)>> OpState
     }
 
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
-        let r = r.and_then(|n| Ok((n, self.from.to_socket_addr()?)));
+        let r = r.and_then(|n| Ok((n, A::from_raw(&self.from, self.from_len)?)));
         handler.call(sched, (r, self.buf))
     }
 }
 
-/// `sendto` (`reactive_socket_sendto_op`).
-pub(crate) struct SendTo<B> {
+/// `sendto` (`reactive_socket_sendto_op`), to an address in its kernel
+/// form `R`.
+pub(crate) struct SendTo<B, R> {
     pub(crate) buf: B,
-    pub(crate) to: RawAddr,
+    pub(crate) to: R,
     pub(crate) to_len: libc::socklen_t,
 }
 
-impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for SendTo<B> {
+impl<B: IoBuf, R, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for SendTo<B, R> {
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
         // SAFETY: `read_ptr()` is valid for `bytes_len()` bytes; `to`
-        // holds `to_len` initialised bytes; retried on EINTR.
+        // holds `to_len` initialised bytes of a sockaddr; retried on EINTR.
         match pinion_sys::syscall_retry!(sendto(
             fd,
             self.buf.read_ptr().cast(),
             self.buf.bytes_len(),
             libc::MSG_NOSIGNAL,
-            self.to.as_ptr(),
+            (&self.to as *const R).cast(),
             self.to_len
         )) {
             Ok(n) => Attempt::Done(Ok(n as usize)),
@@ -469,6 +472,12 @@ impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for SendTo<B>
 }
 
 // ---- accept and connect --------------------------------------------------
+
+/// The peer an accept reports when it has no IP address (a Unix socket).
+const UNSPECIFIED: SocketAddr = SocketAddr::V4(core::net::SocketAddrV4::new(
+    core::net::Ipv4Addr::UNSPECIFIED,
+    0,
+));
 
 /// `accept4` (`reactive_socket_accept_op`) into a descriptor slot reserved
 /// first: with the table full the connection stays in the listen backlog
@@ -526,13 +535,10 @@ impl<H: Handler<Reactor, Result<(Key, SocketAddr)>>> OpState<H> for Accept {
         let reactor = sched.task();
         let r = r.and_then(|_| {
             let (fd, key) = self.accepted.ok_or(Error::BadDescriptor)?;
-            let peer = match self.peer.to_socket_addr() {
-                Ok(p) => p,
-                Err(e) => {
-                    Self::unreserve(reactor, key);
-                    return Err(e.into());
-                }
-            };
+            // A Unix-domain peer has no IP address: the facade asks the
+            // new socket for its own kind of address (as io_uring's
+            // multishot accept does for every peer).
+            let peer = self.peer.to_socket_addr().unwrap_or(UNSPECIFIED);
             Ok((reactor.register_in(key, fd)?, peer))
         });
         handler.call(sched, r)

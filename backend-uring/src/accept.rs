@@ -15,20 +15,21 @@
 //!   asks, so a connection that finds the table full has to be closed
 //!   (`Stats::accepts_dropped`): the price of one SQE for many accepts.
 
-use std::cell::Cell;
-use std::mem::ManuallyDrop;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use core::cell::Cell;
+use core::mem::ManuallyDrop;
+use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
-use io_uring::{opcode, squeue};
 use pinion_core::backend::{
     AcceptHandler, At, DescKind, Fd, Invoke, Key, OpId, Operation, Started,
 };
 use pinion_core::{Error, OpQueue, Rejected, Result};
 use pinion_sys::addr::RawAddr;
 use pinion_sys::socket;
+use pinion_sys::uring::abi::IOSQE_CQE_SKIP_SUCCESS;
+use pinion_sys::uring::Sqe;
 
-use crate::desc::{with_target, DescTable, NIL};
+use crate::desc::{DescTable, NIL};
 use crate::proactor::{stat, Proactor, Sched, TAG_ACCEPT, UD_IGNORE};
 
 /// Accepted connections a listener holds for `async_accept` before its
@@ -275,10 +276,8 @@ impl Proactor {
                 true,
                 || {},
                 |t| {
-                    with_target!(t, |t| opcode::AcceptMulti::new(t)
-                        .flags(libc::SOCK_CLOEXEC)
-                        .build())
-                    .user_data(((key.index() as u64) << 4) | TAG_ACCEPT)
+                    Sqe::accept_multishot(t, libc::SOCK_CLOEXEC)
+                        .user_data(((key.index() as u64) << 4) | TAG_ACCEPT)
                 },
             )
         };
@@ -347,9 +346,8 @@ impl Proactor {
                 && !ls.cancel_sent
             {
                 ls.cancel_sent = true;
-                let e = opcode::AsyncCancel::new(((idx as u64) << 4) | TAG_ACCEPT)
-                    .build()
-                    .flags(squeue::Flags::SKIP_SUCCESS)
+                let e = Sqe::cancel_user_data(((idx as u64) << 4) | TAG_ACCEPT)
+                    .with_flags(IOSQE_CQE_SKIP_SUCCESS)
                     .user_data(UD_IGNORE);
                 // SAFETY: a cancel carries no pointer.
                 unsafe { self.push(&e, false) };
@@ -463,13 +461,12 @@ impl Proactor {
                 true,
                 || {},
                 |target| {
-                    with_target!(target, |t| opcode::Accept::new(
-                        t,
+                    Sqe::accept(
+                        target,
                         (*h).addr.as_mut_ptr(),
-                        addr_of_mut!((*h).addrlen)
+                        addr_of_mut!((*h).addrlen),
+                        libc::SOCK_CLOEXEC,
                     )
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build())
                     .user_data(h as u64)
                 },
             )
@@ -539,11 +536,7 @@ impl Proactor {
                     key,
                     false,
                     || {},
-                    |_| {
-                        opcode::AsyncCancel::new(op.as_ptr() as u64)
-                            .build()
-                            .user_data(UD_IGNORE)
-                    },
+                    |_| Sqe::cancel_user_data(op.as_ptr() as u64).user_data(UD_IGNORE),
                 )
             };
         });

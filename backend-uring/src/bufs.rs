@@ -49,17 +49,18 @@ use core::mem::{size_of, ManuallyDrop};
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
-use io_uring::{opcode, IoUring};
 use pinion_core::backend::{At, Handler, Invoke, Operation, PooledHandler, Started};
 use pinion_core::memory::{Contents, MemPool, Region as MemRegion};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sync::FutexMutex;
+use pinion_sys::uring::abi::{
+    BufRingEntry, IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_BUFFER, IORING_RECVSEND_POLL_FIRST,
+};
+use pinion_sys::uring::{Ring, Sqe};
 use pinion_sys::Errno;
 
-use crate::desc::with_target;
 use crate::proactor::{Proactor, Sched, TAG_POOLED};
-use crate::ring::Sqe;
 use pinion_sync::Locked;
 
 /// The buffer group id the context's ring is registered under.
@@ -68,15 +69,6 @@ pub(crate) const BGID: u16 = 0;
 pub(crate) const MIN_SIZE: usize = 16;
 /// Most entries the kernel accepts in one provided buffer ring.
 pub(crate) const MAX_RING_ENTRIES: usize = 1 << 15;
-/// `IORING_CQE_F_BUFFER`: the CQE's flags name the buffer its read used.
-pub(crate) const IORING_CQE_F_BUFFER: u32 = 1;
-/// `IORING_CQE_BUFFER_SHIFT`: where the buffer id sits in the flags.
-pub(crate) const IORING_CQE_BUFFER_SHIFT: u32 = 16;
-/// `IOSQE_BUFFER_SELECT`: the kernel picks the buffer from `buf_group`.
-pub(crate) const IOSQE_BUFFER_SELECT: u8 = 1 << 5;
-/// `IORING_RECVSEND_POLL_FIRST` (in `ioprio`): wait for readiness before
-/// the first attempt, so no buffer is picked before data is there.
-pub(crate) const IORING_RECVSEND_POLL_FIRST: u16 = 1;
 
 /// End of the software pool's free chain.
 const NIL: u32 = u32::MAX;
@@ -134,19 +126,6 @@ impl Drop for Region {
     }
 }
 
-/// The kernel's `struct io_uring_buf`. In the ring's first entry the
-/// last field is the ring's tail (`struct io_uring_buf_ring`), so entries
-/// are written field by field, never whole.
-#[repr(C)]
-struct RingEntry {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
-}
-
-const _: () = assert!(size_of::<RingEntry>() == 16);
-
 /// The context's read buffers: a registered provided buffer ring, or the
 /// software pool (see the module docs).
 pub(crate) struct ReadBuffers {
@@ -177,7 +156,7 @@ impl ReadBuffers {
     /// `count` buffers of `size` bytes (at least [`MIN_SIZE`]), all in the
     /// pool: a ring registered with `ring` if `try_ring` and the kernel
     /// takes it, else the software pool.
-    pub(crate) fn new(ring: &IoUring, count: usize, size: usize, try_ring: bool) -> Result<Self> {
+    pub(crate) fn new(ring: &Ring, count: usize, size: usize, try_ring: bool) -> Result<Self> {
         let size = size.clamp(MIN_SIZE, u32::MAX as usize);
         // Buffer indices stay below the operation's sentinels.
         let count = count.min(POLLING as usize);
@@ -193,19 +172,13 @@ impl ReadBuffers {
         };
         if try_ring && count <= MAX_RING_ENTRIES {
             let entries = count.next_power_of_two();
-            let region = Region::new(entries * size_of::<RingEntry>())?;
+            let region = Region::new(entries * size_of::<BufRingEntry>())?;
             // The proactor unregisters the ring (`unregister`, from its
             // drop) before it drops its read buffers.
             // SAFETY: `region` is page-aligned, `entries` entries long, and
             // stays mapped while the kernel may use it (see above).
-            let taken = unsafe {
-                ring.submitter().register_buf_ring_with_flags(
-                    region.ptr.as_ptr() as u64,
-                    entries as u16,
-                    BGID,
-                    0,
-                )
-            };
+            let taken =
+                unsafe { ring.register_buf_ring(region.ptr.as_ptr().cast(), entries as u16, BGID) };
             if taken.is_ok() {
                 bufs.ring = Some(region);
                 bufs.mask = (entries - 1) as u16;
@@ -312,7 +285,7 @@ impl ReadBuffers {
         let mut next = self.next.lock();
         match &self.ring {
             Some(ring) => {
-                let base = ring.ptr.as_ptr() as *mut RingEntry;
+                let base = ring.ptr.as_ptr() as *mut BufRingEntry;
                 let tail = *next as u16;
                 // The entry at `tail & mask` is outside the kernel's view
                 // (it reads between its head and our tail only) and not
@@ -345,9 +318,9 @@ impl ReadBuffers {
 
     /// Unregisters the ring (the proactor's drop, after every request has
     /// completed), so the kernel lets go of its entries.
-    pub(crate) fn unregister(&self, ring: &IoUring) {
+    pub(crate) fn unregister(&self, ring: &Ring) {
         if self.is_ring() {
-            let _ = ring.submitter().unregister_buf_ring(BGID);
+            let _ = ring.unregister_buf_ring(BGID);
         }
     }
 }
@@ -430,14 +403,10 @@ pub(crate) fn start_pooled<H: PooledHandler<Proactor>>(
         // (user_data), allocated until its CQE is reaped.
         unsafe {
             proactor.push_sqe_on(key, started, |target| {
-                let (fd, fixed) = target.raw();
-                let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
-                e.flags |= IOSQE_BUFFER_SELECT;
+                let mut e = Sqe::recv_select(target, BGID, pool.size() as u32);
+                // Wait for data before picking a buffer (module docs).
                 e.ioprio = IORING_RECVSEND_POLL_FIRST;
-                e.len = pool.size() as u32;
-                e.buf_index = BGID;
-                e.user_data = user_data;
-                e
+                e.user_data(user_data)
             })
         }
     } else if let Some(i) = pool.take() {
@@ -448,12 +417,7 @@ pub(crate) fn start_pooled<H: PooledHandler<Proactor>>(
         // stays allocated until then too.
         unsafe {
             proactor.push_sqe_on(key, started, |target| {
-                let (fd, fixed) = target.raw();
-                let mut e = Sqe::new(opcode::Recv::CODE, fd, fixed);
-                e.addr = pool.ptr(i) as u64;
-                e.len = pool.size() as u32;
-                e.user_data = user_data;
-                e
+                Sqe::recv(target, pool.ptr(i), pool.size() as u32).user_data(user_data)
             })
         }
     } else {
@@ -463,9 +427,7 @@ pub(crate) fn start_pooled<H: PooledHandler<Proactor>>(
         // allocated until its CQE is reaped.
         unsafe {
             proactor.push_on(key, true, started, |target| {
-                with_target!(target, |t| opcode::PollAdd::new(t, libc::POLLIN as u32)
-                    .build())
-                .user_data(user_data)
+                Sqe::poll_add(target, libc::POLLIN as u32).user_data(user_data)
             })
         }
     };
@@ -562,45 +524,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use io_uring::{squeue, types};
+    use pinion_sys::uring::abi::Params;
+    use pinion_sys::uring::Ring;
 
-    fn bytes(s: &Sqe) -> [u8; 64] {
-        // SAFETY: `Sqe` is 64 bytes of integers with no padding.
-        unsafe { core::mem::transmute::<Sqe, [u8; 64]>(*s) }
-    }
-
-    #[test]
-    fn hand_built_pooled_recv_matches_io_urings_builder() {
-        let mut e = Sqe::new(opcode::Recv::CODE, 3, true);
-        e.flags |= IOSQE_BUFFER_SELECT;
-        e.ioprio = IORING_RECVSEND_POLL_FIRST;
-        e.len = 4096;
-        e.buf_index = 7;
-        e.user_data = 0x44;
-        let b = opcode::Recv::new(types::Fixed(3), ptr::null_mut(), 4096)
-            .buf_group(7)
-            .ioprio(IORING_RECVSEND_POLL_FIRST)
-            .build()
-            .flags(squeue::Flags::BUFFER_SELECT)
-            .user_data(0x44);
-        assert_eq!(bytes(&e), bytes(&Sqe::from_entry(b)));
-    }
-
-    #[test]
-    fn cqe_constants_match_io_urings() {
-        let flags = IORING_CQE_F_BUFFER | (513 << IORING_CQE_BUFFER_SHIFT);
-        assert_eq!(io_uring::cqueue::buffer_select(flags), Some(513));
-        assert_eq!(io_uring::cqueue::buffer_select(0), None);
-        assert_eq!(
-            IOSQE_BUFFER_SELECT,
-            squeue::Flags::BUFFER_SELECT.bits(),
-            "IOSQE_BUFFER_SELECT"
-        );
+    fn ring_or_skip(test: &str) -> Option<Ring> {
+        match Ring::new(4, Params::default()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                // On the process's stderr, past the harness's capture.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "SKIPPED {test}: io_uring_setup failed ({e})"
+                );
+                None
+            }
+        }
     }
 
     #[test]
     fn software_pool_takes_and_releases_every_buffer() {
-        let ring = IoUring::new(4).expect("io_uring");
+        let Some(ring) = ring_or_skip("software_pool_takes_and_releases_every_buffer") else {
+            return;
+        };
         let p = ReadBuffers::new(&ring, 3, 1, false).unwrap();
         assert!(!p.is_ring());
         assert_eq!((p.count(), p.size(), p.free()), (3, MIN_SIZE, 3));
@@ -617,14 +563,16 @@ mod tests {
 
     #[test]
     fn ring_publishes_every_buffer_at_build() {
-        let ring = IoUring::new(4).expect("io_uring");
+        let Some(ring) = ring_or_skip("ring_publishes_every_buffer_at_build") else {
+            return;
+        };
         let p = ReadBuffers::new(&ring, 5, 100, true).unwrap();
         assert!(p.is_ring(), "this kernel takes provided buffer rings");
         assert_eq!(p.mask, 7, "entries: the next power of two");
         // SAFETY: sysconf reads a constant of the system.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
         assert_eq!(p.pinned_bytes(), page, "the entries fill one page");
-        let base = p.ring.as_ref().unwrap().ptr.as_ptr() as *const RingEntry;
+        let base = p.ring.as_ref().unwrap().ptr.as_ptr() as *const BufRingEntry;
         // SAFETY: the ring's entries, written by `release` under the lock
         // we do not contend here; the tail is entry 0's last field.
         unsafe {

@@ -24,19 +24,20 @@
 //!
 //! With registered files (the default) a socket entering the table is
 //! installed at its slot's index (`IORING_REGISTER_FILES_UPDATE`), and its
-//! SQEs name it as `types::Fixed(index)`; cancels add
+//! SQEs name it as `Target::Fixed(index)`; cancels add
 //! `IORING_ASYNC_CANCEL_FD_FIXED`. Teardown removes it (update to `-1`)
 //! before the fd is closed and the index freed, so an index never names an
 //! old socket. Two `io_uring_register` calls per socket, none per message.
 
-use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use core::cell::{Cell, UnsafeCell};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use io_uring::{opcode, squeue, types};
 use pinion_core::backend::{DescKind, Fd, Key};
 use pinion_core::slab::{Entry, Slab};
 use pinion_core::{Error, OpQueue, Pool, Result};
 use pinion_sync::{FutexMutex, RawMutex};
+use pinion_sys::uring::abi::IOSQE_CQE_SKIP_SUCCESS;
+use pinion_sys::uring::Sqe;
 
 use crate::accept::{take_waiters, ListenerState};
 use crate::proactor::{stat, Proactor, Sched, UD_IGNORE};
@@ -63,43 +64,9 @@ const fn sqe_key(gen: u32, low: u64) -> u64 {
     (gen as u64) << 32 | low
 }
 
-/// How an SQE names a socket: `types::Fixed` (a registered file, by its
-/// descriptor-table index) or `types::Fd`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Target {
-    Fd(i32),
-    Fixed(u32),
-}
-
-impl Target {
-    /// The SQE's `fd` field and whether it is a registered-file index
-    /// (`IOSQE_FIXED_FILE`).
-    #[inline(always)]
-    pub(crate) fn raw(self) -> (i32, bool) {
-        match self {
-            Target::Fd(fd) => (fd, false),
-            Target::Fixed(i) => (i as i32, true),
-        }
-    }
-}
-
-/// Builds an SQE for a [`Target`]: `$body` sees `$t` as `types::Fixed` or
-/// `types::Fd` (io-uring's target trait is sealed, so it cannot be named).
-macro_rules! with_target {
-    ($target:expr, |$t:ident| $body:expr) => {
-        match $target {
-            $crate::desc::Target::Fixed(i) => {
-                let $t = io_uring::types::Fixed(i);
-                $body
-            }
-            $crate::desc::Target::Fd(fd) => {
-                let $t = io_uring::types::Fd(fd);
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_target;
+/// How an SQE names a socket: a registered file (by its descriptor-table
+/// index) or its fd.
+pub(crate) use pinion_sys::uring::Target;
 
 /// A descriptor's state under its lock.
 pub(crate) struct DescState {
@@ -122,7 +89,7 @@ pub struct Desc {
     sqe_key: UnsafeCell<u64>,
     pub(crate) fd: AtomicI32,
     /// `fd` is installed in the ring's registered-file table at this
-    /// slot's index: SQEs name it as `types::Fixed(index)`.
+    /// slot's index: SQEs name it as `Target::Fixed(index)`.
     fixed: AtomicBool,
     /// Link in a listener's list of accepted connections, guarded by that
     /// listener's lock (nobody else can reach a pending descriptor).
@@ -183,11 +150,9 @@ pub(crate) type DescTable = Slab<Desc, FutexMutex>;
 /// `IORING_OP_ASYNC_CANCEL` for every request on the socket `target`
 /// names (`IORING_ASYNC_CANCEL_FD`, with `_FD_FIXED` for a registered
 /// file: the kernel matches requests by file, however they named it).
-fn cancel_entry(target: Target) -> squeue::Entry {
-    let cb = with_target!(target, |t| types::CancelBuilder::fd(t).all());
-    opcode::AsyncCancel2::new(cb)
-        .build()
-        .flags(squeue::Flags::SKIP_SUCCESS)
+fn cancel_entry(target: Target) -> Sqe {
+    Sqe::cancel_fd_all(target)
+        .with_flags(IOSQE_CQE_SKIP_SUCCESS)
         .user_data(UD_IGNORE)
 }
 
@@ -262,12 +227,7 @@ impl Proactor {
         let mut low = fd as u32 as u64 & KEY_LOW;
         if self.info.registered_files {
             stat!(self, files_updates);
-            let ok = matches!(
-                self.ring
-                    .submitter()
-                    .register_files_update(key.index(), &[fd]),
-                Ok(1)
-            );
+            let ok = matches!(self.ring.register_files_update(key.index(), &[fd]), Ok(1));
             d.fixed.store(ok, Ordering::Release);
             if ok {
                 low = KEY_FIXED | key.index() as u64;
@@ -298,7 +258,7 @@ impl Proactor {
         let Some(d) = self.descs.at(idx) else { return };
         if d.fixed.swap(false, Ordering::AcqRel) {
             stat!(self, files_updates);
-            let _ = self.ring.submitter().register_files_update(idx, &[-1]);
+            let _ = self.ring.register_files_update(idx, &[-1]);
         }
     }
 
@@ -359,11 +319,7 @@ impl Proactor {
                 // SAFETY: `sqe_key` is guarded by `sq_lock`, held.
                 unsafe { *d.sqe_key.get() = sqe_key(key.gen().wrapping_add(1), KEY_CLOSED) };
                 // SAFETY: a cancel carries no pointer.
-                unsafe {
-                    self.push_locked(sq, false, |q| {
-                        q.push(&crate::ring::Sqe::from_entry(cancel_entry(target)))
-                    })
-                };
+                unsafe { self.push_locked(sq, false, |q| q.push(&cancel_entry(target))) };
                 sq.sq.tail_pos()
             }))
         })?;

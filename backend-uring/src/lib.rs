@@ -21,8 +21,11 @@
 //!   (`SENDMSG`/`RECVMSG`, `msghdr` in the operation's slot).
 //! - `bufs`: pooled reads, from a provided buffer ring the kernel picks
 //!   from only when data arrives, or its software fallback.
-//! - `ring`: pinion's own view of the SQ and CQ rings (SQEs written in
-//!   place, CQEs read in place).
+//!
+//! The io_uring ABI itself (kernel structs, opcodes, the system calls, the
+//! ring's mappings, SQEs written and CQEs read in place) is pinion's own,
+//! in `pinion_sys::uring`: the same code on every Linux target, 32-bit
+//! ones included.
 //!
 //! Memory is fixed when the context is built: operation slots, descriptor
 //! table, timers, read buffers and the ring itself (its pinned size is
@@ -47,14 +50,13 @@ use pinion_core::slab::Entry;
 use pinion_core::timer::{TimerEntry, TimerObj, TimerService, TimerSlot};
 use pinion_core::{Result, Storage};
 use pinion_sync::{FutexKit, FutexMutex};
-use pinion_sys::addr::RawAddr;
+use pinion_sys::addr::SockAddr;
 
 mod accept;
 pub mod bufs;
 mod desc;
 mod ops;
 pub mod proactor;
-mod ring;
 
 pub use desc::Desc;
 pub use proactor::{Proactor, RingInfo, Stats};
@@ -65,8 +67,8 @@ use ops::{Msg, WriteBack, WriteOnly};
 /// `Builder<Proactor>` methods of the same names).
 ///
 /// Defaults: 256 SQ entries, CQ twice the SQ, single-shot accepts,
-/// registered files and a provided buffer ring when the kernel takes them,
-/// no SQPOLL.
+/// registered files, a provided buffer ring and cooperative task running
+/// when the kernel takes them, no SQPOLL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
@@ -97,6 +99,15 @@ pub struct Options {
     /// Let a kernel thread poll the SQ (`IORING_SETUP_SQPOLL`), idling
     /// after this many ms. Falls back to a plain ring if refused.
     pub sqpoll_idle_ms: Option<u32>,
+    /// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19): a completion that arrives
+    /// while the thread running the ring is in user space (a socket made
+    /// readable from another CPU) does not interrupt it with an
+    /// inter-processor interrupt; the kernel finishes it at the thread's
+    /// next entry into the kernel, which the run loop makes at every
+    /// submit and wait. Not combined with SQPOLL (the kernel refuses the
+    /// pair). If the kernel refuses the flag the ring is set up without
+    /// it; [`RingInfo::coop_taskrun`] says which.
+    pub coop_taskrun: bool,
 }
 
 impl Default for Options {
@@ -108,6 +119,7 @@ impl Default for Options {
             registered_files: true,
             buffer_ring: true,
             sqpoll_idle_ms: None,
+            coop_taskrun: true,
         }
     }
 }
@@ -241,10 +253,10 @@ unsafe impl Backend for Proactor {
         ops::start_wait(at, what, h)
     }
 
-    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
-        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    fn send_to<A: SockAddr, T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: A, h: H,
     ) -> Started<(T, H)> {
-        let (addr, alen) = RawAddr::from_socket_addr(&to);
+        let (addr, alen) = to.to_raw();
         let m = Msg {
             ptr: buf.read_ptr() as *mut u8,
             len: buf.bytes_len(),
@@ -252,20 +264,20 @@ unsafe impl Backend for Proactor {
             alen,
             recv: false,
         };
-        ops::start_msg(at, buf, h, ops::send_fn::<T, H>(), m)
+        ops::start_msg(at, buf, h, ops::send_fn::<T, H, A::Raw>(), m)
     }
 
-    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+    fn recv_from<A: SockAddr, T: IoBufMut, H: RecvHandler<Self, T, A>>(
         at: At<'_, Self>, mut buf: T, h: H,
     ) -> Started<(T, H)> {
         let (ptr, len) = (buf.write_ptr(), buf.spare());
         let m = Msg {
             ptr,
             len,
-            addr: RawAddr::zeroed(),
-            alen: RawAddr::CAPACITY,
+            addr: A::raw_zeroed(),
+            alen: A::capacity(),
             recv: true,
         };
-        ops::start_msg(at, buf, h, ops::recv_fn::<T, H>(), m)
+        ops::start_msg(at, buf, h, ops::recv_fn::<A, T, H>(), m)
     }
 }

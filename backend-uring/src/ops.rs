@@ -7,22 +7,20 @@
 //! slot. The complete function moves buffer and handler out, frees the
 //! slot, then runs (or, at shutdown, drops) the handler.
 
-use std::mem::{zeroed, ManuallyDrop};
-use std::net::SocketAddr;
-use std::ptr::{addr_of, addr_of_mut, NonNull};
+use core::mem::{zeroed, ManuallyDrop};
+use core::net::SocketAddr;
+use core::ptr::{addr_of, addr_of_mut, NonNull};
 
-use io_uring::opcode;
 use pinion_core::backend::{
     At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,
     WaitHandler,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
-use pinion_sys::addr::RawAddr;
+use pinion_sys::addr::{RawAddr, SockAddr};
+use pinion_sys::uring::Sqe;
 
-use crate::desc::with_target;
 use crate::proactor::{Proactor, Sched};
-use crate::ring::Sqe;
 
 // ---- read / write -------------------------------------------------------
 
@@ -199,8 +197,8 @@ pub(crate) fn start_buf_op<
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    // IORING_OP_RECV / IORING_OP_SEND, written in place (as io-uring's
-    // `Recv`/`Send` builders would, without the copy).
+    // IORING_OP_RECV / IORING_OP_SEND, written in place (only the fields
+    // they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
@@ -212,18 +210,12 @@ pub(crate) fn start_buf_op<
             // op's completion.
             || sched.io_work_started(),
             |target| {
-                let (fd, fixed) = target.raw();
-                let mut e = if READ {
-                    Sqe::new(opcode::Recv::CODE, fd, fixed)
+                if READ {
+                    Sqe::recv(target, ptr, len)
                 } else {
-                    let mut e = Sqe::new(opcode::Send::CODE, fd, fixed);
-                    e.op_flags = libc::MSG_NOSIGNAL as u32;
-                    e
-                };
-                e.addr = ptr as u64;
-                e.len = len;
-                e.user_data = user_data;
-                e
+                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
+                }
+                .user_data(user_data)
             },
         )
     };
@@ -320,11 +312,7 @@ pub(crate) fn start_connect<H: ConnectHandler<Proactor>>(
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
             || sched.io_work_started(),
-            |target| {
-                with_target!(target, |t| opcode::Connect::new(t, (*o).addr.as_ptr(), len)
-                    .build())
-                .user_data(o as u64)
-            },
+            |target| Sqe::connect(target, (*o).addr.as_ptr(), len).user_data(o as u64),
         )
     };
     pushed.map_err(|error| Rejected {
@@ -404,9 +392,7 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
             || sched.io_work_started(),
-            |target| {
-                with_target!(target, |t| opcode::PollAdd::new(t, mask).build()).user_data(o as u64)
-            },
+            |target| Sqe::poll_add(target, mask).user_data(o as u64),
         )
     };
     pushed.map_err(|error| Rejected {
@@ -424,14 +410,15 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
 // ---- datagrams ------------------------------------------------------------
 
 /// `IORING_OP_SENDMSG`/`RECVMSG`, with the `msghdr`, its `iovec` and the
-/// peer address in the operation's slot (the kernel reads them at issue and
-/// writes the source address back), so nothing is allocated per datagram.
+/// peer address (kernel form `R`: IP or Unix) in the operation's slot (the
+/// kernel reads them at issue and writes the source address and its length
+/// back), so nothing is allocated per datagram.
 #[repr(C)]
-struct MsgOp<B, H> {
+struct MsgOp<B, H, R> {
     header: Operation,
     msg: libc::msghdr,
     iov: libc::iovec,
-    addr: RawAddr,
+    addr: R,
     buf: ManuallyDrop<B>,
     handler: ManuallyDrop<H>,
 }
@@ -442,19 +429,22 @@ struct MsgOp<B, H> {
 // `Send`).
 
 /// # Safety
-/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H>` of a receive.
-unsafe fn complete_recv_from<B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H, A::Raw>` of a
+/// receive.
+unsafe fn complete_recv_from<A, B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
+    A: SockAddr,
     B: IoBufMut,
-    H: Handler<Proactor, (Result<(usize, SocketAddr)>, B)>,
+    H: Handler<Proactor, (Result<(usize, A)>, B)>,
 {
-    let p = op.cast::<MsgOp<B, H>>();
+    let p = op.cast::<MsgOp<B, H, A::Raw>>();
     // SAFETY: `p` is live and ours; fields read once, then freed.
     let (res, addr, mut buf, handler) = unsafe {
         let o = p.as_ptr();
         (
             (*o).header.result(),
-            (*o).addr.to_socket_addr(),
+            // The kernel wrote the sender and its length back.
+            A::from_raw(&(*o).addr, (*o).msg.msg_namelen),
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).buf))),
             ManuallyDrop::into_inner(core::ptr::read(addr_of!((*o).handler))),
         )
@@ -476,13 +466,13 @@ where
 }
 
 /// # Safety
-/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H>` of a send.
-unsafe fn complete_send_to<B, H>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
+/// See `pinion_core::op::CompleteFn`; `op` is a `MsgOp<B, H, R>` of a send.
+unsafe fn complete_send_to<B, H, R>(op: NonNull<Operation>, owner: *const (), how: Invoke<'_>)
 where
     B: IoBuf,
     H: Handler<Proactor, (Result<usize>, B)>,
 {
-    let p = op.cast::<MsgOp<B, H>>();
+    let p = op.cast::<MsgOp<B, H, R>>();
     // SAFETY: as in `complete_recv_from`.
     let (res, buf, handler) = unsafe {
         let o = p.as_ptr();
@@ -503,17 +493,17 @@ where
 }
 
 /// One datagram operation: what to send or where to receive.
-pub(crate) struct Msg {
+pub(crate) struct Msg<R> {
     pub(crate) ptr: *mut u8,
     pub(crate) len: usize,
-    pub(crate) addr: RawAddr,
+    pub(crate) addr: R,
     pub(crate) alen: libc::socklen_t,
     pub(crate) recv: bool,
 }
 
 /// `Backend::send_to` and `recv_from`.
-pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
-    at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg,
+pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks, R>(
+    at: At<'_, Proactor>, buf: B, handler: H, func: pinion_core::op::CompleteFn, m: Msg<R>,
 ) -> Started<(B, H)> {
     let (sched, key) = (at.sched, at.key);
     let op = MsgOp {
@@ -563,12 +553,9 @@ pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
             || sched.io_work_started(),
             |target| {
                 let e = if m.recv {
-                    with_target!(target, |t| opcode::RecvMsg::new(t, addr_of_mut!((*o).msg))
-                        .build())
+                    Sqe::recvmsg(target, addr_of_mut!((*o).msg), 0)
                 } else {
-                    with_target!(target, |t| opcode::SendMsg::new(t, addr_of!((*o).msg))
-                        .flags(libc::MSG_NOSIGNAL as u32)
-                        .build())
+                    Sqe::sendmsg(target, addr_of!((*o).msg), libc::MSG_NOSIGNAL as u32)
                 };
                 e.user_data(o as u64)
             },
@@ -587,20 +574,22 @@ pub(crate) fn start_msg<B: Send + 'static, H: Send + OpHooks>(
     })
 }
 
-/// The complete function of a receive of `B` to `H`.
-pub(crate) fn recv_fn<B, H>() -> pinion_core::op::CompleteFn
+/// The complete function of a receive of `B` from an `A` to `H`.
+pub(crate) fn recv_fn<A, B, H>() -> pinion_core::op::CompleteFn
 where
+    A: SockAddr,
     B: IoBufMut,
-    H: Handler<Proactor, (Result<(usize, SocketAddr)>, B)>,
+    H: Handler<Proactor, (Result<(usize, A)>, B)>,
 {
-    complete_recv_from::<B, H>
+    complete_recv_from::<A, B, H>
 }
 
-/// The complete function of a send of `B` to `H`.
-pub(crate) fn send_fn<B, H>() -> pinion_core::op::CompleteFn
+/// The complete function of a send of `B` (to an address of kernel form
+/// `R`) to `H`.
+pub(crate) fn send_fn<B, H, R>() -> pinion_core::op::CompleteFn
 where
     B: IoBuf,
     H: Handler<Proactor, (Result<usize>, B)>,
 {
-    complete_send_to::<B, H>
+    complete_send_to::<B, H, R>
 }

@@ -93,6 +93,8 @@ pub use crate::queue::OpQueue;
 pub use crate::scheduler::{Here, Scheduler};
 pub use crate::slab::Key;
 #[cfg(target_os = "linux")]
+pub use pinion_sys::addr::SockAddr;
+#[cfg(target_os = "linux")]
 pub use pinion_sys::Fd;
 
 /// How long [`Task::run`] may block.
@@ -302,8 +304,9 @@ handler_alias!(
     IoHandler<Buf> = (Result<usize>, Buf)
 );
 handler_alias!(
-    /// A datagram receive's handler: length and sender, and the buffer.
-    RecvHandler<Buf> = (Result<(usize, SocketAddr)>, Buf)
+    /// A datagram receive's handler: length and sender (an address of
+    /// family `A`), and the buffer.
+    RecvHandler<Buf, A> = (Result<(usize, A)>, Buf)
 );
 handler_alias!(
     /// An accept's handler: the new descriptor's key and the peer.
@@ -458,13 +461,15 @@ pub unsafe trait Backend: Task + Sized {
     /// (cancelled) without losing data.
     fn wait<H: WaitHandler<Self>>(at: At<'_, Self>, what: Readiness, h: H) -> Started<H>;
 
-    /// Sends `buf` as one datagram to `to`.
-    fn send_to<T: IoBuf, H: IoHandler<Self, T>>(
-        at: At<'_, Self>, buf: T, to: SocketAddr, h: H,
+    /// Sends `buf` as one datagram to `to` (an IP or a Unix-domain
+    /// address; the operation keeps its kernel form in its slot).
+    fn send_to<A: SockAddr, T: IoBuf, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, buf: T, to: A, h: H,
     ) -> Started<(T, H)>;
 
-    /// Receives one datagram into `buf`'s room, with its sender.
-    fn recv_from<T: IoBufMut, H: RecvHandler<Self, T>>(
+    /// Receives one datagram into `buf`'s room, with its sender, an
+    /// address of family `A` (`AFNOSUPPORT` if the socket is of another).
+    fn recv_from<A: SockAddr, T: IoBufMut, H: RecvHandler<Self, T, A>>(
         at: At<'_, Self>, buf: T, h: H,
     ) -> Started<(T, H)>;
 }

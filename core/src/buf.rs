@@ -236,11 +236,13 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
         }
     }
 
-    /// A pool of `n` chunks in one boxed allocation each for data and links.
+    /// A pool of `n` chunks in one boxed allocation each for data and links;
+    /// the data's pages are committed as chunks are first used.
     #[cfg(any(test, feature = "alloc"))]
     pub fn boxed(n: usize) -> Self {
         Self::new(
-            Storage::boxed_with(n, || Chunk::ZERO),
+            // SAFETY: a chunk is bytes; all zero is a valid chunk.
+            unsafe { Storage::boxed_zeroed(n) },
             Storage::boxed_with(n, || Cell::new(NIL)),
         )
     }

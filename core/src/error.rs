@@ -121,6 +121,12 @@ pub enum Error {
     BadDescriptor,
     /// The address is already in use (`EADDRINUSE`).
     AddrInUse,
+    /// A Unix socket path or abstract name of this many bytes: more than
+    /// `sun_path` holds (107 and its NUL).
+    UnixNameTooLong(u32),
+    /// A Unix socket path that is empty, or holds a NUL byte at this
+    /// offset.
+    UnixPathInvalid(u32),
     /// The process or system descriptor limit is reached (`EMFILE`/`ENFILE`).
     TooManyOpenFiles,
     /// Any other OS error.
@@ -208,6 +214,18 @@ impl Error {
     }
 }
 
+#[cfg(target_os = "linux")]
+impl From<pinion_sys::addr::UnixAddrError> for Error {
+    fn from(e: pinion_sys::addr::UnixAddrError) -> Self {
+        use pinion_sys::addr::UnixAddrError as E;
+        let n = |n: usize| n.min(u32::MAX as usize) as u32;
+        match e {
+            E::TooLong(len) => Error::UnixNameTooLong(n(len)),
+            E::Invalid(at) => Error::UnixPathInvalid(n(at)),
+        }
+    }
+}
+
 impl From<Errno> for Error {
     fn from(e: Errno) -> Self {
         Error::from_errno(e)
@@ -287,6 +305,15 @@ impl fmt::Display for Error {
             ),
             Error::BadDescriptor => f.write_str("bad descriptor: the handle is closed"),
             Error::AddrInUse => f.write_str("address already in use (EADDRINUSE)"),
+            Error::UnixNameTooLong(n) => write!(
+                f,
+                "a Unix socket name of {n} bytes is too long: sun_path holds at most 107 \
+                 (use a shorter path, e.g. under /run, or an abstract name)"
+            ),
+            Error::UnixPathInvalid(at) => write!(
+                f,
+                "a Unix socket path must be non-empty and hold no NUL byte (byte {at} is one)"
+            ),
             Error::TooManyOpenFiles => f.write_str(
                 "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)",
             ),

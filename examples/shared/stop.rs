@@ -1,9 +1,17 @@
 //! Shared by the server examples: stopping on SIGTERM and SIGINT through a
-//! `SignalSet`, the same way on either backend, with no signal handler.
+//! `SignalSet`, the same way on either backend, with no signal handler,
+//! and draining the connections gracefully ([`Drain`]).
+
+// Each example uses a different part.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use pinion::backend::Backend;
 use pinion::context::IoContext;
 use pinion::signal::{self, SignalSet};
+use pinion::timer::SteadyTimer;
 
 /// Blocks SIGTERM and SIGINT in this thread. Call it first thing in
 /// `main`: threads spawned later inherit the mask, so the kernel queues
@@ -37,4 +45,118 @@ pub fn on_stop_signal<B: Backend>(
         eprintln!("{name}: cannot wait for SIGTERM/SIGINT: {}", r.error);
         std::process::exit(1);
     }
+}
+
+/// A server's graceful stop, the same in every example: on SIGTERM or
+/// SIGINT the listener is closed at once (new connections are refused and
+/// the port is free for a successor), the connections already open are
+/// served until they end, and the context stops when the last one has
+/// closed or after the grace time, whichever comes first. `main` then
+/// returns and the process exits 0.
+///
+/// A server counts its connections with [`opened`](Self::opened) and
+/// [`closed`](Self::closed).
+pub struct Drain<B: Backend> {
+    ctx: &'static IoContext<B>,
+    name: &'static str,
+    stopping: AtomicBool,
+    live: AtomicUsize,
+}
+
+impl<B: Backend> Drain<B> {
+    /// Installs the stop on SIGTERM/SIGINT (see [`on_stop_signal`]):
+    /// `close_listener` runs first, then the drain waits at most `grace`.
+    pub fn install(
+        ctx: &'static IoContext<B>, name: &'static str, grace: Duration,
+        close_listener: impl FnOnce() + Send + 'static,
+    ) -> &'static Drain<B> {
+        let d: &'static Drain<B> = Box::leak(Box::new(Drain {
+            ctx,
+            name,
+            stopping: AtomicBool::new(false),
+            live: AtomicUsize::new(0),
+        }));
+        on_stop_signal(ctx, name, move || d.begin(grace, close_listener));
+        d
+    }
+
+    fn begin(&'static self, grace: Duration, close_listener: impl FnOnce()) {
+        self.stopping.store(true, Ordering::SeqCst);
+        close_listener();
+        let live = self.live.load(Ordering::SeqCst);
+        if live == 0 {
+            return self.ctx.stop();
+        }
+        eprintln!(
+            "{}: listener closed; {live} connection(s) to finish, at most {} ms",
+            self.name,
+            grace.as_millis()
+        );
+        // The grace time: past it, the context stops with whatever is
+        // still open (the process exit closes those sockets).
+        let ctx = self.ctx;
+        let armed = SteadyTimer::new(ctx).and_then(|t| {
+            t.expires_after(grace)?;
+            t.async_wait(move |_| ctx.stop()).map_err(|r| r.error)
+        });
+        if let Err(e) = armed {
+            eprintln!("{}: no grace timer ({e}); stopping now", self.name);
+            ctx.stop();
+        }
+    }
+
+    /// A connection was accepted.
+    pub fn opened(&self) {
+        self.live.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A connection ended; the last one to end during a stop stops the
+    /// context.
+    pub fn closed(&self) {
+        let left = self.live.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && self.stopping.load(Ordering::SeqCst) {
+            self.ctx.stop();
+        }
+    }
+
+    /// `true` once a stop signal has arrived.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// The grace time of `--grace-ms` (default 5 s).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
+/// A future that completes once SIGTERM or SIGINT has arrived (through
+/// [`on_stop_signal`]), for programs written as one `block_on`.
+pub fn stop_signal<B: Backend>(
+    ctx: &'static IoContext<B>, name: &'static str,
+) -> impl std::future::Future<Output = ()> {
+    use std::sync::Mutex;
+    use std::task::{Poll, Waker};
+    struct Flag {
+        up: AtomicBool,
+        waker: Mutex<Option<Waker>>,
+    }
+    let flag: &'static Flag = Box::leak(Box::new(Flag {
+        up: AtomicBool::new(false),
+        waker: Mutex::new(None),
+    }));
+    on_stop_signal(ctx, name, move || {
+        flag.up.store(true, Ordering::SeqCst);
+        if let Some(w) = flag.waker.lock().unwrap().take() {
+            w.wake();
+        }
+    });
+    std::future::poll_fn(move |cx| {
+        // The waker is stored before the flag is read again, so a signal
+        // in between is not missed.
+        *flag.waker.lock().unwrap() = Some(cx.waker().clone());
+        if flag.up.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }

@@ -1,4 +1,5 @@
-//! `embedded-io-async` `Read` and `Write` for [`TcpStream`], so crates
+//! `embedded-io-async` `Read` and `Write` for the stream sockets ([`TcpStream`],
+//! [`UnixStream`](crate::net::UnixStream)), so crates
 //! written for that interface (rust-mqtt, reqwless, edge-net...) run on
 //! pinion unchanged.
 //!
@@ -12,13 +13,15 @@ use embedded_io_async::{ErrorType, Read, Write};
 use pinion_core::backend::{Backend, Readiness};
 use pinion_core::Error;
 
+#[cfg(doc)]
 use crate::net::TcpStream;
+use crate::net::{Family, StreamSocket};
 
-impl<B: Backend> ErrorType for TcpStream<'_, B> {
+impl<B: Backend, P: Family> ErrorType for StreamSocket<'_, B, P> {
     type Error = Error;
 }
 
-impl<B: Backend> Read for TcpStream<'_, B> {
+impl<B: Backend, P: Family> Read for StreamSocket<'_, B, P> {
     /// Some bytes (at least one), or `Ok(0)` at end of stream, or an error.
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
         if buf.is_empty() {
@@ -33,7 +36,7 @@ impl<B: Backend> Read for TcpStream<'_, B> {
     }
 }
 
-impl<B: Backend> Write for TcpStream<'_, B> {
+impl<B: Backend, P: Family> Write for StreamSocket<'_, B, P> {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
         if buf.is_empty() {
             return Ok(0);

@@ -1,9 +1,11 @@
 //! The socket futures: accept, connect, read, write, and the composed
-//! `read_exact`, `write_all`, `read_until`; UDP `send_to`/`recv_from`.
+//! `read_exact`, `write_all`, `read_until`; datagram `send_to`/`recv_from`.
+//! The same for both families, but TCP's connect.
 
+use core::marker::PhantomData;
 use core::net::SocketAddr;
 
-use pinion_core::backend::{At, Backend, DescKind, Key, Readiness};
+use pinion_core::backend::{At, Backend, DescKind, Key, Readiness, SockAddr};
 use pinion_core::buf::{IoBuf, IoBufMut, Slice};
 use pinion_core::compose::DelimSearch;
 use pinion_core::{Error, Result};
@@ -12,19 +14,19 @@ use super::rendezvous::CellHandler;
 use super::{Op, Refusal, Start};
 use crate::context::IoContext;
 use crate::handler::AcceptedConn;
-use crate::net::{open_socket, TcpListener, TcpStream, UdpSocket};
+use crate::net::{open_socket, DatagramSocket, Family, Ip, Listener, StreamSocket, TcpStream};
 use crate::owned::Owned;
 
 /// `TcpStream::read`: one `read_some`.
 pub type Read<'c, B, Buf> = Op<'c, B, ReadSome<Buf>>;
 /// `TcpStream::write`: one `write_some`.
 pub type Write<'c, B, Buf> = Op<'c, B, WriteSome<Buf>>;
-/// `TcpListener::accept`.
-pub type Accept<'c, B> = Op<'c, B, AcceptOne>;
-/// `UdpSocket::send_to`.
-pub type SendTo<'c, B, Buf> = Op<'c, B, SendOne<Buf>>;
-/// `UdpSocket::recv_from`.
-pub type RecvFrom<'c, B, Buf> = Op<'c, B, RecvOne<Buf>>;
+/// `Listener::accept` (TCP's by default).
+pub type Accept<'c, B, P = Ip> = Op<'c, B, AcceptOne<P>>;
+/// `DatagramSocket::send_to`, to an address `A` (UDP's by default).
+pub type SendTo<'c, B, Buf, A = SocketAddr> = Op<'c, B, SendOne<Buf, A>>;
+/// `DatagramSocket::recv_from`, from an address `A` (UDP's by default).
+pub type RecvFrom<'c, B, Buf, A = SocketAddr> = Op<'c, B, RecvOne<Buf, A>>;
 /// `TcpStream::connect`'s operation.
 pub type Connect<'c, B> = Op<'c, B, ConnectTo>;
 /// `TcpStream::ready`: a readiness wait.
@@ -34,12 +36,12 @@ pub type Ready<'c, B> = Op<'c, B, WaitFor>;
 pub struct ReadSome<Buf>(Buf);
 /// The start of a write.
 pub struct WriteSome<Buf>(Buf);
-/// The start of an accept.
-pub struct AcceptOne;
+/// The start of an accept on a listener of family `P`.
+pub struct AcceptOne<P = Ip>(PhantomData<fn() -> P>);
 /// The start of a datagram send.
-pub struct SendOne<Buf>(Buf, SocketAddr);
+pub struct SendOne<Buf, A = SocketAddr>(Buf, A);
 /// The start of a datagram receive.
-pub struct RecvOne<Buf>(Buf);
+pub struct RecvOne<Buf, A = SocketAddr>(Buf, PhantomData<fn() -> A>);
 /// The start of a connect.
 pub struct ConnectTo(SocketAddr);
 /// The start of a readiness wait.
@@ -99,14 +101,14 @@ impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for WriteSome<Buf> {
     }
 }
 
-impl<'c, B: Backend> Start<'c, B> for AcceptOne {
-    type Value = AcceptedConn<'c, B>;
-    type Output = AcceptedConn<'c, B>;
+impl<'c, B: Backend, P: Family> Start<'c, B> for AcceptOne<P> {
+    type Value = AcceptedConn<'c, B, P>;
+    type Output = AcceptedConn<'c, B, P>;
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
-        B::accept(at, h).map_err(|r| (r.error, AcceptOne, r.handler))
+        B::accept(at, h).map_err(|r| (r.error, self, r.handler))
     }
     fn refused(self, error: Error) -> Self::Output {
         Err(error)
@@ -116,7 +118,7 @@ impl<'c, B: Backend> Start<'c, B> for AcceptOne {
     }
 }
 
-impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for SendOne<Buf> {
+impl<'c, B: Backend, Buf: IoBuf, A: SockAddr> Start<'c, B> for SendOne<Buf, A> {
     type Value = (Result<usize>, Buf);
     type Output = (Result<usize>, Buf);
 
@@ -134,9 +136,9 @@ impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for SendOne<Buf> {
     }
 }
 
-impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for RecvOne<Buf> {
-    type Value = (Result<(usize, SocketAddr)>, Buf);
-    type Output = (Result<(usize, SocketAddr)>, Buf);
+impl<'c, B: Backend, Buf: IoBufMut, A: SockAddr> Start<'c, B> for RecvOne<Buf, A> {
+    type Value = (Result<(usize, A)>, Buf);
+    type Output = (Result<(usize, A)>, Buf);
 
     fn start(
         self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
@@ -144,7 +146,8 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for RecvOne<Buf> {
         if self.0.spare() == 0 {
             return Err((Error::BufferFull, self, h));
         }
-        B::recv_from(at, self.0, h).map_err(|r| (r.error, RecvOne(r.handler.0), r.handler.1))
+        B::recv_from(at, self.0, h)
+            .map_err(|r| (r.error, RecvOne(r.handler.0, PhantomData), r.handler.1))
     }
     fn refused(self, error: Error) -> Self::Output {
         (Err(error), self.0)
@@ -180,13 +183,13 @@ impl<'c, B: Backend> Start<'c, B> for ConnectTo {
     }
 }
 
-impl<'c, B: Backend> TcpListener<'c, B> {
+impl<'c, B: Backend, P: Family> Listener<'c, B, P> {
     /// Accepts one connection: the stream (closed when dropped) and the
     /// peer's address. Errors as for [`async_accept`](Self::async_accept).
     /// Dropping the future cancels this accept only; a connection accepted
     /// meanwhile is closed.
-    pub fn accept(&self) -> Accept<'c, B> {
-        Op::new(self.context(), self.key(), AcceptOne)
+    pub fn accept(&self) -> Accept<'c, B, P> {
+        Op::new(self.context(), self.key(), AcceptOne(PhantomData))
     }
 }
 
@@ -211,7 +214,9 @@ impl<'c, B: Backend> TcpStream<'c, B> {
             }
         }
     }
+}
 
+impl<'c, B: Backend, P: Family> StreamSocket<'c, B, P> {
     /// Reads at most `buf.spare()` bytes into `buf`'s room; `Eof` when
     /// the peer has closed, `BufferFull` for a buffer with no room. The
     /// buffer comes back with the result. Dropping the future cancels
@@ -297,14 +302,14 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     }
 }
 
-impl<'c, B: Backend> UdpSocket<'c, B> {
+impl<'c, B: Backend, P: Family> DatagramSocket<'c, B, P> {
     /// Sends `buf` as one datagram to `to`.
-    pub fn send_to<Buf: IoBuf>(&self, buf: Buf, to: SocketAddr) -> SendTo<'c, B, Buf> {
+    pub fn send_to<Buf: IoBuf>(&self, buf: Buf, to: P::Addr) -> SendTo<'c, B, Buf, P::Addr> {
         Op::new(self.context(), self.key(), SendOne(buf, to))
     }
 
     /// Receives one datagram into `buf`'s room, with its sender.
-    pub fn recv_from<Buf: IoBufMut>(&self, buf: Buf) -> RecvFrom<'c, B, Buf> {
-        Op::new(self.context(), self.key(), RecvOne(buf))
+    pub fn recv_from<Buf: IoBufMut>(&self, buf: Buf) -> RecvFrom<'c, B, Buf, P::Addr> {
+        Op::new(self.context(), self.key(), RecvOne(buf, PhantomData))
     }
 }

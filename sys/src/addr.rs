@@ -1,5 +1,7 @@
 //! Socket addresses as the kernel reads and writes them: [`RawAddr`] and
-//! the conversions from and to [`core::net::SocketAddr`].
+//! the conversions from and to [`core::net::SocketAddr`]; [`UnixAddr`] for
+//! Unix-domain sockets; and [`SockAddr`], what the socket calls and the
+//! backends' datagram operations need of either.
 
 use core::fmt;
 use core::mem::size_of;
@@ -7,14 +9,66 @@ use core::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use crate::Errno;
 
+mod unix;
+pub use unix::{UnixAddr, UnixAddrError, MAX_NAME};
+
+/// An address family's socket address and its kernel form, so that one
+/// `bind`, `connect`, `sendto` or `recvfrom` serves every family. An
+/// operation in flight keeps the [`Raw`](Self::Raw) form in its slot: 28
+/// bytes for IP, 110 for Unix.
+pub trait SockAddr: Sized + Copy + Send + 'static {
+    /// The kernel's layout, with room for any address of the family.
+    type Raw: Copy + Send + 'static;
+
+    /// The `domain` argument of `socket(2)`.
+    fn domain(&self) -> i32;
+
+    /// The kernel form and the length to pass with it.
+    fn to_raw(&self) -> (Self::Raw, libc::socklen_t);
+
+    /// Room for the kernel to write an address into.
+    fn raw_zeroed() -> Self::Raw;
+
+    /// The address the kernel wrote, `len` bytes of it (as the kernel
+    /// reported: possibly more than `Raw` holds, when it cut the name);
+    /// `AFNOSUPPORT` for another family.
+    fn from_raw(raw: &Self::Raw, len: libc::socklen_t) -> Result<Self, Errno>;
+
+    /// The size of [`Raw`](Self::Raw), as the in/out length of `accept4`,
+    /// `recvfrom`, `getsockname`.
+    fn capacity() -> libc::socklen_t {
+        size_of::<Self::Raw>() as libc::socklen_t
+    }
+}
+
+impl SockAddr for SocketAddr {
+    type Raw = RawAddr;
+
+    fn domain(&self) -> i32 {
+        family(self)
+    }
+
+    fn to_raw(&self) -> (RawAddr, libc::socklen_t) {
+        RawAddr::from_socket_addr(self)
+    }
+
+    fn raw_zeroed() -> RawAddr {
+        RawAddr::zeroed()
+    }
+
+    fn from_raw(raw: &RawAddr, _: libc::socklen_t) -> Result<Self, Errno> {
+        raw.to_socket_addr()
+    }
+}
+
 /// Room for one IPv4 or IPv6 socket address in the kernel's layout, for
 /// `bind`, `connect`, `accept4`, `recvfrom`, `sendto`, `getsockname`...
 ///
 /// 28 bytes, not a 128-byte `sockaddr_storage`: the backends keep one in
 /// every accept, recvfrom and sendto operation, and those must fit a
 /// 256-byte operation slot next to the user's handler. Decoding goes by
-/// the family field, so a Unix-domain member can be added beside these
-/// two (at the size it costs) when Unix sockets come.
+/// the family field. Unix sockets have their own form ([`UnixAddr`]), so
+/// that IP operations do not carry its 110 bytes.
 ///
 /// ```
 /// use core::net::SocketAddr;

@@ -19,7 +19,10 @@
 //! - [`event`]: eventfd (signal, drain) and timerfd (absolute monotonic
 //!   deadlines);
 //! - [`mem`]: committing and locking memory (`MADV_POPULATE_WRITE`,
-//!   `mlock`, `RLIMIT_MEMLOCK`).
+//!   `mlock`, `RLIMIT_MEMLOCK`);
+//! - [`uring`]: pinion's own io_uring ABI (kernel structs, opcodes, the
+//!   three system calls, the ring's mappings and in-place SQ/CQ views),
+//!   the same on every Linux target.
 //!
 //! Only [`Errno`] exists on targets other than Linux (bare metal): without
 //! libc it has no names, no constants and no [`Errno::last`].
@@ -46,6 +49,8 @@ pub mod event;
 pub mod mem;
 #[cfg(target_os = "linux")]
 pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod uring;
 
 pub use errno::Errno;
 #[cfg(target_os = "linux")]

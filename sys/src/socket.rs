@@ -27,7 +27,7 @@
 use core::mem::size_of;
 use core::net::SocketAddr;
 
-use crate::addr::RawAddr;
+use crate::addr::{RawAddr, SockAddr};
 use crate::{Errno, Fd};
 
 /// A new close-on-exec socket (`socket(2)` with protocol 0).
@@ -47,11 +47,18 @@ pub fn socket(domain: i32, ty: i32, nonblocking: bool) -> Result<Fd, Errno> {
     Ok(unsafe { Fd::from_raw(fd) })
 }
 
-/// Binds `fd` to `addr` (`bind(2)`).
+/// Binds `fd` to the IP address `addr` (`bind(2)`).
 pub fn bind(fd: i32, addr: &SocketAddr) -> Result<(), Errno> {
-    let (raw, len) = RawAddr::from_socket_addr(addr);
-    // SAFETY: `raw` holds `len` initialised bytes and lives across the call.
-    syscall!(bind(fd, raw.as_ptr(), len)).map(drop)
+    bind_to(fd, addr)
+}
+
+/// Binds `fd` to `addr` of any family: an IP [`SocketAddr`] or a
+/// [`UnixAddr`](crate::addr::UnixAddr).
+pub fn bind_to<A: SockAddr>(fd: i32, addr: &A) -> Result<(), Errno> {
+    let (raw, len) = addr.to_raw();
+    // SAFETY: `raw` holds `len` initialised bytes of a sockaddr of its
+    // family and lives across the call.
+    syscall!(bind(fd, (&raw as *const A::Raw).cast(), len)).map(drop)
 }
 
 /// Marks `fd` as accepting connections, with room for `backlog` pending
@@ -61,7 +68,7 @@ pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
     syscall!(listen(fd, backlog)).map(drop)
 }
 
-/// Connects `fd` to `addr` (`connect(2)`).
+/// Connects `fd` to the IP address `addr` (`connect(2)`).
 ///
 /// On a non-blocking socket the usual answer is `Err(Errno::INPROGRESS)`:
 /// wait until it is writable, then read the outcome with
@@ -69,9 +76,20 @@ pub fn listen(fd: i32, backlog: i32) -> Result<(), Errno> {
 /// connection goes on in the background and a second `connect` would
 /// answer `EALREADY`.
 pub fn connect(fd: i32, addr: &SocketAddr) -> Result<(), Errno> {
-    let (raw, len) = RawAddr::from_socket_addr(addr);
-    // SAFETY: `raw` holds `len` initialised bytes and lives across the call.
-    syscall!(connect(fd, raw.as_ptr(), len)).map(drop)
+    connect_to(fd, addr)
+}
+
+/// [`connect`] to `addr` of any family: an IP [`SocketAddr`] or a
+/// [`UnixAddr`](crate::addr::UnixAddr).
+///
+/// A non-blocking Unix-domain connect has no handshake to wait for: it
+/// succeeds or fails at once, and answers `EAGAIN` when the listener's
+/// backlog is full.
+pub fn connect_to<A: SockAddr>(fd: i32, addr: &A) -> Result<(), Errno> {
+    let (raw, len) = addr.to_raw();
+    // SAFETY: `raw` holds `len` initialised bytes of a sockaddr of its
+    // family and lives across the call.
+    syscall!(connect(fd, (&raw as *const A::Raw).cast(), len)).map(drop)
 }
 
 /// Takes one pending connection from the listener `fd` (`accept4(2)`,
@@ -95,23 +113,86 @@ pub fn accept(fd: i32, nonblocking: bool) -> Result<(Fd, SocketAddr), Errno> {
     Ok((new, raw.to_socket_addr()?))
 }
 
-/// The address `fd` is bound to (`getsockname(2)`).
+/// The IP address `fd` is bound to (`getsockname(2)`).
 pub fn local_addr(fd: i32) -> Result<SocketAddr, Errno> {
-    let mut raw = RawAddr::zeroed();
-    let mut len = RawAddr::CAPACITY;
-    // SAFETY: `raw` is writable for `len` bytes; both live across the call.
-    syscall!(getsockname(fd, raw.as_mut_ptr(), &mut len))?;
-    raw.to_socket_addr()
+    local_addr_of(fd)
 }
 
-/// The address `fd` is connected to (`getpeername(2)`); `ENOTCONN` when
-/// it is not connected.
+/// The IP address `fd` is connected to (`getpeername(2)`); `ENOTCONN`
+/// when it is not connected.
 pub fn peer_addr(fd: i32) -> Result<SocketAddr, Errno> {
-    let mut raw = RawAddr::zeroed();
-    let mut len = RawAddr::CAPACITY;
+    peer_addr_of(fd)
+}
+
+/// The address of family `A` that `fd` is bound to (`getsockname(2)`);
+/// `AFNOSUPPORT` when the socket is of another family.
+pub fn local_addr_of<A: SockAddr>(fd: i32) -> Result<A, Errno> {
+    let mut raw = A::raw_zeroed();
+    let mut len = A::capacity();
     // SAFETY: `raw` is writable for `len` bytes; both live across the call.
-    syscall!(getpeername(fd, raw.as_mut_ptr(), &mut len))?;
-    raw.to_socket_addr()
+    syscall!(getsockname(fd, (&mut raw as *mut A::Raw).cast(), &mut len))?;
+    A::from_raw(&raw, len)
+}
+
+/// The address of family `A` that `fd` is connected to
+/// (`getpeername(2)`); `ENOTCONN` when it is not connected.
+pub fn peer_addr_of<A: SockAddr>(fd: i32) -> Result<A, Errno> {
+    let mut raw = A::raw_zeroed();
+    let mut len = A::capacity();
+    // SAFETY: `raw` is writable for `len` bytes; both live across the call.
+    syscall!(getpeername(fd, (&mut raw as *mut A::Raw).cast(), &mut len))?;
+    A::from_raw(&raw, len)
+}
+
+/// Two connected Unix-domain sockets of type `ty` (`SOCK_STREAM`,
+/// `SOCK_DGRAM`, `SOCK_SEQPACKET`), close-on-exec (`socketpair(2)`).
+pub fn socketpair(ty: i32, nonblocking: bool) -> Result<(Fd, Fd), Errno> {
+    let mut ty = ty | libc::SOCK_CLOEXEC;
+    if nonblocking {
+        ty |= libc::SOCK_NONBLOCK;
+    }
+    let mut fds = [-1i32; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    syscall!(socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()))?;
+    // SAFETY: `socketpair` just returned both; nobody else has them.
+    Ok(unsafe { (Fd::from_raw(fds[0]), Fd::from_raw(fds[1])) })
+}
+
+/// The credentials of the process at the other end of a Unix-domain
+/// socket (`SO_PEERCRED`): as they were when it connected (or called
+/// `socketpair`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Its process id.
+    pub pid: i32,
+    /// Its effective user id.
+    pub uid: u32,
+    /// Its effective group id.
+    pub gid: u32,
+}
+
+/// `SO_PEERCRED` of `fd`.
+pub fn peer_cred(fd: i32) -> Result<PeerCred, Errno> {
+    let mut c = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `c` and `len` are writable, sized as passed, and live
+    // across the call.
+    syscall!(getsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        libc::SO_PEERCRED,
+        (&mut c as *mut libc::ucred).cast(),
+        &mut len
+    ))?;
+    Ok(PeerCred {
+        pid: c.pid,
+        uid: c.uid,
+        gid: c.gid,
+    })
 }
 
 /// Which directions [`shutdown`] closes.

@@ -39,3 +39,15 @@ pub fn command(name: &str, features: &str, wrapper: &[&str]) -> Command {
     cmd.args(&argv[1..]);
     cmd
 }
+
+/// The backends the examples were built with (this test's features).
+pub fn backends() -> Vec<&'static str> {
+    let mut b = Vec::new();
+    if cfg!(feature = "epoll") {
+        b.push("epoll");
+    }
+    if cfg!(feature = "uring") {
+        b.push("uring");
+    }
+    b
+}

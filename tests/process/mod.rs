@@ -199,3 +199,53 @@ fn stream_descriptors_leak_no_fd_on_any_path() {
     }
     assert_eq!(util::open_fds(), before, "descriptors leaked");
 }
+
+/// Unix sockets leave no fd (and no socket file) behind on any path: a
+/// full table refusing a bind, a pair or a connect; bad paths; refused
+/// and missing listeners; a served connection; the context dropped with
+/// an accept pending.
+#[test]
+fn unix_sockets_leak_no_fd_on_any_path() {
+    use pinion::net::UnixAddr;
+    use pinion::Pool;
+    let _serial = serial();
+    let before = util::open_fds();
+    let path = std::env::temp_dir().join(format!("pinion-fds-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let at = UnixAddr::path(path.as_os_str().as_encoded_bytes()).unwrap();
+    {
+        let ctx = Ctx::with(b::Builder::new().descriptors(3));
+        let c = ctx.get();
+        let l = b::UnixListener::bind(c, &at).unwrap();
+        let (x, y) = b::UnixStream::pair(c).unwrap();
+        let full = Err(Error::PoolFull(Pool::Descriptors));
+        assert_eq!(b::UnixStream::pair(c).map(drop), full);
+        assert_eq!(b::UnixStream::connect(c, &at).map(drop), full);
+        let name = UnixAddr::abstract_name(b"pinion-fds-full").unwrap();
+        assert_eq!(b::UnixDatagram::bind(c, &name).map(drop), full);
+        x.close().unwrap();
+        // Room for one: a connect, served, then closed.
+        let s = b::UnixStream::connect(c, &at).unwrap();
+        assert_eq!(b::UnixStream::pair(c).map(drop), full);
+        drop(s);
+        y.close().unwrap();
+        let missing = UnixAddr::path(b"/nonexistent-pinion/x.sock").unwrap();
+        let enoent = Err(Error::Os(pinion::Errno::NOENT));
+        assert_eq!(b::UnixStream::connect(c, &missing).map(drop), enoent);
+        assert_eq!(b::UnixListener::bind(c, &missing).map(drop), enoent);
+        assert_eq!(
+            b::UnixListener::bind(c, &at).map(drop),
+            Err(Error::AddrInUse)
+        );
+        l.async_accept(|_| {}).map_err(|r| r.error).unwrap();
+        c.poll();
+        // The listener stays open with its accept pending: the context's
+        // drop closes it.
+    }
+    assert_eq!(util::open_fds(), before, "descriptors leaked");
+    assert!(path.exists(), "the listener's own file stays until removed");
+    UnixAddr::path(path.as_os_str().as_encoded_bytes())
+        .unwrap()
+        .unlink()
+        .unwrap();
+}

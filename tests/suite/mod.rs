@@ -41,4 +41,5 @@ mod serial;
 mod tcp;
 mod timer;
 mod udp;
+mod unix;
 mod wake;

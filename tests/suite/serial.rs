@@ -1,5 +1,6 @@
 //! `SerialPort` on a pseudo-terminal (`openpty`): settings read back with
-//! `tcgetattr`, bytes both ways, a line protocol over `read_until`, and
+//! `tcgetattr`, bytes both ways, a 1 MiB round trip at a set rate, a line
+//! protocol over `read_until`, and
 //! the errors for a missing path, a file that is not a tty and an
 //! unsupported rate.
 
@@ -140,6 +141,59 @@ fn bytes_both_ways_and_a_line_protocol() {
     let (n, bytes) = line.lock().unwrap().take().unwrap();
     assert_eq!(n, Ok(7));
     assert!(bytes.starts_with(b"AT+OK\r\n"));
+}
+
+/// 1 MiB round trip at a set rate: the port writes it while the device
+/// end echoes every byte back, and the port reads it all, both directions
+/// in flight at once through the pty's small buffers.
+#[test]
+fn a_mebibyte_round_trip_at_a_set_baud_rate() {
+    const N: usize = 1 << 20;
+    let ctx = ctx_or_skip!();
+    let c = ctx.get();
+    let (m, port) = pty(c);
+    port.set_baud_rate(230_400).unwrap();
+    assert_eq!(port.baud_rate(), Ok(230_400));
+    let (mut r, mut w) = (m.try_clone().unwrap(), m);
+    let device = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        let mut left = N;
+        while left > 0 {
+            let n = r.read(&mut buf[..left.min(4096)]).expect("device read");
+            assert!(n > 0, "the port end closed early");
+            w.write_all(&buf[..n]).expect("device echo");
+            left -= n;
+        }
+        // Kept open until the port has read everything: a hang-up would
+        // flush what is still queued for it.
+        (r, w)
+    });
+    let msg = util::pattern_vec(9, N);
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    async_read(
+        &**port,
+        FixedBuf::new(N),
+        Completion::TransferAll,
+        move |n, buf| {
+            *g.lock().unwrap() = Some((n, buf.bytes().to_vec()));
+        },
+    )
+    .map_err(|r| r.error)
+    .unwrap();
+    let wrote = Arc::new(Mutex::new(None));
+    let wr = wrote.clone();
+    async_write(&**port, msg.clone(), move |n, _| {
+        *wr.lock().unwrap() = Some(n)
+    })
+    .map_err(|r| r.error)
+    .unwrap();
+    run_until(c, "1 MiB out and back", || got.lock().unwrap().is_some());
+    drop(device.join().unwrap());
+    assert_eq!(wrote.lock().unwrap().take(), Some(Ok(N)));
+    let (n, bytes) = got.lock().unwrap().take().unwrap();
+    assert_eq!(n, Ok(N));
+    assert!(bytes == msg, "every byte back, in order (raw mode)");
 }
 
 #[test]

@@ -258,7 +258,9 @@ impl Reactor {
                         stat!(self, speculative_hits);
                         // SAFETY: completed, on no queue, owned by `sched`,
                         // whose thread `here` is (the caller's contract).
-                        unsafe { sched.post_immediate_completion_in(here, op) };
+                        // Runs right after the calling handler: the
+                        // connection is served until it would block.
+                        unsafe { sched.post_continuation_in(here, op) };
                         return Ok(());
                     }
                     stat!(self, speculative_misses);

@@ -39,7 +39,7 @@
 //!
 //! # The buffer-lifetime rule
 //!
-//! io-uring's `SubmissionQueue::push` is unsafe because the kernel may
+//! `Sq::push` (`pinion_sys::uring`) is unsafe because the kernel may
 //! read or write everything an SQE points to until the SQE's last CQE.
 //! This module is the one place that keeps the rule: `Proactor::push` (for
 //! the proactor's own requests) and `push_sqe_on`/`push_on` (for requests
@@ -83,18 +83,18 @@
 //! interrupter read); only then are the operations destroyed (by the
 //! scheduler), the sockets closed and the ring unmapped.
 
-use std::cell::UnsafeCell;
+use core::cell::UnsafeCell;
 
-use io_uring::{opcode, squeue, types, IoUring};
 use pinion_core::backend::{Task, Wait};
 use pinion_core::timer::TimerService;
 use pinion_core::OpQueue;
 use pinion_sync::{FutexKit, FutexMutex};
+use pinion_sys::uring::abi::IOSQE_CQE_SKIP_SUCCESS;
+use pinion_sys::uring::{Cq, Ring, Sqe};
 use pinion_sys::{event, Fd};
 
 use crate::bufs::ReadBuffers;
 use crate::desc::DescTable;
-use crate::ring::Rings;
 use pinion_sync::Locked;
 
 pub(crate) mod reap;
@@ -143,19 +143,20 @@ pub(crate) struct RunnerState {
 
 /// The io_uring proactor: the scheduler's task.
 pub struct Proactor {
-    pub(crate) ring: IoUring,
+    /// The ring: its fd and mappings. `cq` and `sq_state.sq` point into
+    /// it; neither is used once the proactor is dropped.
+    pub(crate) ring: Ring,
     /// The read pool (pooled reads). After `ring`: dropped after the ring,
     /// whose buffer ring points into it.
     pub(crate) read_bufs: Option<ReadBuffers>,
-    /// Our mappings of the ring and the CQ view; the SQ view is in
-    /// `sq_state`.
-    pub(crate) rings: Rings,
+    /// The completion ring, read in place by the runner.
+    pub(crate) cq: Cq,
     pub(crate) sq_lock: FutexMutex,
     pub(crate) sq_state: UnsafeCell<SqState>,
     /// A thread is (about to be) blocked in `io_uring_enter`; a push
     /// interrupts it. Set under `sq_lock`, together with making the SQ
     /// look full, so only a push's slow path needs to look at it.
-    pub(crate) waiting: std::sync::atomic::AtomicBool,
+    pub(crate) waiting: core::sync::atomic::AtomicBool,
     pub(crate) runner: UnsafeCell<RunnerState>,
     pub(crate) efd: Fd,
     /// The interrupter read's target: kernel-visible, so boxed (stable
@@ -171,7 +172,7 @@ pub struct Proactor {
     /// of a list through `Desc::closing_next`.
     pub(crate) closing: Locked<FutexMutex, (u32, u32)>,
     /// `closing` is not empty (a lock-free peek for the runner).
-    pub(crate) closes_pending: std::sync::atomic::AtomicBool,
+    pub(crate) closes_pending: core::sync::atomic::AtomicBool,
     pub(crate) info: RingInfo,
     #[cfg(feature = "stats")]
     pub(crate) stats: stats::StatCells,
@@ -286,7 +287,7 @@ unsafe impl Task for Proactor {
         // while one is still parked.
         let parked = self
             .closes_pending
-            .load(std::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::Acquire)
             && self.finish_closes();
         let until = if reaped == 0 {
             self.sleep_until(wait, parked)
@@ -296,13 +297,13 @@ unsafe impl Task for Proactor {
         if let Some(until) = until {
             self.with_sq(|st| {
                 self.waiting
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                    .store(true, core::sync::atomic::Ordering::Relaxed);
                 // The next push then takes its slow path, which wakes us.
                 st.sq.look_full();
             });
             self.enter_and_wait((until != u64::MAX).then_some(until));
             self.waiting
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+                .store(false, core::sync::atomic::Ordering::Relaxed);
             self.awake();
             rs.deferred = false;
             reaped = self.reap(rs, ops);
@@ -324,7 +325,7 @@ unsafe impl Task for Proactor {
         }
         if self
             .closes_pending
-            .load(std::sync::atomic::Ordering::Acquire)
+            .load(core::sync::atomic::Ordering::Acquire)
         {
             self.finish_closes();
         }
@@ -353,9 +354,8 @@ unsafe impl Task for Proactor {
             if rs.completed >= expected {
                 break;
             }
-            let e = opcode::AsyncCancel2::new(types::CancelBuilder::any())
-                .build()
-                .flags(squeue::Flags::SKIP_SUCCESS)
+            let e = Sqe::cancel_any()
+                .with_flags(IOSQE_CQE_SKIP_SUCCESS)
                 .user_data(UD_IGNORE);
             // SAFETY: a cancel carries no pointer.
             unsafe { self.push(&e, false) };

@@ -1,14 +1,14 @@
 //! Reaping: the CQ, read in place by the one thread running the task, and
 //! what each CQE hands on.
 
-use std::ptr::NonNull;
+use core::ptr::NonNull;
 
-use io_uring::cqueue;
 use pinion_core::{Error, OpQueue, Operation};
+use pinion_sys::uring::abi::IORING_CQE_F_BUFFER;
+use pinion_sys::uring::{cqe_more, Cqe};
 
 use super::{stat, Proactor, RunnerState, TAG_ACCEPT, TAG_MASK, TAG_OP, TAG_POOLED, UD_INTERRUPT};
-use crate::bufs::{PooledHdr, IORING_CQE_F_BUFFER};
-use crate::ring::Cqe;
+use crate::bufs::PooledHdr;
 
 /// Stores a negative CQE result as the error, out of the reaping loop.
 #[cold]
@@ -23,7 +23,7 @@ impl Proactor {
     #[inline(always)]
     pub(crate) fn reap(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
         // SAFETY: runner only (as `reap_some`).
-        if unsafe { self.rings.cq.head() } == self.rings.cq.tail() {
+        if unsafe { self.cq.head() } == self.cq.tail() {
             // An empty CQ (often, before the wait) costs no call.
             return 0;
         }
@@ -33,7 +33,7 @@ impl Proactor {
     /// [`reap`](Self::reap) when the CQ holds something.
     #[inline(never)]
     fn reap_some(&self, rs: &mut RunnerState, ops: &mut OpQueue) -> usize {
-        let cq = &self.rings.cq;
+        let cq = &self.cq;
         let entries = cq.entries();
         // Completed operations gather here (in registers) and join `ops`
         // in one splice, in CQ order.
@@ -129,7 +129,7 @@ impl Proactor {
     ) {
         match ud & TAG_MASK {
             TAG_ACCEPT => {
-                let more = cqueue::more(flags);
+                let more = cqe_more(flags);
                 if !more {
                     rs.completed += 1;
                 }

@@ -2,22 +2,22 @@
 //! need), the probes, registered files, the interrupter, the read pool,
 //! and a [`BuildError`] that says what to change when any of it fails.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::AtomicBool;
+use core::cell::UnsafeCell;
+use core::sync::atomic::AtomicBool;
 
-use io_uring::{opcode, IoUring};
 use pinion_core::backend::{BuildError, Config};
 use pinion_core::slab::Slab;
 use pinion_core::timer::TimerService;
 use pinion_sync::{FutexMutex, RawMutex};
+use pinion_sys::uring::abi::*;
+use pinion_sys::uring::{Probe, Ring};
 use pinion_sys::{event, Errno};
 
 use super::stats::RingInfo;
-use super::submit::{io_errno, SqState};
+use super::submit::SqState;
 use super::{Proactor, RunnerState};
 use crate::bufs::ReadBuffers;
 use crate::desc::{MAX_DESCRIPTORS, NIL};
-use crate::ring::Rings;
 use crate::{Options, Parts};
 use pinion_sync::Locked;
 
@@ -29,19 +29,6 @@ fn io_uring_disabled() -> u8 {
         .unwrap_or(0)
 }
 
-/// The soft `RLIMIT_MEMLOCK`, in bytes.
-fn memlock_limit() -> usize {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `r` is writable; getrlimit writes it and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
-        return usize::MAX;
-    }
-    usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
-}
-
 /// Bytes the ring pins for `sq` and `cq` entries: SQE array, SQ and CQ
 /// rings (ring headers are well under a page: one page each).
 fn ring_bytes(sq: u32, cq: u32) -> usize {
@@ -49,10 +36,10 @@ fn ring_bytes(sq: u32, cq: u32) -> usize {
 }
 
 /// Why `io_uring_setup` failed, in words that say what to do.
-fn setup_error(errno: i32, opts: &Options) -> BuildError {
-    match errno {
+fn setup_error(errno: Errno, opts: &Options) -> BuildError {
+    match errno.0 {
         libc::ENOSYS | libc::EPERM => match io_uring_disabled() {
-            0 if errno == libc::ENOSYS => BuildError::NotSupported,
+            0 if errno == Errno::NOSYS => BuildError::NotSupported,
             0 => BuildError::PermissionDenied,
             v => BuildError::Disabled(v as i32),
         },
@@ -64,16 +51,16 @@ fn setup_error(errno: i32, opts: &Options) -> BuildError {
                 .max(sq)
                 .next_power_of_two();
             let need = ring_bytes(sq, cq);
-            let have = memlock_limit();
+            let have = pinion_sys::mem::memlock_limit();
             if have < need {
                 BuildError::Memlock { need, have }
             } else {
                 BuildError::OutOfMemory
             }
         }
-        e => BuildError::Os {
+        _ => BuildError::Os {
             what: "io_uring_setup",
-            error: Errno(e).into(),
+            error: errno.into(),
         },
     }
 }
@@ -96,62 +83,70 @@ impl Proactor {
                 why: "each buffer is at least 16 bytes (a free buffer holds its pool link)",
             });
         }
-        let setup = |sqpoll: Option<u32>, submit_all: bool| {
-            let mut b = IoUring::builder();
-            b.dontfork();
+        let setup = |sqpoll: Option<u32>, submit_all: bool, coop: bool| {
+            let mut p = Params::default();
             if let Some(cq) = opts.cq_entries {
-                b.setup_cqsize(cq.max(opts.sq_entries));
+                p.flags |= IORING_SETUP_CQSIZE;
+                p.cq_entries = cq.max(opts.sq_entries);
             }
             if submit_all {
-                b.setup_submit_all();
+                p.flags |= IORING_SETUP_SUBMIT_ALL;
             }
             if let Some(idle) = sqpoll {
-                b.setup_sqpoll(idle);
+                p.flags |= IORING_SETUP_SQPOLL;
+                p.sq_thread_idle = idle;
+            } else if coop {
+                p.flags |= IORING_SETUP_COOP_TASKRUN;
             }
-            b.build(opts.sq_entries.max(1))
+            Ring::new(opts.sq_entries.max(1), p)
         };
-        let ring = match setup(opts.sqpoll_idle_ms, true) {
-            Ok(r) => r,
-            Err(e) => {
-                let errno = io_errno(&e);
-                if matches!(errno, libc::ENOSYS | libc::EPERM | libc::ENOMEM) {
-                    return Err(setup_error(errno, opts));
-                }
-                // Older kernels refuse SUBMIT_ALL (5.18) or unprivileged
-                // SQPOLL: fall back to the plain ring.
-                setup(None, false).map_err(|e| setup_error(io_errno(&e), opts))?
+        let coop = opts.coop_taskrun && opts.sqpoll_idle_ms.is_none();
+        let (ring, coop) = match setup(opts.sqpoll_idle_ms, true, coop) {
+            Ok(r) => (r, coop),
+            Err(errno @ (Errno::NOSYS | Errno::PERM | Errno::NOMEM)) => {
+                return Err(setup_error(errno, opts));
+            }
+            // Older kernels refuse SUBMIT_ALL (5.18), COOP_TASKRUN (5.19)
+            // or unprivileged SQPOLL: fall back to the plain ring.
+            Err(_) => (
+                setup(None, false, false).map_err(|e| setup_error(e, opts))?,
+                false,
+            ),
+        };
+        let os = |what: &'static str| {
+            move |e: Errno| BuildError::Os {
+                what,
+                error: e.into(),
             }
         };
-        let params = ring.params();
-        if !params.is_feature_ext_arg() {
+        // A child made by `fork` gets no copy of the rings.
+        ring.dontfork()
+            .map_err(os("madvise (MADV_DONTFORK) of the rings"))?;
+        let params = *ring.params();
+        if !ring.has_feature(IORING_FEAT_EXT_ARG) {
             return Err(BuildError::KernelTooOld(
                 "IORING_FEAT_EXT_ARG (Linux 5.11) for timed waits",
             ));
         }
-        if !params.is_feature_nodrop() {
+        if !ring.has_feature(IORING_FEAT_NODROP) {
             return Err(BuildError::KernelTooOld(
                 "IORING_FEAT_NODROP (Linux 5.5): completions could be lost",
             ));
         }
-        let os = |what: &'static str| {
-            move |e: std::io::Error| BuildError::Os {
-                what,
-                error: Errno(io_errno(&e)).into(),
-            }
-        };
-        let mut probe = io_uring::Probe::new();
-        ring.submitter()
-            .register_probe(&mut probe)
+        // 2 KiB: boxed, once, at build.
+        let mut probe = Box::new(Probe::EMPTY);
+        ring.probe(&mut probe)
             .map_err(os("io_uring_register (probe)"))?;
         for (code, what) in [
-            (opcode::Recv::CODE, "IORING_OP_RECV"),
-            (opcode::Send::CODE, "IORING_OP_SEND"),
-            (opcode::Accept::CODE, "IORING_OP_ACCEPT"),
-            (opcode::Connect::CODE, "IORING_OP_CONNECT"),
-            (opcode::SendMsg::CODE, "IORING_OP_SENDMSG"),
-            (opcode::RecvMsg::CODE, "IORING_OP_RECVMSG"),
-            (opcode::Read::CODE, "IORING_OP_READ"),
-            (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
+            (IORING_OP_RECV, "IORING_OP_RECV"),
+            (IORING_OP_SEND, "IORING_OP_SEND"),
+            (IORING_OP_ACCEPT, "IORING_OP_ACCEPT"),
+            (IORING_OP_CONNECT, "IORING_OP_CONNECT"),
+            (IORING_OP_SENDMSG, "IORING_OP_SENDMSG"),
+            (IORING_OP_RECVMSG, "IORING_OP_RECVMSG"),
+            (IORING_OP_READ, "IORING_OP_READ"),
+            (IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"),
+            (IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"),
         ] {
             if !probe.is_supported(code) {
                 return Err(BuildError::KernelTooOld(what));
@@ -159,24 +154,22 @@ impl Proactor {
         }
         // Cancel by fd and cancel-any (5.19) arrived with IORING_OP_SOCKET,
         // and so did multishot accept: the opcode is their marker.
-        if !probe.is_supported(opcode::Socket::CODE) {
+        if !probe.is_supported(IORING_OP_SOCKET) {
             return Err(BuildError::KernelTooOld(
                 "Linux 5.19 io_uring (cancel by fd, IORING_OP_SOCKET)",
             ));
         }
-        let sq_entries = params.sq_entries();
-        let cq_entries = params.cq_entries();
+        let (sq_entries, cq_entries) = (params.sq_entries, params.cq_entries);
         // One registered-file slot per descriptor-table entry, all empty
         // (sparse, Linux 5.19). Any refusal (EINVAL/ENOSYS on kernels
         // without it, ENOMEM, EMFILE past RLIMIT_NOFILE) leaves plain fds.
         let descriptors = parts.descriptors.len();
         let registered_files = opts.registered_files
             && descriptors > 0
-            && ring
-                .submitter()
-                .register_files_sparse(descriptors as u32)
-                .is_ok();
-        let (rings, sq) = Rings::map(&ring).map_err(os("mmap of the rings"))?;
+            && ring.register_files_sparse(descriptors as u32).is_ok();
+        // SAFETY: the one call for this ring; `sq` and `cq` go into the
+        // proactor that owns the ring, and are not used once it is dropped.
+        let (sq, cq) = unsafe { ring.queues() };
         let efd = event::eventfd(false).map_err(|e| BuildError::Os {
             what: "eventfd (the interrupter)",
             error: e.into(),
@@ -200,14 +193,15 @@ impl Proactor {
             pinned_bytes: ring_bytes(sq_entries, cq_entries)
                 + read_bufs.as_ref().map_or(0, ReadBuffers::pinned_bytes),
             multishot_accept: opts.multishot_accept,
-            sqpoll: params.is_setup_sqpoll(),
+            sqpoll: params.flags & IORING_SETUP_SQPOLL != 0,
             registered_files,
             buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
+            coop_taskrun: coop,
         };
         let p = Proactor {
             ring,
             read_bufs,
-            rings,
+            cq,
             sq_lock: FutexMutex::INIT,
             sq_state: UnsafeCell::new(SqState { no_cqe: 0, sq }),
             waiting: AtomicBool::new(false),

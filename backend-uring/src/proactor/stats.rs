@@ -28,6 +28,10 @@ pub struct RingInfo {
     /// (`Builder::buffer_ring(false)`, more than 32768 buffers, or a
     /// kernel that refused the ring).
     pub buffer_ring: bool,
+    /// The ring was set up with `IORING_SETUP_COOP_TASKRUN`
+    /// ([`Options::coop_taskrun`](crate::Options::coop_taskrun)); `false`
+    /// when switched off, with SQPOLL, or refused by the kernel.
+    pub coop_taskrun: bool,
 }
 
 pinion_core::counters! {

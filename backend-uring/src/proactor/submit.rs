@@ -1,20 +1,20 @@
 //! Submission: the SQ under `sq_lock`, every push, the start/close
 //! protocol's checked pushes, submitting, and the wait.
 //!
-//! The SQ ring is written through pinion's own mapping of it (module
-//! `ring`), only under `sq_lock`: the SQE goes in place and the tail, kept
-//! in the locked state, is published before the lock is released.
+//! The SQ ring is written in place (`pinion_sys::uring::Sq`), only under
+//! `sq_lock`: the SQE goes into its slot and the tail, kept in the locked
+//! state, is published before the lock is released.
 
-use std::sync::atomic::Ordering;
+use core::sync::atomic::Ordering;
 
-use io_uring::{opcode, squeue, types};
 use pinion_core::backend::{Key, Task};
 use pinion_core::Result;
 use pinion_sync::RawMutex;
+use pinion_sys::uring::abi::KernelTimespec;
+use pinion_sys::uring::{Sq, Sqe, Target};
+use pinion_sys::Errno;
 
 use super::{stat, Proactor, UD_INTERRUPT};
-use crate::desc::Target;
-use crate::ring::{Sq, Sqe};
 
 /// Submission attempts a close makes for its cancel before it leaves the
 /// teardown to the runner (see `Proactor::submit_through`).
@@ -26,7 +26,7 @@ pub(crate) struct SqState {
     /// these, rarely queued, instead of the others spares every
     /// operation an increment.
     pub(crate) no_cqe: u64,
-    /// The submission ring (points into `Proactor::rings`).
+    /// The submission ring (points into `Proactor::ring`).
     pub(crate) sq: Sq,
 }
 
@@ -47,11 +47,6 @@ impl Drop for Unlock<'_> {
     }
 }
 
-/// The errno of an io-uring crate error.
-pub(crate) fn io_errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(libc::EIO)
-}
-
 impl Proactor {
     /// Queues one SQE that names no socket (the proactor's own requests).
     /// `expects_cqe`: the SQE will post a final CQE that shutdown must
@@ -63,17 +58,16 @@ impl Proactor {
     /// `io_uring_enter`, it is interrupted so that it submits.
     ///
     /// # Safety
-    /// The buffer-lifetime rule (io-uring's `SubmissionQueue::push`):
+    /// The buffer-lifetime rule (`Sq::push`'s):
     /// every pointer `sqe` carries (buffer, address, `msghdr`, and the
     /// operation its `user_data` names) stays valid, unmoved and unfreed
     /// until the kernel has posted the SQE's final CQE and the reaper has
     /// handed it on. Operations keep it by pointing only into their own
     /// slot, which is freed only by their complete function.
     #[inline]
-    pub(crate) unsafe fn push(&self, sqe: &squeue::Entry, expects_cqe: bool) {
-        let e = Sqe::from_entry(sqe.clone());
+    pub(crate) unsafe fn push(&self, sqe: &Sqe, expects_cqe: bool) {
         // SAFETY: forwarded.
-        unsafe { self.push_with(expects_cqe, |sq| sq.push(&e)) }
+        unsafe { self.push_with(expects_cqe, |sq| sq.push(sqe)) }
     }
 
     /// The body of every push: `write` puts the entry at the tail.
@@ -125,7 +119,7 @@ impl Proactor {
     ///
     /// # Safety
     /// [`push`](Self::push)'s rule for the SQE `make` returns, which is
-    /// lean ([`Sqe::is_lean`], as one made by `Sqe::new` for `RECV`/`SEND`
+    /// lean ([`Sqe::is_lean`], as one made by `Sqe::recv`/`Sqe::send`
     /// is): only the fields such SQEs use are written.
     #[inline(always)]
     pub(crate) unsafe fn push_sqe_on(
@@ -141,22 +135,18 @@ impl Proactor {
         }
     }
 
-    /// [`push_sqe_on`](Self::push_sqe_on) for an SQE from io-uring's
-    /// opcode builders. `expects_cqe` as for [`push`](Self::push).
+    /// [`push_sqe_on`](Self::push_sqe_on) for any SQE (cold paths: every
+    /// field is written). `expects_cqe` as for [`push`](Self::push).
     ///
     /// # Safety
     /// As for `push_sqe_on`, without the leanness.
     #[inline]
     pub(crate) unsafe fn push_on(
         &self, key: Key, expects_cqe: bool, started: impl FnOnce(),
-        make: impl FnOnce(Target) -> squeue::Entry,
+        make: impl FnOnce(Target) -> Sqe,
     ) -> Result<()> {
         // SAFETY: forwarded.
-        unsafe {
-            self.push_checked(key, expects_cqe, started, |sq, t| {
-                sq.push(&Sqe::from_entry(make(t)))
-            })
-        }
+        unsafe { self.push_checked(key, expects_cqe, started, |sq, t| sq.push(&make(t))) }
     }
 
     /// The body of the checked pushes.
@@ -237,9 +227,8 @@ impl Proactor {
     /// for the runner to reap, briefly sleeping.
     fn submit_for_room(&self) {
         stat!(self, enter_calls);
-        match self.ring.submitter().submit() {
-            Ok(_) => {}
-            Err(e) if io_errno(&e) == libc::EINTR => {}
+        match self.ring.submit(0, None) {
+            Ok(_) | Err(Errno::INTR) => {}
             Err(_) => {
                 self.signal();
                 std::thread::sleep(std::time::Duration::from_micros(100));
@@ -249,9 +238,13 @@ impl Proactor {
 
     /// Queues the interrupter's read of its eventfd.
     pub(crate) fn arm_interrupter(&self) {
-        let e = opcode::Read::new(types::Fd(self.efd.raw()), self.efd_buf.get() as *mut u8, 8)
-            .build()
-            .user_data(UD_INTERRUPT);
+        let e = Sqe::read(
+            Target::Fd(self.efd.raw()),
+            self.efd_buf.get() as *mut u8,
+            8,
+            0,
+        )
+        .user_data(UD_INTERRUPT);
         // SAFETY: `efd_buf` is boxed, lives as long as the proactor, and
         // the ring is dropped (after every CQE was reaped in shutdown)
         // before it is.
@@ -270,9 +263,8 @@ impl Proactor {
                     return Some(true);
                 }
                 stat!(self, enter_calls);
-                match self.ring.submitter().submit() {
-                    Ok(_) => None,
-                    Err(e) if io_errno(&e) == libc::EINTR => None,
+                match self.ring.submit(0, None) {
+                    Ok(_) | Err(Errno::INTR) => None,
                     Err(_) => Some(false),
                 }
             });
@@ -288,17 +280,16 @@ impl Proactor {
     /// One `io_uring_enter`: submit the SQ and wait for a CQE, at most
     /// until `deadline` (ns on the monotonic clock).
     pub(crate) fn enter_and_wait(&self, deadline: Option<u64>) {
-        let submitter = self.ring.submitter();
         stat!(self, enter_calls);
         let r = match deadline {
-            None => submitter.submit_and_wait(1),
+            None => self.ring.submit(1, None),
             Some(d) => {
                 let rel = d.saturating_sub(self.now_ns());
-                let ts = types::Timespec::new()
-                    .sec(rel / 1_000_000_000)
-                    .nsec((rel % 1_000_000_000) as u32);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                submitter.submit_with_args(1, &args)
+                let ts = KernelTimespec {
+                    tv_sec: (rel / 1_000_000_000) as i64,
+                    tv_nsec: (rel % 1_000_000_000) as i64,
+                };
+                self.ring.submit(1, Some(&ts))
             }
         };
         // ETIME: the time-out passed; EINTR: a signal; EBUSY/EAGAIN:
@@ -309,7 +300,7 @@ impl Proactor {
     /// Submits without waiting.
     pub(crate) fn enter_submit(&self) {
         stat!(self, enter_calls);
-        let _ = self.ring.submitter().submit();
+        let _ = self.ring.submit(0, None);
     }
 
     /// Whether SQEs wait to be submitted.

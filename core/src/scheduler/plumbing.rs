@@ -114,11 +114,46 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     pub unsafe fn post_immediate_completion_in(
         &self, here: Option<Here<'_>>, op: NonNull<Operation>,
     ) {
+        // SAFETY: forwarded.
+        unsafe { self.post_new_work_in::<false>(here, op) }
+    }
+
+    /// Queues `op`, an I/O operation that completed as it was started (a
+    /// speculative `recv`/`send` that moved bytes), to run right after the
+    /// handler now running on this thread, ahead of the rest of its batch
+    /// (up to [`CHAIN_MAX`](super::CHAIN_MAX) in a row; see the module
+    /// docs). Outside `run` it is an ordinary immediate completion.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn post_continuation_in(&self, here: Option<Here<'_>>, op: NonNull<Operation>) {
+        // SAFETY: forwarded.
+        unsafe { self.post_new_work_in::<true>(here, op) }
+    }
+
+    /// New work from this thread goes, counted privately, to its private
+    /// queue (or, as a continuation, to `next`); from outside `run`, to the
+    /// shared queue.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    unsafe fn post_new_work_in<const NEXT: bool>(
+        &self, here: Option<Here<'_>>, op: NonNull<Operation>,
+    ) {
         if let Some(Here { ti }) = here {
             debug_assert_eq!(ti.owner, self.owner());
             ti.private_work.set(ti.private_work.get() + 1);
-            // SAFETY: owning thread; `op` per contract.
-            unsafe { ti.private().push(op) };
+            // SAFETY: owning thread, no other reference to either queue
+            // live; `op` per contract.
+            unsafe {
+                if NEXT {
+                    ti.next().push(op)
+                } else {
+                    ti.private().push(op)
+                }
+            };
             return;
         }
         // SAFETY: forwarded.

@@ -19,6 +19,10 @@ pub(crate) const NO_TASK: u32 = u32::MAX;
 /// thread, so its cells need no synchronisation.
 pub(crate) struct ThreadInfo {
     pub(crate) private: UnsafeCell<OpQueue>,
+    /// I/O completions the running handler's initiating calls found done
+    /// at once: run right after that handler, ahead of the batch
+    /// (`Scheduler::post_continuation_in`).
+    pub(crate) next: UnsafeCell<OpQueue>,
     pub(crate) private_work: Cell<usize>,
     /// The slot freed last, kept apart from `cache` (Asio's
     /// `thread_info_base` recycling): a completion frees its slot and its
@@ -42,6 +46,7 @@ impl ThreadInfo {
         ThreadInfo {
             owner,
             private: UnsafeCell::new(OpQueue::new()),
+            next: UnsafeCell::new(OpQueue::new()),
             private_work: Cell::new(0),
             recycled: Cell::new(ptr::null_mut()),
             cache: Cell::new(ptr::null_mut()),
@@ -59,6 +64,25 @@ impl ThreadInfo {
     pub(crate) unsafe fn private(&self) -> &mut OpQueue {
         // SAFETY: per this function's contract.
         unsafe { &mut *self.private.get() }
+    }
+
+    /// The continuation queue (see `next`).
+    ///
+    /// # Safety
+    /// As for [`private`](Self::private).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn next(&self) -> &mut OpQueue {
+        // SAFETY: per this function's contract.
+        unsafe { &mut *self.next.get() }
+    }
+
+    /// Moves continuations not run yet behind the private queue (they
+    /// are ordinary completions from here on).
+    #[inline]
+    pub(crate) fn demote_next(&self) {
+        // SAFETY: owning thread; neither queue is borrowed across this.
+        unsafe { self.private().push_queue(self.next()) };
     }
 }
 

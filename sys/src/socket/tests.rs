@@ -240,3 +240,63 @@ fn udp_sockets_bind_and_connect_too() {
     assert_eq!(recv_some(a.raw(), &mut buf), 5);
     assert_eq!(&buf[..5], b"dgram");
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // system calls
+fn unix_stream_by_abstract_name_with_peer_credentials() {
+    use crate::addr::UnixAddr;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let name = std::format!("pinion-sys-test-{pid}");
+    let at = UnixAddr::abstract_name(name.as_bytes()).unwrap();
+    let l = socket(libc::AF_UNIX, libc::SOCK_STREAM, false).unwrap();
+    bind_to(l.raw(), &at).unwrap();
+    listen(l.raw(), 4).unwrap();
+    assert_eq!(local_addr_of::<UnixAddr>(l.raw()), Ok(at));
+    assert_eq!(
+        local_addr_of::<SocketAddr>(l.raw()),
+        Err(Errno::AFNOSUPPORT)
+    );
+    let c = socket(libc::AF_UNIX, libc::SOCK_STREAM, false).unwrap();
+    connect_to(c.raw(), &at).unwrap();
+    assert_eq!(peer_addr_of::<UnixAddr>(c.raw()), Ok(at));
+    let cred = peer_cred(c.raw()).unwrap();
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    assert_eq!(cred, PeerCred { pid, uid, gid });
+    send_all(c.raw(), b"hi");
+    let s = syscall!(accept4(
+        l.raw(),
+        core::ptr::null_mut(),
+        core::ptr::null_mut(),
+        0
+    ))
+    .unwrap();
+    // SAFETY: accept4 just returned it.
+    let s = unsafe { Fd::from_raw(s) };
+    let mut buf = [0u8; 8];
+    assert_eq!(recv_some(s.raw(), &mut buf), 2);
+    assert!(peer_addr_of::<UnixAddr>(s.raw()).unwrap().is_unnamed());
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // system calls
+fn unix_connect_to_a_missing_path_is_enoent() {
+    use crate::addr::UnixAddr;
+    let c = socket(libc::AF_UNIX, libc::SOCK_STREAM, true).unwrap();
+    let at = UnixAddr::path(b"/nonexistent-pinion-dir/x.sock").unwrap();
+    assert_eq!(connect_to(c.raw(), &at), Err(Errno::NOENT));
+}
+
+#[test]
+#[cfg_attr(miri, ignore)] // system calls
+fn socketpair_gives_two_connected_ends() {
+    let (a, b) = socketpair(libc::SOCK_STREAM, false).unwrap();
+    assert_ne!(fd_flags(a.raw()) & libc::FD_CLOEXEC, 0);
+    send_all(a.raw(), b"ping");
+    let mut buf = [0u8; 8];
+    assert_eq!(recv_some(b.raw(), &mut buf), 4);
+    assert_eq!(&buf[..4], b"ping");
+    let (c, _d) = socketpair(libc::SOCK_DGRAM, true).unwrap();
+    assert_ne!(status_flags(c.raw()) & libc::O_NONBLOCK, 0);
+}

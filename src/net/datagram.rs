@@ -1,5 +1,9 @@
-//! UDP: [`UdpSocket`], written once over the backend contract.
+//! Datagram sockets of either family, written once over the backend
+//! contract: [`DatagramSocket`] (Asio's `basic_datagram_socket`), named
+//! [`UdpSocket`] for IP and [`UnixDatagram`](super::UnixDatagram) for
+//! Unix-domain sockets.
 
+use core::marker::PhantomData;
 use core::net::SocketAddr;
 
 use pinion_core::backend::{At, Backend, DescKind, Key};
@@ -7,11 +11,13 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Rejected, Result};
 use pinion_sys::socket as sys;
 
-use super::{open_socket, refuse};
+use super::{open_socket, refuse, Family, UdpSocket};
 use crate::context::IoContext;
 use crate::handler::{io_back, Io};
 
-/// A UDP socket: a `Copy` handle into its context's descriptor table.
+/// A datagram socket of family `P` ([`UdpSocket`],
+/// [`UnixDatagram`](super::UnixDatagram)): a `Copy` handle into its
+/// context's descriptor table.
 ///
 /// ```
 /// let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
@@ -31,25 +37,36 @@ use crate::handler::{io_back, Io};
 /// .unwrap();
 /// ctx.run();
 /// ```
-pub struct UdpSocket<'c, B: Backend> {
+pub struct DatagramSocket<'c, B: Backend, P: Family> {
     ctx: &'c IoContext<B>,
     key: Key,
+    _f: PhantomData<fn() -> P>,
 }
 
-impl<B: Backend> Clone for UdpSocket<'_, B> {
+impl<B: Backend, P: Family> Clone for DatagramSocket<'_, B, P> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<B: Backend> Copy for UdpSocket<'_, B> {}
+impl<B: Backend, P: Family> Copy for DatagramSocket<'_, B, P> {}
 
-impl<B: Backend> core::fmt::Debug for UdpSocket<'_, B> {
+impl<B: Backend, P: Family> core::fmt::Debug for DatagramSocket<'_, B, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_tuple("UdpSocket").field(&self.key).finish()
+        f.debug_tuple(P::NAMES.datagram).field(&self.key).finish()
     }
 }
 
 impl<'c, B: Backend> UdpSocket<'c, B> {
+    /// A socket bound to `addr` (port 0: the kernel picks one).
+    pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
+        let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
+        sys::bind(fd.raw(), &addr)?;
+        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
+        Ok(UdpSocket::from_key(ctx, key))
+    }
+}
+
+impl<'c, B: Backend, P: Family> DatagramSocket<'c, B, P> {
     /// The descriptor's key (for the futures in `aio`).
     #[inline(always)]
     pub(crate) fn key(&self) -> Key {
@@ -57,29 +74,22 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     }
 
     pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
-        UdpSocket { ctx, key }
-    }
-
-    /// A socket bound to `addr` (port 0: the kernel picks one).
-    pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
-        let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
-        sys::bind(fd.raw(), &addr)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
-        Ok(UdpSocket { ctx, key })
+        DatagramSocket {
+            ctx,
+            key,
+            _f: PhantomData,
+        }
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.ctx
-            .sched()
-            .task()
-            .with_fd(self.key, |fd| Ok(sys::local_addr(fd)?))
+    pub fn local_addr(&self) -> Result<P::Addr> {
+        self.with_fd(|fd| Ok(sys::local_addr_of(fd)?))
     }
 
     /// Sends `buf` as one datagram to `to`; the handler gets the bytes sent
     /// and the buffer back.
     pub fn async_send_to<Buf, F>(
-        &self, buf: Buf, to: SocketAddr, handler: F,
+        &self, buf: Buf, to: P::Addr, handler: F,
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBuf,
@@ -97,12 +107,37 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     ) -> core::result::Result<(), Rejected<(Buf, F)>>
     where
         Buf: IoBufMut,
-        F: FnOnce(Result<(usize, SocketAddr)>, Buf) + Send + 'static,
+        F: FnOnce(Result<(usize, P::Addr)>, Buf) + Send + 'static,
     {
         if buf.spare() == 0 {
             return Err(refuse(Error::BufferFull, (buf, handler)));
         }
         B::recv_from(self.at(), buf, Io(handler)).map_err(io_back)
+    }
+
+    /// Sets the default peer (`connect(2)` on a datagram socket, which
+    /// completes at once): [`async_send`](Self::async_send) goes there, and
+    /// only its datagrams are received.
+    pub fn connect(&self, peer: &P::Addr) -> Result<()> {
+        self.with_fd(|fd| Ok(sys::connect_to(fd, peer)?))
+    }
+
+    /// The peer set by [`connect`](Self::connect) (`ENOTCONN` without
+    /// one), or the other end of a pair.
+    pub fn peer_addr(&self) -> Result<P::Addr> {
+        self.with_fd(|fd| Ok(sys::peer_addr_of(fd)?))
+    }
+
+    /// Sends `buf` as one datagram to the connected peer (see
+    /// [`connect`](Self::connect)); `Os(EDESTADDRREQ)` without one.
+    pub fn async_send<Buf, F>(
+        &self, buf: Buf, handler: F,
+    ) -> core::result::Result<(), Rejected<(Buf, F)>>
+    where
+        Buf: IoBuf,
+        F: FnOnce(Result<usize>, Buf) + Send + 'static,
+    {
+        B::write_some(self.at(), buf, Io(handler)).map_err(io_back)
     }
 
     /// Every pending operation completes with `OperationAborted`.
@@ -117,7 +152,7 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
 
     /// The socket's descriptor, or -1 once closed.
     pub fn as_raw_fd(&self) -> i32 {
-        self.ctx.sched().task().with_fd(self.key, Ok).unwrap_or(-1)
+        self.with_fd(Ok).unwrap_or(-1)
     }
 
     /// The context this socket belongs to.

@@ -1,5 +1,10 @@
-//! TCP: [`TcpListener`] and [`TcpStream`], written once over the backend
-//! contract.
+//! Stream sockets of either family, written once over the backend
+//! contract: [`Listener`] and [`StreamSocket`] (Asio's
+//! `basic_socket_acceptor` and `basic_stream_socket`), named
+//! [`TcpListener`]/[`TcpStream`] for IP and
+//! [`UnixListener`](super::UnixListener)/[`UnixStream`](super::UnixStream)
+//! for Unix-domain sockets. What only one family has (TCP's connect and
+//! options, Unix paths and credentials) is in its own impl block.
 
 use core::marker::PhantomData;
 use core::net::SocketAddr;
@@ -11,22 +16,25 @@ use pinion_core::pooled::PooledBuf;
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::socket::{self as sys, Shutdown};
 
-use super::{open_socket, refuse};
+use super::{open_socket, refuse, Family, TcpListener, TcpStream};
 use crate::context::IoContext;
 use crate::handler::{io_back, Accepted, Connected, Io, Pooled};
 
 /// Listen backlog of [`TcpListener::bind`].
 pub const DEFAULT_BACKLOG: i32 = 1024;
 
-/// A listening TCP socket: a `Copy` handle into its context's descriptor
-/// table. A handle whose socket was closed answers
+/// A listening stream socket of family `F` ([`TcpListener`],
+/// [`UnixListener`](super::UnixListener)): a `Copy` handle into its
+/// context's descriptor table. A handle whose socket was closed answers
 /// [`Error::BadDescriptor`].
-pub struct TcpListener<'c, B: Backend> {
+pub struct Listener<'c, B: Backend, P: Family> {
     ctx: &'c IoContext<B>,
     key: Key,
+    _f: PhantomData<fn() -> P>,
 }
 
-/// A connected TCP socket: a `Copy` handle, like [`TcpListener`].
+/// A connected stream socket of family `F` ([`TcpStream`],
+/// [`UnixStream`](super::UnixStream)): a `Copy` handle, like [`Listener`].
 ///
 /// Handles are cheap to copy into handlers; [`close`](Self::close) is
 /// explicit (as in Asio), or wrap one in [`Owned`](crate::Owned) to close
@@ -70,49 +78,40 @@ pub struct TcpListener<'c, B: Backend> {
 /// .unwrap();
 /// ctx.run();
 /// ```
-pub struct TcpStream<'c, B: Backend> {
+pub struct StreamSocket<'c, B: Backend, P: Family> {
     ctx: &'c IoContext<B>,
     key: Key,
+    _f: PhantomData<fn() -> P>,
 }
 
-impl<B: Backend> Clone for TcpListener<'_, B> {
+impl<B: Backend, P: Family> Clone for Listener<'_, B, P> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<B: Backend> Copy for TcpListener<'_, B> {}
-impl<B: Backend> Clone for TcpStream<'_, B> {
+impl<B: Backend, P: Family> Copy for Listener<'_, B, P> {}
+impl<B: Backend, P: Family> Clone for StreamSocket<'_, B, P> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<B: Backend> Copy for TcpStream<'_, B> {}
+impl<B: Backend, P: Family> Copy for StreamSocket<'_, B, P> {}
 
-impl<B: Backend> core::fmt::Debug for TcpListener<'_, B> {
+impl<B: Backend, P: Family> core::fmt::Debug for Listener<'_, B, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_tuple("TcpListener").field(&self.key).finish()
+        f.debug_tuple(P::NAMES.listener).field(&self.key).finish()
     }
 }
-impl<B: Backend> core::fmt::Debug for TcpStream<'_, B> {
+impl<B: Backend, P: Family> core::fmt::Debug for StreamSocket<'_, B, P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_tuple("TcpStream").field(&self.key).finish()
+        f.debug_tuple(P::NAMES.stream).field(&self.key).finish()
     }
 }
 
 impl<'c, B: Backend> TcpListener<'c, B> {
-    /// The descriptor's key (for the futures in `aio`).
-    #[inline(always)]
-    pub(crate) fn key(&self) -> Key {
-        self.key
-    }
-
     /// A listener on `addr` (`SO_REUSEADDR`, backlog [`DEFAULT_BACKLOG`]).
     pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
         Self::bind_with_backlog(ctx, addr, DEFAULT_BACKLOG)
-    }
-
-    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
-        TcpListener { ctx, key }
     }
 
     /// A listener on `addr` with the given listen backlog.
@@ -124,22 +123,39 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         sys::bind(fd.raw(), &addr)?;
         sys::listen(fd.raw(), backlog)?;
         let key = B::register(ctx.sched(), fd, DescKind::Listener)?;
-        Ok(TcpListener { ctx, key })
+        Ok(TcpListener::from_key(ctx, key))
+    }
+}
+
+impl<'c, B: Backend, P: Family> Listener<'c, B, P> {
+    /// The descriptor's key (for the futures in `aio`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
+        Listener {
+            ctx,
+            key,
+            _f: PhantomData,
+        }
     }
 
     /// The bound address (with the port the kernel chose for port 0).
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.with_fd(|fd| Ok(sys::local_addr(fd)?))
+    pub fn local_addr(&self) -> Result<P::Addr> {
+        self.with_fd(|fd| Ok(sys::local_addr_of(fd)?))
     }
 
     /// Accepts one connection: the handler gets the new stream and the
-    /// peer's address, or the error (`TooManyOpenFiles` at the fd limit,
+    /// peer's address (a Unix peer's is usually unnamed), or the error
+    /// (`TooManyOpenFiles` at the fd limit,
     /// `PoolFull(Descriptors)` with the descriptor table full: the
     /// connection then waits in the listen backlog, and the listener keeps
     /// working), or `OperationAborted` after `cancel`/`close`.
     pub fn async_accept<F>(&self, handler: F) -> core::result::Result<(), Rejected<F>>
     where
-        F: FnOnce(Result<(TcpStream<'c, B>, SocketAddr)>) + Send + 'static,
+        F: FnOnce(Result<(StreamSocket<'c, B, P>, P::Addr)>) + Send + 'static,
     {
         let h = Accepted {
             f: handler,
@@ -182,17 +198,6 @@ impl<'c, B: Backend> TcpListener<'c, B> {
 }
 
 impl<'c, B: Backend> TcpStream<'c, B> {
-    /// The descriptor's key (for the futures in `aio`).
-    #[inline(always)]
-    pub(crate) fn key(&self) -> Key {
-        self.key
-    }
-
-    #[inline(always)]
-    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
-        TcpStream { ctx, key }
-    }
-
     /// Connects to `addr`. The handler gets the stream, or
     /// `ConnectionRefused` and friends (the socket is closed by then).
     pub fn async_connect<F>(
@@ -208,15 +213,40 @@ impl<'c, B: Backend> TcpStream<'c, B> {
             Ok(key) => key,
             Err(error) => return Err(Rejected { error, handler }),
         };
-        let h = Connected {
-            f: handler,
-            key,
-            _c: PhantomData,
-        };
+        let h = Connected::new(handler, key);
         B::connect(At { sched, key }, addr, h).map_err(|r| {
             let _ = B::close(At { sched, key });
-            r.map(|h| h.f)
+            r.map(Connected::into_inner)
         })
+    }
+
+    /// `TCP_NODELAY`.
+    pub fn set_nodelay(&self, on: bool) -> Result<()> {
+        self.with_fd(|fd| {
+            Ok(sys::set_int_opt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                on as i32,
+            )?)
+        })
+    }
+}
+
+impl<'c, B: Backend, P: Family> StreamSocket<'c, B, P> {
+    /// The descriptor's key (for the futures in `aio`).
+    #[inline(always)]
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    #[inline(always)]
+    pub(crate) fn from_key(ctx: &'c IoContext<B>, key: Key) -> Self {
+        StreamSocket {
+            ctx,
+            key,
+            _f: PhantomData,
+        }
     }
 
     /// Reads at most `buf.spare()` bytes into `buf`'s room. The handler
@@ -281,18 +311,6 @@ impl<'c, B: Backend> TcpStream<'c, B> {
         self.with_fd(|fd| Ok(sys::shutdown(fd, how)?))
     }
 
-    /// `TCP_NODELAY`.
-    pub fn set_nodelay(&self, on: bool) -> Result<()> {
-        self.with_fd(|fd| {
-            Ok(sys::set_int_opt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                on as i32,
-            )?)
-        })
-    }
-
     /// `SO_SNDBUF` (the kernel doubles it and applies its limits).
     pub fn set_send_buffer_size(&self, n: usize) -> Result<()> {
         let n = n.min(i32::MAX as usize) as i32;
@@ -306,13 +324,13 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     }
 
     /// This end's address.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
-        self.with_fd(|fd| Ok(sys::local_addr(fd)?))
+    pub fn local_addr(&self) -> Result<P::Addr> {
+        self.with_fd(|fd| Ok(sys::local_addr_of(fd)?))
     }
 
     /// The peer's address.
-    pub fn peer_addr(&self) -> Result<SocketAddr> {
-        self.with_fd(|fd| Ok(sys::peer_addr(fd)?))
+    pub fn peer_addr(&self) -> Result<P::Addr> {
+        self.with_fd(|fd| Ok(sys::peer_addr_of(fd)?))
     }
 
     /// The socket's descriptor, or -1 once closed.
@@ -349,7 +367,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     }
 }
 
-impl<B: Backend> AsyncReadSome for TcpStream<'static, B> {
+impl<B: Backend, P: Family> AsyncReadSome for StreamSocket<'static, B, P> {
     #[inline(always)]
     fn async_read_some<Buf, F>(
         &self, buf: Buf, handler: F,
@@ -358,11 +376,11 @@ impl<B: Backend> AsyncReadSome for TcpStream<'static, B> {
         Buf: IoBufMut,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        TcpStream::async_read_some(self, buf, handler)
+        StreamSocket::async_read_some(self, buf, handler)
     }
 }
 
-impl<B: Backend> AsyncWriteSome for TcpStream<'static, B> {
+impl<B: Backend, P: Family> AsyncWriteSome for StreamSocket<'static, B, P> {
     #[inline(always)]
     fn async_write_some<Buf, F>(
         &self, buf: Buf, handler: F,
@@ -371,11 +389,11 @@ impl<B: Backend> AsyncWriteSome for TcpStream<'static, B> {
         Buf: IoBuf,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        TcpStream::async_write_some(self, buf, handler)
+        StreamSocket::async_write_some(self, buf, handler)
     }
 }
 
-impl<B: Backend> Post for TcpStream<'_, B> {
+impl<B: Backend, P: Family> Post for StreamSocket<'_, B, P> {
     /// Composed operations with nothing to transfer complete through this.
     #[inline]
     fn post_handler<T: Send + 'static>(
