@@ -18,13 +18,13 @@
 //! creating a strand allocates nothing; the slot returns to the pool when
 //! the last `Strand` handle is dropped and no handler is pending.
 
-use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use pinion_sync::{Locked, SyncKit};
 
 use crate::backend::Task;
+use crate::loom::cell::UnsafeCell;
 use crate::op::{Invoke, Operation};
 use crate::queue::OpQueue;
 use crate::scheduler::{complete_handler, HandlerOp, Scheduler, StrandFrame};

@@ -14,6 +14,9 @@ use pinion::{IoBuf, IoBufMut};
 
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+mod blocked;
+#[allow(unused_imports)] // each binary uses a different subset
+pub use blocked::{current_tid, wait_blocked};
 
 /// Bound on every blocking wait of a test (a watchdog, not an assertion).
 pub const WATCHDOG: Duration = Duration::from_secs(20);

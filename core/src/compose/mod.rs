@@ -57,6 +57,8 @@ use crate::{Rejected, Result};
 
 mod read;
 mod read_until;
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+pub(crate) mod script;
 #[cfg(test)]
 mod tests;
 mod write;

@@ -36,14 +36,15 @@
 //! under its thread id (`pinion_sync::current_thread_id`). Where no id is
 //! available, every post takes the locked path.
 
-use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
 use crate::backend::{Task, Wait};
+use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::{event_init, mutex_init};
 use crate::memory::Region;
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
@@ -161,8 +162,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// wakes siblings. Other threads may still post.
     pub fn new(task: T, slots: SlotStorage, concurrency_hint: usize) -> Self {
         Scheduler {
-            mutex: K::Mutex::INIT,
-            event: K::Event::INIT,
+            mutex: mutex_init(),
+            event: event_init(),
             locked: UnsafeCell::new(Locked {
                 ready: OpQueue::new(),
                 after: OpQueue::new(),
@@ -384,6 +385,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                     }
                 }
                 return self.run_batch(ti, &mut batch);
+            }
+            // Out of work, yet not stopped: a `restart` raced the stop the
+            // last work item made. Sleeping now would never end (nothing
+            // is left to post a wake-up), so stop as `run` does on entry.
+            if wait != Wait::Poll && self.outstanding_work.load(Ordering::Acquire) == 0 {
+                // SAFETY: held; `stop` takes the mutex itself.
+                unsafe { self.unlock() };
+                self.stop();
+                return 0;
             }
             // Poll runs the task once; Until re-runs it while time is left.
             let may_run_task = match wait {

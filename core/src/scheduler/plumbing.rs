@@ -5,12 +5,12 @@
 //! in its `# Safety` what the caller keeps.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
 
 use pinion_sync::SyncKit;
 
 use super::{Here, Scheduler, SLOT_CACHE_MAX};
 use crate::backend::Task;
+use crate::loom::atomic::Ordering;
 use crate::op::Operation;
 use crate::pool::{emplace, OpSlot};
 use crate::queue::OpQueue;

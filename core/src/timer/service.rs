@@ -152,7 +152,7 @@ impl<M: RawMutex> TimerService<M> {
     /// A service for `min(objects.len(), heap.len())` timer objects.
     pub fn new(objects: Storage<TimerEntry>, heap: Storage<TimerSlot>) -> Self {
         TimerService {
-            lock: M::INIT,
+            lock: crate::loom::mutex_init(),
             inner: UnsafeCell::new(Inner {
                 objects: Slab::new(objects),
                 heap: TimerQueue::new(heap),
