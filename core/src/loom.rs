@@ -62,20 +62,6 @@ pub(crate) mod cell {
             let ptr = self.0.with_mut(|p| p);
             ptr
         }
-
-        /// The value, through `&mut self` (no access can overlap).
-        #[inline(always)]
-        pub(crate) fn get_mut(&mut self) -> &mut T {
-            #[cfg(not(loom))]
-            let value = self.0.get_mut();
-            #[cfg(loom)]
-            let value = self.0.with_mut(|p| {
-                // SAFETY: `&mut self` excludes every other access for as
-                // long as the returned borrow lives.
-                unsafe { &mut *p }
-            });
-            value
-        }
     }
 }
 

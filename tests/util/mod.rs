@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use pinion::{IoBuf, IoBufMut};
 
+mod blocked;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
-mod blocked;
 #[allow(unused_imports)] // each binary uses a different subset
 pub use blocked::{current_tid, wait_blocked};
 
