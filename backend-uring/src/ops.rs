@@ -11,6 +11,7 @@ use core::mem::{zeroed, ManuallyDrop};
 use core::net::SocketAddr;
 use core::ptr::{addr_of, addr_of_mut, NonNull};
 
+use core::sync::atomic::Ordering;
 use pinion_core::backend::{
     At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,
     WaitHandler,
@@ -18,9 +19,11 @@ use pinion_core::backend::{
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::{RawAddr, SockAddr};
-use pinion_sys::uring::Sqe;
 
-use crate::proactor::{Proactor, Sched};
+use pinion_core::backend::Key;
+use pinion_sys::uring::{Sqe, Target};
+
+use crate::proactor::{stat, Proactor, Sched, TAG_ZC};
 
 // ---- read / write -------------------------------------------------------
 
@@ -197,9 +200,11 @@ pub(crate) fn start_buf_op<
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    // IORING_OP_RECV / IORING_OP_SEND, written in place (only the fields
-    // they use: `Sq::push_lean`).
+    // IORING_OP_RECV / IORING_OP_SEND (or SEND_ZC for a large write),
+    // written in place (only the fields they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
+    // One compare on the hot path; `u32::MAX` when zero-copy is off.
+    let zc = !READ && len >= proactor.zc_min;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
     // allocated until this SQE's CQE has been reaped.
@@ -211,11 +216,12 @@ pub(crate) fn start_buf_op<
             || sched.io_work_started(),
             |target| {
                 if READ {
-                    Sqe::recv(target, ptr, len)
+                    Sqe::recv(target, ptr, len).user_data(user_data)
+                } else if zc {
+                    send_zc_sqe(proactor, key, target, ptr, len, user_data)
                 } else {
-                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
+                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32).user_data(user_data)
                 }
-                .user_data(user_data)
             },
         )
     };
@@ -224,6 +230,26 @@ pub(crate) fn start_buf_op<
         // SAFETY: refused, the op was never queued: still ours.
         Err(error) => Err(unsafe { refuse_buf_op(sched, here, p, error) }),
     }
+}
+
+/// The SQE of a write of at least `Options::send_zc` bytes: `SEND_ZC`
+/// (tagged, so the reaper waits for its notification) on a socket that
+/// takes it, else a plain `SEND`. Called under `sq_lock` with `key`
+/// checked, so the socket's `zc` flag is the current socket's.
+#[inline(never)]
+fn send_zc_sqe(
+    proactor: &Proactor, key: Key, target: Target, ptr: *mut u8, len: u32, user_data: u64,
+) -> Sqe {
+    let flags = libc::MSG_NOSIGNAL as u32;
+    let zc = proactor
+        .descs
+        .at(key.index())
+        .is_some_and(|d| d.zc.load(Ordering::Relaxed));
+    if !zc {
+        return Sqe::send(target, ptr, len, flags).user_data(user_data);
+    }
+    stat!(proactor, zc_sends);
+    Sqe::send_zc(target, ptr, len, flags).user_data(user_data | TAG_ZC)
 }
 
 /// Hands buffer and handler of an op that was never queued back to the
