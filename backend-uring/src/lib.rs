@@ -252,14 +252,19 @@ unsafe impl Backend for Proactor {
     fn read_some<T: IoBufMut, H: IoHandler<Self, T>>(
         at: At<'_, Self>, buf: T, h: H,
     ) -> Started<(T, H)> {
-        ops::start_buf_op::<T, H, true>(at, buf, h)
+        ops::start_buf_op::<T, H, true, false>(at, buf, h)
     }
 
     #[inline(always)]
     fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
         at: At<'_, Self>, buf: T, h: H,
     ) -> Started<(T, H)> {
-        let out = ops::start_buf_op::<_, _, false>(at, WriteOnly(buf), WriteBack(h));
+        // `zc_min` is `u32::MAX` with zero-copy sends off: one compare.
+        let out = if buf.bytes_len() >= at.sched.task().zc_min as usize {
+            ops::start_large_write(at, WriteOnly(buf), WriteBack(h))
+        } else {
+            ops::start_buf_op::<_, _, false, false>(at, WriteOnly(buf), WriteBack(h))
+        };
         out.map_err(|r| r.map(|(b, h)| (b.0, h.0)))
     }
 

@@ -21,7 +21,7 @@ use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::{RawAddr, SockAddr};
 
 use pinion_core::backend::Key;
-use pinion_sys::uring::{Sqe, Target};
+use pinion_sys::uring::Sqe;
 
 use crate::proactor::{stat, Proactor, Sched, TAG_ZC};
 
@@ -150,12 +150,14 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write with `buf` on the socket `key` names.
+/// Starts a read (`READ`) or a write with `buf` on the socket `key` names;
+/// `ZC`: a write of at least `Options::send_zc` bytes (`send_zc`).
 #[inline(always)]
 pub(crate) fn start_buf_op<
     B: BufLike,
     H: Handler<Proactor, (Result<usize>, B)>,
     const READ: bool,
+    const ZC: bool,
 >(
     at: At<'_, Proactor>, mut buf: B, handler: H,
 ) -> Started<(B, H)> {
@@ -203,27 +205,38 @@ pub(crate) fn start_buf_op<
     // IORING_OP_RECV / IORING_OP_SEND (or SEND_ZC for a large write),
     // written in place (only the fields they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
-    // One compare on the hot path; `u32::MAX` when zero-copy is off.
-    let zc = !READ && len >= proactor.zc_min;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
     // allocated until this SQE's CQE has been reaped.
     let pushed = unsafe {
-        proactor.push_sqe_on(
-            key,
-            // SAFETY: counted once the key is checked, finished by the
-            // op's completion.
-            || sched.io_work_started(),
-            |target| {
-                if READ {
-                    Sqe::recv(target, ptr, len).user_data(user_data)
-                } else if zc {
-                    send_zc_sqe(proactor, key, target, ptr, len, user_data)
-                } else {
-                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32).user_data(user_data)
-                }
-            },
-        )
+        // The large-write instance (`ZC`, started by `start_large_write`)
+        // pushes out of line; the others write their SQE straight into
+        // the ring.
+        if ZC {
+            push_large_write(
+                proactor,
+                key,
+                || sched.io_work_started(),
+                ptr,
+                len,
+                user_data,
+            )
+        } else {
+            proactor.push_sqe_on(
+                key,
+                // SAFETY: counted once the key is checked, finished by the
+                // op's completion.
+                || sched.io_work_started(),
+                |target| {
+                    if READ {
+                        Sqe::recv(target, ptr, len)
+                    } else {
+                        Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
+                    }
+                    .user_data(user_data)
+                },
+            )
+        }
     };
     match pushed {
         Ok(()) => Ok(()),
@@ -232,24 +245,44 @@ pub(crate) fn start_buf_op<
     }
 }
 
-/// The SQE of a write of at least `Options::send_zc` bytes: `SEND_ZC`
-/// (tagged, so the reaper waits for its notification) on a socket that
-/// takes it, else a plain `SEND`. Called under `sq_lock` with `key`
-/// checked, so the socket's `zc` flag is the current socket's.
+/// A write of at least `Options::send_zc` bytes (`Backend::write_some`
+/// tests the length): out of line and cold, so the plain write's path
+/// stays as it was without zero-copy sends.
+#[cold]
 #[inline(never)]
-fn send_zc_sqe(
-    proactor: &Proactor, key: Key, target: Target, ptr: *mut u8, len: u32, user_data: u64,
-) -> Sqe {
+pub(crate) fn start_large_write<B: BufLike, H: Handler<Proactor, (Result<usize>, B)>>(
+    at: At<'_, Proactor>, buf: B, handler: H,
+) -> Started<(B, H)> {
+    start_buf_op::<B, H, false, true>(at, buf, handler)
+}
+
+/// Pushes a write of at least `Options::send_zc` bytes: `SEND_ZC`
+/// (tagged, so the reaper waits for its notification) on a socket that
+/// takes it, else a plain `SEND`. The socket's `zc` flag is read under
+/// `sq_lock` after the key check, so it is the current socket's.
+///
+/// # Safety
+/// As for `Proactor::push_sqe_on`, for `len` bytes at `ptr` owned by the
+/// operation `user_data` names.
+#[inline(never)]
+unsafe fn push_large_write(
+    proactor: &Proactor, key: Key, started: impl FnOnce(), ptr: *mut u8, len: u32, user_data: u64,
+) -> Result<()> {
     let flags = libc::MSG_NOSIGNAL as u32;
-    let zc = proactor
-        .descs
-        .at(key.index())
-        .is_some_and(|d| d.zc.load(Ordering::Relaxed));
-    if !zc {
-        return Sqe::send(target, ptr, len, flags).user_data(user_data);
+    // SAFETY: forwarded; both SQEs are lean.
+    unsafe {
+        proactor.push_sqe_on(key, started, |target| {
+            let zc = proactor
+                .descs
+                .at(key.index())
+                .is_some_and(|d| d.zc.load(Ordering::Relaxed));
+            if !zc {
+                return Sqe::send(target, ptr, len, flags).user_data(user_data);
+            }
+            stat!(proactor, zc_sends);
+            Sqe::send_zc(target, ptr, len, flags).user_data(user_data | TAG_ZC)
+        })
     }
-    stat!(proactor, zc_sends);
-    Sqe::send_zc(target, ptr, len, flags).user_data(user_data | TAG_ZC)
 }
 
 /// Hands buffer and handler of an op that was never queued back to the
