@@ -136,6 +136,10 @@ pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
 pub use pinion_core::{Errno, Error, Pool, Rejected, Result, SocketKind};
 pub use pinion_core::{OpSlot, StaticArray, StaticCell, OP_SLOT_SIZE};
+/// Tests only: the seeded fault injector at the kernel boundary (feature
+/// `fault-injection`; see `scripts/faults.sh`).
+#[cfg(feature = "fault-injection")]
+pub use pinion_sys::fault;
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;
 

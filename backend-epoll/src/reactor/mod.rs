@@ -244,13 +244,16 @@ unsafe impl Task for Reactor {
         };
         let mut events = [const { MaybeUninit::<libc::epoll_event>::uninit() }; MAX_EVENTS];
         stat!(self, epoll_wait);
-        // SAFETY: `events` is room for MAX_EVENTS entries.
-        let n = syscall!(epoll_wait(
-            self.epoll.raw(),
-            events.as_mut_ptr() as *mut libc::epoll_event,
-            MAX_EVENTS as i32,
-            timeout
-        ))
+        let n = match pinion_sys::fault::fail(pinion_sys::fault::Site::EpollWait) {
+            Some(e) => Err(e),
+            // SAFETY: `events` is room for MAX_EVENTS entries.
+            None => syscall!(epoll_wait(
+                self.epoll.raw(),
+                events.as_mut_ptr() as *mut libc::epoll_event,
+                MAX_EVENTS as i32,
+                timeout
+            )),
+        }
         .unwrap_or(0) as usize; // EINTR: nothing ready, the scheduler asks again
         self.polls_skipped.store(0, Relaxed);
         self.last_wait
@@ -307,6 +310,9 @@ unsafe impl Task for Reactor {
     }
 
     unsafe fn shutdown(&self, ops: &mut OpQueue) {
+        // The table first, so a socket registered meanwhile is either
+        // seen by the walk or refused (see `register_in`).
+        self.table.close();
         self.timers.shutdown(ops);
         self.close_all(ops);
     }

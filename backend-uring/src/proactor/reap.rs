@@ -52,6 +52,7 @@ impl Proactor {
                 if head == tail {
                     break;
                 }
+                crate::tsan::reaping();
                 n += tail.wrapping_sub(head) as usize;
                 while head != tail {
                     // One stretch of the array at a time (two when the

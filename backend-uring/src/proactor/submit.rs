@@ -100,6 +100,7 @@ impl Proactor {
         // There is room; the entry's pointers stay valid per the callers'
         // contract. The tail is published before the lock drops.
         write(&mut st.sq);
+        crate::tsan::published();
         if !expects_cqe {
             st.no_cqe += 1;
         }
