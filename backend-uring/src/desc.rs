@@ -91,6 +91,10 @@ pub struct Desc {
     /// `fd` is installed in the ring's registered-file table at this
     /// slot's index: SQEs name it as `Target::Fixed(index)`.
     fixed: AtomicBool,
+    /// The socket takes zero-copy sends (TCP, with `Options::send_zc`
+    /// on): set before its key is published, read under `sq_lock` by the
+    /// writes that check that key.
+    pub(crate) zc: AtomicBool,
     /// Link in a listener's list of accepted connections, guarded by that
     /// listener's lock (nobody else can reach a pending descriptor).
     pub(crate) pending_next: Cell<u32>,
@@ -116,6 +120,7 @@ impl Desc {
         sqe_key: UnsafeCell::new(sqe_key(0, KEY_CLOSED)),
         fd: AtomicI32::new(-1),
         fixed: AtomicBool::new(false),
+        zc: AtomicBool::new(false),
         pending_next: Cell::new(NIL),
         closing_next: Cell::new(NIL),
         closing_fence: Cell::new(0),
@@ -215,11 +220,19 @@ impl Proactor {
 
     /// [`open_desc`](Self::open_desc) into a slot reserved already.
     pub(crate) fn open_reserved(&self, key: Key, fd: Fd, kind: DescKind) -> Result<Key> {
-        let _ = kind;
         let d = self.descs.at(key.index()).expect("a reserved slot");
         // Everything an SQE or a close needs is set up before the slot is
         // marked open: from then on a shutdown's `close_all_descs` may
         // close it (nobody else knows the key yet).
+        // Only TCP takes `SEND_ZC` (Unix sockets answer EOPNOTSUPP): one
+        // getsockopt per socket, and only with zero-copy sends on.
+        let zc = self.zc_min != u32::MAX
+            && kind == DescKind::Stream
+            && matches!(
+                pinion_sys::socket::get_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN),
+                Ok(libc::AF_INET | libc::AF_INET6)
+            );
+        d.zc.store(zc, Ordering::Relaxed);
         let mut low = fd.raw() as u32 as u64 & KEY_LOW;
         if self.info.registered_files {
             stat!(self, files_updates);

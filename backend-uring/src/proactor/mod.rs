@@ -126,6 +126,10 @@ pub(crate) const UD_IGNORE: u64 = 3;
 /// `user_data & !TAG_MASK` is a pooled read awaiting one CQE, whose flags
 /// it needs.
 pub(crate) const TAG_POOLED: u64 = 4;
+/// `user_data & !TAG_MASK` is a zero-copy write (`IORING_OP_SEND_ZC`):
+/// its first CQE carries the result, its last (the notification, or a
+/// first one without `IORING_CQE_F_MORE`) completes it.
+pub(crate) const TAG_ZC: u64 = 5;
 
 /// How long the runner sleeps at most while a close waits for the kernel.
 const PARKED_CLOSE_POLL_NS: u64 = 1_000_000;
@@ -176,6 +180,9 @@ pub struct Proactor {
     pub(crate) closing: Locked<FutexMutex, (u32, u32)>,
     /// `closing` is not empty (a lock-free peek for the runner).
     pub(crate) closes_pending: core::sync::atomic::AtomicBool,
+    /// Writes of at least this many bytes are zero-copy sends on sockets
+    /// that take them (`u32::MAX`: none; see `ops`).
+    pub(crate) zc_min: u32,
     pub(crate) info: RingInfo,
     #[cfg(feature = "stats")]
     pub(crate) stats: stats::StatCells,

@@ -5,9 +5,11 @@ use core::ptr::NonNull;
 
 use pinion_core::{Error, OpQueue, Operation};
 use pinion_sys::uring::abi::IORING_CQE_F_BUFFER;
-use pinion_sys::uring::{cqe_more, Cqe};
+use pinion_sys::uring::{cqe_more, cqe_notif, Cqe};
 
-use super::{stat, Proactor, RunnerState, TAG_ACCEPT, TAG_MASK, TAG_OP, TAG_POOLED, UD_INTERRUPT};
+use super::{
+    stat, Proactor, RunnerState, TAG_ACCEPT, TAG_MASK, TAG_OP, TAG_POOLED, TAG_ZC, UD_INTERRUPT,
+};
 use crate::bufs::PooledHdr;
 
 /// Stores a negative CQE result as the error, out of the reaping loop.
@@ -75,6 +77,14 @@ impl Proactor {
                         } else if cqe.user_data & TAG_MASK == TAG_POOLED {
                             // SAFETY: as for TAG_OP, the op being a pooled read.
                             local.push(self.pooled_cqe(cqe));
+                        } else if cqe.user_data & TAG_MASK == TAG_ZC {
+                            // SAFETY: a zero-copy write waiting for this CQE
+                            // (and, until its last, for more).
+                            match self.zc_cqe(cqe) {
+                                Some(op) => local.push(op),
+                                // Not its final CQE: not a completion.
+                                None => internal += 1,
+                            }
                         } else {
                             internal += 1;
                             // Keep CQ order: what came before goes first.
@@ -119,6 +129,40 @@ impl Proactor {
         }
         // SAFETY: `op` came from a non-null user_data.
         unsafe { NonNull::new_unchecked(op.cast()) }
+    }
+
+    /// A CQE of a zero-copy write: the first stores the result; the last
+    /// (the notification, or a first one without `IORING_CQE_F_MORE`
+    /// when the kernel never took the pages) hands the operation on. Out
+    /// of line: zero-copy writes are large, so rare per byte.
+    ///
+    /// # Safety
+    /// `cqe.user_data` is a `TAG_ZC` write that waits for this CQE and is
+    /// on no queue (push's contract); after its result it waits for its
+    /// notification, still on no queue.
+    #[inline(never)]
+    unsafe fn zc_cqe(&self, cqe: Cqe) -> Option<NonNull<Operation>> {
+        let op = (cqe.user_data & !TAG_MASK) as *mut Operation;
+        if cqe_notif(cqe.flags) {
+            stat!(self, zc_notifs);
+            // The result came with the first CQE; the kernel is done with
+            // the buffer now.
+            // SAFETY: `op` came from a non-null user_data.
+            return Some(unsafe { NonNull::new_unchecked(op) });
+        }
+        // SAFETY: per contract, `op` is live and ours until queued.
+        unsafe {
+            if cqe.res >= 0 {
+                (*op).set_result(Ok(cqe.res as usize));
+            } else {
+                set_errno_result(&*op, cqe.res);
+            }
+        }
+        if cqe_more(cqe.flags) {
+            return None;
+        }
+        // SAFETY: as above.
+        Some(unsafe { NonNull::new_unchecked(op) })
     }
 
     /// A CQE of one of the proactor's own requests (rare: cold, so the

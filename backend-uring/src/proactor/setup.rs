@@ -137,6 +137,7 @@ impl Proactor {
         let mut probe = Box::new(Probe::EMPTY);
         ring.probe(&mut probe)
             .map_err(os("io_uring_register (probe)"))?;
+        let supported = |code: u8| probe.is_supported(code) && !opts.assume_missing.contains(&code);
         for (code, what) in [
             (IORING_OP_RECV, "IORING_OP_RECV"),
             (IORING_OP_SEND, "IORING_OP_SEND"),
@@ -148,13 +149,13 @@ impl Proactor {
             (IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"),
             (IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"),
         ] {
-            if !probe.is_supported(code) {
+            if !supported(code) {
                 return Err(BuildError::KernelTooOld(what));
             }
         }
         // Cancel by fd and cancel-any (5.19) arrived with IORING_OP_SOCKET,
         // and so did multishot accept: the opcode is their marker.
-        if !probe.is_supported(IORING_OP_SOCKET) {
+        if !supported(IORING_OP_SOCKET) {
             return Err(BuildError::KernelTooOld(
                 "Linux 5.19 io_uring (cancel by fd, IORING_OP_SOCKET)",
             ));
@@ -197,6 +198,11 @@ impl Proactor {
             registered_files,
             buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
             coop_taskrun: coop,
+            // At least one byte: an empty write never reaches the kernel.
+            send_zc: opts
+                .send_zc
+                .filter(|_| supported(IORING_OP_SEND_ZC))
+                .map(|min| min.max(1)),
         };
         let p = Proactor {
             ring,
@@ -218,6 +224,7 @@ impl Proactor {
             descs: Slab::new(parts.descriptors),
             closing: Locked::new((NIL, NIL)),
             closes_pending: AtomicBool::new(false),
+            zc_min: info.send_zc.unwrap_or(u32::MAX),
             info,
             #[cfg(feature = "stats")]
             stats: Default::default(),
