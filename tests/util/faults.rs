@@ -173,9 +173,6 @@ where
         } else {
             held.descriptors
         },
-        // A handler or task that panics may leave work counted; the panic
-        // is the test's failure, reported as such.
-        unaccounted_work: if panicking { 0 } else { held.unaccounted_work },
         ..held
     };
     let clean = held.is_clean();

@@ -640,14 +640,16 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// Shuts the scheduler down now, as dropping it does: every socket is
     /// closed and every pending handler destroyed without running. The
     /// pools stay, so a test can then check that every slot came back.
-    /// Returns how many operations were destroyed. A second call (or the
-    /// drop after it) finds nothing left to do.
+    /// Returns how many operations were destroyed and unfinished tasks
+    /// dropped: each held one unit of work. A second call (or the drop
+    /// after it) finds nothing left to do.
     pub fn shut_down(&mut self) -> usize {
         self.shutdown()
     }
 
     /// Destroys every queued operation and the task's pending ones without
-    /// running them (Asio's `scheduler::shutdown`); returns how many.
+    /// running them (Asio's `scheduler::shutdown`), and drops the futures
+    /// of unfinished tasks; returns how many of both.
     fn shutdown(&mut self) -> usize {
         self.stopped.store(true, Ordering::Relaxed);
         let mut ops = OpQueue::new();
@@ -661,7 +663,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         let mut n = self.destroy_all(&mut ops);
         // Tasks waiting for something: their futures go now (which may
         // cancel operations, and so queue more to destroy).
-        self.tasks.shutdown();
+        n += self.tasks.shutdown();
         n += self.destroy_all(&mut ops);
         n
     }

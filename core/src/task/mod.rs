@@ -193,9 +193,11 @@ impl<M: RawMutex> TaskPool<M> {
     }
 
     /// Drops the future of every task that has not finished (shutdown,
-    /// with no thread inside `run` and nothing queued).
-    pub(crate) fn shutdown(&mut self) {
+    /// with no thread inside `run` and nothing queued). Returns how many:
+    /// each held one unit of work, counted at spawn, that ends here.
+    pub(crate) fn shutdown(&mut self) -> usize {
         let n = self.slab.used();
+        let mut finished = 0;
         for i in 0..n {
             let Some(hdr) = self.slab.at(i) else { continue };
             let h = NonNull::from(hdr);
@@ -210,8 +212,10 @@ impl<M: RawMutex> TaskPool<M> {
                     // rather than dropped on another thread.
                     unsafe { raw::finish_leaking(h) };
                 }
+                finished += 1;
             }
         }
+        finished
     }
 }
 
