@@ -11,9 +11,11 @@
 //!
 //! A test may fail because of a *surfacing* fault (an injected
 //! `ECONNRESET` it did not expect) and still be right: the panic hook
-//! checks that the panic message names the injected error and then says
-//! `FAULT SURFACED` on stderr, which the driver accepts. Any other
-//! failure prints the command that replays it.
+//! checks that the panic message names the injected error, or, for a
+//! fault that ended a connection, the reset (or broken pipe, or early end
+//! of stream) its std peer then sees, and says `FAULT SURFACED` on
+//! stderr, which the driver accepts. Any other failure prints the command
+//! that replays it.
 #![cfg(feature = "fault-injection")]
 
 use std::io::Write;
@@ -77,6 +79,28 @@ fn spellings(e: pinion::Errno) -> [String; 2] {
     [format!("{err:?}"), format!("{err}")]
 }
 
+/// A surfacing fault at this site fails a call on a connected socket,
+/// and the program's answer (every test's handler) is to close it: with
+/// bytes unread, the kernel resets the connection.
+fn ends_the_connection(site: fault::Site) -> bool {
+    use fault::Site::*;
+    matches!(site, StreamRecv | StreamSend | EpollCtlAdd)
+}
+
+/// What a std peer's I/O error says when the pinion side closed the
+/// connection early (`std::io::Error`'s `Debug` and `Display`): the
+/// injected error itself never reaches the peer (seeds 454214311 and
+/// 454214333 injected ENOMEM into the echo server's recv and send; its
+/// std client then failed with ECONNRESET).
+const PEER_SEES: [&str; 6] = [
+    "ConnectionReset",
+    "Connection reset by peer",
+    "BrokenPipe",
+    "Broken pipe",
+    "UnexpectedEof",
+    "failed to fill whole buffer",
+];
+
 /// Descriptors open before the first context of the process.
 static BASELINE_FDS: OnceLock<usize> = OnceLock::new();
 /// Set by the panic hook: a failing test's peers may still hold sockets.
@@ -127,6 +151,18 @@ fn install_hook() {
                 let _ = writeln!(
                     err,
                     "FAULT SURFACED: {} failed with the injected {:?} ({:?} call {})",
+                    test_name(),
+                    inj.fault,
+                    inj.site,
+                    inj.call
+                );
+                return;
+            }
+            if ends_the_connection(inj.site) && PEER_SEES.iter().any(|s| msg.contains(s)) {
+                let _ = writeln!(
+                    err,
+                    "FAULT SURFACED: {} failed at its std peer (reset, broken pipe or early \
+                     end) after the injected {:?} ({:?} call {}) ended the connection",
                     test_name(),
                     inj.fault,
                     inj.site,
