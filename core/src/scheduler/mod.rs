@@ -652,6 +652,10 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// of unfinished tasks; returns how many of both.
     fn shutdown(&mut self) -> usize {
         self.stopped.store(true, Ordering::Relaxed);
+        // Each unfinished task holds a unit of work besides its queued
+        // operation, if any; all of them end here, queued ones when their
+        // operation is destroyed, waiting ones in `tasks.shutdown`.
+        let tasks = self.tasks.unfinished();
         let mut ops = OpQueue::new();
         {
             let st = self.locked.get_mut();
@@ -663,9 +667,9 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         let mut n = self.destroy_all(&mut ops);
         // Tasks waiting for something: their futures go now (which may
         // cancel operations, and so queue more to destroy).
-        n += self.tasks.shutdown();
+        self.tasks.shutdown();
         n += self.destroy_all(&mut ops);
-        n
+        n + tasks
     }
 
     /// Destroys `ops` and whatever destroying them queues, until quiet

@@ -192,12 +192,22 @@ impl<M: RawMutex> TaskPool<M> {
         }
     }
 
+    /// Tasks that have not finished (shutdown: each holds one unit of
+    /// work, counted at spawn, that the shutdown ends).
+    pub(crate) fn unfinished(&self) -> usize {
+        (0..self.slab.used())
+            .filter_map(|i| self.slab.at(i))
+            .filter(|hdr| {
+                let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
+                state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0
+            })
+            .count()
+    }
+
     /// Drops the future of every task that has not finished (shutdown,
-    /// with no thread inside `run` and nothing queued). Returns how many:
-    /// each held one unit of work, counted at spawn, that ends here.
-    pub(crate) fn shutdown(&mut self) -> usize {
+    /// with no thread inside `run` and nothing queued).
+    pub(crate) fn shutdown(&mut self) {
         let n = self.slab.used();
-        let mut finished = 0;
         for i in 0..n {
             let Some(hdr) = self.slab.at(i) else { continue };
             let h = NonNull::from(hdr);
@@ -212,10 +222,8 @@ impl<M: RawMutex> TaskPool<M> {
                     // rather than dropped on another thread.
                     unsafe { raw::finish_leaking(h) };
                 }
-                finished += 1;
             }
         }
-        finished
     }
 }
 
