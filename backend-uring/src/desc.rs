@@ -453,6 +453,20 @@ impl Proactor {
         }
     }
 
+    /// Closes every descriptor still open and frees its slot, as the
+    /// epoll reactor's shutdown does (so that a shut-down context holds
+    /// no descriptor slot, which the fault audit checks). Shutdown only,
+    /// once the kernel has given back every request: no SQE names any of
+    /// them.
+    pub(crate) fn close_all_open(&self) {
+        for i in 0..self.descs.used() {
+            let Some(d) = self.descs.at(i) else { continue };
+            if d.with(|st| st.open) {
+                self.close_unused(i);
+            }
+        }
+    }
+
     /// Closes every socket's fd still open (the proactor's drop, after
     /// shutdown drained the kernel).
     pub(crate) fn close_all_fds(&mut self) {
