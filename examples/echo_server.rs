@@ -170,6 +170,7 @@ fn serve<P: Family, const N: usize>(
         }
         ctx.run();
     });
+    stop::shut_down(ctx, "echo_server");
     eprintln!(
         "echo_server: stopped after {} connections",
         server.connections.load(Ordering::Relaxed)

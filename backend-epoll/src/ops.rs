@@ -251,7 +251,7 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H: OpHooks>(
 /// path, which reads errno, is kept out of line: the hot path is the call
 /// and one sign test, with no spill of the call's arguments.
 #[inline(always)]
-fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
+pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
     loop {
         let r = call();
         if r >= 0 {
@@ -731,4 +731,22 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
         // SAFETY: start_op handed `op` back untouched.
         handler: unsafe { take_back(sched, op) }.1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SendTo, SocketOp};
+
+    /// The room a Unix-domain datagram send leaves in its slot for its
+    /// buffer and handler together (documented on `UnixDatagram`): the
+    /// reactor's header and the 110-byte `sockaddr_un` take the rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_room_for_buffer_and_handler() {
+        let fixed = core::mem::size_of::<SocketOp<SendTo<(), libc::sockaddr_un>, ()>>();
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("epoll Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 96);
+        }
+    }
 }

@@ -196,7 +196,7 @@ unsafe fn complete_accept<H: AcceptHandler<Proactor>>(
                 (Ok(fd), Some(k)) => {
                     // SAFETY: the kernel gave this op a new fd.
                     let fd = unsafe { Fd::from_raw(fd as i32) };
-                    Ok(proactor.open_reserved(k, fd, DescKind::Stream))
+                    proactor.open_reserved(k, fd, DescKind::Stream)
                 }
                 (Ok(_), None) => Ok(Key::from_bits(key)),
                 (Err(e), k) => {

@@ -18,7 +18,9 @@
 //! - `accept`: single-shot accepts into a reserved slot (the default), or
 //!   a listener's multishot accept.
 //! - `ops`: reads, writes (`RECV`, `SEND`), connects, datagrams
-//!   (`SENDMSG`/`RECVMSG`, `msghdr` in the operation's slot).
+//!   (`SENDMSG`/`RECVMSG`, `msghdr` in the operation's slot);
+//!   `vectored`: scatter reads and gather writes (`RECVMSG`/`SENDMSG`,
+//!   `msghdr` and iovecs in the slot).
 //! - `bufs`: pooled reads, from a provided buffer ring the kernel picks
 //!   from only when data arrives, or its software fallback.
 //!
@@ -43,7 +45,7 @@ use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
     OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
-use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
 use pinion_core::memory::{Contents, MemPool, Region};
 use pinion_core::pooled::ReadBufferCount;
 use pinion_core::slab::Entry;
@@ -58,6 +60,7 @@ mod desc;
 mod ops;
 pub mod proactor;
 mod tsan;
+mod vectored;
 
 pub use desc::Desc;
 pub use proactor::{Proactor, RingInfo, Stats};
@@ -236,6 +239,18 @@ unsafe impl Backend for Proactor {
     ) -> Started<(T, H)> {
         let out = ops::start_buf_op::<_, _, false>(at, WriteOnly(buf), WriteBack(h));
         out.map_err(|r| r.map(|(b, h)| (b.0, h.0)))
+    }
+
+    fn read_some_vectored<T: IoBufsMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)> {
+        vectored::start_read(at, bufs, h)
+    }
+
+    fn write_some_vectored<T: IoBufs, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)> {
+        vectored::start_write(at, bufs, h)
     }
 
     fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {

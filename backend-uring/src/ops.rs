@@ -174,7 +174,7 @@ pub(crate) fn start_buf_op<
         Ok(p) => p,
         Err(op) => {
             return Err(Rejected {
-                error: Error::PoolFull(Pool::Ops),
+                error: sched.pool_error(Pool::Ops),
                 handler: (
                     ManuallyDrop::into_inner(op.buf),
                     ManuallyDrop::into_inner(op.handler),
@@ -642,4 +642,25 @@ where
     H: Handler<Proactor, (Result<usize>, B)>,
 {
     complete_send_to::<B, H, R>
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MsgOp;
+
+    /// The room a Unix-domain datagram operation leaves in its slot for
+    /// its buffer and handler together (documented on `UnixDatagram`):
+    /// header, `msghdr`, iovec and the 110-byte `sockaddr_un` take the
+    /// rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_40_bytes_for_buffer_and_handler_on_64_bit() {
+        let fixed = core::mem::size_of::<MsgOp<(), (), libc::sockaddr_un>>();
+        // Buffers and handlers are 8-aligned on 64-bit: they start at the
+        // next multiple of 8.
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("io_uring Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 40);
+        }
+    }
 }

@@ -182,7 +182,7 @@ impl<'c, B: Backend, S: Start<'c, B>> Op<'c, B, S> {
         // mode moved on).
         let mut args = unsafe { self.slot.take_args() };
         // Done at once if the backend can (epoll: the socket is ready), as
-        // long as this poll has budget left for it.
+        // long as this turn has budget left for it.
         if S::NOW && B::COMPLETES_NOW && sched.here().is_some_and(|h| h.consume_budget()) {
             match args.now(at) {
                 Ok(v) => return Poll::Ready(S::output(self.ctx, v)),

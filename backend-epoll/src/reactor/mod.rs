@@ -317,6 +317,9 @@ unsafe impl Task for Reactor {
     }
 
     unsafe fn shutdown(&self, ops: &mut OpQueue) {
+        // The table first, so a socket registered meanwhile is either
+        // seen by the walk or refused (see `register_in`).
+        self.table.close();
         self.timers.shutdown(ops);
         self.close_all(ops);
     }

@@ -195,6 +195,15 @@ impl Reactor {
         let mut l = slot.locked();
         let st = l.state();
         debug_assert!(st.kind == Kind::Free && !st.queued);
+        if self.table.is_closed() {
+            // Shut down since the slot was taken: `close_all` has passed
+            // (or will find it free), so it is not opened at all.
+            drop(l);
+            self.table.retire(key);
+            // SAFETY: retired above; no handle was handed out.
+            unsafe { self.table.release(key.index()) };
+            return Err(Error::PoolFull(Pool::Descriptors));
+        }
         st.kind = Kind::Socket;
         st.fd = fd.raw();
         st.registered_events = REGISTER_EVENTS;
@@ -466,7 +475,9 @@ impl Reactor {
     }
 
     /// Closes every socket still open and hands its pending ops to `ops`
-    /// (shutdown: no thread runs the context).
+    /// (shutdown: no thread runs the context). Each is retired under its
+    /// lock, as `close` does, so a start racing with this on another
+    /// thread is either handed over here or refused.
     pub(crate) fn close_all(&self, ops: &mut OpQueue) {
         for index in 0..self.table.used() {
             let Some(slot) = self.table.at(index) else {

@@ -77,11 +77,14 @@
 //!
 //! # Shutdown
 //!
-//! Parked accepts are handed over for destruction; then
+//! Every socket is closed by the close protocol (`desc`), and parked
+//! accepts are handed over for destruction; then
 //! `IORING_ASYNC_CANCEL_ANY` and waits until every SQE that expects a CQE
 //! has had its final one (user operations, multishot accepts, the
 //! interrupter read); only then are the operations destroyed (by the
-//! scheduler), the sockets closed and the ring unmapped.
+//! scheduler). The ring, its eventfd and the provided buffer ring stay
+//! until the proactor is dropped (a context shut down in place keeps
+//! them, so late calls stay memory-safe), holding no socket.
 
 use core::cell::UnsafeCell;
 
@@ -366,6 +369,11 @@ unsafe impl Task for Proactor {
         // SAFETY: no thread runs the context during shutdown.
         let rs = unsafe { &mut *self.runner.get() };
         rs.shutting_down = true;
+        // Every socket closed first (keys retired under the SQ lock, their
+        // cancels queued, registered files removed, fds closed), so no SQE
+        // can name one once the kernel is drained below; parked accepts
+        // are handed over with them.
+        self.close_all_descs(ops);
         // Accepts parked in user space are not in the kernel.
         self.take_all_waiters(ops);
         // CQEs a fault schedule held back are final CQEs already.
@@ -398,10 +406,8 @@ unsafe impl Task for Proactor {
                 std::process::abort();
             }
         }
-        // Every SQE has been consumed: parked closes can finish, and the
-        // descriptors still open close.
+        // Every SQE has been consumed: parked closes can finish.
         self.finish_closes();
-        self.close_all_open();
         self.timers.shutdown(ops);
     }
 

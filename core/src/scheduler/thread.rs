@@ -3,11 +3,11 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use pinion_sync::current_thread_id;
 
 use super::MAX_RUN_THREADS;
+use crate::loom::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::pool::OpSlot;
 use crate::queue::OpQueue;
 
@@ -37,7 +37,8 @@ pub(crate) struct ThreadInfo {
     /// `call_stack<strand_impl>`), null when no strand runs here.
     pub(crate) strand: Cell<*const StrandFrame>,
     /// Operations futures may still complete without a trip through the
-    /// queue in the task poll running now ([`Here::consume_budget`]).
+    /// queue in this turn: the op the batch loop runs now and the
+    /// continuations chained after it ([`Here::consume_budget`]).
     pub(crate) budget: Cell<u32>,
     /// The scheduler whose `run` made this (checked in debug builds
     /// wherever a [`Here`] is used).
@@ -102,23 +103,16 @@ pub struct Here<'a> {
     pub(crate) ti: &'a ThreadInfo,
 }
 
-/// Operations a task poll may complete at once
-/// ([`Here::consume_budget`]) before one must go through the queue, so
-/// that a task whose socket is always ready still lets others run (tokio
-/// calls this its cooperative budget).
+/// Operations one turn (a queued op and the continuations chained after
+/// it) may complete at once ([`Here::consume_budget`]) before one must go
+/// through the queue, so that a task whose socket is always ready still
+/// lets others run (tokio calls this its cooperative budget).
 pub const IMMEDIATE_BUDGET: u32 = 32;
 
 impl Here<'_> {
-    /// A task poll begins: it gets a fresh budget.
-    #[inline(always)]
-    pub(crate) fn reset_budget(&self) {
-        self.ti.budget.set(IMMEDIATE_BUDGET);
-    }
-
     /// Takes one unit of this thread's budget for completing an operation
-    /// without queueing it: `false` once the task poll running now has
-    /// used [`IMMEDIATE_BUDGET`] of them, or outside a task poll once the
-    /// last one's budget is used up (the operation should then go through
+    /// without queueing it: `false` once this turn has used
+    /// [`IMMEDIATE_BUDGET`] of them (the operation should then go through
     /// the queue, which lets others run first).
     #[inline(always)]
     pub fn consume_budget(&self) -> bool {
@@ -179,10 +173,11 @@ pub(crate) struct Registration {
 const NO_THREAD: usize = usize::MAX;
 
 impl Registry {
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        // Not `const` (loom's atomics cannot be); made once per context.
         Registry {
-            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
-            infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
+            ids: core::array::from_fn(|_| AtomicUsize::new(NO_THREAD)),
+            infos: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             high: AtomicUsize::new(0),
         }
     }

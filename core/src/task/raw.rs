@@ -397,9 +397,6 @@ unsafe fn run_task<F: Future, S: TaskOwner, const LOCAL: bool>(
     }
     // SCHEDULED -> RUNNING: flips both bits.
     let prev = hdr.state.fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
-    if let Some(h) = how.here() {
-        h.reset_budget();
-    }
     debug_assert!(prev & SCHEDULED != 0 && prev & (RUNNING | COMPLETE) == 0);
     if prev & CANCELLED != 0 {
         // SAFETY: RUNNING is ours; the future is live.
