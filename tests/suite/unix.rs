@@ -514,6 +514,10 @@ fn inherited_unix_sockets_work_and_the_wrong_kind_is_a_clear_error() {
         .map_err(|r| r.error)
         .unwrap();
     run_until(c, "the send", || sent.lock().unwrap().is_some());
+    // The send's result first, and a bounded recv: a failed send (an
+    // injected ENOMEM, seed 454214117) left the recv blocked for good.
+    assert_eq!(sent.lock().unwrap().take(), Some(Ok(4)));
+    bb.set_read_timeout(Some(util::WATCHDOG)).unwrap();
     let mut four = [0u8; 8];
     assert_eq!(bb.recv(&mut four).unwrap(), 4);
     d.close().unwrap();
