@@ -421,7 +421,7 @@ pub struct Audit {
     /// Read buffers not back in their pool.
     pub read_buffers: usize,
     /// Units of outstanding work before the shutdown that were not an
-    /// operation it destroyed (positive: work counted for nothing, so
+    /// operation it destroyed or a task whose future it dropped (positive: work counted for nothing, so
     /// `run` would never return; negative: operations pending without
     /// their work counted, so `run` could return with them pending).
     pub unaccounted_work: isize,
@@ -445,7 +445,8 @@ where
     /// pending handler), and reports what is still held. The context is
     /// stopped for good afterwards; drop it.
     pub fn shut_down_and_audit(&mut self) -> Audit {
-        // Every unit of work left is an operation the shutdown destroys.
+        // Every unit of work left is an operation the shutdown destroys or
+        // a task whose future it drops.
         let work = self.outstanding_work() as isize;
         let destroyed = self.sched.shut_down() as isize;
         Audit {

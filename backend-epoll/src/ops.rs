@@ -268,9 +268,9 @@ pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
 /// with, `EINTR` retried as `stream_call` does). Just `Ok(len)` without
 /// the `fault-injection` feature.
 #[inline(always)]
-fn faulted_len(site: Site, len: usize) -> Result<usize> {
+fn faulted_len(site: Site, fd: i32, len: usize) -> Result<usize> {
     loop {
-        match fault::stream(site, len) {
+        match fault::stream_on(site, fd, len) {
             Ok(len) => return Ok(len),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Error::from_errno(e)),
@@ -291,7 +291,7 @@ fn call_failed() -> Option<Error> {
 /// One `recv` into the spare room of `buf`.
 #[inline(always)]
 fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
-    let len = match faulted_len(Site::StreamRecv, buf.spare()) {
+    let len = match faulted_len(Site::StreamRecv, fd, buf.spare()) {
         Ok(len) => len,
         Err(e) => return Attempt::Done(Err(e)),
     };
@@ -318,7 +318,7 @@ fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
 /// One `send` of the bytes of `buf`, without SIGPIPE.
 #[inline(always)]
 fn send_from<B: IoBuf>(buf: &B, fd: i32) -> Attempt {
-    let len = match faulted_len(Site::StreamSend, buf.bytes_len()) {
+    let len = match faulted_len(Site::StreamSend, fd, buf.bytes_len()) {
         Ok(len) => len,
         Err(e) => return Attempt::Done(Err(e)),
     };
@@ -433,7 +433,7 @@ impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPool
             return Attempt::Done(Err(Error::PoolFull(Pool::ReadBuffers)));
         };
         let ptr = pool.buf_ptr(i);
-        let (len, r) = match faulted_len(Site::StreamRecv, pool.buf_size()) {
+        let (len, r) = match faulted_len(Site::StreamRecv, fd, pool.buf_size()) {
             // SAFETY: `ptr` is valid for `buf_size() >= len` bytes: buffer
             // `i`, taken above.
             Ok(len) => (

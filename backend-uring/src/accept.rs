@@ -530,6 +530,8 @@ impl Proactor {
                 }
                 return;
             }
+            #[cfg(feature = "fault-injection")]
+            self.cancelled.note(op.as_ptr() as u64);
             // SAFETY: a cancel carries no pointer; its CQE is ignored.
             let _ = unsafe {
                 self.push_on(

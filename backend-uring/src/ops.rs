@@ -202,6 +202,25 @@ pub(crate) fn start_buf_op<
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
+    // Under a fault schedule: a shorter length in the SQE, or the error
+    // the kernel's CQE would carry, without an SQE.
+    #[cfg(feature = "fault-injection")]
+    let len = match faulted_len(proactor, key, READ, len) {
+        Ok(len) => len,
+        Err(error) => {
+            if proactor.descs.get(key).is_none() {
+                // SAFETY: never queued: still ours.
+                return Err(unsafe { refuse_buf_op(sched, here, p, Error::BadDescriptor) });
+            }
+            // SAFETY: a fresh op, on no queue, completing with this
+            // scheduler; `here` is this scheduler's.
+            unsafe {
+                (*p.as_ptr()).header.set_result(Err(error));
+                sched.post_immediate_completion_in(here, p.cast());
+            }
+            return Ok(());
+        }
+    };
     // IORING_OP_RECV / IORING_OP_SEND (or SEND_ZC for a large write),
     // written in place (only the fields they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
@@ -282,6 +301,31 @@ unsafe fn push_large_write(
             stat!(proactor, zc_sends);
             Sqe::send_zc(target, ptr, len, flags).user_data(user_data | TAG_ZC)
         })
+    }
+}
+
+/// The length a stream `recv`/`send` SQE asks for under the fault
+/// schedule (`pinion_sys::fault::stream_on`): `len`, fewer bytes, or an
+/// error (`EINTR` is retried, as the kernel's io_uring does).
+#[cfg(feature = "fault-injection")]
+#[cold]
+fn faulted_len(
+    proactor: &Proactor, key: pinion_core::backend::Key, read: bool, len: u32,
+) -> Result<u32> {
+    use pinion_sys::fault::{self, Site};
+    let site = if read {
+        Site::StreamRecv
+    } else {
+        Site::StreamSend
+    };
+    // A stale key: any fd; the push refuses it.
+    let fd = proactor.with_desc_fd(key, Ok).unwrap_or(-1);
+    loop {
+        match fault::stream_on(site, fd, len as usize) {
+            Ok(n) => return Ok(n as u32),
+            Err(pinion_sys::Errno::INTR) => continue,
+            Err(e) => return Err(Error::from_errno(e)),
+        }
     }
 }
 
@@ -450,7 +494,13 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
             true,
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
-            || sched.io_work_started(),
+            || {
+                sched.io_work_started();
+                // A fault schedule may report a cancelled poll as cancelled
+                // whatever it found: a poll consumes nothing.
+                #[cfg(feature = "fault-injection")]
+                sched.task().cancelled.note_poll(o as u64);
+            },
             |target| Sqe::poll_add(target, mask).user_data(o as u64),
         )
     };

@@ -285,9 +285,11 @@ fn abstract_names_connect_both_ways_with_peer_credentials() {
     b::UnixStream::async_connect(c, &at, move |r| *cl.lock().unwrap() = Some(r))
         .map_err(|r| r.error)
         .unwrap();
-    let (s2, _) = accept_one(c, l);
+    // The connect's result first: a failed one (an injected ENOBUFS on
+    // its socket, seed 454214109) leaves nothing to accept.
     run_until(c, "connect", || client.lock().unwrap().is_some());
     let client = client.lock().unwrap().take().unwrap().unwrap();
+    let (s2, _) = accept_one(c, l);
     assert_eq!(client.peer_addr(), Ok(at));
     let got = slot();
     let g = got.clone();
@@ -512,6 +514,10 @@ fn inherited_unix_sockets_work_and_the_wrong_kind_is_a_clear_error() {
         .map_err(|r| r.error)
         .unwrap();
     run_until(c, "the send", || sent.lock().unwrap().is_some());
+    // The send's result first, and a bounded recv: a failed send (an
+    // injected ENOMEM, seed 454214117) left the recv blocked for good.
+    assert_eq!(sent.lock().unwrap().take(), Some(Ok(4)));
+    bb.set_read_timeout(Some(util::WATCHDOG)).unwrap();
     let mut four = [0u8; 8];
     assert_eq!(bb.recv(&mut four).unwrap(), 4);
     d.close().unwrap();

@@ -100,6 +100,8 @@ use crate::bufs::ReadBuffers;
 use crate::desc::DescTable;
 use pinion_sync::Locked;
 
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faults;
 pub(crate) mod reap;
 pub(crate) mod setup;
 pub(crate) mod stats;
@@ -146,6 +148,24 @@ pub(crate) struct RunnerState {
     /// The last run left the SQ unsubmitted; the next one must submit.
     pub(crate) deferred: bool,
     pub(crate) shutting_down: bool,
+    /// CQEs a fault schedule holds back (`faults`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) held: faults::Held,
+}
+
+impl RunnerState {
+    /// CQEs are held back by a fault schedule: the runner must not sleep.
+    #[inline(always)]
+    fn holding(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.held.holding()
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
 }
 
 /// The io_uring proactor: the scheduler's task.
@@ -186,6 +206,9 @@ pub struct Proactor {
     pub(crate) info: RingInfo,
     #[cfg(feature = "stats")]
     pub(crate) stats: stats::StatCells,
+    /// Operations whose cancel was sent, for a fault schedule (`faults`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) cancelled: faults::Cancelled,
 }
 
 // SAFETY: the SQ and `sq_state` are touched only under `sq_lock`; the CQ
@@ -299,7 +322,7 @@ unsafe impl Task for Proactor {
             .closes_pending
             .load(core::sync::atomic::Ordering::Acquire)
             && self.finish_closes();
-        let until = if reaped == 0 {
+        let until = if reaped == 0 && !rs.holding() {
             self.sleep_until(wait, parked)
         } else {
             None
@@ -360,6 +383,9 @@ unsafe impl Task for Proactor {
         self.close_all_descs(ops);
         // Accepts parked in user space are not in the kernel.
         self.take_all_waiters(ops);
+        // CQEs a fault schedule held back are final CQEs already.
+        #[cfg(feature = "fault-injection")]
+        self.release_held(rs, ops);
         // Cancel everything in the kernel and wait for every final CQE:
         // only then may the slots (and buffers) be destroyed.
         let start = self.now_ns();

@@ -65,11 +65,28 @@ fn setup_error(errno: Errno, opts: &Options) -> BuildError {
     }
 }
 
+/// Under a fault schedule that draws `TinyRing` (`pinion_sys::fault`):
+/// the options with the smallest ring, so that pushes meet a full SQ and
+/// completions overflow the CQ.
+#[cfg(feature = "fault-injection")]
+fn tiny_ring(opts: &Options) -> Option<Options> {
+    use pinion_sys::fault::{self, Fault, Site};
+    (fault::fault(Site::UringSetup) == Some(Fault::TinyRing)).then(|| Options {
+        sq_entries: 2,
+        cq_entries: Some(4),
+        ..opts.clone()
+    })
+}
+
 impl Proactor {
     /// Sets up the ring, the interrupter, the descriptor table and the
     /// timers: every allocation and kernel object this backend makes, made
     /// here.
     pub(crate) fn new(cfg: &Config, opts: &Options, parts: Parts) -> Result<Self, BuildError> {
+        #[cfg(feature = "fault-injection")]
+        let tiny = tiny_ring(opts);
+        #[cfg(feature = "fault-injection")]
+        let opts = tiny.as_ref().unwrap_or(opts);
         if parts.descriptors.len() > MAX_DESCRIPTORS {
             return Err(BuildError::Invalid {
                 knob: "descriptors",
@@ -216,6 +233,8 @@ impl Proactor {
                 rearm_interrupter: false,
                 deferred: false,
                 shutting_down: false,
+                #[cfg(feature = "fault-injection")]
+                held: super::faults::Held::EMPTY,
             }),
             efd,
             efd_buf: Box::new(UnsafeCell::new(0)),
@@ -228,6 +247,8 @@ impl Proactor {
             info,
             #[cfg(feature = "stats")]
             stats: Default::default(),
+            #[cfg(feature = "fault-injection")]
+            cancelled: super::faults::Cancelled::new(),
         };
         p.arm_interrupter();
         Ok(p)

@@ -698,8 +698,9 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
 
     /// [`shutdown`](Self::shutdown) for a scheduler this thread owns
     /// (tests: the fault injector's audit). Returns how many operations
-    /// were destroyed; a second call (or the drop after it) finds nothing
-    /// left to do.
+    /// were destroyed and unfinished tasks ended (each held a unit of
+    /// work); a second call (or the drop after it) finds nothing left to
+    /// do.
     pub fn shut_down(&mut self) -> usize {
         // `&mut self`: no thread is inside `run`, so this cannot fail.
         self.shutdown_counted().unwrap_or(0)
@@ -796,8 +797,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
 
     /// Destroys every queued operation and the task's pending ones without
     /// running them, then the tasks that wait for something; returns how
-    /// many operations it destroyed.
+    /// many operations it destroyed and tasks it ended (each held a unit
+    /// of work).
     fn teardown(&self) -> usize {
+        // Each unfinished task holds a unit of work besides its queued
+        // operation, if any; all of them end here, queued ones when their
+        // operation is destroyed, waiting ones in `tasks.shutdown`.
+        let tasks = self.tasks.unfinished();
         let mut ops = OpQueue::new();
         self.take_queue(&mut ops);
         // SAFETY: no thread runs the scheduler (shutdown waited for every
@@ -809,7 +815,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.tasks.shutdown();
         self.take_queue(&mut ops);
         n += self.destroy_all(&mut ops);
-        n
+        n + tasks
     }
 
     /// Moves everything queued to `ops`.

@@ -192,6 +192,18 @@ impl<M: RawMutex> TaskPool<M> {
         }
     }
 
+    /// Tasks that have not finished (shutdown: each holds one unit of
+    /// work, counted at spawn, that the shutdown ends).
+    pub(crate) fn unfinished(&self) -> usize {
+        (0..self.slab.used())
+            .filter_map(|i| self.slab.at(i))
+            .filter(|hdr| {
+                let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
+                state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0
+            })
+            .count()
+    }
+
     /// Takes no task any more (a context shut down in place): `spawn`
     /// answers `ContextShutDown`.
     pub(crate) fn close(&self) {
