@@ -15,3 +15,15 @@ cargo test -p pinion --features uring,stats,heapless,embedded-io
 
 echo "== io_uring alone"
 cargo test -p pinion --no-default-features --features uring,stats
+
+echo "== the fault injector's schedule (reproducible, per site, within budget)"
+cargo test -p pinion-sys --features fault-injection --lib fault
+
+echo "== miri: the backends' parts that need no kernel (descriptor states, SQE and CQE layouts), the fault schedule"
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    cargo +nightly miri test -p pinion-epoll --lib
+    cargo +nightly miri test -p pinion-uring --lib
+    cargo +nightly miri test -p pinion-sys --features fault-injection --lib fault
+else
+    echo "SKIPPED miri: no nightly toolchain with miri here (rustup toolchain install nightly --component miri rust-src)"
+fi

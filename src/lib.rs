@@ -139,6 +139,10 @@ pub use owned::{Close, Owned};
 pub use pinion_core::backend::{Backend, BuildError};
 pub use pinion_core::{Errno, Error, Pool, Rejected, Result, SocketKind};
 pub use pinion_core::{OpSlot, StaticArray, StaticCell, OP_SLOT_SIZE};
+/// Tests only: the seeded fault injector at the kernel boundary (feature
+/// `fault-injection`; see `scripts/faults.sh`).
+#[cfg(feature = "fault-injection")]
+pub use pinion_sys::fault;
 pub use pinion_sys::socket::Shutdown;
 pub use time::Instant;
 
@@ -184,6 +188,9 @@ pub mod epoll {
 /// The io_uring backend (a proactor), named.
 #[cfg(feature = "uring")]
 pub mod uring {
+    /// The kernel's io_uring ABI as pinion speaks it (opcodes for
+    /// [`Builder::assume_missing`], flags, structs).
+    pub use pinion_sys::uring::abi;
     pub use pinion_uring::{Options, Parts, Proactor, RingInfo, Stats};
     /// This module's backend.
     pub type Backend = Proactor;

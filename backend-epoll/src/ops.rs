@@ -19,6 +19,7 @@ use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::{RawAddr, SockAddr};
+use pinion_sys::fault::{self, Site};
 use pinion_sys::{socket, syscall, Errno};
 
 use crate::reactor::perform::{FirstAttempt, ReactorOp, Status};
@@ -250,7 +251,7 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H: OpHooks>(
 /// path, which reads errno, is kept out of line: the hot path is the call
 /// and one sign test, with no spill of the call's arguments.
 #[inline(always)]
-fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
+pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
     loop {
         let r = call();
         if r >= 0 {
@@ -258,6 +259,21 @@ fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
         }
         if let Some(e) = call_failed() {
             return Err(e);
+        }
+    }
+}
+
+/// The length a stream call at `site` asks for: `len`, or what the fault
+/// injector makes of it (a shorter length, or an error the call fails
+/// with, `EINTR` retried as `stream_call` does). Just `Ok(len)` without
+/// the `fault-injection` feature.
+#[inline(always)]
+fn faulted_len(site: Site, fd: i32, len: usize) -> Result<usize> {
+    loop {
+        match fault::stream_on(site, fd, len) {
+            Ok(len) => return Ok(len),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::from_errno(e)),
         }
     }
 }
@@ -272,6 +288,94 @@ fn call_failed() -> Option<Error> {
     }
 }
 
+/// One `recv` into the spare room of `buf`.
+#[inline(always)]
+fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
+    let len = match faulted_len(Site::StreamRecv, fd, buf.spare()) {
+        Ok(len) => len,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let ptr = buf.write_ptr();
+    // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
+    match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
+        // `len > 0` (the facade refuses a buffer with no room), so 0
+        // bytes is the peer's end of stream.
+        Ok(0) => Attempt::Done(Err(Error::Eof)),
+        Ok(n) => {
+            // SAFETY: the kernel wrote `n <= spare()` bytes.
+            unsafe { buf.advance(n) };
+            if n < len {
+                Attempt::Exhausted(Ok(n))
+            } else {
+                Attempt::Done(Ok(n))
+            }
+        }
+        Err(Error::WouldBlock) => Attempt::NotDone,
+        Err(e) => Attempt::Done(Err(e)),
+    }
+}
+
+/// One `send` of the bytes of `buf`, without SIGPIPE.
+#[inline(always)]
+fn send_from<B: IoBuf>(buf: &B, fd: i32) -> Attempt {
+    let len = match faulted_len(Site::StreamSend, fd, buf.bytes_len()) {
+        Ok(len) => len,
+        Err(e) => return Attempt::Done(Err(e)),
+    };
+    let ptr = buf.read_ptr();
+    // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
+    match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
+        Ok(n) => {
+            if n < len {
+                Attempt::Exhausted(Ok(n))
+            } else {
+                Attempt::Done(Ok(n))
+            }
+        }
+        Err(Error::WouldBlock) => Attempt::NotDone,
+        Err(e) => Attempt::Done(Err(e)),
+    }
+}
+
+/// An attempt made outside any operation (`Backend::write_now`): the
+/// result goes to `out`.
+pub(crate) struct Now<'a, F: FnOnce(i32) -> Attempt> {
+    pub(crate) attempt: F,
+    pub(crate) out: &'a mut Option<OpResult>,
+}
+
+impl<F: FnOnce(i32) -> Attempt> FirstAttempt for Now<'_, F> {
+    #[inline(always)]
+    fn attempt(self, fd: i32) -> Status {
+        match (self.attempt)(fd) {
+            Attempt::NotDone => Status::NotDone,
+            Attempt::Done(r) => {
+                *self.out = Some(r);
+                Status::Done
+            }
+            Attempt::Exhausted(r) => {
+                *self.out = Some(r);
+                Status::DoneAndExhausted
+            }
+        }
+    }
+}
+
+/// `Backend::write_now`: a stream write performed at once when the
+/// reactor would have tried it speculatively.
+#[inline(always)]
+pub(crate) fn write_now<B: IoBuf>(at: At<'_, Reactor>, buf: &B) -> Option<Result<usize>> {
+    let mut out = None;
+    let now = Now {
+        attempt: |fd| send_from(buf, fd),
+        out: &mut out,
+    };
+    at.sched
+        .task()
+        .perform_now::<{ crate::reactor::WRITE_OP }>(at.key, now);
+    out
+}
+
 /// `recv` into the spare room of `buf` (Asio's `reactive_socket_recv_op`).
 pub(crate) struct Recv<B> {
     pub(crate) buf: B,
@@ -280,25 +384,7 @@ pub(crate) struct Recv<B> {
 impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = self.buf.spare();
-        let ptr = self.buf.write_ptr();
-        // SAFETY: `ptr` is valid for `len = spare()` bytes (IoBufMut).
-        match stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }) {
-            // `len > 0` (the facade refuses a buffer with no room), so 0
-            // bytes is the peer's end of stream.
-            Ok(0) => Attempt::Done(Err(Error::Eof)),
-            Ok(n) => {
-                // SAFETY: the kernel wrote `n <= spare()` bytes.
-                unsafe { self.buf.advance(n) };
-                if n < len {
-                    Attempt::Exhausted(Ok(n))
-                } else {
-                    Attempt::Done(Ok(n))
-                }
-            }
-            Err(Error::WouldBlock) => Attempt::NotDone,
-            Err(e) => Attempt::Done(Err(e)),
-        }
+        recv_into(&mut self.buf, fd)
     }
 
     // Inlined into `complete` so that the user's handler lands there too.
@@ -316,20 +402,7 @@ pub(crate) struct Send<B> {
 impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
     #[inline(always)]
     fn perform(&mut self, _: &Reactor, fd: i32) -> Attempt {
-        let len = self.buf.bytes_len();
-        let ptr = self.buf.read_ptr();
-        // SAFETY: `ptr` is valid for `len = bytes_len()` bytes (IoBuf).
-        match stream_call(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) }) {
-            Ok(n) => {
-                if n < len {
-                    Attempt::Exhausted(Ok(n))
-                } else {
-                    Attempt::Done(Ok(n))
-                }
-            }
-            Err(Error::WouldBlock) => Attempt::NotDone,
-            Err(e) => Attempt::Done(Err(e)),
-        }
+        send_from(&self.buf, fd)
     }
 
     // Inlined into `complete` so that the user's handler lands there too.
@@ -359,9 +432,16 @@ impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPool
             // io_uring does (ENOBUFS); the bytes stay in the socket.
             return Attempt::Done(Err(Error::PoolFull(Pool::ReadBuffers)));
         };
-        let (ptr, len) = (pool.buf_ptr(i), pool.buf_size());
-        // SAFETY: `ptr` is valid for `len` bytes: buffer `i`, taken above.
-        let r = stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) });
+        let ptr = pool.buf_ptr(i);
+        let (len, r) = match faulted_len(Site::StreamRecv, fd, pool.buf_size()) {
+            // SAFETY: `ptr` is valid for `buf_size() >= len` bytes: buffer
+            // `i`, taken above.
+            Ok(len) => (
+                len,
+                stream_call(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) }),
+            ),
+            Err(e) => (0, Err(e)),
+        };
         if let Ok(n @ 1..) = r {
             self.got = Some((i, n));
         } else {
@@ -506,13 +586,17 @@ impl<H: Handler<Reactor, Result<(Key, SocketAddr)>>> OpState<H> for Accept {
         };
         loop {
             let mut alen = RawAddr::CAPACITY;
-            // SAFETY: `peer` is writable for `alen` bytes.
-            match syscall!(accept4(
-                fd,
-                self.peer.as_mut_ptr(),
-                &mut alen,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-            )) {
+            let r = match fault::fail(Site::Accept) {
+                Some(e) => Err(e),
+                // SAFETY: `peer` is writable for `alen` bytes.
+                None => syscall!(accept4(
+                    fd,
+                    self.peer.as_mut_ptr(),
+                    &mut alen,
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+                )),
+            };
+            match r {
                 Ok(new_fd) => {
                     // SAFETY: accept4 just returned this descriptor.
                     self.accepted = Some((unsafe { Fd::from_raw(new_fd) }, key));
@@ -647,4 +731,22 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
         // SAFETY: start_op handed `op` back untouched.
         handler: unsafe { take_back(sched, op) }.1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SendTo, SocketOp};
+
+    /// The room a Unix-domain datagram send leaves in its slot for its
+    /// buffer and handler together (documented on `UnixDatagram`): the
+    /// reactor's header and the 110-byte `sockaddr_un` take the rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_room_for_buffer_and_handler() {
+        let fixed = core::mem::size_of::<SocketOp<SendTo<(), libc::sockaddr_un>, ()>>();
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("epoll Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 96);
+        }
+    }
 }

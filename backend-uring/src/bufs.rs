@@ -543,6 +543,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // a real ring
     fn software_pool_takes_and_releases_every_buffer() {
         let Some(ring) = ring_or_skip("software_pool_takes_and_releases_every_buffer") else {
             return;
@@ -562,6 +563,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore)] // a real ring
     fn ring_publishes_every_buffer_at_build() {
         let Some(ring) = ring_or_skip("ring_publishes_every_buffer_at_build") else {
             return;

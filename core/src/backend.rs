@@ -76,7 +76,7 @@ use core::ptr::NonNull;
 use pinion_sync::SyncKit;
 
 #[cfg(target_os = "linux")]
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
 use crate::error::write_strs;
 #[cfg(target_os = "linux")]
 use crate::memory::Region;
@@ -137,11 +137,21 @@ pub unsafe trait Task: Send + Sync + 'static {
     fn interrupt(&self);
 
     /// Hands every operation the backend still holds to `ops` for
-    /// destruction, once no operation can be in the kernel any more.
+    /// destruction, once no operation can be in the kernel any more, and
+    /// lets go of every kernel object a program opened through it: every
+    /// descriptor is closed (its key retired, so a handle to it answers
+    /// `BadDescriptor` and never reaches a reused slot), the descriptor
+    /// and timer tables take no new entry (`PoolFull`, which the facade
+    /// reports as `ContextShutDown`), every timer is retired. The
+    /// backend's own objects (its epoll or ring fd, interrupter, timerfd)
+    /// may stay until it is dropped, so that late calls stay memory-safe.
     ///
     /// # Safety
     /// Only the scheduler calls it, at shutdown, when no thread runs the
-    /// context.
+    /// context. Other threads may still start or close operations on it
+    /// meanwhile (`IoContext::shutdown` on a shared context): each is
+    /// refused, or handed over here. It may be called again (at drop),
+    /// and then finds nothing left.
     unsafe fn shutdown(&self, ops: &mut OpQueue);
 
     /// The monotonic clock, in nanoseconds, that deadlines refer to.
@@ -445,6 +455,37 @@ pub unsafe trait Backend: Task + Sized {
     /// Writes at most `buf.bytes_len()` bytes of `buf`.
     fn write_some<T: IoBuf, H: IoHandler<Self, T>>(
         at: At<'_, Self>, buf: T, h: H,
+    ) -> Started<(T, H)>;
+
+    /// Whether [`write_now`](Self::write_now) can ever complete anything
+    /// (callers skip it, and what it costs, otherwise).
+    const COMPLETES_NOW: bool = false;
+
+    /// Writes at once if this backend can do so without an operation: the
+    /// backend's own first attempt of a [`write_some`](Self::write_some)
+    /// started now (epoll: no write waits on the descriptor and the last
+    /// one did not find the socket full). `None` when nothing was written
+    /// (it would block, it was not tried, or the key is stale): start
+    /// `write_some`, which answers as usual. Futures use it to complete in
+    /// the poll that starts them, as tokio's do. (Reads are not tried so:
+    /// in request/response traffic the read after a write finds nothing.)
+    #[inline(always)]
+    fn write_now<T: IoBuf>(at: At<'_, Self>, buf: &T) -> Option<crate::Result<usize>> {
+        let _ = (at, buf);
+        None
+    }
+
+    /// Reads at most `bufs.total_spare()` bytes into the room of several
+    /// buffers, filling each before the next (a scatter read: `recvmsg`
+    /// with an iovec per buffer; `Eof` for a peer that closed).
+    fn read_some_vectored<T: IoBufsMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)>;
+
+    /// Writes at most `bufs.total_len()` bytes of several buffers, in
+    /// order (a gather write: `sendmsg`, without SIGPIPE).
+    fn write_some_vectored<T: IoBufs, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
     ) -> Started<(T, H)>;
 
     /// Reads into a buffer of the read pool taken only when data arrives.

@@ -51,6 +51,35 @@ impl<T: 'static> Storage<T> {
         }
     }
 
+    /// `n` values whose bytes are all zero, in one zeroed allocation. The
+    /// allocator may hand over fresh pages (calloc's mmap) that the kernel
+    /// commits only when first touched: a large buffer pool then costs no
+    /// time at build (`boxed_with` writes every byte) and no resident
+    /// memory until used.
+    ///
+    /// # Safety
+    /// The all-zero byte pattern is a valid `T`.
+    #[cfg(any(test, feature = "alloc"))]
+    pub unsafe fn boxed_zeroed(n: usize) -> Self {
+        if n == 0 || core::mem::size_of::<T>() == 0 {
+            // SAFETY: all-zero is a valid T (contract).
+            return Self::boxed_with(n, || unsafe { core::mem::zeroed() });
+        }
+        // As `Vec::with_capacity`, a size past isize::MAX is a panic.
+        let layout = core::alloc::Layout::array::<T>(n).expect("capacity overflow");
+        // SAFETY: the layout's size is not zero (checked above).
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as *mut T;
+        let Some(ptr) = NonNull::new(p) else {
+            alloc::alloc::handle_alloc_error(layout)
+        };
+        // Freed by `Drop` as a boxed `[T]` of `n`: the same layout.
+        Storage {
+            ptr,
+            len: n,
+            boxed: true,
+        }
+    }
+
     /// Pointer to the first element.
     pub fn as_ptr(&self) -> *mut T {
         self.ptr.as_ptr()
@@ -84,7 +113,8 @@ impl<T: 'static> Drop for Storage<T> {
         #[cfg(any(test, feature = "alloc"))]
         if self.boxed {
             let s = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
-            // SAFETY: made by Box::into_raw in `boxed_with`, dropped once.
+            // SAFETY: made by Box::into_raw in `boxed_with`, or with the
+            // same layout in `boxed_zeroed`; dropped once.
             drop(unsafe { alloc::boxed::Box::from_raw(s) });
         }
     }

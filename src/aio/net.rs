@@ -10,7 +10,7 @@ use pinion_core::buf::{IoBuf, IoBufMut, Slice};
 use pinion_core::compose::DelimSearch;
 use pinion_core::{Error, Result};
 
-use super::rendezvous::CellHandler;
+use super::Waiter;
 use super::{Op, Refusal, Start};
 use crate::context::IoContext;
 use crate::handler::AcceptedConn;
@@ -52,7 +52,7 @@ impl<'c, B: Backend> Start<'c, B> for WaitFor {
     type Output = Result<()>;
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::wait(at, self.0, h).map_err(|r| (r.error, self, r.handler))
     }
@@ -69,7 +69,7 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
     type Output = (Result<usize>, Buf);
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         if self.0.spare() == 0 {
             return Err((Error::BufferFull, self, h));
@@ -87,9 +87,18 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
 impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for WriteSome<Buf> {
     type Value = (Result<usize>, Buf);
     type Output = (Result<usize>, Buf);
+    const NOW: bool = true;
+
+    #[inline(always)]
+    fn now(self, at: At<'_, B>) -> core::result::Result<Self::Value, Self> {
+        match B::write_now(at, &self.0) {
+            Some(r) => Ok((r, self.0)),
+            None => Err(self),
+        }
+    }
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::write_some(at, self.0, h).map_err(|r| (r.error, WriteSome(r.handler.0), r.handler.1))
     }
@@ -106,7 +115,7 @@ impl<'c, B: Backend, P: Family> Start<'c, B> for AcceptOne<P> {
     type Output = AcceptedConn<'c, B, P>;
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         B::accept(at, h).map_err(|r| (r.error, self, r.handler))
     }
@@ -123,7 +132,7 @@ impl<'c, B: Backend, Buf: IoBuf, A: SockAddr> Start<'c, B> for SendOne<Buf, A> {
     type Output = (Result<usize>, Buf);
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         let to = self.1;
         B::send_to(at, self.0, to, h).map_err(|r| (r.error, SendOne(r.handler.0, to), r.handler.1))
@@ -141,7 +150,7 @@ impl<'c, B: Backend, Buf: IoBufMut, A: SockAddr> Start<'c, B> for RecvOne<Buf, A
     type Output = (Result<(usize, A)>, Buf);
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         if self.0.spare() == 0 {
             return Err((Error::BufferFull, self, h));
@@ -163,7 +172,7 @@ impl<'c, B: Backend> Start<'c, B> for ConnectTo {
     type Output = Result<()>;
 
     fn start(
-        self, at: At<'_, B>, h: CellHandler<B, Self::Value>,
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
         let addr = self.0;
         B::connect(at, addr, h).map_err(|r| (r.error, ConnectTo(addr), r.handler))
@@ -201,7 +210,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
         ctx: &'c IoContext<B>, addr: SocketAddr,
     ) -> Result<Owned<TcpStream<'c, B>>> {
         let fd = open_socket::<B>(&addr, libc::SOCK_STREAM)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Stream)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Stream)?;
         match Op::new(ctx, key, ConnectTo(addr)).await {
             Ok(()) => Ok(Owned::new(TcpStream::from_key(ctx, key))),
             Err(e) => {

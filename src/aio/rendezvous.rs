@@ -28,8 +28,8 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Waker;
 
-use pinion_core::backend::{At, Backend, Handler, Key, OpHooks, OpId, Sched};
-use pinion_core::{Error, Pool, Result};
+use pinion_core::backend::{At, Backend, Key, OpHooks, OpId, Sched};
+use pinion_core::{Pool, Result};
 
 const PENDING: u8 = 0;
 const COMPLETING: u8 = 1;
@@ -105,7 +105,7 @@ impl<T: Send> Waiting<T> {
         };
         // SAFETY: freed once, by whichever side comes last (module docs),
         // or by `refused`.
-        let cell = unsafe { sched.alloc_op(r) }.map_err(|_| Error::PoolFull(Pool::Ops))?;
+        let cell = unsafe { sched.alloc_op(r) }.map_err(|_| sched.pool_error(Pool::Ops))?;
         Ok((
             Waiting { cell },
             CellHandler {
@@ -243,7 +243,33 @@ impl<B: Backend, T: Send> CellHandler<B, T> {
     pub(crate) fn finish(self, value: T) {
         // SAFETY: the scheduler of a context that outlives its operations.
         let sched = unsafe { &*self.sched };
-        Handler::<B, T>::call(self, sched, value)
+        self.deliver(sched, value)
+    }
+
+    /// Leaves `value` at the rendezvous and wakes the future, or drops it
+    /// (with the rendezvous) if the future is gone.
+    pub(crate) fn deliver(self, sched: &Sched<B>, value: T) {
+        let cell = self.cell;
+        core::mem::forget(self);
+        // SAFETY: the slot lives while the handler does.
+        let r = unsafe { cell.as_ref() };
+        let held = r.lock();
+        if r.state.get() == ABANDONED {
+            drop(held);
+            drop(value);
+            // SAFETY: the future is gone: we are last.
+            unsafe { sched.free_op(cell) };
+            return;
+        }
+        // SAFETY: not DONE yet, so nothing is written; guarded by the lock.
+        unsafe { (*r.value.get()).write(value) };
+        r.state.set(DONE);
+        // SAFETY: guarded by the lock, held.
+        let waker = unsafe { (*r.waker.get()).take() };
+        drop(held);
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -274,33 +300,6 @@ impl<B: Backend, T> FromValue<B, T> for T {
     #[inline(always)]
     fn from_value(_: &Sched<B>, v: T) -> T {
         v
-    }
-}
-
-impl<B: Backend, V: Send, T: FromValue<B, V> + Send> Handler<B, V> for CellHandler<B, T> {
-    fn call(self, sched: &Sched<B>, value: V) {
-        let value = T::from_value(sched, value);
-        let cell = self.cell;
-        core::mem::forget(self);
-        // SAFETY: the slot lives while the handler does.
-        let r = unsafe { cell.as_ref() };
-        let held = r.lock();
-        if r.state.get() == ABANDONED {
-            drop(held);
-            drop(value);
-            // SAFETY: the future is gone: we are last.
-            unsafe { sched.free_op(cell) };
-            return;
-        }
-        // SAFETY: not DONE yet, so nothing is written; guarded by the lock.
-        unsafe { (*r.value.get()).write(value) };
-        r.state.set(DONE);
-        // SAFETY: guarded by the lock, held.
-        let waker = unsafe { (*r.waker.get()).take() };
-        drop(held);
-        if let Some(w) = waker {
-            w.wake();
-        }
     }
 }
 

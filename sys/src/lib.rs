@@ -18,6 +18,8 @@
 //!   shutdown, `int` options, `SO_ERROR`, `O_NONBLOCK`, on raw descriptors;
 //! - [`event`]: eventfd (signal, drain) and timerfd (absolute monotonic
 //!   deadlines);
+//! - [`fault`]: the seeded fault injector the backends' calls consult
+//!   (feature `fault-injection`, tests only; empty hooks without it);
 //! - [`mem`]: committing and locking memory (`MADV_POPULATE_WRITE`,
 //!   `mlock`, `RLIMIT_MEMLOCK`);
 //! - [`uring`]: pinion's own io_uring ABI (kernel structs, opcodes, the
@@ -54,6 +56,8 @@ mod link;
 pub mod addr;
 #[cfg(target_os = "linux")]
 pub mod event;
+#[cfg(target_os = "linux")]
+pub mod fault;
 #[cfg(target_os = "linux")]
 pub mod mem;
 #[cfg(target_os = "linux")]

@@ -41,6 +41,9 @@ pub fn socket(domain: i32, ty: i32, nonblocking: bool) -> Result<Fd, Errno> {
     if nonblocking {
         ty |= libc::SOCK_NONBLOCK;
     }
+    if let Some(e) = crate::fault::fail(crate::fault::Site::Socket) {
+        return Err(e);
+    }
     // SAFETY: plain integers.
     let fd = syscall!(socket(domain, ty, 0))?;
     // SAFETY: `socket` just returned this descriptor; nobody else has it.

@@ -3,6 +3,9 @@
 //! as "listening on ADDR", killed on drop; and the echo behaviours every
 //! echo server example promises, checked against it with std clients.
 
+#[path = "../util/blocked.rs"]
+mod blocked;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -153,21 +156,25 @@ pub fn half_closed_clients_get_every_byte_back(s: &Server) {
     }
 }
 
-/// A client sends 4 MiB without reading for a while: the server stops
-/// reading too (TCP back-pressure) instead of buffering, and everything
-/// comes back once the client reads.
+/// A client sends 4 MiB and reads nothing until its writer blocks: every
+/// buffer on the way is full, so the server has stopped reading too (TCP
+/// back-pressure) instead of buffering (or the writer finished: loopback
+/// buffers took it all, and the check still holds). Then everything comes
+/// back, in order.
 pub fn a_slow_reader_gets_everything_once_it_reads(s: &Server) {
     let mut c = s.connect();
     let msg = pattern(9, 4 << 20);
+    let (tid_tx, tid) = mpsc::channel();
     let writer = {
         let mut w = c.try_clone().unwrap();
         let msg = msg.clone();
         thread::spawn(move || {
+            tid_tx.send(blocked::current_tid()).unwrap();
             w.write_all(&msg).unwrap();
             w.shutdown(Shutdown::Write).unwrap();
         })
     };
-    thread::sleep(Duration::from_millis(300));
+    blocked::wait_blocked(tid.recv().unwrap(), "the writer to block on a full socket");
     let mut back = Vec::new();
     c.read_to_end(&mut back).unwrap();
     writer.join().unwrap();

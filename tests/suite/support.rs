@@ -21,6 +21,10 @@ use crate::util::{self, FixedBuf};
 /// handlers); tests join their threads before that.
 pub(crate) struct Ctx {
     ptr: *mut b::IoContext,
+    /// Under `PINION_FAULT_SEED`: the schedule armed for this test, audited
+    /// when the context drops (`util::faults`).
+    #[cfg(feature = "fault-injection")]
+    armed: Option<util::faults::Armed>,
 }
 
 impl Ctx {
@@ -34,10 +38,7 @@ impl Ctx {
     }
 
     pub(crate) fn with(builder: b::Builder) -> Ctx {
-        let ctx = builder.build().expect("build the context");
-        Ctx {
-            ptr: Box::into_raw(Box::new(ctx)),
-        }
+        Ctx::try_with(builder).expect("build the context")
     }
 
     /// [`with`](Self::with), or `None` after saying why the test is
@@ -49,9 +50,13 @@ impl Ctx {
     /// it too. Any other build error fails the test. Tests use it through
     /// [`ctx_or_skip!`].
     pub(crate) fn try_with(builder: b::Builder) -> Option<Ctx> {
+        #[cfg(feature = "fault-injection")]
+        let armed = util::faults::arm();
         match builder.build() {
             Ok(ctx) => Some(Ctx {
                 ptr: Box::into_raw(Box::new(ctx)),
+                #[cfg(feature = "fault-injection")]
+                armed,
             }),
             Err(
                 e @ (pinion::BuildError::NotSupported
@@ -90,7 +95,12 @@ impl Deref for Ctx {
 impl Drop for Ctx {
     fn drop(&mut self) {
         // SAFETY: made by Box::into_raw in `with`, dropped once.
-        drop(unsafe { Box::from_raw(self.ptr) });
+        let ctx = unsafe { Box::from_raw(self.ptr) };
+        #[cfg(feature = "fault-injection")]
+        if let Some(armed) = self.armed.take() {
+            return util::faults::audit(armed, ctx);
+        }
+        drop(ctx);
     }
 }
 

@@ -26,7 +26,8 @@ use crate::stats::stat;
 /// Asio's mask plus `EPOLLRDHUP`: a short read marks the read side
 /// exhausted, which is only safe while the peer has not shut down its side
 /// (data and FIN that arrive in one edge would otherwise leave the next
-/// read waiting for an edge that never comes); `EPOLLRDHUP` tells us.
+/// read waiting for an edge that never comes); `EPOLLRDHUP` tells us, as
+/// `EPOLLPRI` tells of urgent data (a read stops at its mark).
 pub(crate) const REGISTER_EVENTS: u32 = (libc::EPOLLIN
     | libc::EPOLLERR
     | libc::EPOLLHUP
@@ -50,9 +51,10 @@ pub(crate) struct State {
     pub(crate) queued: bool,
     /// Closed while queued: its complete function releases the slot.
     pub(crate) free_pending: bool,
-    /// The peer shut down its side or the socket failed (sticky): a short
-    /// read no longer means "wait for the next edge".
-    pub(crate) read_closed: bool,
+    /// The peer shut down its side, the socket failed, or urgent data
+    /// arrived (sticky): a short read no longer means "wait for the next
+    /// edge".
+    pub(crate) short_read_unsure: bool,
     pub(crate) try_speculative: [bool; MAX_OPS],
     /// Socket ops per type.
     pub(crate) queues: [OpQueue; MAX_OPS],
@@ -61,11 +63,11 @@ pub(crate) struct State {
 impl State {
     /// An operation of `op_type` moved fewer bytes than asked: the next
     /// one waits for readiness instead of trying at once, unless the read
-    /// side is closed (the next read would return at once, and no edge
-    /// would come to wake it).
+    /// side is closed or had urgent data (the next read would return at
+    /// once, and no edge would come to wake it).
     #[inline]
     pub(crate) fn exhausted(&mut self, op_type: usize) {
-        if op_type != READ_OP || !self.read_closed {
+        if op_type != READ_OP || !self.short_read_unsure {
             self.try_speculative[op_type] = false;
         }
     }
@@ -77,7 +79,7 @@ impl State {
         ready_events: 0,
         queued: false,
         free_pending: false,
-        read_closed: false,
+        short_read_unsure: false,
         try_speculative: [true; MAX_OPS],
         queues: [const { OpQueue::new() }; MAX_OPS],
     };
@@ -197,18 +199,31 @@ impl Reactor {
         let mut l = slot.locked();
         let st = l.state();
         debug_assert!(st.kind == Kind::Free && !st.queued);
+        if self.table.is_closed() {
+            // Shut down since the slot was taken: `close_all` has passed
+            // (or will find it free), so it is not opened at all.
+            drop(l);
+            self.table.retire(key);
+            // SAFETY: retired above; no handle was handed out.
+            unsafe { self.table.release(key.index()) };
+            return Err(Error::PoolFull(Pool::Descriptors));
+        }
         st.kind = Kind::Socket;
         st.fd = fd.raw();
         st.registered_events = REGISTER_EVENTS;
         st.ready_events = 0;
-        st.read_closed = false;
+        st.short_read_unsure = false;
         st.try_speculative = [true; MAX_OPS];
-        match self.ctl(
-            libc::EPOLL_CTL_ADD,
-            fd.raw(),
-            REGISTER_EVENTS,
-            key.to_bits(),
-        ) {
+        let added = match pinion_sys::fault::fail(pinion_sys::fault::Site::EpollCtlAdd) {
+            Some(e) => Err(e.into()),
+            None => self.ctl(
+                libc::EPOLL_CTL_ADD,
+                fd.raw(),
+                REGISTER_EVENTS,
+                key.to_bits(),
+            ),
+        };
+        match added {
             Ok(()) => stat!(self, ctl_add),
             // Not pollable (a regular file): operations on it complete
             // with OperationNotSupported, as in Asio.
@@ -262,7 +277,9 @@ impl Reactor {
                         stat!(self, speculative_hits);
                         // SAFETY: completed, on no queue, owned by `sched`,
                         // whose thread `here` is (the caller's contract).
-                        unsafe { sched.post_immediate_completion_in(here, op) };
+                        // Runs right after the calling handler: the
+                        // connection is served until it would block.
+                        unsafe { sched.post_continuation_in(here, op) };
                         return Ok(());
                     }
                     stat!(self, speculative_misses);
@@ -295,6 +312,45 @@ impl Reactor {
             sched.io_work_started();
         }
         Ok(())
+    }
+
+    /// Performs `first` now, outside any operation, if `start_op` would
+    /// have tried an operation of type `OP_TYPE` speculatively: none is
+    /// queued, the last did not exhaust the descriptor (and for reads, no
+    /// out-of-band read waits). A would-block attempt clears the
+    /// speculation flag, as the edge it now needs sets it again; so the
+    /// operation started next does not try the call a second time.
+    /// Returns whether `first` ran to a result (a stale key: no).
+    #[inline(always)]
+    pub(crate) fn perform_now<const OP_TYPE: usize>(
+        &self, key: Key, first: impl FirstAttempt,
+    ) -> bool {
+        let Ok(mut l) = self.lock_socket(key) else {
+            return false;
+        };
+        let st = l.state();
+        if !st.queues[OP_TYPE].is_empty()
+            || !st.try_speculative[OP_TYPE]
+            || (OP_TYPE == READ_OP && !st.queues[EXCEPT_OP].is_empty())
+            || st.registered_events == 0
+        {
+            return false;
+        }
+        stat!(self, op_attempts);
+        match first.attempt(st.fd) {
+            Status::NotDone => {
+                stat!(self, speculative_misses);
+                st.exhausted(OP_TYPE);
+                false
+            }
+            status => {
+                if status == Status::DoneAndExhausted {
+                    st.exhausted(OP_TYPE);
+                }
+                stat!(self, speculative_hits);
+                true
+            }
+        }
     }
 
     /// `start_op`'s speculative branch when the op must wait: not
@@ -423,7 +479,9 @@ impl Reactor {
     }
 
     /// Closes every socket still open and hands its pending ops to `ops`
-    /// (shutdown: no thread runs the context).
+    /// (shutdown: no thread runs the context). Each is retired under its
+    /// lock, as `close` does, so a start racing with this on another
+    /// thread is either handed over here or refused.
     pub(crate) fn close_all(&self, ops: &mut OpQueue) {
         for index in 0..self.table.used() {
             let Some(slot) = self.table.at(index) else {
@@ -463,5 +521,79 @@ impl Reactor {
         // close retired the slot while the op was queued: now nothing
         // refers to it.
         unsafe { self.table.release(self.table.index_of(slot)) };
+    }
+}
+
+/// The descriptor-state rules that need no kernel, so miri runs them
+/// (`cargo +nightly miri test -p pinion-epoll`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pinion_core::backend::Invoke;
+    use pinion_core::{StaticArray, Storage};
+
+    unsafe fn never(_: NonNull<Operation>, _: *const (), _: Invoke<'_>) {
+        unreachable!("not completed in these tests")
+    }
+
+    #[test]
+    fn a_short_read_waits_for_an_edge_only_while_the_read_side_is_open_without_urgent_data() {
+        let mut st = State::EMPTY;
+        st.exhausted(READ_OP);
+        assert!(!st.try_speculative[READ_OP]);
+        st.try_speculative[READ_OP] = true;
+        st.short_read_unsure = true;
+        st.exhausted(READ_OP);
+        assert!(
+            st.try_speculative[READ_OP],
+            "after EPOLLRDHUP or EPOLLPRI no edge would wake the next read"
+        );
+        st.exhausted(WRITE_OP);
+        assert!(!st.try_speculative[WRITE_OP]);
+        assert!(st.try_speculative[EXCEPT_OP]);
+    }
+
+    #[test]
+    fn abort_all_aborts_every_queued_op_in_order() {
+        let ops = [const { Operation::new(never) }; 3];
+        let mut q = OpQueue::new();
+        for op in &ops {
+            op.set_result(Ok(7));
+            // SAFETY: live for the test, on no other queue.
+            unsafe { q.push(NonNull::from(op)) };
+        }
+        let mut out = OpQueue::new();
+        assert_eq!(abort_all(&mut q, &mut out), 3);
+        assert!(q.is_empty());
+        for op in &ops {
+            assert_eq!(out.pop(), Some(NonNull::from(op)));
+            assert_eq!(op.result(), Err(Error::OperationAborted));
+        }
+        assert!(out.pop().is_none());
+    }
+
+    #[test]
+    fn a_retired_slot_refuses_its_old_key_and_comes_back_with_a_new_one() {
+        static SLOTS: StaticArray<pinion_core::slab::Entry<DescriptorSlot>, 2> =
+            StaticArray::new([DescriptorSlot::ENTRY; 2]);
+        let table = Table::new(Storage::from_static(SLOTS.take().expect("taken once")));
+        let (k1, slot) = table.insert().expect("a free slot");
+        {
+            let mut l = slot.locked();
+            let st = l.state();
+            assert_eq!((st.kind, st.fd, st.queued), (Kind::Free, -1, false));
+            st.kind = Kind::Socket;
+        }
+        assert!(table.slot(k1.index()).unwrap().is_current(k1));
+        assert!(table.retire(k1));
+        assert!(!table.slot(k1.index()).unwrap().is_current(k1));
+        // SAFETY: retired, and nothing refers to the slot.
+        unsafe { table.release(k1.index()) };
+        let (k2, _) = table.insert().expect("the slot again");
+        assert_eq!(k2.index(), k1.index());
+        assert_ne!(k2, k1, "a new generation");
+        assert!(!table.slot(k1.index()).unwrap().is_current(k1));
+        let (_, _) = table.insert().expect("the second slot");
+        assert!(table.insert().is_none(), "an exact cap");
     }
 }

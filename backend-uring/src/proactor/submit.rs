@@ -100,6 +100,7 @@ impl Proactor {
         // There is room; the entry's pointers stay valid per the callers'
         // contract. The tail is published before the lock drops.
         write(&mut st.sq);
+        crate::tsan::published();
         if !expects_cqe {
             st.no_cqe += 1;
         }
@@ -264,7 +265,10 @@ impl Proactor {
                 }
                 stat!(self, enter_calls);
                 match self.ring.submit(0, None) {
-                    Ok(_) | Err(Errno::INTR) => None,
+                    // EAGAIN (no memory for a request) and EBUSY (an
+                    // overflowing CQ, kernels before 5.19-ish) may pass:
+                    // try again, within the bound.
+                    Ok(_) | Err(Errno::INTR | Errno::AGAIN | Errno::BUSY) => None,
                     Err(_) => Some(false),
                 }
             });

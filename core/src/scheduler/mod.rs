@@ -18,6 +18,15 @@
 //! - A handler's `post` from a thread inside `run` always goes to that
 //!   thread's private queue (Asio does this for `defer` and on one-thread
 //!   contexts), flushed when the handler or batch ends.
+//! - I/O that a handler starts and that completes at once (a speculative
+//!   `recv`/`send` that moved bytes) runs right after that handler, ahead
+//!   of the rest of the batch, up to [`CHAIN_MAX`] completions in a row;
+//!   then it joins the queue as in Asio. A stream connection is served
+//!   until it would block, as a tokio task is polled until it returns
+//!   `Pending` (coop budget 128): a connection's reads and writes follow
+//!   each other while its socket buffers are warm, and on loopback the
+//!   bulk stream sends fewer window updates and zero-window probes. `post`,
+//!   `defer` and task wake-ups keep their place in the queue.
 //! - Operation slots freed by a running thread go to a small per-thread
 //!   cache that the same thread's next post takes from (Asio's
 //!   thread-local recycling allocator).
@@ -27,27 +36,31 @@
 //! under its thread id (`pinion_sync::current_thread_id`). Where no id is
 //! available, every post takes the locked path.
 
-use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
 use crate::backend::{Task, Wait};
+use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::{event_init, mutex_init};
 use crate::memory::Region;
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
 use crate::queue::OpQueue;
 use crate::task::{BlockOn, TaskPool, TaskStorage};
 
+mod guards;
 mod handlers;
 mod plumbing;
 mod thread;
 
+pub use guards::WorkGuard;
+use guards::{BatchGuard, RunExit};
 pub(crate) use handlers::{complete_handler, Bound, HandlerOp};
-pub use thread::Here;
-use thread::{Registration, Registry};
+use thread::Registry;
+pub use thread::{Here, IMMEDIATE_BUDGET};
 pub(crate) use thread::{StrandFrame, ThreadInfo, NO_TASK};
 
 /// Most handlers one thread takes per lock on a context run by several
@@ -56,8 +69,19 @@ pub const MULTI_THREAD_BATCH: usize = 16;
 /// Threads that may be inside `run` at once with the private fast path;
 /// more may run, taking the locked path for their posts.
 pub const MAX_RUN_THREADS: usize = 32;
+/// Most I/O continuations run in a row after one handler
+/// ([`Scheduler::post_continuation_in`]) before the rest of the batch gets
+/// its turn: 32 read-and-write rounds of one connection.
+pub const CHAIN_MAX: usize = 64;
 /// Free slots a running thread keeps for its own next posts.
 const SLOT_CACHE_MAX: usize = 8;
+
+/// [`Scheduler::life`]: running normally.
+const LIVE: u8 = 0;
+/// `shutdown` has begun: `run` returns 0 at once, work still queues.
+const CLOSING: u8 = 1;
+/// `shutdown` has finished: nothing queues any more.
+const SHUT: u8 = 2;
 
 /// State guarded by the scheduler's mutex.
 struct Locked {
@@ -102,6 +126,11 @@ pub struct Scheduler<T: Task, K: SyncKit> {
     /// What the facade did to the pools at build: bit 0 committed, bit 1
     /// locked (`Builder::commit_memory`, `Builder::lock_memory`).
     memory_marks: AtomicU8,
+    /// `LIVE`, `CLOSING` or `SHUT` (see [`shutdown`](Self::shutdown)).
+    /// Becomes `SHUT` under the mutex, where queueing looks at it.
+    life: AtomicU8,
+    /// Threads inside `run_loop`: shutdown waits for them to leave.
+    runners: AtomicUsize,
     _k: PhantomData<K>,
 }
 
@@ -133,8 +162,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// wakes siblings. Other threads may still post.
     pub fn new(task: T, slots: SlotStorage, concurrency_hint: usize) -> Self {
         Scheduler {
-            mutex: K::Mutex::INIT,
-            event: K::Event::INIT,
+            mutex: mutex_init(),
+            event: event_init(),
             locked: UnsafeCell::new(Locked {
                 ready: OpQueue::new(),
                 after: OpQueue::new(),
@@ -150,6 +179,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             tasks: TaskPool::new(TaskStorage::none()),
             block: BlockOn::new::<T, K>(),
             memory_marks: AtomicU8::new(0),
+            life: AtomicU8::new(LIVE),
+            runners: AtomicUsize::new(0),
             _k: PhantomData,
         }
     }
@@ -275,6 +306,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     pub(crate) fn run_loop(&self, wait: Wait, limit: usize) -> usize {
+        // Counted before `life` is read (both SeqCst): a shutdown that has
+        // begun is seen here, or sees this thread and waits for it.
+        self.runners.fetch_add(1, Ordering::SeqCst);
+        let _runner = Runner { sched: self };
+        if self.life.load(Ordering::SeqCst) != LIVE {
+            return 0;
+        }
         if self.outstanding_work.load(Ordering::Acquire) == 0 {
             self.stop();
             return 0;
@@ -348,6 +386,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                 }
                 return self.run_batch(ti, &mut batch);
             }
+            // Out of work, yet not stopped: a `restart` raced the stop the
+            // last work item made. Sleeping now would never end (nothing
+            // is left to post a wake-up), so stop as `run` does on entry.
+            if wait != Wait::Poll && self.outstanding_work.load(Ordering::Acquire) == 0 {
+                // SAFETY: held; `stop` takes the mutex itself.
+                unsafe { self.unlock() };
+                self.stop();
+                return 0;
+            }
             // Poll runs the task once; Until re-runs it while time is left.
             let may_run_task = match wait {
                 Wait::Forever => true,
@@ -379,6 +426,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                 task_ran = true;
                 // Asio's task_cleanup: publish private work, requeue the
                 // completions and then the sentinel behind them.
+                ti.demote_next();
                 let pw = ti.private_work.replace(0);
                 if pw > 0 {
                     self.outstanding_work.fetch_add(pw, Ordering::Relaxed);
@@ -441,19 +489,53 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             // Counted before the call: the op is consumed even if its
             // handler unwinds.
             guard.ran += 1;
+            // A turn begins: this op and the continuations chained after it
+            // share one budget of immediate completions, so a task whose
+            // socket is always ready yields after at most IMMEDIATE_BUDGET
+            // of them plus CHAIN_MAX continuations.
+            ti.budget.set(IMMEDIATE_BUDGET);
             // SAFETY: `op` was queued by post/defer/a backend, is live and
             // now on no queue; `owner` is the scheduler it belongs to.
             unsafe { Operation::complete(op, owner, Invoke::Run(Here { ti })) };
             if self.stopped.load(Ordering::Relaxed) {
                 break;
             }
+            if !self.run_continuations(ti, &mut guard.ran) {
+                break;
+            }
         }
         guard.ran
+    }
+
+    /// Runs the I/O continuations of the handler that just ran, and theirs,
+    /// up to [`CHAIN_MAX`]; the rest join the private queue. `false` when a
+    /// handler stopped the scheduler.
+    #[inline(always)]
+    fn run_continuations(&self, ti: &ThreadInfo, ran: &mut usize) -> bool {
+        let owner = self.owner();
+        let mut chained = 0;
+        // SAFETY: owning thread; the borrow ends before the handler runs.
+        while let Some(op) = unsafe { ti.next() }.pop() {
+            chained += 1;
+            *ran += 1;
+            // SAFETY: `op` was queued by `post_continuation_in`, is live
+            // and now on no queue; `owner` is the scheduler it belongs to.
+            unsafe { Operation::complete(op, owner, Invoke::Run(Here { ti })) };
+            if self.stopped.load(Ordering::Relaxed) {
+                return false;
+            }
+            if chained == CHAIN_MAX {
+                ti.demote_next();
+                break;
+            }
+        }
+        true
     }
 
     /// Asio's `work_cleanup`: settle this thread's private work count
     /// against the `ran` completions, then publish its private queue.
     fn work_cleanup(&self, ti: &ThreadInfo, ran: usize) {
+        ti.demote_next();
         let pw = ti.private_work.replace(0);
         if pw > ran {
             self.outstanding_work.fetch_add(pw - ran, Ordering::Relaxed);
@@ -481,6 +563,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
 
     /// Moves a thread's private work count and queue to the shared ones.
     fn publish_private(&self, ti: &ThreadInfo) {
+        ti.demote_next();
         let pw = ti.private_work.replace(0);
         if pw > 0 {
             self.outstanding_work.fetch_add(pw, Ordering::Relaxed);
@@ -557,8 +640,12 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.stopped.load(Ordering::Relaxed)
     }
 
-    /// Clears the stopped state so `run` may be called again.
+    /// Clears the stopped state so `run` may be called again; a shut-down
+    /// scheduler stays stopped.
     pub fn restart(&self) {
+        if self.life.load(Ordering::Acquire) != LIVE {
+            return;
+        }
         self.lock();
         self.stopped.store(false, Ordering::Relaxed);
         // SAFETY: held.
@@ -590,106 +677,204 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.threads.lookup().map(|ti| Here { ti })
     }
 
-    /// Destroys every queued operation and the task's pending ones without
-    /// running them (Asio's `scheduler::shutdown`).
-    fn shutdown(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        let mut ops = OpQueue::new();
-        {
-            let st = self.locked.get_mut();
-            ops.push_queue(&mut st.ready);
-            ops.push_queue(&mut st.after);
+    // ---- shutting down -------------------------------------------------
+
+    /// Asio's `scheduler::shutdown`, safe to call on a shared scheduler:
+    /// stops it, waits for every thread inside `run` to leave (after its
+    /// current handler), then destroys every pending handler, operation
+    /// and task without running them, and has the backend task close what
+    /// it holds ([`Task::shutdown`]). From then on `run` returns 0 at once,
+    /// new operation slots, task slots, timers and descriptors are refused
+    /// ([`pool_error`](Self::pool_error) answers `ContextShutDown`), and an
+    /// operation that reaches the queue anyway (started on another thread
+    /// while this ran) is destroyed on the spot. The memory stays valid.
+    ///
+    /// A second call (or one racing the first) returns once the first has
+    /// finished. `ShutdownInsideRun` if the calling thread is inside this
+    /// scheduler's `run` (it would wait for itself).
+    pub fn shutdown(&self) -> Result<(), crate::Error> {
+        self.shutdown_counted().map(drop)
+    }
+
+    /// [`shutdown`](Self::shutdown) for a scheduler this thread owns
+    /// (tests: the fault injector's audit). Returns how many operations
+    /// were destroyed and unfinished tasks ended (each held a unit of
+    /// work); a second call (or the drop after it) finds nothing left to
+    /// do.
+    pub fn shut_down(&mut self) -> usize {
+        // `&mut self`: no thread is inside `run`, so this cannot fail.
+        self.shutdown_counted().unwrap_or(0)
+    }
+
+    /// [`shutdown`](Self::shutdown), returning how many operations this
+    /// call destroyed (0 when another call did the work).
+    fn shutdown_counted(&self) -> Result<usize, crate::Error> {
+        if self.running_in_this_thread() {
+            return Err(crate::Error::ShutdownInsideRun);
         }
-        // SAFETY: `&mut self`: no thread runs the context.
+        if self
+            .life
+            .compare_exchange(LIVE, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            self.wait_until(|| self.life.load(Ordering::Acquire) == SHUT);
+            return Ok(0);
+        }
+        self.stop();
+        self.wait_until(|| self.runners.load(Ordering::SeqCst) == 0);
+        // No thread runs the scheduler, and none can start to.
+        self.pool.close();
+        self.tasks.close();
+        let n = self.teardown();
+        let mut late = OpQueue::new();
+        self.lock();
+        // SAFETY: held.
+        let st = unsafe { self.locked() };
+        late.push_queue(&mut st.ready);
+        late.push_queue(&mut st.after);
+        // Queueing looks at `life` under the mutex: nothing joins the
+        // queue after this.
+        self.life.store(SHUT, Ordering::Release);
+        // SAFETY: held, as both calls require.
+        unsafe {
+            self.event.signal_all(&self.mutex);
+            self.unlock();
+        }
+        Ok(n + self.destroy_all(&mut late))
+    }
+
+    /// `true` once [`shutdown`](Self::shutdown) has begun.
+    #[inline]
+    pub fn is_shut_down(&self) -> bool {
+        self.life.load(Ordering::Acquire) != LIVE
+    }
+
+    /// The error for a pool that had no free entry: `PoolFull(pool)`, or
+    /// `ContextShutDown` once the scheduler is shut down (its pools are
+    /// closed then).
+    #[cold]
+    pub fn pool_error(&self, pool: crate::Pool) -> crate::Error {
+        if self.is_shut_down() {
+            crate::Error::ContextShutDown
+        } else {
+            crate::Error::PoolFull(pool)
+        }
+    }
+
+    /// Sleeps on the scheduler's event until `done` (checked under the
+    /// mutex; whoever makes it true signals the event under the mutex).
+    fn wait_until(&self, done: impl Fn() -> bool) {
+        self.lock();
+        while !done() {
+            // SAFETY: held, as both calls require; held again after.
+            unsafe {
+                self.event.clear(&self.mutex);
+                self.event.wait(&self.mutex);
+            }
+        }
+        // SAFETY: held.
+        unsafe { self.unlock() };
+    }
+
+    /// `shutdown` has finished: nothing may join the queue. Read under the
+    /// mutex, where `shutdown` sets it.
+    #[inline]
+    fn is_shut(&self) -> bool {
+        self.life.load(Ordering::Relaxed) == SHUT
+    }
+
+    /// Destroys `ops` instead of queueing them (the scheduler is shut).
+    ///
+    /// # Safety
+    /// The mutex is held; it is released here. Every op of `ops` is live,
+    /// on no other queue, and completes with this scheduler as owner.
+    #[cold]
+    unsafe fn refuse_when_shut(&self, ops: &mut OpQueue) {
+        // SAFETY: held (contract).
+        unsafe { self.unlock() };
+        self.destroy_all(ops);
+    }
+
+    /// Destroys every queued operation and the task's pending ones without
+    /// running them, then the tasks that wait for something; returns how
+    /// many operations it destroyed and tasks it ended (each held a unit
+    /// of work).
+    fn teardown(&self) -> usize {
+        // Each unfinished task holds a unit of work besides its queued
+        // operation, if any; all of them end here, queued ones when their
+        // operation is destroyed, waiting ones in `tasks.shutdown`.
+        let tasks = self.tasks.unfinished();
+        let mut ops = OpQueue::new();
+        self.take_queue(&mut ops);
+        // SAFETY: no thread runs the scheduler (shutdown waited for every
+        // runner and refuses new ones; drop has `&mut self`).
         unsafe { self.task.shutdown(&mut ops) };
-        self.destroy_all(&mut ops);
+        let mut n = self.destroy_all(&mut ops);
         // Tasks waiting for something: their futures go now (which may
         // cancel operations, and so queue more to destroy).
         self.tasks.shutdown();
-        self.destroy_all(&mut ops);
+        self.take_queue(&mut ops);
+        n += self.destroy_all(&mut ops);
+        n + tasks
+    }
+
+    /// Moves everything queued to `ops`.
+    fn take_queue(&self, ops: &mut OpQueue) {
+        self.lock();
+        // SAFETY: held, then released.
+        unsafe {
+            let st = self.locked();
+            ops.push_queue(&mut st.ready);
+            ops.push_queue(&mut st.after);
+            self.unlock();
+        }
     }
 
     /// Destroys `ops` and whatever destroying them queues, until quiet
-    /// (destroying a strand may hand back more work).
-    fn destroy_all(&mut self, ops: &mut OpQueue) {
+    /// (destroying a strand may hand back more work); returns how many.
+    fn destroy_all(&self, ops: &mut OpQueue) -> usize {
         let owner = self.owner();
+        let mut n = 0;
         loop {
-            {
-                let st = self.locked.get_mut();
-                ops.push_queue(&mut st.ready);
-                ops.push_queue(&mut st.after);
+            if ops.is_empty() {
+                self.take_queue(ops);
             }
-            let Some(op) = ops.pop() else { break };
+            let Some(op) = ops.pop() else { break n };
             // SAFETY: queued operations are live and owned by this
-            // scheduler; destroyed exactly once.
+            // scheduler; destroyed exactly once (taken off every queue).
             unsafe { Operation::complete(op, owner, Invoke::Destroy) };
+            n += 1;
         }
     }
 }
 
 impl<T: Task, K: SyncKit> Drop for Scheduler<T, K> {
     fn drop(&mut self) {
-        self.shutdown();
+        // `&mut self`: no thread is inside `run`, so this cannot fail.
+        let _ = self.shutdown();
+        // Already shut down in place: the backend is told again (what it
+        // holds may have changed since, e.g. a socket opened at the same
+        // moment), which costs nothing when there is nothing left.
+        self.teardown();
     }
 }
 
-/// Ends a batch, also when a handler unwinds: returns the unrun rest to the
-/// front of the queue and settles the work of the handlers that ran.
-struct BatchGuard<'a, T: Task, K: SyncKit> {
+/// Counts a thread inside `run_loop` until it leaves (also on unwind);
+/// the last one out of a closing scheduler wakes its `shutdown`.
+struct Runner<'a, T: Task, K: SyncKit> {
     sched: &'a Scheduler<T, K>,
-    ti: &'a ThreadInfo,
-    batch: OpQueue,
-    ran: usize,
 }
 
-impl<T: Task, K: SyncKit> Drop for BatchGuard<'_, T, K> {
+impl<T: Task, K: SyncKit> Drop for Runner<'_, T, K> {
     fn drop(&mut self) {
-        if !self.batch.is_empty() {
-            self.sched.lock();
-            // SAFETY: held.
+        let s = self.sched;
+        if s.runners.fetch_sub(1, Ordering::SeqCst) == 1 && s.life.load(Ordering::SeqCst) != LIVE {
+            s.lock();
+            // SAFETY: held, as both calls require.
             unsafe {
-                self.sched.locked().ready.push_queue_front(&mut self.batch);
-                self.sched.unlock();
+                s.event.signal_all(&s.mutex);
+                s.unlock();
             }
         }
-        self.sched.work_cleanup(self.ti, self.ran);
-    }
-}
-
-/// Unregisters a thread leaving `run` (also on unwind) and gives back what
-/// it held privately.
-struct RunExit<'a, T: Task, K: SyncKit> {
-    sched: &'a Scheduler<T, K>,
-    ti: &'a ThreadInfo,
-    reg: Option<Registration>,
-}
-
-impl<T: Task, K: SyncKit> Drop for RunExit<'_, T, K> {
-    fn drop(&mut self) {
-        if let Some(r) = self.reg.take() {
-            self.sched.threads.unregister(r);
-        }
-        // Anything left privately (a stop mid-task, an unwinding handler)
-        // goes back to the shared queue with its work counted.
-        self.sched.publish_private(self.ti);
-        self.sched.flush_cache(self.ti);
-    }
-}
-
-/// Keeps a scheduler's `run` from returning for lack of work while alive
-/// (Asio's `executor_work_guard`); made by [`Scheduler::work_guard`].
-pub struct WorkGuard<'a, T: Task, K: SyncKit> {
-    sched: &'a Scheduler<T, K>,
-}
-
-impl<T: Task, K: SyncKit> WorkGuard<'_, T, K> {
-    /// Releases the guard now (same as dropping it).
-    pub fn reset(self) {}
-}
-
-impl<T: Task, K: SyncKit> Drop for WorkGuard<'_, T, K> {
-    fn drop(&mut self) {
-        // SAFETY: matches the `work_started` of `work_guard`, once.
-        unsafe { self.sched.work_finished() };
     }
 }

@@ -5,16 +5,16 @@
 //! in its `# Safety` what the caller keeps.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
 
 use pinion_sync::SyncKit;
 
 use super::{Here, Scheduler, SLOT_CACHE_MAX};
 use crate::backend::Task;
+use crate::loom::atomic::Ordering;
 use crate::op::Operation;
 use crate::pool::{emplace, OpSlot};
 use crate::queue::OpQueue;
-use crate::{Error, Pool, Rejected};
+use crate::{Pool, Rejected};
 
 impl<T: Task, K: SyncKit> Scheduler<T, K> {
     // ---- work ----------------------------------------------------------
@@ -114,11 +114,46 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     pub unsafe fn post_immediate_completion_in(
         &self, here: Option<Here<'_>>, op: NonNull<Operation>,
     ) {
+        // SAFETY: forwarded.
+        unsafe { self.post_new_work_in::<false>(here, op) }
+    }
+
+    /// Queues `op`, an I/O operation that completed as it was started (a
+    /// speculative `recv`/`send` that moved bytes), to run right after the
+    /// handler now running on this thread, ahead of the rest of its batch
+    /// (up to [`CHAIN_MAX`](super::CHAIN_MAX) in a row; see the module
+    /// docs). Outside `run` it is an ordinary immediate completion.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    pub unsafe fn post_continuation_in(&self, here: Option<Here<'_>>, op: NonNull<Operation>) {
+        // SAFETY: forwarded.
+        unsafe { self.post_new_work_in::<true>(here, op) }
+    }
+
+    /// New work from this thread goes, counted privately, to its private
+    /// queue (or, as a continuation, to `next`); from outside `run`, to the
+    /// shared queue.
+    ///
+    /// # Safety
+    /// As for `post_immediate_completion`; `here` came from this scheduler.
+    #[inline(always)]
+    unsafe fn post_new_work_in<const NEXT: bool>(
+        &self, here: Option<Here<'_>>, op: NonNull<Operation>,
+    ) {
         if let Some(Here { ti }) = here {
             debug_assert_eq!(ti.owner, self.owner());
             ti.private_work.set(ti.private_work.get() + 1);
-            // SAFETY: owning thread; `op` per contract.
-            unsafe { ti.private().push(op) };
+            // SAFETY: owning thread, no other reference to either queue
+            // live; `op` per contract.
+            unsafe {
+                if NEXT {
+                    ti.next().push(op)
+                } else {
+                    ti.private().push(op)
+                }
+            };
             return;
         }
         // SAFETY: forwarded.
@@ -135,8 +170,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         // SAFETY: the op's completion finishes this work.
         unsafe { self.work_started() };
         self.lock();
-        // SAFETY: held; `op` per contract; released by the wake call.
+        // SAFETY: held; `op` per contract; released by the wake call (or
+        // by the refusal, which destroys `op`).
         unsafe {
+            if self.is_shut() {
+                let mut q = OpQueue::new();
+                q.push(op);
+                self.refuse_when_shut(&mut q);
+                return;
+            }
             let st = self.locked();
             if st.task_queued {
                 st.after.push(op)
@@ -178,8 +220,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             return;
         }
         self.lock();
-        // SAFETY: held; released by the wake call.
+        // SAFETY: held; released by the wake call (or by the refusal,
+        // which destroys `ops`).
         unsafe {
+            if self.is_shut() {
+                self.refuse_when_shut(ops);
+                return;
+            }
             self.locked().push_back(ops);
             self.wake_one_thread_and_unlock();
         }
@@ -245,7 +292,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     ) -> Result<NonNull<O>, Rejected<H>> {
         // SAFETY: forwarded.
         unsafe { self.alloc_op_in(here, value) }.map_err(|v| Rejected {
-            error: Error::PoolFull(Pool::Ops),
+            error: self.pool_error(Pool::Ops),
             handler: give_back(v),
         })
     }

@@ -3,11 +3,11 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use pinion_sync::current_thread_id;
 
 use super::MAX_RUN_THREADS;
+use crate::loom::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::pool::OpSlot;
 use crate::queue::OpQueue;
 
@@ -19,6 +19,10 @@ pub(crate) const NO_TASK: u32 = u32::MAX;
 /// thread, so its cells need no synchronisation.
 pub(crate) struct ThreadInfo {
     pub(crate) private: UnsafeCell<OpQueue>,
+    /// I/O completions the running handler's initiating calls found done
+    /// at once: run right after that handler, ahead of the batch
+    /// (`Scheduler::post_continuation_in`).
+    pub(crate) next: UnsafeCell<OpQueue>,
     pub(crate) private_work: Cell<usize>,
     /// The slot freed last, kept apart from `cache` (Asio's
     /// `thread_info_base` recycling): a completion frees its slot and its
@@ -32,6 +36,10 @@ pub(crate) struct ThreadInfo {
     /// Innermost strand frame on this thread's stack (Asio's
     /// `call_stack<strand_impl>`), null when no strand runs here.
     pub(crate) strand: Cell<*const StrandFrame>,
+    /// Operations futures may still complete without a trip through the
+    /// queue in this turn: the op the batch loop runs now and the
+    /// continuations chained after it ([`Here::consume_budget`]).
+    pub(crate) budget: Cell<u32>,
     /// The scheduler whose `run` made this (checked in debug builds
     /// wherever a [`Here`] is used).
     pub(crate) owner: *const (),
@@ -42,12 +50,14 @@ impl ThreadInfo {
         ThreadInfo {
             owner,
             private: UnsafeCell::new(OpQueue::new()),
+            next: UnsafeCell::new(OpQueue::new()),
             private_work: Cell::new(0),
             recycled: Cell::new(ptr::null_mut()),
             cache: Cell::new(ptr::null_mut()),
             cache_len: Cell::new(0),
             recycled_task: Cell::new(NO_TASK),
             strand: Cell::new(ptr::null()),
+            budget: Cell::new(IMMEDIATE_BUDGET),
         }
     }
 
@@ -59,6 +69,25 @@ impl ThreadInfo {
     pub(crate) unsafe fn private(&self) -> &mut OpQueue {
         // SAFETY: per this function's contract.
         unsafe { &mut *self.private.get() }
+    }
+
+    /// The continuation queue (see `next`).
+    ///
+    /// # Safety
+    /// As for [`private`](Self::private).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn next(&self) -> &mut OpQueue {
+        // SAFETY: per this function's contract.
+        unsafe { &mut *self.next.get() }
+    }
+
+    /// Moves continuations not run yet behind the private queue (they
+    /// are ordinary completions from here on).
+    #[inline]
+    pub(crate) fn demote_next(&self) {
+        // SAFETY: owning thread; neither queue is borrowed across this.
+        unsafe { self.private().push_queue(self.next()) };
     }
 }
 
@@ -72,6 +101,28 @@ impl ThreadInfo {
 #[derive(Clone, Copy)]
 pub struct Here<'a> {
     pub(crate) ti: &'a ThreadInfo,
+}
+
+/// Operations one turn (a queued op and the continuations chained after
+/// it) may complete at once ([`Here::consume_budget`]) before one must go
+/// through the queue, so that a task whose socket is always ready still
+/// lets others run (tokio calls this its cooperative budget).
+pub const IMMEDIATE_BUDGET: u32 = 32;
+
+impl Here<'_> {
+    /// Takes one unit of this thread's budget for completing an operation
+    /// without queueing it: `false` once this turn has used
+    /// [`IMMEDIATE_BUDGET`] of them (the operation should then go through
+    /// the queue, which lets others run first).
+    #[inline(always)]
+    pub fn consume_budget(&self) -> bool {
+        let b = self.ti.budget.get();
+        if b == 0 {
+            return false;
+        }
+        self.ti.budget.set(b - 1);
+        true
+    }
 }
 
 impl core::fmt::Debug for Here<'_> {
@@ -122,10 +173,11 @@ pub(crate) struct Registration {
 const NO_THREAD: usize = usize::MAX;
 
 impl Registry {
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        // Not `const` (loom's atomics cannot be); made once per context.
         Registry {
-            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
-            infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
+            ids: core::array::from_fn(|_| AtomicUsize::new(NO_THREAD)),
+            infos: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             high: AtomicUsize::new(0),
         }
     }

@@ -33,7 +33,9 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
+use super::io::{IoEntry, IO_ENTRIES};
 use crate::op::{Invoke, Operation};
+use crate::scheduler::Here;
 use crate::slab::Key;
 
 pub(crate) const SCHEDULED: usize = 1 << 0;
@@ -147,6 +149,7 @@ unsafe fn release_slot<S: TaskOwner>(h: NonNull<TaskHeader>) {
     let hdr = unsafe { h.as_ref() };
     // SAFETY: nobody reads the join waker any more.
     drop(unsafe { (*hdr.join_waker.get()).take() });
+    debug_assert!(hdr.io.iter().all(IoEntry::is_free));
     hdr.state.store(0, Ordering::Relaxed);
     hdr.vtable.set(&UNUSED);
     let strand = hdr.strand.replace(ptr::null());
@@ -187,6 +190,10 @@ pub struct TaskHeader {
     /// `JOIN_WAKER` is clear and the task not `COMPLETE`, read by the
     /// runner only while it is set, dropped when the slot is released.
     join_waker: UnsafeCell<Option<Waker>>,
+    /// Where task-bound I/O futures and their completions meet (see
+    /// [`super::io`]); all FREE when the slot is released, since every
+    /// entry in use holds a reference.
+    pub(crate) io: [IoEntry; IO_ENTRIES],
 }
 
 // SAFETY: the `Cell` fields are written only while the slot is
@@ -213,6 +220,7 @@ impl TaskHeader {
         home: Cell::new(0),
         key: Cell::new(Key::new(0, 0)),
         join_waker: UnsafeCell::new(None),
+        io: [IoEntry::FREE; IO_ENTRIES],
     };
 
     #[inline(always)]
@@ -235,6 +243,12 @@ impl TaskHeader {
     pub(crate) fn on_home_thread(&self) -> bool {
         let home = self.home.get();
         home == 0 || home == pinion_sync::current_thread_id()
+    }
+
+    /// The scheduler that owns the task.
+    #[inline(always)]
+    pub(crate) fn owner_ptr(&self) -> *const () {
+        self.owner.get()
     }
 
     /// The JoinHandle's waker field (see its protocol on the field).
@@ -560,6 +574,78 @@ pub(crate) unsafe fn wake_by_ref(h: NonNull<TaskHeader>) {
     }
 }
 
+/// What [`wake_for_run`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// Nothing to do: the task is complete, already queued, or being
+    /// polled (its runner requeues it).
+    Nothing,
+    /// Scheduled an idle task that this run thread may poll now.
+    Run,
+    /// Scheduled an idle task that must go through its queue.
+    Queue,
+}
+
+/// The first half of a wake-up from a completion: sets SCHEDULED and says
+/// whether the caller now owns the task's schedule, and if so whether it
+/// may poll the task itself: on a run thread of the task's own scheduler
+/// (`here`), for a task not bound to a strand.
+///
+/// # Safety
+/// `h` is live.
+#[inline(always)]
+pub(crate) unsafe fn wake_for_run(h: NonNull<TaskHeader>, here: Option<Here<'_>>) -> Woken {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
+    let mut cur = hdr.state.load(Ordering::Acquire);
+    loop {
+        if cur & (COMPLETE | SCHEDULED) != 0 {
+            return Woken::Nothing;
+        }
+        match hdr.state.compare_exchange_weak(
+            cur,
+            cur | SCHEDULED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
+            Err(actual) => cur = actual,
+        }
+    }
+    if cur & RUNNING != 0 {
+        return Woken::Nothing;
+    }
+    match here {
+        Some(here) if here.ti.owner == hdr.owner.get() && hdr.strand.get().is_null() => Woken::Run,
+        _ => Woken::Queue,
+    }
+}
+
+/// The second half: polls the task here (the post and the dequeue it
+/// saves cancel out, work count included), or queues it.
+///
+/// # Safety
+/// `w` came from [`wake_for_run`] on `h` with this `here`; for `Run` and
+/// `Queue` the caller owns the task's schedule (nothing else happened to
+/// the task since), so it is live and on no queue. No poll of a task is
+/// in progress on this thread above the completion calling this (other
+/// than in a nested `run`).
+#[inline(always)]
+pub(crate) unsafe fn run_woken(h: NonNull<TaskHeader>, w: Woken, here: Option<Here<'_>>) {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
+    match (w, here) {
+        // SAFETY: SCHEDULED and on no queue, as if just dequeued by this
+        // run thread of its owner.
+        (Woken::Run, Some(here)) => unsafe {
+            Operation::complete(TaskHeader::op(h), hdr.owner.get(), Invoke::Run(here))
+        },
+        // SAFETY: SCHEDULED by us on an idle task: on no queue.
+        (Woken::Queue, _) => unsafe { (hdr.schedule.get())(h) },
+        _ => {}
+    }
+}
+
 /// Asks the task to stop: at its next turn the future is dropped.
 ///
 /// # Safety
@@ -590,7 +676,7 @@ pub(crate) unsafe fn abort(h: NonNull<TaskHeader>) {
 
 // ---- wakers ----------------------------------------------------------------
 
-static WAKER_VTABLE: RawWakerVTable =
+pub(crate) static WAKER_VTABLE: RawWakerVTable =
     RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
 
 /// # Safety
