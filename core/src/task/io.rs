@@ -490,10 +490,9 @@ impl<V> TaskLink<V> {
         this.e().store(FREE, Ordering::Release);
         match woken {
             Err(w) => w.wake(),
-            // SAFETY: we took the idle task (RUNNING to poll it here, or
-            // SCHEDULED to queue it): it is live and ours to run or queue;
-            // no poll is in progress above us (contract).
-            Ok(w) => unsafe { raw::run_woken(h, w) },
+            // SAFETY: we set SCHEDULED on the idle task: we own its schedule
+            // and it is live; `here` per contract.
+            Ok(w) => unsafe { raw::run_woken(h, w, here) },
         }
     }
 

@@ -97,8 +97,6 @@ pub(crate) struct TaskVTable {
     pub(crate) release: unsafe fn(NonNull<TaskHeader>),
     /// `TaskOwner::task_finished` on the owner.
     pub(crate) finished: unsafe fn(*const ()),
-    /// Polls the future of a task the caller set RUNNING on.
-    pub(crate) poll: unsafe fn(NonNull<TaskHeader>),
 }
 
 /// The vtable of a slot that holds nothing (never called).
@@ -107,7 +105,6 @@ static UNUSED: TaskVTable = TaskVTable {
     drop_output: unused_ptr,
     release: unused_header,
     finished: unused_owner,
-    poll: unused_header,
 };
 
 fn unused_owner(_: *const ()) {
@@ -131,7 +128,6 @@ impl<F: Future, S: TaskOwner> VTableOf<F, S> {
         drop_output: drop_in_place_as::<F::Output>,
         release: release_slot::<S>,
         finished: finished_on::<S>,
-        poll: poll_running::<F, S>,
     };
 }
 
@@ -420,13 +416,12 @@ unsafe fn run_task<F: Future, S: TaskOwner, const LOCAL: bool>(
 }
 
 /// Polls a task this thread holds RUNNING for, then completes it or lets
-/// RUNNING go (queueing it again if it was woken meanwhile). Also the
-/// vtable's `poll`, which a completion calls after [`wake_for_run`] set
-/// RUNNING on an idle task.
+/// RUNNING go (queueing it again if it was woken meanwhile).
 ///
 /// # Safety
 /// The caller set RUNNING on the live, incomplete task `h`, whose future
 /// has type `F`, owned by `S`, and may be polled on this thread.
+#[inline(always)]
 unsafe fn poll_running<F: Future, S: TaskOwner>(h: NonNull<TaskHeader>) {
     // SAFETY: live (contract).
     let hdr = unsafe { h.as_ref() };

@@ -6,6 +6,7 @@ use core::sync::atomic::Ordering;
 use core::task::{RawWaker, RawWakerVTable};
 
 use super::{TaskHeader, CANCELLED, COMPLETE, REF_MASK, REF_ONE, RUNNING, SCHEDULED};
+use crate::op::{Invoke, Operation};
 use crate::scheduler::Here;
 
 /// Adds one reference.
@@ -70,19 +71,16 @@ pub(crate) enum Woken {
     /// Nothing to do: the task is complete, already queued, or being
     /// polled (its runner requeues it).
     Nothing,
-    /// Took an idle task for this run thread to poll now (RUNNING set).
+    /// Scheduled an idle task that this run thread may poll now.
     Run,
     /// Scheduled an idle task that must go through its queue.
     Queue,
 }
 
-/// The first half of a wake-up from a completion. On a run thread of the
-/// task's own scheduler (`here`), for a task bound to no strand that may
-/// be polled on this thread, an idle task goes straight to RUNNING for the
-/// caller to poll at once (one compare-and-swap where a queued wake-up
-/// takes two, and no trip through the queue); otherwise an idle task is
-/// SCHEDULED for the caller to queue. A task that is running is left to
-/// its runner (SCHEDULED), one that is queued or complete is left alone.
+/// The first half of a wake-up from a completion: sets SCHEDULED and says
+/// whether the caller now owns the task's schedule, and if so whether it
+/// may poll the task itself: on a run thread of the task's own scheduler
+/// (`here`), for a task not bound to a strand.
 ///
 /// # Safety
 /// `h` is live.
@@ -90,27 +88,27 @@ pub(crate) enum Woken {
 pub(crate) unsafe fn wake_for_run(h: NonNull<TaskHeader>, here: Option<Here<'_>>) -> Woken {
     // SAFETY: live (contract).
     let hdr = unsafe { h.as_ref() };
-    // Written only while the slot was exclusively owned: fixed now.
-    let in_place = here.is_some_and(|h| h.ti.owner == hdr.owner.get())
-        && hdr.strand.get().is_null()
-        && hdr.on_home_thread();
-    let take = if in_place { RUNNING } else { SCHEDULED };
     let mut cur = hdr.state.load(Ordering::Acquire);
     loop {
         if cur & (COMPLETE | SCHEDULED) != 0 {
             return Woken::Nothing;
         }
-        // Running elsewhere: SCHEDULED tells its runner to queue it again.
-        let set = if cur & RUNNING != 0 { SCHEDULED } else { take };
-        match hdr
-            .state
-            .compare_exchange_weak(cur, cur | set, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) if cur & RUNNING != 0 => return Woken::Nothing,
-            Ok(_) if in_place => return Woken::Run,
-            Ok(_) => return Woken::Queue,
+        match hdr.state.compare_exchange_weak(
+            cur,
+            cur | SCHEDULED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
             Err(actual) => cur = actual,
         }
+    }
+    if cur & RUNNING != 0 {
+        return Woken::Nothing;
+    }
+    match here {
+        Some(here) if here.ti.owner == hdr.owner.get() && hdr.strand.get().is_null() => Woken::Run,
+        _ => Woken::Queue,
     }
 }
 
@@ -118,22 +116,24 @@ pub(crate) unsafe fn wake_for_run(h: NonNull<TaskHeader>, here: Option<Here<'_>>
 /// saves cancel out, work count included), or queues it.
 ///
 /// # Safety
-/// `w` came from [`wake_for_run`] on `h` with this `here`; for `Run` the
-/// caller holds RUNNING, for `Queue` it owns the task's schedule (nothing
-/// else happened to the task since), so it is live and on no queue. No
-/// poll of a task is in progress on this thread above the completion
-/// calling this (other than in a nested `run`).
+/// `w` came from [`wake_for_run`] on `h` with this `here`; for `Run` and
+/// `Queue` the caller owns the task's schedule (nothing else happened to
+/// the task since), so it is live and on no queue. No poll of a task is
+/// in progress on this thread above the completion calling this (other
+/// than in a nested `run`).
 #[inline(always)]
-pub(crate) unsafe fn run_woken(h: NonNull<TaskHeader>, w: Woken) {
+pub(crate) unsafe fn run_woken(h: NonNull<TaskHeader>, w: Woken, here: Option<Here<'_>>) {
     // SAFETY: live (contract).
     let hdr = unsafe { h.as_ref() };
-    match w {
-        // SAFETY: RUNNING is ours, taken from an idle task on a thread
-        // that may poll it.
-        Woken::Run => unsafe { (hdr.vtable().poll)(h) },
+    match (w, here) {
+        // SAFETY: SCHEDULED and on no queue, as if just dequeued by this
+        // run thread of its owner.
+        (Woken::Run, Some(here)) => unsafe {
+            Operation::complete(TaskHeader::op(h), hdr.owner.get(), Invoke::Run(here))
+        },
         // SAFETY: SCHEDULED by us on an idle task: on no queue.
-        Woken::Queue => unsafe { (hdr.schedule.get())(h) },
-        Woken::Nothing => {}
+        (Woken::Queue, _) => unsafe { (hdr.schedule.get())(h) },
+        _ => {}
     }
 }
 
