@@ -104,6 +104,7 @@ fn serve<B: Backend>(cfg: &Config) {
         }
         ctx.run();
     });
+    stop::shut_down(ctx, "async_echo");
     eprintln!(
         "async_echo: stopped after {} connections",
         CONNECTIONS.load(Ordering::Relaxed)

@@ -415,7 +415,10 @@ macro_rules! run_backend {
                 panic!("compare: the server thread panicked");
             }
             let syscalls = s1.syscalls() - s0.syscalls();
-            (l, syscalls, ctx.memory().to_string())
+            let memory = ctx.memory().to_string();
+            // Nothing of this backend's run stays open during the next.
+            ctx.shutdown().or_die("shut the context down");
+            (l, syscalls, memory)
         })
     }};
 }

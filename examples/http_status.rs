@@ -28,11 +28,15 @@
 //! listener closes at once, open connections are served until they end
 //! or 5 s have passed; then it prints a summary and exits 0.
 
+#[path = "shared/http.rs"]
+mod http;
 #[path = "shared/stop.rs"]
 mod stop;
 
 use core::fmt::{self, Write as _};
+
 use core::future::Future;
+use http::{Cursor, DebugAsJson, Done, HEADER_LIMIT, MAX_RESPONSE};
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -47,14 +51,11 @@ use pinion::net::{TcpListener, TcpStream};
 use pinion::sync::FutexMutex;
 use pinion::{Backend, BuildError, Error, Instant, IoBuf, IoBufMut, Owned, Shutdown};
 
-/// The largest request head; the buffer also holds the start of the next.
-const HEADER_LIMIT: usize = 8 * 1024;
+/// The buffer holds the largest request head and the start of the next.
 const REQ_SIZE: usize = HEADER_LIMIT + 512;
 /// Responses to pipelined requests are gathered here; each takes at most
-/// `MAX_RESPONSE` (a `/status` body at most `STATUS_BODY`).
+/// `MAX_RESPONSE` (`shared/http.rs`).
 const RESP_SIZE: usize = 4096;
-const MAX_RESPONSE: usize = 1536;
-const STATUS_BODY: usize = 1024;
 /// A task slot: the connection future is 432 bytes (x86-64, debug); a
 /// bigger one would be refused with `TaskTooLarge`, and logged.
 const TASK_BYTES: usize = 1024;
@@ -160,6 +161,7 @@ where
         }
         ctx.run();
     });
+    stop::shut_down(ctx, "http_status");
     eprintln!(
         "http_status: stopped after {} requests on {} connections ({} refused, {} open)",
         s.n.requests.load(Relaxed),
@@ -179,15 +181,6 @@ impl<B: Backend> Drop for OpenGuard<B> {
         self.0.n.open.fetch_sub(1, Relaxed);
         self.0.drain.closed();
     }
-}
-
-/// An answered head: its bytes, the body bytes to discard after it, and
-/// whether the connection stays open (the default: an error, closing).
-#[derive(Default)]
-struct Done {
-    used: usize,
-    body: usize,
-    keep: bool,
 }
 
 impl<B: Backend> Server<B>
@@ -341,103 +334,17 @@ where
     }
 
     /// Parses the head at the start of `bytes` and appends its response
-    /// to `out`; `None` while the head is incomplete.
+    /// to `out` (`shared/http.rs`); `None` while the head is incomplete.
     fn answer(&self, bytes: &[u8], out: &mut RespBuf) -> Option<Done> {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        let used = match req.parse(bytes) {
-            Ok(httparse::Status::Complete(n)) if n <= HEADER_LIMIT => n,
-            Ok(httparse::Status::Partial) if bytes.len() < HEADER_LIMIT => return None,
-            Ok(_) | Err(httparse::Error::TooManyHeaders) => return self.fail(out, 431),
-            Err(_) => return self.fail(out, 400),
-        };
-        let http11 = req.version == Some(1);
-        let (mut close, mut keep_alive, mut host) = (false, false, false);
-        let mut length = None;
-        for h in req.headers.iter() {
-            let is = |name: &str| h.name.eq_ignore_ascii_case(name);
-            if is("connection") {
-                for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if is("content-length") {
-                // Digits only (`usize::from_str` takes a `+`); two
-                // different lengths would be a request smuggling attempt.
-                let n = Some(h.value)
-                    .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
-                    .and_then(|v| core::str::from_utf8(v).ok()?.parse::<usize>().ok());
-                if n.is_none() || length.is_some_and(|l| Some(l) != n) {
-                    return self.fail(out, 400);
-                }
-                length = n;
-            } else if is("transfer-encoding") {
-                return self.fail(out, 400); // chunked is not decoded
-            }
-            host |= is("host");
-        }
-        if http11 && !host {
-            return self.fail(out, 400);
-        }
-        let keep = !close && (http11 || keep_alive);
-        let path = req.path.unwrap_or("/");
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let head = req.method == Some("HEAD");
-        if !head && req.method != Some("GET") {
-            self.respond(out, 405, b"method not allowed\n", false, keep);
-        } else if path == "/status" {
-            let mut body = [0u8; STATUS_BODY];
-            let mut w = Cursor::new(&mut body);
-            match self.status_json(&mut w) {
-                Ok(()) => {
-                    let len = w.len;
-                    self.respond(out, 200, &body[..len], head, keep)
-                }
-                Err(_) => self.respond(out, 500, b"status too large\n", head, keep),
-            }
-        } else {
-            self.respond(out, 404, b"not found\n", head, keep);
-        }
-        let body = length.unwrap_or(0);
-        Some(Done { used, body, keep })
-    }
-
-    /// An error response, then a close.
-    fn fail(&self, out: &mut RespBuf, code: u16) -> Option<Done> {
-        let body: &[u8] = match code {
-            431 => b"request header fields too large\n",
-            _ => b"bad request\n",
-        };
-        self.respond(out, code, body, false, false);
-        Some(Done::default())
-    }
-
-    /// Appends a response to `out`, which has `MAX_RESPONSE` bytes of room
-    /// (the caller flushed first); a longer one would be cut short.
-    fn respond(&self, out: &mut RespBuf, code: u16, body: &[u8], head: bool, keep: bool) {
-        self.n.requests.fetch_add(1, Relaxed);
-        let (reason, ctype) = match code {
-            200 => ("OK", "application/json"),
-            400 => ("Bad Request", "text/plain"),
-            404 => ("Not Found", "text/plain"),
-            405 => ("Method Not Allowed", "text/plain\r\nAllow: GET, HEAD"),
-            431 => ("Request Header Fields Too Large", "text/plain"),
-            _ => ("Internal Server Error", "text/plain"),
-        };
         let len = out.bytes_len();
         let mut w = Cursor::new(&mut out.as_mut_full()[len..]);
-        let _ = write!(
-            w,
-            "HTTP/1.1 {code} {reason}\r\nServer: pinion-http_status\r\nContent-Type: {ctype}\r\n\
-             Content-Length: {}\r\nConnection: {}\r\n\r\n",
-            body.len(),
-            if keep { "keep-alive" } else { "close" },
-        );
-        if !head {
-            let _ = w.put(body);
-        }
+        let done = http::answer(bytes, &mut w, |w| self.status_json(w));
         let written = w.len;
         out.set_len(len + written);
+        if done.is_some() {
+            self.n.requests.fetch_add(1, Relaxed);
+        }
+        done
     }
 
     /// The `/status` document.
@@ -466,70 +373,6 @@ where
         )?;
         write!(DebugAsJson(w, Default::default()), "{:?}", c.stats())?;
         w.write_str("}\n")
-    }
-}
-
-/// Text into a fixed byte buffer; `fmt::Error` when it is full.
-struct Cursor<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Cursor { buf, len: 0 }
-    }
-
-    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
-        let end = self.len + bytes.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(bytes);
-        self.len = end;
-        Ok(())
-    }
-}
-
-impl fmt::Write for Cursor<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.put(s.as_bytes())
-    }
-}
-
-/// Rewrites a flat struct's `Debug` text, `Name { a: 1, b: 2 }`, as the
-/// JSON object `{"a":1,"b":2}` on the fly: the backends' counters are such
-/// structs of integers, and generic code knows only that they are `Debug`.
-/// Anything else (strings, nesting) is `fmt::Error`.
-/// The state: past the opening brace; inside a field name.
-struct DebugAsJson<'w, 'a>(&'w mut Cursor<'a>, (bool, bool));
-
-impl fmt::Write for DebugAsJson<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let Self(out, (open, name)) = self;
-        for c in s.bytes() {
-            if !*open {
-                // Skip the struct's name, up to its brace.
-                *open = c == b'{';
-                if *open {
-                    out.put(b"{")?;
-                }
-                continue;
-            }
-            if *name && !(c.is_ascii_alphanumeric() || c == b'_') {
-                *name = false;
-                out.put(b"\"")?;
-            }
-            match c {
-                _ if *name => out.put(&[c])?,
-                b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
-                    *name = true;
-                    out.put(&[b'"', c])?;
-                }
-                b'0'..=b'9' | b':' | b',' | b'}' => out.put(&[c])?,
-                b' ' => {}
-                _ => return Err(fmt::Error),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -97,6 +97,7 @@ fn main() {
     let bound = server.listener.local_addr().unwrap_or(addr);
     eprintln!("line_server: listening on {bound}, idle timeout {idle_ms} ms");
     ctx.run();
+    stop::shut_down(ctx, "line_server");
     eprintln!("line_server: stopped");
 }
 

@@ -40,6 +40,7 @@ n=${#tests[@]}
 echo "faults: seeds $FIRST_SEED..$((FIRST_SEED + SEEDS - 1)), $TESTS_PER_SEED of $n tests each, outputs in $out"
 
 runs=0 passed=0 surfaced=0 failed=0 injected=0 start=$SECONDS
+uring_enter=0 uring_late=0 uring_cancelled=0 uring_tiny=0
 for ((i = 0; i < SEEDS; i++)); do
     seed=$((FIRST_SEED + i))
     for ((j = 0; j < TESTS_PER_SEED && j < n; j++)); do
@@ -56,9 +57,16 @@ for ((i = 0; i < SEEDS; i++)); do
             tail -40 "$log"
             echo "replay: PINION_FAULT_SEED=$seed $bin --exact $t --test-threads=1 --nocapture"
         fi
-        k=$(sed -n 's/^FAULTS .*: \([0-9]*\) injected.*/\1/p' "$log" | awk '{n += $1} END {print n + 0}')
+        # The FAULTS line may follow libtest's "test ... " on one line.
+        k=$(sed -n 's/.*FAULTS .* seed [0-9]*: \([0-9]*\) injected.*/\1/p' "$log" | awk '{n += $1} END {print n + 0}')
         injected=$((injected + k))
+        u=$(sed -n 's/.*io_uring: \([0-9]*\) enter faults, \([0-9]*\) late, \([0-9]*\) cancelled, tiny ring \([0-9]*\).*/\1 \2 \3 \4/p' "$log" |
+            awk '{e += $1; l += $2; c += $3; t += $4} END {print e + 0, l + 0, c + 0, t + 0}')
+        read -r ue ul uc ut <<<"$u"
+        uring_enter=$((uring_enter + ue)) uring_late=$((uring_late + ul))
+        uring_cancelled=$((uring_cancelled + uc)) uring_tiny=$((uring_tiny + ut))
     done
 done
 echo "faults: $runs runs in $((SECONDS - start)) s: $passed passed, $surfaced failed with the injected error (accepted), $failed failed; $injected faults injected"
+echo "faults: io_uring: $uring_enter io_uring_enter faults, $uring_late late completions, $uring_cancelled completions turned -ECANCELED, $uring_tiny tiny rings"
 [ "$failed" -eq 0 ]

@@ -318,4 +318,35 @@ impl Builder<pinion_uring::Proactor> {
         self.options.coop_taskrun = on;
         self
     }
+
+    /// Zero-copy sends (`IORING_OP_SEND_ZC`) for writes of at least
+    /// `min_bytes` on TCP sockets, or none (default). A write's buffer
+    /// comes back only once the kernel's notification says it is done
+    /// with it. Kernels without the opcode send every write with a copy
+    /// ([`RingInfo::send_zc`](pinion_uring::RingInfo::send_zc) says
+    /// which); see [`pinion_uring::Options::send_zc`] for when it pays.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), pinion::Error> {
+    /// let Ok(ctx) = pinion::uring::Builder::new().send_zc(Some(64 * 1024)).build() else {
+    ///     return Ok(()); // no io_uring here
+    /// };
+    /// let zc = ctx.ring_info().send_zc; // Some(65536) on Linux 6.0 and later
+    /// assert!(zc.is_none() || zc == Some(65536));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn send_zc(mut self, min_bytes: Option<usize>) -> Self {
+        self.options.send_zc = min_bytes.map(|n| n.min(u32::MAX as usize) as u32);
+        self
+    }
+
+    /// Treats these opcodes ([`pinion::uring::abi`](crate::uring::abi)`::IORING_OP_*`) as
+    /// missing from the kernel: what has a fallback takes it, what is
+    /// required fails the build as on an old kernel (see
+    /// [`pinion_uring::Options::assume_missing`]).
+    pub fn assume_missing(mut self, opcodes: &'static [u8]) -> Self {
+        self.options.assume_missing = opcodes;
+        self
+    }
 }

@@ -53,7 +53,9 @@ use crate::time::{nanos, Instant};
 /// Handlers run on the threads that call [`run`](Self::run) (or its
 /// relatives), never inside the call that started their operation.
 /// Dropping the context cancels everything still pending, destroys the
-/// pending handlers without running them and closes every descriptor.
+/// pending handlers without running them and closes every descriptor;
+/// [`shutdown`](Self::shutdown) does the same to a context that stays
+/// (a `&'static` one, whose handlers hold handles to it).
 ///
 /// `IoContext` is `Sync`: any number of threads may run it and start
 /// operations on it.
@@ -144,6 +146,65 @@ impl<B: Backend> IoContext<B> {
     /// `true` when the calling thread is inside this context's `run`.
     pub fn running_in_this_thread(&self) -> bool {
         self.sched.running_in_this_thread()
+    }
+
+    // ---- shutting down ---------------------------------------------------
+
+    /// Shuts the context down in place (Asio's `io_context::shutdown`,
+    /// made safe to call on a shared, `'static` context): what dropping it
+    /// would do, with its memory left valid.
+    ///
+    /// 1. Stops it and waits for every thread inside [`run`](Self::run)
+    ///    (or its relatives) to return, after its current handler.
+    /// 2. Destroys every pending handler, operation and task without
+    ///    running it: what each captured (buffers, sockets in an
+    ///    [`Owned`](crate::Owned)) is dropped.
+    /// 3. Closes every descriptor opened through it: listeners, streams,
+    ///    datagram sockets, stream descriptors, serial ports, the
+    ///    descriptors of signal sets (whose signals are given back to the
+    ///    process's table); on io_uring their registered files go too, so
+    ///    a listener's port can be bound again at once. Every timer is
+    ///    retired.
+    ///
+    /// Afterwards `run` and its relatives return 0 at once; `post`,
+    /// `spawn`, new sockets, timers and strands, and operations on
+    /// existing handles are refused with
+    /// [`Error::ContextShutDown`], or
+    /// `BadDescriptor` for a handle whose descriptor is gone; no handle
+    /// ever reaches a reused slot (the tables open nothing new). What the
+    /// context keeps until it is dropped is its own kernel objects: on
+    /// epoll the epoll fd, the interrupter's eventfd (a pipe, two fds,
+    /// with the `pipe-interrupter` feature) and the timerfd; on io_uring
+    /// the ring fd, with its mappings, and its eventfd. Dropping a context
+    /// that was shut down is fine, as is a second `shutdown` (which
+    /// returns once the first has finished).
+    ///
+    /// `Err(ShutdownInsideRun)`, doing nothing, when called from a handler
+    /// or task of this context: it would wait for itself. Call
+    /// [`stop`](Self::stop) there, and `shutdown` after `run` returned.
+    ///
+    /// ```
+    /// use pinion::Error;
+    /// let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+    /// let listener = pinion::TcpListener::bind(ctx, "127.0.0.1:0".parse().unwrap()).unwrap();
+    /// let addr = listener.local_addr().unwrap();
+    /// listener.async_accept(|_| unreachable!("destroyed, never run")).unwrap();
+    /// ctx.shutdown().unwrap();
+    /// // The port is free again, and the context refuses everything.
+    /// drop(std::net::TcpListener::bind(addr).unwrap());
+    /// assert_eq!(ctx.run(), 0);
+    /// assert_eq!(ctx.post(|| ()).unwrap_err().error, Error::ContextShutDown);
+    /// assert_eq!(listener.local_addr().unwrap_err(), Error::BadDescriptor);
+    /// ```
+    pub fn shutdown(&self) -> Result<(), Error> {
+        self.sched.shutdown()?;
+        crate::signal::release_context(self.sched.owner());
+        Ok(())
+    }
+
+    /// `true` once [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.sched.is_shut_down()
     }
 
     // ---- handlers ----------------------------------------------------------
@@ -332,6 +393,17 @@ impl<B: Backend> IoContext<B> {
     }
 }
 
+/// Registers `fd` in `sched`'s backend (see [`Backend::register`]); a
+/// shut-down context's closed table answers `ContextShutDown`.
+pub(crate) fn register<B: Backend>(
+    sched: &Sched<B>, fd: pinion_core::backend::Fd, kind: pinion_core::backend::DescKind,
+) -> pinion_core::Result<pinion_core::backend::Key> {
+    B::register(sched, fd, kind).map_err(|e| match e {
+        Error::PoolFull(p) => sched.pool_error(p),
+        e => e,
+    })
+}
+
 /// What [`IoContext::shut_down_and_audit`] found held after the shutdown
 /// (feature `fault-injection`, tests only): every count is 0 in a context
 /// that gives everything back.
@@ -349,7 +421,7 @@ pub struct Audit {
     /// Read buffers not back in their pool.
     pub read_buffers: usize,
     /// Units of outstanding work before the shutdown that were not an
-    /// operation it destroyed (positive: work counted for nothing, so
+    /// operation it destroyed or a task whose future it dropped (positive: work counted for nothing, so
     /// `run` would never return; negative: operations pending without
     /// their work counted, so `run` could return with them pending).
     pub unaccounted_work: isize,
@@ -373,7 +445,8 @@ where
     /// pending handler), and reports what is still held. The context is
     /// stopped for good afterwards; drop it.
     pub fn shut_down_and_audit(&mut self) -> Audit {
-        // Every unit of work left is an operation the shutdown destroys.
+        // Every unit of work left is an operation the shutdown destroys or
+        // a task whose future it drops.
         let work = self.outstanding_work() as isize;
         let destroyed = self.sched.shut_down() as isize;
         Audit {
@@ -389,6 +462,11 @@ where
 
 impl<B: Backend> Drop for IoContext<B> {
     fn drop(&mut self) {
+        // Signal sets of this context still open: their descriptors go
+        // with the scheduler's drop, their slots in the process's table
+        // here (the context may have moved since they were made: only
+        // those made at this address are found).
+        crate::signal::release_context(self.sched.owner());
         // Before the pools are freed: their pages may be reused by memory
         // that was never meant to be locked.
         if self.sched.memory_marks().1 {

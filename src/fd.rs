@@ -72,7 +72,7 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
     /// On error `fd` is closed.
     pub fn from_fd(ctx: &'c IoContext<B>, fd: Fd) -> Result<Self> {
         pinion_sys::socket::set_nonblocking(fd.raw(), true)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Other)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Other)?;
         Ok(StreamDescriptor { ctx, key })
     }
 

@@ -185,6 +185,9 @@ pub mod epoll {
 /// The io_uring backend (a proactor), named.
 #[cfg(feature = "uring")]
 pub mod uring {
+    /// The kernel's io_uring ABI as pinion speaks it (opcodes for
+    /// [`Builder::assume_missing`], flags, structs).
+    pub use pinion_sys::uring::abi;
     pub use pinion_uring::{Options, Parts, Proactor, RingInfo, Stats};
     /// This module's backend.
     pub type Backend = Proactor;

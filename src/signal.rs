@@ -94,6 +94,9 @@ struct Slot {
     pending: [u16; NSIG],
     /// `cancel` was called while a wait was pending.
     cancelled: bool,
+    /// The scheduler of the set's context, as an address (its
+    /// `IoContext::shutdown` frees the set's slot and signals).
+    owner: usize,
 }
 
 impl Slot {
@@ -103,6 +106,7 @@ impl Slot {
         mask: 0,
         pending: [0; NSIG],
         cancelled: false,
+        owner: 0,
     };
 
     /// The lowest pending signal, taken.
@@ -127,7 +131,55 @@ static REG: Locked<FutexMutex, Registry> = Locked::new(Registry {
     sets: [Slot::EMPTY; MAX_SETS],
 });
 
+/// Frees the slot and the signals of every set of the context whose
+/// scheduler is at `owner` (its shutdown: their descriptors are closed
+/// already). A handle to such a set then answers `BadDescriptor`.
+pub(crate) fn release_context(owner: *const ()) {
+    let mut reg = REG.lock();
+    for i in 0..MAX_SETS {
+        if !reg.sets[i].used || reg.sets[i].owner != owner as usize {
+            continue;
+        }
+        for sig in 1..NSIG as i32 {
+            // A failing mask update leaves the signal in the union; the
+            // set is freed all the same.
+            let _ = reg.drop_signal(i, sig);
+        }
+        let gen = reg.sets[i].gen;
+        reg.sets[i] = Slot {
+            gen: gen.wrapping_add(1),
+            ..Slot::EMPTY
+        };
+    }
+    reg.close_if_unused();
+}
+
 impl Registry {
+    /// Closes the process's signalfd once no set exists.
+    fn close_if_unused(&mut self) {
+        if self.sets.iter().all(|s| !s.used) && self.fd >= 0 {
+            // SAFETY: the process signalfd, ours; no set refers to it now
+            // (each watched a duplicate).
+            drop(unsafe { Fd::from_raw(self.fd) });
+            self.fd = -1;
+        }
+    }
+
+    /// Takes `sig` out of set `i`, and out of the signalfd's mask when no
+    /// set holds it any more.
+    fn drop_signal(&mut self, i: usize, sig: i32) -> Result<()> {
+        let bit = 1u64 << (sig - 1);
+        if self.sets[i].mask & bit != 0 {
+            self.sets[i].mask &= !bit;
+            self.sets[i].pending[sig as usize] = 0;
+            self.users[sig as usize] -= 1;
+            if self.users[sig as usize] == 0 {
+                return self.update_mask();
+            }
+        }
+        Ok(())
+    }
+
     /// The union of every set's signals, as the signalfd's mask.
     fn update_mask(&self) -> Result<()> {
         let union = (1..NSIG as i32).filter(|&s| self.users[s as usize] > 0);
@@ -198,6 +250,7 @@ impl<'c, B: Backend> SignalSet<'c, B> {
         reg.sets[i] = Slot {
             used: true,
             gen,
+            owner: ctx.sched().owner() as usize,
             ..Slot::EMPTY
         };
         drop(reg);
@@ -238,14 +291,14 @@ impl<'c, B: Backend> SignalSet<'c, B> {
     /// Removes `sig`; its undelivered instances go with it.
     pub fn remove(&self, sig: i32) -> Result<()> {
         valid(sig)?;
-        self.with_slot(|reg, i| Self::drop_signal(reg, i, sig))
+        self.with_slot(|reg, i| reg.drop_signal(i, sig))
     }
 
     /// Removes every signal.
     pub fn clear(&self) -> Result<()> {
         self.with_slot(|reg, i| {
             for s in 1..NSIG as i32 {
-                Self::drop_signal(reg, i, s)?;
+                reg.drop_signal(i, s)?;
             }
             Ok(())
         })
@@ -364,25 +417,7 @@ impl<'c, B: Backend> SignalSet<'c, B> {
                 ..Slot::EMPTY
             };
         }
-        if reg.sets.iter().all(|s| !s.used) && reg.fd >= 0 {
-            // SAFETY: the process signalfd, ours; no set refers to it now
-            // (each watched a duplicate).
-            drop(unsafe { Fd::from_raw(reg.fd) });
-            reg.fd = -1;
-        }
-    }
-
-    fn drop_signal(reg: &mut Registry, i: usize, sig: i32) -> Result<()> {
-        let bit = 1u64 << (sig - 1);
-        if reg.sets[i].mask & bit != 0 {
-            reg.sets[i].mask &= !bit;
-            reg.sets[i].pending[sig as usize] = 0;
-            reg.users[sig as usize] -= 1;
-            if reg.users[sig as usize] == 0 {
-                return reg.update_mask();
-            }
-        }
-        Ok(())
+        reg.close_if_unused();
     }
 
     /// Runs `f` on the registry and this set's index, or `BadDescriptor`

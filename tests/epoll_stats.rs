@@ -19,7 +19,6 @@ mod support;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 use pinion::compose::async_write;
 use support::{accept_one, connected_pair, listen, run_until, Ctx};
@@ -161,17 +160,15 @@ fn post_to_a_thread_blocked_in_epoll_wait_interrupts_it() {
     let c = ctx.get();
     let guard = c.work_guard();
     let (tx, rx) = mpsc::channel();
+    let (tid_tx, tid) = mpsc::channel();
     let runner = std::thread::spawn(move || {
+        tid_tx.send(util::current_tid()).unwrap();
         c.run();
         tx.send(()).unwrap();
     });
-    for _ in 0..20_000 {
-        if c.stats().epoll_wait >= 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    std::thread::sleep(Duration::from_millis(20)); // blocked by now, usually
+    // The lone runner asleep is in epoll_wait, holding the task: the post
+    // must interrupt it (before, a sleep made that only likely).
+    util::wait_blocked(tid.recv().unwrap(), "the runner to block in epoll_wait");
     let before = c.stats().interrupts;
     c.post(move || drop(guard)).map_err(|r| r.error).unwrap();
     rx.recv_timeout(util::WATCHDOG).expect("run returned");

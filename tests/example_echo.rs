@@ -3,6 +3,9 @@
 //! slow readers, resets, churn, `--max-conns`, EMFILE, SIGTERM). Needs the
 //! example built: `cargo test` builds it (a `--test` filter does not).
 
+#[path = "util/blocked.rs"]
+mod blocked;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Stdio};
@@ -162,17 +165,21 @@ fn a_slow_reader_gets_everything_once_it_reads() {
         let s = start(b, &[], None);
         let mut c = s.connect();
         let msg = pattern(9, 4 << 20);
+        let (tid_tx, tid) = std::sync::mpsc::channel();
         let writer = {
             let mut w = c.try_clone().unwrap();
             let msg = msg.clone();
             thread::spawn(move || {
+                tid_tx.send(blocked::current_tid()).unwrap();
                 w.write_all(&msg).unwrap();
                 w.shutdown(Shutdown::Write).unwrap();
             })
         };
-        // Not reading for a while: the server stops reading too (TCP
-        // back-pressure) instead of buffering.
-        thread::sleep(Duration::from_millis(300));
+        // Not reading until the writer blocks: every buffer on the way is
+        // full, so the server has stopped reading too (TCP back-pressure)
+        // instead of buffering. (Or the writer finished: loopback buffers
+        // took it all, and the check below still holds.)
+        blocked::wait_blocked(tid.recv().unwrap(), "the writer to block on a full socket");
         let mut back = Vec::new();
         c.read_to_end(&mut back).unwrap();
         writer.join().unwrap();

@@ -4,6 +4,9 @@
 //! default action in a harness thread. Every wait is bounded by a
 //! watchdog; no check is on time.
 
+#[path = "util/blocked.rs"]
+mod blocked;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,8 +61,13 @@ where
     let (got, h) = recorder();
     set.async_wait(h()).map_err(|r| r.error).unwrap();
     // A runner blocked in run(): the pending wait is its only work.
-    let runner = std::thread::spawn(move || ctx.run());
-    std::thread::sleep(Duration::from_millis(20)); // let it block (not a check)
+    let (tid_tx, tid) = std::sync::mpsc::channel();
+    let runner = std::thread::spawn(move || {
+        tid_tx.send(blocked::current_tid()).unwrap();
+        ctx.run()
+    });
+    // Asleep in the backend's wait: the signal must wake it.
+    blocked::wait_blocked(tid.recv().unwrap(), "the runner to block in run");
     raise(libc::SIGUSR1);
     runner.join().unwrap();
     assert_eq!(*got.lock().unwrap(), [Ok(libc::SIGUSR1)]);

@@ -123,13 +123,23 @@ fn sq_full_is_back_pressure() {
         })
         .unwrap_or_else(|r| panic!("a full SQ must not be an error: {}", r.error));
     }
+    // UDP drops what the socket buffer cannot hold: the sender sends 50
+    // datagrams (well under the default receive buffer) and waits until
+    // they are received before the next 50. Unpaced, a runner kept off
+    // the CPU let the kernel drop 143 of 500 (`RcvbufErrors` in
+    // /proc/net/snmp went to 143) and the test waited for its watchdog.
+    let seen = got.clone();
     let sender = thread::spawn(move || {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let start = std::time::Instant::now();
         for i in 0..500u32 {
-            s.send_to(&i.to_le_bytes(), addr).unwrap();
             if i % 50 == 0 {
-                thread::sleep(Duration::from_millis(1));
+                while seen.load(Ordering::SeqCst) < i as usize {
+                    assert!(start.elapsed() < util::WATCHDOG, "receiver stuck at {i}");
+                    thread::yield_now();
+                }
             }
+            s.send_to(&i.to_le_bytes(), addr).unwrap();
         }
     });
     run_watched(ctx);

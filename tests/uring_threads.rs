@@ -11,10 +11,23 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use pinion::uring::{Builder, SteadyTimer, TcpListener, UdpSocket};
+use pinion::uring::{Builder, IoContext, SteadyTimer, TcpListener, UdpSocket};
 use uring_util::*;
 
 /// A thread blocked in io_uring_enter wakes for a post from another thread.
+/// A thread running `ctx`, returned once it is asleep in the kernel: a
+/// lone runner can only be in `io_uring_enter` waiting, so what the test
+/// does next must wake it.
+fn spawn_blocked_runner(ctx: &'static IoContext) -> thread::JoinHandle<usize> {
+    let (tx, tid) = std::sync::mpsc::channel();
+    let runner = thread::spawn(move || {
+        tx.send(util::current_tid()).unwrap();
+        run_watched(ctx)
+    });
+    util::wait_blocked(tid.recv().unwrap(), "the runner to block in io_uring_enter");
+    runner
+}
+
 #[test]
 fn post_from_another_thread_wakes_blocked_runner() {
     let _g = serial();
@@ -26,9 +39,7 @@ fn post_from_another_thread_wakes_blocked_runner() {
     };
     let guard = Arc::new(Mutex::new(Some(ctx.work_guard())));
     let hit = Arc::new(AtomicBool::new(false));
-    let runner = thread::spawn(move || run_watched(ctx));
-    // Give the runner time to block (no assertion on time: any order works).
-    thread::sleep(Duration::from_millis(100));
+    let runner = spawn_blocked_runner(ctx);
     let (h, g) = (hit.clone(), guard.clone());
     ctx.post(move || {
         h.store(true, Ordering::SeqCst);
@@ -53,8 +64,7 @@ fn op_started_from_another_thread_while_runner_blocks() {
         return;
     };
     let guard = Arc::new(Mutex::new(Some(ctx.work_guard())));
-    let runner = thread::spawn(move || run_watched(ctx));
-    thread::sleep(Duration::from_millis(50));
+    let runner = spawn_blocked_runner(ctx);
     let t = SteadyTimer::new(ctx).unwrap();
     assert_eq!(t.expires_after(Duration::from_millis(10)), Ok(0));
     let g = guard.clone();
@@ -67,8 +77,7 @@ fn op_started_from_another_thread_while_runner_blocks() {
     runner.join().unwrap();
     let guard = Arc::new(Mutex::new(Some(ctx.work_guard())));
     ctx.restart();
-    let runner = thread::spawn(move || run_watched(ctx));
-    thread::sleep(Duration::from_millis(50));
+    let runner = spawn_blocked_runner(ctx);
     let sock = UdpSocket::bind(ctx, loopback()).unwrap();
     let addr = sock.local_addr().unwrap();
     let g = guard.clone();

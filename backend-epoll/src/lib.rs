@@ -11,6 +11,7 @@
 //!   module docs there for the call flow);
 //! - `ops`: the socket operations (accept, connect, recv, send, recvfrom,
 //!   sendto, pooled recv), one generic operation type in one slot each;
+//!   `vectored`: recvmsg/sendmsg over a buffer list, the same way;
 //! - `interrupter`: eventfd, or a pipe with the `pipe-interrupter` feature;
 //! - `stats`: counters behind the `stats` feature.
 //!
@@ -33,7 +34,7 @@ use pinion_core::backend::{
     AcceptHandler, At, Backend, BuildError, Config, ConnectHandler, DescKind, Fd, IoHandler, Key,
     OpId, PooledHandler, Readiness, RecvHandler, Sched, Started, WaitHandler,
 };
-use pinion_core::buf::{IoBuf, IoBufMut};
+use pinion_core::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
 use pinion_core::memory::{MemPool, Region};
 use pinion_core::pooled::{ReadBufferCount, SlabPool, SLAB_MIN_SIZE};
 use pinion_core::slab::{Entry, Slab};
@@ -46,6 +47,7 @@ mod interrupter;
 mod ops;
 mod reactor;
 mod stats;
+mod vectored;
 
 pub use reactor::{DescriptorSlot, Reactor, POLL_SKIP_MAX, POLL_SKIP_NS};
 pub use stats::Stats;
@@ -239,6 +241,20 @@ unsafe impl Backend for Reactor {
     #[inline(always)]
     fn write_now<T: IoBuf>(at: At<'_, Self>, buf: &T) -> Option<Result<usize>> {
         ops::write_now(at, buf)
+    }
+
+    fn read_some_vectored<T: IoBufsMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)> {
+        ops::start::<READ_OP, _, _>(at, vectored::RecvV { bufs }, h, true)
+            .map_err(|r| r.map(|(s, h)| (s.bufs, h)))
+    }
+
+    fn write_some_vectored<T: IoBufs, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)> {
+        ops::start::<WRITE_OP, _, _>(at, vectored::SendV { bufs }, h, true)
+            .map_err(|r| r.map(|(s, h)| (s.bufs, h)))
     }
 
     fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H> {

@@ -258,7 +258,7 @@ pub(crate) fn start<const OP_TYPE: usize, S: OpState<H>, H: OpHooks>(
 /// path, which reads errno, is kept out of line: the hot path is the call
 /// and one sign test, with no spill of the call's arguments.
 #[inline(always)]
-fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
+pub(crate) fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
     loop {
         let r = call();
         if r >= 0 {
@@ -275,9 +275,9 @@ fn stream_call(mut call: impl FnMut() -> isize) -> Result<usize> {
 /// with, `EINTR` retried as `stream_call` does). Just `Ok(len)` without
 /// the `fault-injection` feature.
 #[inline(always)]
-fn faulted_len(site: Site, len: usize) -> Result<usize> {
+fn faulted_len(site: Site, fd: i32, len: usize) -> Result<usize> {
     loop {
-        match fault::stream(site, len) {
+        match fault::stream_on(site, fd, len) {
             Ok(len) => return Ok(len),
             Err(Errno::INTR) => continue,
             Err(e) => return Err(Error::from_errno(e)),
@@ -298,7 +298,7 @@ fn call_failed() -> Option<Error> {
 /// One `recv` into the spare room of `buf`.
 #[inline(always)]
 fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
-    let len = match faulted_len(Site::StreamRecv, buf.spare()) {
+    let len = match faulted_len(Site::StreamRecv, fd, buf.spare()) {
         Ok(len) => len,
         Err(e) => return Attempt::Done(Err(e)),
     };
@@ -325,7 +325,7 @@ fn recv_into<B: IoBufMut>(buf: &mut B, fd: i32) -> Attempt {
 /// One `send` of the bytes of `buf`, without SIGPIPE.
 #[inline(always)]
 fn send_from<B: IoBuf>(buf: &B, fd: i32) -> Attempt {
-    let len = match faulted_len(Site::StreamSend, buf.bytes_len()) {
+    let len = match faulted_len(Site::StreamSend, fd, buf.bytes_len()) {
         Ok(len) => len,
         Err(e) => return Attempt::Done(Err(e)),
     };
@@ -450,7 +450,7 @@ impl<H: for<'p> Handler<Reactor, Result<PooledBuf<'p>>>> OpState<H> for RecvPool
             return Attempt::Done(Err(Error::PoolFull(Pool::ReadBuffers)));
         };
         let ptr = pool.buf_ptr(i);
-        let (len, r) = match faulted_len(Site::StreamRecv, pool.buf_size()) {
+        let (len, r) = match faulted_len(Site::StreamRecv, fd, pool.buf_size()) {
             // SAFETY: `ptr` is valid for `buf_size() >= len` bytes: buffer
             // `i`, taken above.
             Ok(len) => (
@@ -748,4 +748,22 @@ pub(crate) fn connect_nonblocking<H: ConnectHandler<Reactor>>(
         // SAFETY: start_op handed `op` back untouched.
         handler: unsafe { take_back(sched, op) }.1,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SendTo, SocketOp};
+
+    /// The room a Unix-domain datagram send leaves in its slot for its
+    /// buffer and handler together (documented on `UnixDatagram`): the
+    /// reactor's header and the 110-byte `sockaddr_un` take the rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_room_for_buffer_and_handler() {
+        let fixed = core::mem::size_of::<SocketOp<SendTo<(), libc::sockaddr_un>, ()>>();
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("epoll Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 96);
+        }
+    }
 }

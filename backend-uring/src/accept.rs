@@ -30,7 +30,7 @@ use pinion_sys::uring::abi::IOSQE_CQE_SKIP_SUCCESS;
 use pinion_sys::uring::Sqe;
 
 use crate::desc::{DescTable, NIL};
-use crate::proactor::{stat, Proactor, Sched, TAG_ACCEPT, UD_IGNORE};
+use crate::proactor::{stat, Proactor, Sched, TAG_ACCEPT, TAG_ZC, UD_IGNORE};
 
 /// Accepted connections a listener holds for `async_accept` before its
 /// multishot accept is stopped (until the next `async_accept`); the
@@ -196,7 +196,7 @@ unsafe fn complete_accept<H: AcceptHandler<Proactor>>(
                 (Ok(fd), Some(k)) => {
                     // SAFETY: the kernel gave this op a new fd.
                     let fd = unsafe { Fd::from_raw(fd as i32) };
-                    Ok(proactor.open_reserved(k, fd, DescKind::Stream))
+                    proactor.open_reserved(k, fd, DescKind::Stream)
                 }
                 (Ok(_), None) => Ok(Key::from_bits(key)),
                 (Err(e), k) => {
@@ -530,6 +530,8 @@ impl Proactor {
                 }
                 return;
             }
+            #[cfg(feature = "fault-injection")]
+            self.cancelled.note(op.as_ptr() as u64);
             // SAFETY: a cancel carries no pointer; its CQE is ignored.
             let _ = unsafe {
                 self.push_on(
@@ -539,6 +541,21 @@ impl Proactor {
                     |_| Sqe::cancel_user_data(op.as_ptr() as u64).user_data(UD_IGNORE),
                 )
             };
+            if self.zc_min != u32::MAX {
+                // A write may have gone out as a zero-copy send, whose
+                // user_data is tagged. A cancel that finds nothing is
+                // harmless; one after the result leaves the write waiting
+                // for its notification (the buffer stays with it).
+                // SAFETY: as above.
+                let _ = unsafe {
+                    self.push_on(
+                        key,
+                        false,
+                        || {},
+                        |_| Sqe::cancel_user_data(op.as_ptr() as u64 | TAG_ZC).user_data(UD_IGNORE),
+                    )
+                };
+            }
         });
     }
 }

@@ -91,6 +91,10 @@ pub struct Desc {
     /// `fd` is installed in the ring's registered-file table at this
     /// slot's index: SQEs name it as `Target::Fixed(index)`.
     fixed: AtomicBool,
+    /// The socket takes zero-copy sends (TCP, with `Options::send_zc`
+    /// on): set before its key is published, read under `sq_lock` by the
+    /// writes that check that key.
+    pub(crate) zc: AtomicBool,
     /// Link in a listener's list of accepted connections, guarded by that
     /// listener's lock (nobody else can reach a pending descriptor).
     pub(crate) pending_next: Cell<u32>,
@@ -116,6 +120,7 @@ impl Desc {
         sqe_key: UnsafeCell::new(sqe_key(0, KEY_CLOSED)),
         fd: AtomicI32::new(-1),
         fixed: AtomicBool::new(false),
+        zc: AtomicBool::new(false),
         pending_next: Cell::new(NIL),
         closing_next: Cell::new(NIL),
         closing_fence: Cell::new(0),
@@ -210,32 +215,63 @@ impl Proactor {
     /// `PoolFull(Descriptors)`, the fd closed.
     pub(crate) fn open_desc(&self, fd: Fd, kind: DescKind) -> Result<Key> {
         let key = self.reserve_desc()?;
-        Ok(self.open_reserved(key, fd, kind))
+        self.open_reserved(key, fd, kind)
     }
 
     /// [`open_desc`](Self::open_desc) into a slot reserved already.
-    pub(crate) fn open_reserved(&self, key: Key, fd: Fd, kind: DescKind) -> Key {
+    pub(crate) fn open_reserved(&self, key: Key, fd: Fd, kind: DescKind) -> Result<Key> {
         let d = self.descs.at(key.index()).expect("a reserved slot");
-        let fd = fd.into_raw();
-        d.with(|st| {
-            st.open = true;
-            st.holds = 0;
-            st.listener = ListenerState::new();
-            d.fd.store(fd, Ordering::Release);
-        });
-        let _ = kind;
-        let mut low = fd as u32 as u64 & KEY_LOW;
+        // Everything an SQE or a close needs is set up before the slot is
+        // marked open: from then on a shutdown's `close_all_descs` may
+        // close it (nobody else knows the key yet).
+        // Only TCP takes `SEND_ZC` (Unix sockets answer EOPNOTSUPP): one
+        // getsockopt per socket, and only with zero-copy sends on.
+        let zc = self.zc_min != u32::MAX
+            && kind == DescKind::Stream
+            && matches!(
+                pinion_sys::socket::get_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_DOMAIN),
+                Ok(libc::AF_INET | libc::AF_INET6)
+            );
+        d.zc.store(zc, Ordering::Relaxed);
+        let mut low = fd.raw() as u32 as u64 & KEY_LOW;
         if self.info.registered_files {
             stat!(self, files_updates);
-            let ok = matches!(self.ring.register_files_update(key.index(), &[fd]), Ok(1));
+            let ok = matches!(
+                self.ring.register_files_update(key.index(), &[fd.raw()]),
+                Ok(1)
+            );
             d.fixed.store(ok, Ordering::Release);
             if ok {
                 low = KEY_FIXED | key.index() as u64;
             }
         }
+        d.fd.store(fd.raw(), Ordering::Release);
         // SAFETY: `sqe_key` is guarded by `sq_lock`, held by `with_sq`.
         self.with_sq(|_| unsafe { *d.sqe_key.get() = sqe_key(key.gen(), low) });
-        key
+        let opened = d.with(|st| {
+            // Shut down since the slot was reserved: `close_all_descs` has
+            // passed it, so it is not opened at all.
+            if self.descs.is_closed() {
+                return false;
+            }
+            st.open = true;
+            st.holds = 0;
+            st.listener = ListenerState::new();
+            true
+        });
+        if !opened {
+            // SAFETY: `sqe_key` is guarded by `sq_lock`, held by `with_sq`.
+            self.with_sq(|_| unsafe {
+                *d.sqe_key.get() = sqe_key(key.gen().wrapping_add(1), KEY_CLOSED)
+            });
+            self.unregister_file(key.index());
+            d.fd.store(-1, Ordering::Release);
+            self.unreserve_desc(key);
+            // `fd` is still ours: closed as it drops.
+            return Err(Error::PoolFull(Pool::Descriptors));
+        }
+        fd.into_raw();
+        Ok(key)
     }
 
     /// Runs `f` on the fd of a live key, under the descriptor's lock:
@@ -300,14 +336,23 @@ impl Proactor {
     /// taken every SQE queued for it (see the module docs). A listener's
     /// accepted-but-unclaimed connections are closed too.
     pub(crate) fn close_desc(&self, sched: &Sched, key: Key) -> Result<()> {
-        let d = self.desc(key)?;
         let mut aborted = OpQueue::new();
+        let closed = self.close_desc_into(key, &mut aborted);
+        // SAFETY: aborted accepts had their work counted when parked.
+        unsafe { sched.post_deferred_completions(&mut aborted) };
+        closed
+    }
+
+    /// [`close_desc`](Self::close_desc), with the parked accepts it aborts
+    /// handed to `aborted`.
+    fn close_desc_into(&self, key: Key, aborted: &mut OpQueue) -> Result<()> {
+        let d = self.desc(key)?;
         let fence = d.with(|st| {
             if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {
                 return Err(Error::BadDescriptor);
             }
             st.open = false;
-            take_waiters(&mut st.listener, &mut aborted);
+            take_waiters(&mut st.listener, aborted);
             st.holds = 1 + st.listener.armed as u8;
             let target = self.slot_target(key.index());
             // The generation moves on and the cancel is queued in one
@@ -329,8 +374,6 @@ impl Proactor {
         while let Some(i) = d.with(|st| st.listener.pop_pending(&self.descs)) {
             self.close_unused(i);
         }
-        // SAFETY: aborted accepts had their work counted when parked.
-        unsafe { sched.post_deferred_completions(&mut aborted) };
         if self.submit_through(fence) {
             self.teardown(key.index());
         } else {
@@ -449,6 +492,20 @@ impl Proactor {
             };
             if let Some(idx) = next {
                 self.teardown(idx);
+            }
+        }
+    }
+
+    /// Closes every socket still open as [`close_desc`](Self::close_desc)
+    /// does, and takes no new one (shutdown, before the kernel is
+    /// drained): from here on no SQE can name any of them.
+    pub(crate) fn close_all_descs(&self, aborted: &mut OpQueue) {
+        self.descs.close();
+        for i in 0..self.descs.used() {
+            if let Some(key) = self.descs.key_of(i) {
+                // A slot that is not open (free, reserved, closing) answers
+                // BadDescriptor: nothing to do.
+                let _ = self.close_desc_into(key, aborted);
             }
         }
     }

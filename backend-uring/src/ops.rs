@@ -11,6 +11,7 @@ use core::mem::{zeroed, ManuallyDrop};
 use core::net::SocketAddr;
 use core::ptr::{addr_of, addr_of_mut, NonNull};
 
+use core::sync::atomic::Ordering;
 use pinion_core::backend::{
     At, ConnectHandler, Handler, Here, Invoke, OpHooks, OpId, Operation, Readiness, Started,
     WaitHandler,
@@ -18,9 +19,11 @@ use pinion_core::backend::{
 use pinion_core::buf::{IoBuf, IoBufMut};
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::addr::{RawAddr, SockAddr};
+
+use pinion_core::backend::Key;
 use pinion_sys::uring::Sqe;
 
-use crate::proactor::{Proactor, Sched};
+use crate::proactor::{stat, Proactor, Sched, TAG_ZC};
 
 // ---- read / write -------------------------------------------------------
 
@@ -147,12 +150,14 @@ impl<B: IoBuf> BufLike for WriteOnly<B> {
     unsafe fn commit_read(&mut self, _: usize) {}
 }
 
-/// Starts a read (`READ`) or a write with `buf` on the socket `key` names.
+/// Starts a read (`READ`) or a write with `buf` on the socket `key` names;
+/// `ZC`: a write of at least `Options::send_zc` bytes (`send_zc`).
 #[inline(always)]
 pub(crate) fn start_buf_op<
     B: BufLike,
     H: Handler<Proactor, (Result<usize>, B)>,
     const READ: bool,
+    const ZC: bool,
 >(
     at: At<'_, Proactor>, mut buf: B, handler: H,
 ) -> Started<(B, H)> {
@@ -174,7 +179,7 @@ pub(crate) fn start_buf_op<
         Ok(p) => p,
         Err(op) => {
             return Err(Rejected {
-                error: Error::PoolFull(Pool::Ops),
+                error: sched.pool_error(Pool::Ops),
                 handler: (
                     ManuallyDrop::into_inner(op.buf),
                     ManuallyDrop::into_inner(op.handler),
@@ -197,32 +202,130 @@ pub(crate) fn start_buf_op<
         unsafe { sched.post_immediate_completion_in(here, p.cast()) };
         return Ok(());
     }
-    // IORING_OP_RECV / IORING_OP_SEND, written in place (only the fields
-    // they use: `Sq::push_lean`).
+    // Under a fault schedule: a shorter length in the SQE, or the error
+    // the kernel's CQE would carry, without an SQE.
+    #[cfg(feature = "fault-injection")]
+    let len = match faulted_len(proactor, key, READ, len) {
+        Ok(len) => len,
+        Err(error) => {
+            if proactor.descs.get(key).is_none() {
+                // SAFETY: never queued: still ours.
+                return Err(unsafe { refuse_buf_op(sched, here, p, Error::BadDescriptor) });
+            }
+            // SAFETY: a fresh op, on no queue, completing with this
+            // scheduler; `here` is this scheduler's.
+            unsafe {
+                (*p.as_ptr()).header.set_result(Err(error));
+                sched.post_immediate_completion_in(here, p.cast());
+            }
+            return Ok(());
+        }
+    };
+    // IORING_OP_RECV / IORING_OP_SEND (or SEND_ZC for a large write),
+    // written in place (only the fields they use: `Sq::push_lean`).
     let user_data = p.as_ptr() as u64;
     // SAFETY: the buffer's bytes stay put while the buffer value sits in
     // the op's slot (IoBuf/IoBufMut contract), and the slot stays
     // allocated until this SQE's CQE has been reaped.
     let pushed = unsafe {
-        proactor.push_sqe_on(
-            key,
-            // SAFETY: counted once the key is checked, finished by the
-            // op's completion.
-            || sched.io_work_started(),
-            |target| {
-                if READ {
-                    Sqe::recv(target, ptr, len)
-                } else {
-                    Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
-                }
-                .user_data(user_data)
-            },
-        )
+        // The large-write instance (`ZC`, started by `start_large_write`)
+        // pushes out of line; the others write their SQE straight into
+        // the ring.
+        if ZC {
+            push_large_write(
+                proactor,
+                key,
+                || sched.io_work_started(),
+                ptr,
+                len,
+                user_data,
+            )
+        } else {
+            proactor.push_sqe_on(
+                key,
+                // SAFETY: counted once the key is checked, finished by the
+                // op's completion.
+                || sched.io_work_started(),
+                |target| {
+                    if READ {
+                        Sqe::recv(target, ptr, len)
+                    } else {
+                        Sqe::send(target, ptr, len, libc::MSG_NOSIGNAL as u32)
+                    }
+                    .user_data(user_data)
+                },
+            )
+        }
     };
     match pushed {
         Ok(()) => Ok(()),
         // SAFETY: refused, the op was never queued: still ours.
         Err(error) => Err(unsafe { refuse_buf_op(sched, here, p, error) }),
+    }
+}
+
+/// A write of at least `Options::send_zc` bytes (`Backend::write_some`
+/// tests the length): out of line and cold, so the plain write's path
+/// stays as it was without zero-copy sends.
+#[cold]
+#[inline(never)]
+pub(crate) fn start_large_write<B: BufLike, H: Handler<Proactor, (Result<usize>, B)>>(
+    at: At<'_, Proactor>, buf: B, handler: H,
+) -> Started<(B, H)> {
+    start_buf_op::<B, H, false, true>(at, buf, handler)
+}
+
+/// Pushes a write of at least `Options::send_zc` bytes: `SEND_ZC`
+/// (tagged, so the reaper waits for its notification) on a socket that
+/// takes it, else a plain `SEND`. The socket's `zc` flag is read under
+/// `sq_lock` after the key check, so it is the current socket's.
+///
+/// # Safety
+/// As for `Proactor::push_sqe_on`, for `len` bytes at `ptr` owned by the
+/// operation `user_data` names.
+#[inline(never)]
+unsafe fn push_large_write(
+    proactor: &Proactor, key: Key, started: impl FnOnce(), ptr: *mut u8, len: u32, user_data: u64,
+) -> Result<()> {
+    let flags = libc::MSG_NOSIGNAL as u32;
+    // SAFETY: forwarded; both SQEs are lean.
+    unsafe {
+        proactor.push_sqe_on(key, started, |target| {
+            let zc = proactor
+                .descs
+                .at(key.index())
+                .is_some_and(|d| d.zc.load(Ordering::Relaxed));
+            if !zc {
+                return Sqe::send(target, ptr, len, flags).user_data(user_data);
+            }
+            stat!(proactor, zc_sends);
+            Sqe::send_zc(target, ptr, len, flags).user_data(user_data | TAG_ZC)
+        })
+    }
+}
+
+/// The length a stream `recv`/`send` SQE asks for under the fault
+/// schedule (`pinion_sys::fault::stream_on`): `len`, fewer bytes, or an
+/// error (`EINTR` is retried, as the kernel's io_uring does).
+#[cfg(feature = "fault-injection")]
+#[cold]
+fn faulted_len(
+    proactor: &Proactor, key: pinion_core::backend::Key, read: bool, len: u32,
+) -> Result<u32> {
+    use pinion_sys::fault::{self, Site};
+    let site = if read {
+        Site::StreamRecv
+    } else {
+        Site::StreamSend
+    };
+    // A stale key: any fd; the push refuses it.
+    let fd = proactor.with_desc_fd(key, Ok).unwrap_or(-1);
+    loop {
+        match fault::stream_on(site, fd, len as usize) {
+            Ok(n) => return Ok(n as u32),
+            Err(pinion_sys::Errno::INTR) => continue,
+            Err(e) => return Err(Error::from_errno(e)),
+        }
     }
 }
 
@@ -391,7 +494,13 @@ pub(crate) fn start_wait<H: WaitHandler<Proactor>>(
             true,
             // SAFETY: counted once the key is checked, finished by the
             // op's completion.
-            || sched.io_work_started(),
+            || {
+                sched.io_work_started();
+                // A fault schedule may report a cancelled poll as cancelled
+                // whatever it found: a poll consumes nothing.
+                #[cfg(feature = "fault-injection")]
+                sched.task().cancelled.note_poll(o as u64);
+            },
             |target| Sqe::poll_add(target, mask).user_data(o as u64),
         )
     };
@@ -592,4 +701,25 @@ where
     H: Handler<Proactor, (Result<usize>, B)>,
 {
     complete_send_to::<B, H, R>
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MsgOp;
+
+    /// The room a Unix-domain datagram operation leaves in its slot for
+    /// its buffer and handler together (documented on `UnixDatagram`):
+    /// header, `msghdr`, iovec and the 110-byte `sockaddr_un` take the
+    /// rest.
+    #[test]
+    fn a_unix_datagram_op_leaves_40_bytes_for_buffer_and_handler_on_64_bit() {
+        let fixed = core::mem::size_of::<MsgOp<(), (), libc::sockaddr_un>>();
+        // Buffers and handlers are 8-aligned on 64-bit: they start at the
+        // next multiple of 8.
+        let room = pinion_core::OP_SLOT_SIZE - fixed.next_multiple_of(8);
+        println!("io_uring Unix datagram op: {fixed} bytes fixed, {room} left");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(room, 40);
+        }
+    }
 }

@@ -76,7 +76,7 @@ use core::ptr::NonNull;
 use pinion_sync::SyncKit;
 
 #[cfg(target_os = "linux")]
-use crate::buf::{IoBuf, IoBufMut};
+use crate::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
 #[cfg(target_os = "linux")]
 use crate::memory::Region;
 #[cfg(target_os = "linux")]
@@ -136,11 +136,21 @@ pub unsafe trait Task: Send + Sync + 'static {
     fn interrupt(&self);
 
     /// Hands every operation the backend still holds to `ops` for
-    /// destruction, once no operation can be in the kernel any more.
+    /// destruction, once no operation can be in the kernel any more, and
+    /// lets go of every kernel object a program opened through it: every
+    /// descriptor is closed (its key retired, so a handle to it answers
+    /// `BadDescriptor` and never reaches a reused slot), the descriptor
+    /// and timer tables take no new entry (`PoolFull`, which the facade
+    /// reports as `ContextShutDown`), every timer is retired. The
+    /// backend's own objects (its epoll or ring fd, interrupter, timerfd)
+    /// may stay until it is dropped, so that late calls stay memory-safe.
     ///
     /// # Safety
     /// Only the scheduler calls it, at shutdown, when no thread runs the
-    /// context.
+    /// context. Other threads may still start or close operations on it
+    /// meanwhile (`IoContext::shutdown` on a shared context): each is
+    /// refused, or handed over here. It may be called again (at drop),
+    /// and then finds nothing left.
     unsafe fn shutdown(&self, ops: &mut OpQueue);
 
     /// The monotonic clock, in nanoseconds, that deadlines refer to.
@@ -475,6 +485,19 @@ pub unsafe trait Backend: Task + Sized {
         let _ = (at, buf);
         None
     }
+
+    /// Reads at most `bufs.total_spare()` bytes into the room of several
+    /// buffers, filling each before the next (a scatter read: `recvmsg`
+    /// with an iovec per buffer; `Eof` for a peer that closed).
+    fn read_some_vectored<T: IoBufsMut, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)>;
+
+    /// Writes at most `bufs.total_len()` bytes of several buffers, in
+    /// order (a gather write: `sendmsg`, without SIGPIPE).
+    fn write_some_vectored<T: IoBufs, H: IoHandler<Self, T>>(
+        at: At<'_, Self>, bufs: T, h: H,
+    ) -> Started<(T, H)>;
 
     /// Reads into a buffer of the read pool taken only when data arrives.
     fn read_pooled<H: PooledHandler<Self>>(at: At<'_, Self>, h: H) -> Started<H>;

@@ -14,6 +14,8 @@
 //! - [`Slice`]: a window of an `IoBuf` from an offset (partial writes).
 //! - [`BufPool`] / [`PoolBuf`]: fixed-size chunks from fixed storage, for
 //!   programs that allocate nothing; `Vec<u8>` with the `alloc` feature.
+//! - [`IoBufs`] / [`IoBufsMut`]: a fixed array of buffers moved by one
+//!   vectored call (gather writes, scatter reads).
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::NonNull;
@@ -21,6 +23,9 @@ use core::ptr::NonNull;
 use pinion_sync::{Locked, RawMutex};
 
 use crate::storage::Storage;
+
+mod vectored;
+pub use vectored::{IoBufs, IoBufsMut, IoVec};
 
 /// A buffer whose initialised bytes can be written to a descriptor.
 ///

@@ -129,6 +129,13 @@ pub enum Error {
     UnixPathInvalid(u32),
     /// The process or system descriptor limit is reached (`EMFILE`/`ENFILE`).
     TooManyOpenFiles,
+    /// The context was shut down (`IoContext::shutdown`): it runs nothing
+    /// and starts nothing any more.
+    ContextShutDown,
+    /// `IoContext::shutdown` was called from a handler or task of the same
+    /// context: it waits for every `run()` to return, so it would wait for
+    /// itself.
+    ShutdownInsideRun,
     /// Any other OS error.
     Os(Errno),
 }
@@ -142,6 +149,12 @@ pub enum SocketKind {
     TcpStream,
     /// An IPv4 or IPv6 datagram socket.
     UdpSocket,
+    /// A listening Unix-domain stream socket.
+    UnixListener,
+    /// A connected Unix-domain stream socket.
+    UnixStream,
+    /// A Unix-domain datagram socket.
+    UnixDatagram,
 }
 
 impl SocketKind {
@@ -151,6 +164,9 @@ impl SocketKind {
             SocketKind::TcpListener => "a listening TCP socket",
             SocketKind::TcpStream => "a connected TCP socket",
             SocketKind::UdpSocket => "a UDP socket",
+            SocketKind::UnixListener => "a listening Unix-domain stream socket",
+            SocketKind::UnixStream => "a connected Unix-domain stream socket",
+            SocketKind::UnixDatagram => "a Unix-domain datagram socket",
         }
     }
 }
@@ -316,6 +332,15 @@ impl fmt::Display for Error {
             ),
             Error::TooManyOpenFiles => f.write_str(
                 "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)",
+            ),
+            Error::ContextShutDown => f.write_str(
+                "the context was shut down (IoContext::shutdown): it runs and starts nothing \
+                 any more; build a new context",
+            ),
+            Error::ShutdownInsideRun => f.write_str(
+                "IoContext::shutdown called from a handler or task of the same context: it \
+                 waits for run() to return, so it would wait for itself; call stop() there and \
+                 shutdown() once run() has returned",
             ),
             Error::Os(e) => fmt::Display::fmt(e, f),
         }

@@ -27,7 +27,7 @@
 //!
 //! No allocation, no `std`: with the `alloc` feature, storage may be boxed
 //! once at build time, and `Vec<u8>` can serve as a buffer.
-#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![cfg_attr(not(any(test, feature = "std", loom)), no_std)]
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 // Tests use boxed storage too, so miri sees no leak from them.
@@ -38,6 +38,13 @@ pub mod backend;
 pub mod buf;
 pub mod compose;
 mod error;
+// The fuzz targets' entry points (fuzz/fuzz_targets/*.rs call them, as
+// tokio's `fuzz_linked_list` does), next to the test helpers they reuse;
+// the unit tests replay the committed seed corpus through them.
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+#[doc(hidden)]
+pub mod fuzz;
+mod loom;
 pub mod memory;
 pub mod op;
 pub mod pool;

@@ -85,6 +85,8 @@ pub struct SlotPool<M: RawMutex> {
 struct FreeList {
     free: *mut OpSlot,
     bump: usize,
+    /// [`SlotPool::close`]d: no slot is handed out any more.
+    closed: bool,
 }
 
 // SAFETY: the free list is only touched through its guard; slots are
@@ -102,6 +104,7 @@ impl<M: RawMutex> SlotPool<M> {
             list: Locked::new(FreeList {
                 free: ptr::null_mut(),
                 bump: 0,
+                closed: false,
             }),
             base,
             len,
@@ -124,7 +127,9 @@ impl<M: RawMutex> SlotPool<M> {
     pub fn alloc(&self) -> Option<NonNull<OpSlot>> {
         let mut list = self.list.lock();
         let head = list.free;
-        let slot = if !head.is_null() {
+        let slot = if list.closed {
+            ptr::null_mut()
+        } else if !head.is_null() {
             // SAFETY: a free slot's first word holds the next free slot
             // (written by `free`), and the list is ours under the guard.
             list.free = unsafe { ptr::read(head as *const *mut OpSlot) };
@@ -139,6 +144,12 @@ impl<M: RawMutex> SlotPool<M> {
         };
         drop(list);
         NonNull::new(slot)
+    }
+
+    /// Hands out no slot any more: every later [`alloc`](Self::alloc)
+    /// answers `None` (a context shut down in place). Slots still go back.
+    pub fn close(&self) {
+        self.list.lock().closed = true;
     }
 
     /// Returns a slot to the pool.

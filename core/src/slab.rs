@@ -33,7 +33,7 @@
 
 use core::cell::Cell;
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use pinion_sync::{Locked, RawMutex};
 
@@ -146,6 +146,9 @@ pub struct Slab<T: 'static, M: RawMutex> {
     cap: u32,
     /// The free list; the entries' `next_free` links are also guarded by it.
     alloc: Locked<M, Alloc>,
+    /// [`close`](Self::close)d: no entry is taken any more. Written under
+    /// the lock, read with it (by `insert`) or without (`is_closed`).
+    closed: AtomicBool,
 }
 
 // SAFETY: `alloc` (and every `next_free`) is only touched through its
@@ -169,6 +172,7 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
                 bump: 0,
                 live: 0,
             }),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -217,6 +221,9 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
     /// under the value's own lock if it has one.
     pub fn insert(&self) -> Option<(Key, &T)> {
         let index = self.with_alloc(|a| {
+            if self.closed.load(Ordering::Relaxed) {
+                return None;
+            }
             let i = if a.free != NIL {
                 let i = a.free;
                 // SAFETY: `i` came off the free list, so it is in bounds;
@@ -234,6 +241,21 @@ impl<T: 'static, M: RawMutex> Slab<T, M> {
         })?;
         let e = self.entry(index)?;
         Some((Key::new(index, e.gen.load(Ordering::Acquire)), &e.value))
+    }
+
+    /// Takes no entry any more: every later [`insert`](Self::insert)
+    /// answers `None` (a context shut down in place). Entries taken stay
+    /// taken until released; released ones stay free.
+    pub fn close(&self) {
+        self.with_alloc(|_| self.closed.store(true, Ordering::Release));
+    }
+
+    /// [`close`](Self::close) has run. A caller that set an entry up under
+    /// the entry's own lock and then sees `false` here (under that lock)
+    /// knows that a walk made after `close` under the same lock sees it.
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// The entry `key` names, while the key is current.

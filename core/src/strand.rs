@@ -18,13 +18,13 @@
 //! creating a strand allocates nothing; the slot returns to the pool when
 //! the last `Strand` handle is dropped and no handler is pending.
 
-use core::cell::UnsafeCell;
 use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
 use pinion_sync::{Locked, SyncKit};
 
 use crate::backend::Task;
+use crate::loom::cell::UnsafeCell;
 use crate::op::{Invoke, Operation};
 use crate::queue::OpQueue;
 use crate::scheduler::{complete_handler, HandlerOp, Scheduler, StrandFrame};
@@ -87,7 +87,7 @@ impl<'s, T: Task, K: SyncKit> Strand<'s, T, K> {
         // last hand-over (`release`), once.
         match unsafe { sched.alloc_op(imp) } {
             Ok(imp) => Ok(Strand { sched, imp }),
-            Err(_) => Err(Error::PoolFull(Pool::Ops)),
+            Err(_) => Err(sched.pool_error(Pool::Ops)),
         }
     }
 
@@ -301,10 +301,11 @@ unsafe fn strand_complete<T: Task, K: SyncKit>(
     // live and `ready` is ours.
     let s = unsafe { imp.as_ref() };
     if !how.is_run() {
-        // Shutdown: no handle can exist (they borrow the scheduler being
-        // dropped), so destroy every handler. Tasks bound to the strand
-        // may still hold references (a task slot outlives its poll while a
-        // waker or join handle exists); the last one frees the slot.
+        // Shutdown: destroy every handler. Handles may still exist (a
+        // context shut down in place), and tasks bound to the strand may
+        // still hold references (a task slot outlives its poll while a
+        // waker or join handle exists): the last one frees the slot, and
+        // a later post is refused (no operation slot is handed out).
         let mut all = OpQueue::new();
         // SAFETY: exclusive at shutdown.
         all.push_queue(unsafe { &mut *s.ready.get() });

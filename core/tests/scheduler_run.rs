@@ -12,7 +12,6 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
 
 use pinion_core::backend::NoTask;
 use pinion_core::{Scheduler, Strand};
@@ -24,27 +23,35 @@ use common::*;
 
 // ------------------------------------------------------------ stopping
 
-fn stop_wakes_all<K: SyncKit>()
+/// `sleeps`: the kit's idle threads sleep in the kernel (futex), so the
+/// test can wait until all four are asleep before it stops them; a spin
+/// kit's idle threads spin, with no state to wait for.
+fn stop_wakes_all<K: SyncKit>(sleeps: bool)
 where
     Ctx<K>: Sync,
 {
     let _w = watchdog("stop_wakes_all", 60);
     let ctx: &'static Ctx<K> = leak(scale(1000, 10) + 64, 4);
     let guard = ctx.work_guard();
-    let entered: &'static AtomicUsize = leak_box(Box::new(AtomicUsize::new(0)));
+    let tids: &'static Mutex<Vec<u32>> = leak_box(Box::new(Mutex::new(Vec::new())));
     let runners: Vec<_> = (0..4)
         .map(|_| {
             thread::spawn(move || {
-                entered.fetch_add(1, Ordering::SeqCst);
+                tids.lock().unwrap().push(current_tid());
                 ctx.run()
             })
         })
         .collect();
     wait_until("4 threads to enter run", 10, || {
-        entered.load(Ordering::SeqCst) == 4
+        tids.lock().unwrap().len() == 4
     });
-    // Give them time to go to sleep (not asserted: stop must work either way).
-    thread::sleep(Duration::from_millis(50));
+    if sleeps {
+        // Asleep on the idle event (or briefly on the mutex on the way
+        // there): the stop below must reach sleeping threads.
+        for &t in tids.lock().unwrap().iter() {
+            wait_blocked(t, "a runner to fall asleep");
+        }
+    }
     assert!(runners.iter().all(|h| !h.is_finished()), "work guard held");
     assert!(!ctx.stopped());
     ctx.stop();
@@ -77,12 +84,12 @@ where
 
 #[test]
 fn stop_wakes_every_waiting_thread_futex() {
-    stop_wakes_all::<FutexKit>();
+    stop_wakes_all::<FutexKit>(true);
 }
 
 #[test]
 fn stop_wakes_every_waiting_thread_spin() {
-    stop_wakes_all::<SpinKit>();
+    stop_wakes_all::<SpinKit>(false);
 }
 
 /// A handler calling `stop()` mid-batch: the rest of the batch and what
@@ -162,15 +169,23 @@ fn work_guard_keeps_run_alive_until_dropped() {
     let ran = Arc::new(AtomicBool::new(false));
     let guard = ctx.work_guard();
     assert_eq!(ctx.outstanding_work(), 1);
-    let runner = spawn_runners(ctx, 1);
-    thread::sleep(Duration::from_millis(50));
+    let (tx, tid) = std::sync::mpsc::channel();
+    let runner = vec![thread::spawn(move || {
+        tx.send(current_tid()).unwrap();
+        ctx.run()
+    })];
+    // Asleep with nothing but the guard: `run` stayed (a `run` that
+    // returned would show as an exited thread and fail below).
+    wait_blocked(tid.recv().unwrap(), "the runner to fall asleep");
     assert!(!runner[0].is_finished(), "run returned with a guard alive");
     let r = ran.clone();
     ctx.post(move || r.store(true, Ordering::SeqCst))
         .expect("free slots");
-    wait_until("the handler posted after 50ms to run", 10, || {
-        ran.load(Ordering::SeqCst)
-    });
+    wait_until(
+        "the handler posted to the sleeping runner to run",
+        10,
+        || ran.load(Ordering::SeqCst),
+    );
     assert!(!runner[0].is_finished(), "run returned with a guard alive");
     guard.reset();
     assert_eq!(

@@ -384,8 +384,9 @@ fn completions_race_drops_from_other_threads() {
     let _w = watchdog("race", 60);
     let rounds = if cfg!(miri) { 8 } else { 300 };
     let drops = Arc::new(AtomicUsize::new(0));
-    let runners = common::spawn_runners(c, 1);
+    // The guard first: a runner that found no work would leave run() at once.
     let guard = c.work_guard();
+    let runners = common::spawn_runners(c, 1);
     for _ in 0..rounds {
         let (links, cancels) = (Links::default(), Arc::new(AtomicUsize::new(0)));
         let h = c.spawn(FakeIo::new(c, &links, &cancels)).unwrap();

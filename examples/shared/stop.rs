@@ -52,7 +52,8 @@ pub fn on_stop_signal<B: Backend>(
 /// the port is free for a successor), the connections already open are
 /// served until they end, and the context stops when the last one has
 /// closed or after the grace time, whichever comes first. `main` then
-/// returns and the process exits 0.
+/// shuts the context down ([`shut_down`]: whatever is still open closes,
+/// pending handlers are destroyed) and returns, and the process exits 0.
 ///
 /// A server counts its connections with [`opened`](Self::opened) and
 /// [`closed`](Self::closed).
@@ -93,7 +94,7 @@ impl<B: Backend> Drain<B> {
             grace.as_millis()
         );
         // The grace time: past it, the context stops with whatever is
-        // still open (the process exit closes those sockets).
+        // still open (`shut_down` then closes those sockets).
         let ctx = self.ctx;
         let armed = SteadyTimer::new(ctx).and_then(|t| {
             t.expires_after(grace)?;
@@ -122,6 +123,18 @@ impl<B: Backend> Drain<B> {
     /// `true` once a stop signal has arrived.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+/// The last step of a stop, once `run()` has returned on every thread:
+/// the context's shutdown destroys the handlers still pending (those of
+/// connections past the grace time) and closes every descriptor, the
+/// listener's registered file on io_uring included, so the port is free
+/// the moment this returns, not when the process is gone.
+pub fn shut_down<B: Backend>(ctx: &'static IoContext<B>, name: &str) {
+    if let Err(e) = ctx.shutdown() {
+        eprintln!("{name}: shutting the context down: {e}");
+        std::process::exit(1);
     }
 }
 

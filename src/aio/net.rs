@@ -214,7 +214,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
         ctx: &'c IoContext<B>, addr: SocketAddr,
     ) -> Result<Owned<TcpStream<'c, B>>> {
         let fd = open_socket::<B>(&addr, libc::SOCK_STREAM)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Stream)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Stream)?;
         match Op::new(ctx, key, ConnectTo(addr)).await {
             Ok(()) => Ok(Owned::new(TcpStream::from_key(ctx, key))),
             Err(e) => {

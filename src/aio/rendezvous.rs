@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Waker;
 
 use pinion_core::backend::{At, Backend, Key, OpHooks, OpId, Sched};
-use pinion_core::{Error, Pool, Result};
+use pinion_core::{Pool, Result};
 
 const PENDING: u8 = 0;
 const COMPLETING: u8 = 1;
@@ -105,7 +105,7 @@ impl<T: Send> Waiting<T> {
         };
         // SAFETY: freed once, by whichever side comes last (module docs),
         // or by `refused`.
-        let cell = unsafe { sched.alloc_op(r) }.map_err(|_| Error::PoolFull(Pool::Ops))?;
+        let cell = unsafe { sched.alloc_op(r) }.map_err(|_| sched.pool_error(Pool::Ops))?;
         Ok((
             Waiting { cell },
             CellHandler {

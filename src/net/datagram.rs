@@ -61,7 +61,7 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
     pub fn bind(ctx: &'c IoContext<B>, addr: SocketAddr) -> Result<Self> {
         let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
         sys::bind(fd.raw(), &addr)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Datagram)?;
         Ok(UdpSocket::from_key(ctx, key))
     }
 }

@@ -50,6 +50,18 @@ pub type UnixListener<'c, B> = Listener<'c, B, Unix>;
 /// A connected Unix-domain stream socket.
 pub type UnixStream<'c, B> = StreamSocket<'c, B, Unix>;
 /// A Unix-domain datagram socket.
+///
+/// **Room in the operation slot.** A send or receive keeps the peer's
+/// address (a 110-byte `sockaddr_un`) in its operation slot, and on
+/// io_uring the `msghdr` and iovec the kernel reads after the call too, so
+/// the buffer and the handler share what is left of the
+/// [`OP_SLOT_SIZE`](crate::OP_SLOT_SIZE)-byte slot: on 64-bit targets
+/// **40 bytes on io_uring** (a `Vec<u8>` and a handler holding one socket
+/// handle, or a `&'static [u8]` and 24 bytes of captures) and 96 on epoll
+/// (measured by each backend's unit test). An operation that does not
+/// fit does not compile ("does not fit in an OP_SLOT_SIZE slot"): capture
+/// a `&'static` state or an index instead of several handles, or use a
+/// connected socket's `async_send`, which needs no address.
 pub type UnixDatagram<'c, B> = DatagramSocket<'c, B, Unix>;
 
 mod sealed {

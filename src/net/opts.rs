@@ -116,7 +116,7 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         opts.apply(fd.raw(), &addr)?;
         sys::bind(fd.raw(), &addr)?;
         sys::listen(fd.raw(), opts.backlog)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Listener)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Listener)?;
         Ok(TcpListener::from_key(ctx, key))
     }
 }
@@ -128,7 +128,7 @@ impl<'c, B: Backend> UdpSocket<'c, B> {
         let fd = open_socket::<B>(&addr, libc::SOCK_DGRAM)?;
         opts.apply(fd.raw(), &addr)?;
         sys::bind(fd.raw(), &addr)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Datagram)?;
         Ok(UdpSocket::from_key(ctx, key))
     }
 

@@ -10,8 +10,10 @@ use core::marker::PhantomData;
 use core::net::SocketAddr;
 
 use pinion_core::backend::{At, Backend, DescKind, Key};
-use pinion_core::buf::{IoBuf, IoBufMut};
-use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
+use pinion_core::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
+use pinion_core::compose::{
+    post_value, AsyncReadSome, AsyncWriteSome, AsyncWriteSomeVectored, Post,
+};
 use pinion_core::pooled::PooledBuf;
 use pinion_core::{Error, Pool, Rejected, Result};
 use pinion_sys::socket::{self as sys, Shutdown};
@@ -122,7 +124,7 @@ impl<'c, B: Backend> TcpListener<'c, B> {
         sys::set_int_opt(fd.raw(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         sys::bind(fd.raw(), &addr)?;
         sys::listen(fd.raw(), backlog)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Listener)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Listener)?;
         Ok(TcpListener::from_key(ctx, key))
     }
 }
@@ -208,7 +210,7 @@ impl<'c, B: Backend> TcpStream<'c, B> {
     {
         let sched = ctx.sched();
         let key = match open_socket::<B>(&addr, libc::SOCK_STREAM)
-            .and_then(|fd| B::register(sched, fd, DescKind::Stream))
+            .and_then(|fd| crate::context::register::<B>(sched, fd, DescKind::Stream))
         {
             Ok(key) => key,
             Err(error) => return Err(Rejected { error, handler }),
@@ -280,6 +282,65 @@ impl<'c, B: Backend, P: Family> StreamSocket<'c, B, P> {
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
         B::write_some(self.at(), buf, Io(handler)).map_err(io_back)
+    }
+
+    /// Reads at most `bufs.total_spare()` bytes into the room of several
+    /// buffers, filling each before the next (a scatter read: one
+    /// `recvmsg`; on io_uring `IORING_OP_RECVMSG`). The handler gets the
+    /// count and the buffers back, each advanced by what it got, or `Eof`
+    /// when the peer has closed its side. A list with no room is refused
+    /// with `BufferFull`.
+    ///
+    /// ```
+    /// # let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+    /// let (a, b) = pinion::UnixStream::pair(ctx).unwrap();
+    /// pinion::compose::async_write(&a, &b"headerbody"[..], |r, _| assert_eq!(r, Ok(10))).unwrap();
+    /// let bufs = [Vec::with_capacity(6), Vec::with_capacity(64)];
+    /// b.async_read_some_vectored(bufs, |r, [head, body]| {
+    ///     // Whatever arrived in one piece fills the first buffer first.
+    ///     let n = r.unwrap();
+    ///     assert_eq!((head.as_slice(), &body[..n - 6]), (&b"header"[..], &b"body"[..n - 6]));
+    /// })
+    /// .unwrap();
+    /// ctx.run();
+    /// ```
+    pub fn async_read_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufsMut,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        if bufs.total_spare() == 0 {
+            return Err(refuse(Error::BufferFull, (bufs, handler)));
+        }
+        B::read_some_vectored(self.at(), bufs, Io(handler)).map_err(io_back)
+    }
+
+    /// Writes at most `bufs.total_len()` bytes of several buffers, in
+    /// order (a gather write: one `sendmsg`, without SIGPIPE; on io_uring
+    /// `IORING_OP_SENDMSG`). The handler gets the count and the buffers
+    /// back. [`async_write_vectored`](crate::compose::async_write_vectored)
+    /// writes them all.
+    ///
+    /// The list, its iovecs and the handler travel in one operation slot
+    /// ([`OP_SLOT_SIZE`](crate::OP_SLOT_SIZE) bytes), which bounds how many
+    /// buffers one call takes: a list that does not fit does not compile.
+    ///
+    /// ```compile_fail
+    /// # let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
+    /// let (a, _b) = pinion::UnixStream::pair(ctx).unwrap();
+    /// let bufs: [Vec<u8>; 16] = Default::default(); // 16 × 24 bytes
+    /// let _ = a.async_write_some_vectored(bufs, |_, _| ());
+    /// ```
+    pub fn async_write_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufs,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        B::write_some_vectored(self.at(), bufs, Io(handler)).map_err(io_back)
     }
 
     /// Reads into a buffer of the context's read pool
@@ -390,6 +451,18 @@ impl<B: Backend, P: Family> AsyncWriteSome for StreamSocket<'static, B, P> {
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
         StreamSocket::async_write_some(self, buf, handler)
+    }
+}
+
+impl<B: Backend, P: Family> AsyncWriteSomeVectored for StreamSocket<'static, B, P> {
+    fn async_write_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufs,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        StreamSocket::async_write_some_vectored(self, bufs, handler)
     }
 }
 

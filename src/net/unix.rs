@@ -30,8 +30,8 @@ fn register_pair<B: Backend>(
     ctx: &IoContext<B>, (a, b): (Fd, Fd), kind: DescKind,
 ) -> Result<(Key, Key)> {
     let sched = ctx.sched();
-    let ka = B::register(sched, a, kind)?;
-    match B::register(sched, b, kind) {
+    let ka = crate::context::register::<B>(sched, a, kind)?;
+    match crate::context::register::<B>(sched, b, kind) {
         Ok(kb) => Ok((ka, kb)),
         Err(e) => {
             let _ = B::close(At { sched, key: ka });
@@ -54,7 +54,7 @@ fn bind_unix<B: Backend>(
         DescKind::Datagram
     };
     then(fd.raw())
-        .and_then(|()| B::register(ctx.sched(), fd, kind))
+        .and_then(|()| crate::context::register::<B>(ctx.sched(), fd, kind))
         .inspect_err(|_| {
             let _ = addr.unlink();
         })
@@ -67,7 +67,7 @@ fn connect_now<B: Backend>(ctx: &IoContext<B>, addr: &UnixAddr) -> Result<Key> {
     let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM, true)?;
     sys::connect_to(fd.raw(), addr)?;
     sys::set_nonblocking(fd.raw(), !B::BLOCKING_SOCKETS)?;
-    B::register(ctx.sched(), fd, DescKind::Stream)
+    crate::context::register::<B>(ctx.sched(), fd, DescKind::Stream)
 }
 
 impl<'c, B: Backend> UnixListener<'c, B> {
@@ -184,7 +184,7 @@ impl<'c, B: Backend> UnixDatagram<'c, B> {
     /// to).
     pub fn unbound(ctx: &'c IoContext<B>) -> Result<Self> {
         let fd = unix_socket::<B>(libc::SOCK_DGRAM)?;
-        let key = B::register(ctx.sched(), fd, DescKind::Datagram)?;
+        let key = crate::context::register::<B>(ctx.sched(), fd, DescKind::Datagram)?;
         Ok(Self::from_key(ctx, key))
     }
 

@@ -28,6 +28,7 @@
 /// | Linux RISC-V | the `tp` register | one move |
 /// | other Linux (ARMv4T–v6, MIPS, PowerPC, ...) | `pthread_self()` | a libc call |
 /// | Miri, or other OS with `std` | a thread-local's address | a TLS access |
+/// | loom models (`cfg(loom)`) | a loom thread-local's address | a model lookup |
 /// | bare targets without `std` | 0 | none |
 ///
 /// With 0 the scheduler takes its locked path for every post, which is
@@ -37,7 +38,7 @@ pub fn current_thread_id() -> usize {
     imp::current_thread_id()
 }
 
-#[cfg(all(not(miri), target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(not(loom), not(miri), target_os = "linux", target_arch = "x86_64"))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -58,7 +59,7 @@ mod imp {
     }
 }
 
-#[cfg(all(not(miri), target_os = "linux", target_arch = "x86"))]
+#[cfg(all(not(loom), not(miri), target_os = "linux", target_arch = "x86"))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -81,7 +82,7 @@ mod imp {
     }
 }
 
-#[cfg(all(not(miri), target_os = "linux", target_arch = "aarch64"))]
+#[cfg(all(not(loom), not(miri), target_os = "linux", target_arch = "aarch64"))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -105,6 +106,7 @@ mod imp {
 /// ARMv7 or later: TPIDRURO exists from ARMv6K on, and stable rustc hides
 /// ARM's architecture-level target features from `cfg`.
 #[cfg(all(
+    not(loom),
     not(miri),
     target_os = "linux",
     target_arch = "arm",
@@ -132,6 +134,7 @@ mod imp {
 }
 
 #[cfg(all(
+    not(loom),
     not(miri),
     target_os = "linux",
     any(target_arch = "riscv64", target_arch = "riscv32")
@@ -160,6 +163,7 @@ mod imp {
 /// the thread descriptor's address, so the argument in the module docs
 /// holds; needs no `std`, only the libc the futex calls already link.
 #[cfg(all(
+    not(loom),
     not(miri),
     target_os = "linux",
     not(any(
@@ -184,7 +188,11 @@ mod imp {
 /// contract to lean on. With std linked (this crate's tests, or the `std`
 /// feature), the address of a thread-local stands in: each live thread has
 /// its own TLS block, so the address is unique among them, and non-zero.
-#[cfg(all(any(miri, not(target_os = "linux")), any(test, feature = "std")))]
+#[cfg(all(
+    not(loom),
+    any(miri, not(target_os = "linux")),
+    any(test, feature = "std")
+))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
@@ -196,10 +204,32 @@ mod imp {
 }
 
 /// Miri without std, and bare targets: no thread identity, so "unknown".
-#[cfg(all(any(miri, not(target_os = "linux")), not(any(test, feature = "std"))))]
+#[cfg(all(
+    not(loom),
+    any(miri, not(target_os = "linux")),
+    not(any(test, feature = "std"))
+))]
 mod imp {
     #[inline(always)]
     pub(super) fn current_thread_id() -> usize {
         0
+    }
+}
+
+/// Under loom every model thread is a coroutine on one OS thread, so the
+/// thread pointer (and `pthread_self`) is the same for all of them and the
+/// scheduler would take every model thread for the first one. loom's own
+/// thread-locals are per model thread: each is a separate heap value that
+/// lives until its thread ends, so its address is unique among live model
+/// threads and non-zero, as the module docs require.
+#[cfg(loom)]
+mod imp {
+    #[inline(always)]
+    pub(super) fn current_thread_id() -> usize {
+        loom::thread_local! {
+            // Not zero-sized: each thread's value needs its own address.
+            static MARKER: u8 = 0;
+        }
+        MARKER.with(|m| m as *const u8 as usize)
     }
 }

@@ -31,15 +31,19 @@
 //! | `ConnAborted` | accept | the connection died in the backlog (retried by the backend) |
 //! | `NoSpc` | epoll_ctl add | `max_user_watches` reached (`ENOSPC`) |
 //! | `Busy`, `Again` | io_uring_enter | the CQ ring is full and overflowing (`EBUSY`), or the kernel could not allocate request memory (`EAGAIN`); nothing was submitted |
-//! | `Canceled` | io_uring completion of a cancelled operation | the cancel won: the operation's CQE carries `-ECANCELED` |
-//! | `Late` | io_uring completion | the CQE is held back and reaped on a later pass (the kernel's completion order is not submission order) |
+//! | `Canceled` | io_uring completion of an operation whose cancel was sent, and that failed | the cancel won: the operation did nothing either way, and its CQE carries `-ECANCELED` instead of its own error |
+//! | `Late` | io_uring completion | the CQE is held back and reaped one to three passes later, after CQEs that came after it (the kernel's completion order is not submission order) |
+//! | `TinyRing` | io_uring setup | the ring gets 2 SQ and 4 CQ entries, so pushes meet a full SQ (back-pressure) and completions overflow the CQ into the kernel's backlog (`IORING_FEAT_NODROP`) in any busy test |
 //!
-//! The io_uring sites (`UringEnter`, `UringCancelled`, `UringReap`) are
-//! defined but not consulted yet: they wait for the io_uring system calls
-//! to move into this crate (one seam each for `io_uring_enter` and
-//! `io_uring_register`), and for the CQE reaping there. Today the
-//! io_uring backend sees the faults of [`socket`](crate::socket::socket)
-//! only.
+//! On io_uring the stream sites are consulted when a `recv`/`send` SQE is
+//! prepared: a short length goes into the SQE (the kernel then moves at
+//! most that many bytes), an error completes the operation without an
+//! SQE, as the kernel's CQE would. `io_uring_enter` faults are injected
+//! at its one seam ([`uring::enter`](crate::uring::enter)), before the
+//! call; the completion faults where the CQE is reaped.
+//!
+//! A short transfer is injected only on stream descriptors
+//! ([`stream_on`]): a datagram is sent and received whole or not at all.
 //!
 //! Not injected, on purpose: `EAGAIN` on an edge-triggered epoll socket.
 //! The kernel returns it only when it will signal the next edge (the
@@ -48,7 +52,9 @@
 //! the kernel never sends, which no real kernel does.
 //!
 //! Faults are *transparent* (the backend absorbs them: `Intr`,
-//! `ConnAborted`, `Short` under composed operations, `Late`) or
+//! `ConnAborted`, `Short` under composed operations, `Late`, `TinyRing`,
+//! and `Busy`/`Again` of `io_uring_enter`, after which the backend enters
+//! again) or
 //! *surfacing* (the program sees the error). A schedule caps how many
 //! surfacing faults it injects ([`Schedule::surfacing_budget`]), so that
 //! a test that fails under one can be checked to have failed with that
@@ -93,10 +99,12 @@ pub enum Site {
     UringCancelled,
     /// Reaping a CQE.
     UringReap,
+    /// Setting an io_uring ring up.
+    UringSetup,
 }
 
 impl Site {
-    const COUNT: usize = 9;
+    const COUNT: usize = 10;
 
     /// The faults the kernel can produce at this call.
     pub const fn faults(self) -> &'static [Fault] {
@@ -111,6 +119,7 @@ impl Site {
             Site::UringEnter => &[Intr, Busy, Again],
             Site::UringCancelled => &[Canceled],
             Site::UringReap => &[Late],
+            Site::UringSetup => &[TinyRing],
         }
     }
 }
@@ -147,10 +156,12 @@ pub enum Fault {
     Canceled,
     /// A CQE reaped on a later pass.
     Late,
+    /// A ring with the fewest entries that work.
+    TinyRing,
 }
 
 impl Fault {
-    const COUNT: u32 = 14;
+    const COUNT: u32 = 15;
 
     /// The error number the call fails with (`None` for `Short`/`Late`).
     #[cfg(target_os = "linux")]
@@ -168,7 +179,7 @@ impl Fault {
             Fault::Busy => Errno::BUSY,
             Fault::Again => Errno::AGAIN,
             Fault::Canceled => Errno::CANCELED,
-            Fault::Short | Fault::Late => return None,
+            Fault::Short | Fault::Late | Fault::TinyRing => return None,
         })
     }
 
@@ -176,7 +187,13 @@ impl Fault {
     pub const fn surfaces(self) -> bool {
         !matches!(
             self,
-            Fault::Intr | Fault::ConnAborted | Fault::Short | Fault::Late
+            Fault::Intr
+                | Fault::ConnAborted
+                | Fault::Short
+                | Fault::Late
+                | Fault::TinyRing
+                | Fault::Busy
+                | Fault::Again
         )
     }
 }
@@ -205,9 +222,17 @@ impl Schedule {
         let mut s = seed;
         let rate = 128 + (splitmix(&mut s) % 641) as u32;
         let all = (1u32 << Fault::COUNT) - 1;
-        let transparent = [Fault::Intr, Fault::ConnAborted, Fault::Short, Fault::Late]
-            .iter()
-            .fold(0, |m, f| m | 1 << *f as u32);
+        let transparent = [
+            Fault::Intr,
+            Fault::ConnAborted,
+            Fault::Short,
+            Fault::Late,
+            Fault::TinyRing,
+            Fault::Busy,
+            Fault::Again,
+        ]
+        .iter()
+        .fold(0, |m, f| m | 1 << *f as u32);
         let kinds = transparent | (splitmix(&mut s) as u32 & all);
         Schedule {
             seed,
@@ -252,6 +277,8 @@ pub struct Log {
     injected: u64,
     /// Calls seen per site.
     calls: [u64; Site::COUNT],
+    /// Faults injected per site.
+    at: [u64; Site::COUNT],
     /// The first surfacing faults injected.
     surfaced: [Option<Injected>; 4],
 }
@@ -265,6 +292,11 @@ impl Log {
     /// Calls seen at `site`.
     pub fn calls(&self, site: Site) -> u64 {
         self.calls[site as usize]
+    }
+
+    /// Faults injected at `site`.
+    pub fn injected_at(&self, site: Site) -> u64 {
+        self.at[site as usize]
     }
 
     /// The surfacing faults injected (at most four are kept).
@@ -333,6 +365,7 @@ mod armed {
                 let used = log.surfaced.iter().flatten().count() as u32;
                 if s.kinds & (1 << f as u32) != 0 && (!f.surfaces() || used < s.surfacing_budget) {
                     log.injected += 1;
+                    log.at[site as usize] += 1;
                     if f.surfaces() {
                         let i = Injected {
                             site,
@@ -431,6 +464,39 @@ pub fn stream(site: Site, len: usize) -> Result<usize, Errno> {
     }
 }
 
+/// [`stream`] for a call on descriptor `fd`: a short transfer only if
+/// `fd` is a stream (a datagram or seqpacket socket moves whole messages;
+/// pipes and ttys are streams). The type is asked of the kernel only
+/// when a short transfer was drawn.
+#[cfg(target_os = "linux")]
+#[inline(always)]
+pub fn stream_on(site: Site, fd: i32, len: usize) -> Result<usize, Errno> {
+    match stream(site, len) {
+        Ok(n) if n < len && !is_stream(fd) => Ok(len),
+        r => r,
+    }
+}
+
+/// `false` for a socket whose type is not `SOCK_STREAM`.
+#[cfg(target_os = "linux")]
+#[cold]
+fn is_stream(fd: i32) -> bool {
+    let mut ty: libc::c_int = 0;
+    let mut len = core::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty` and `len` are writable and sized for SO_TYPE's int.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    // ENOTSOCK: a pipe, tty or other byte stream.
+    r != 0 || ty == libc::SOCK_STREAM
+}
+
 #[cfg(all(test, feature = "fault-injection"))]
 mod tests {
     use super::*;
@@ -513,5 +579,32 @@ mod tests {
         );
         assert!(disarm().injected() > 0);
         assert_eq!(fail(Site::Accept), None, "disarmed");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "no sockets under miri")]
+    fn datagrams_are_never_cut_short() {
+        let mut s = Schedule::from_seed(3);
+        s.rate = 1024;
+        s.kinds = 1 << Fault::Short as u32;
+        // SAFETY: plain descriptor calls; both are closed below.
+        let (udp, mut pipe) = unsafe { (libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0), [0; 2]) };
+        // SAFETY: `pipe` has room for two descriptors.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        assert!(udp >= 0);
+        arm(s);
+        // One draw in five picks `Short` among the send site's faults.
+        for _ in 0..100 {
+            assert_eq!(stream_on(Site::StreamSend, udp, 100), Ok(100));
+        }
+        let short = (0..100).filter(|_| stream_on(Site::StreamSend, pipe[1], 100) != Ok(100));
+        assert!(short.count() > 0, "a pipe is a stream");
+        disarm();
+        // SAFETY: ours, closed once.
+        unsafe {
+            libc::close(udp);
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
     }
 }

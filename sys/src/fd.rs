@@ -79,6 +79,18 @@ impl From<Fd> for std::os::fd::OwnedFd {
     }
 }
 
+#[cfg(feature = "std")]
+impl From<std::os::fd::OwnedFd> for Fd {
+    /// Takes the descriptor over from std (a socket or file opened by std,
+    /// to hand to a `from_fd` constructor).
+    fn from(fd: std::os::fd::OwnedFd) -> Fd {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: `into_raw_fd` gives up std's only owner of an open
+        // descriptor.
+        unsafe { Fd::from_raw(fd.into_raw_fd()) }
+    }
+}
+
 /// `read(2)` on any descriptor: the count (0 at end of file), or the
 /// errno (`EAGAIN` on an empty non-blocking one). `EINTR` is retried.
 ///

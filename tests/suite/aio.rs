@@ -214,7 +214,10 @@ fn a_dropped_read_is_cancelled_and_gives_its_buffer_back() {
                 s.read(FixedBuf::new(64).counting(&d)),
             )
             .await;
-            assert_eq!(r.err(), Some(Error::TimedOut));
+            // The read's own result in the message: a kernel error (an
+            // injected ENOMEM, seed 454214089) ends it before the timeout.
+            let got = format!("{:?}", r.as_ref().map(|(res, _)| res));
+            assert_eq!(r.err(), Some(Error::TimedOut), "{got}");
             s
         })
         .unwrap();
@@ -437,7 +440,10 @@ fn a_task_read_dropped_mid_flight_is_cancelled() {
                 s.read(FixedBuf::new(64).counting(&d)),
             )
             .await;
-            assert_eq!(r.err(), Some(Error::TimedOut));
+            // The read's own result in the message: a kernel error (an
+            // injected ENOMEM, seed 454214089) ends it before the timeout.
+            let got = format!("{:?}", r.as_ref().map(|(res, _)| res));
+            assert_eq!(r.err(), Some(Error::TimedOut), "{got}");
             s
         })
         .map_err(|r| r.error)
@@ -475,11 +481,13 @@ fn a_task_with_many_reads_in_flight() {
             let [a, b2, c2, d] = &streams[..] else {
                 unreachable!()
             };
+            // Exactly two bytes each: one read may bring fewer than were
+            // sent (seed 1001 cut "p3" short).
             let (ra, rb, rc, rd) = futures_util::join!(
-                a.read(FixedBuf::new(8)),
-                b2.read(FixedBuf::new(8)),
-                c2.read(FixedBuf::new(8)),
-                d.read(FixedBuf::new(8))
+                a.read_exact(FixedBuf::new(2)),
+                b2.read_exact(FixedBuf::new(2)),
+                c2.read_exact(FixedBuf::new(2)),
+                d.read_exact(FixedBuf::new(2))
             );
             let mut got: Vec<_> = [ra, rb, rc, rd]
                 .into_iter()
@@ -561,7 +569,7 @@ fn a_context_dropped_under_a_waiting_task_gives_the_buffer_back() {
     let before = c.ops_in_use().0;
     let drops = Arc::new(AtomicUsize::new(0));
     let d = drops.clone();
-    let _h = c
+    let h = c
         .spawn(async move {
             let (r, _) = s.read(FixedBuf::new(64).counting(&d)).await;
             panic!("the read completed: {r:?}");
@@ -569,6 +577,88 @@ fn a_context_dropped_under_a_waiting_task_gives_the_buffer_back() {
         .map_err(|r| r.error)
         .expect("spawn");
     super::run_until(c, "the read is pending", || c.ops_in_use().0 > before);
+    // Detached first: the handle points into the context's task pool.
+    drop(h);
     drop(ctx);
     assert_eq!(drops.load(Ordering::SeqCst), 1, "the buffer came back once");
+}
+
+/// A task that panics while polled, in its first poll and when its read's
+/// completion polls it in place, completes without output and gives back
+/// its work: the panic leaves `run`, the handle says `OperationAborted`,
+/// the context runs on after `restart`, and once the last task is done
+/// no work is left counted. A task still waiting at the end has its
+/// future dropped by the shutdown (under `PINION_FAULT_SEED` the audit
+/// checks that its unit of work is accounted for: faults part 1 saw 0-2
+/// units "left" by the other tasks of a test whose task panicked, seed 19).
+#[test]
+fn a_task_that_panics_while_polled_gives_its_work_back() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let Some(ctx) = ctx() else { return };
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peers: Vec<_> = (0..3).map(|_| util::std_connect(addr)).collect();
+    let streams: Vec<_> = (0..3).map(|_| super::accept_one(c, l)).collect();
+    l.close().unwrap();
+    let base = c.outstanding_work();
+    let first = c
+        .spawn(async { panic!("boom in the first poll") })
+        .map_err(|r| r.error)
+        .expect("spawn");
+    c.restart();
+    let r = catch_unwind(AssertUnwindSafe(|| c.run()));
+    assert!(r.is_err(), "the task's panic leaves run");
+    assert!(first.is_finished());
+    assert_eq!(c.block_on(first).unwrap(), Err(Error::OperationAborted));
+    let s0 = streams[0];
+    let after_read = c
+        .spawn(async move {
+            let (r, _) = s0.read(FixedBuf::new(64)).await;
+            r.expect("read");
+            panic!("boom when the read's completion polls the task");
+        })
+        .map_err(|r| r.error)
+        .expect("spawn");
+    let s1 = streams[1];
+    let other = c
+        .spawn(async move {
+            let (r, buf) = s1.read(FixedBuf::new(64)).await;
+            r.expect("read");
+            buf.bytes().to_vec()
+        })
+        .map_err(|r| r.error)
+        .expect("spawn");
+    let s2 = streams[2];
+    let waits = c
+        .spawn(async move {
+            let (r, _) = s2.read(FixedBuf::new(64)).await;
+            panic!("the last read completed: {r:?}");
+        })
+        .map_err(|r| r.error)
+        .expect("spawn");
+    c.restart();
+    super::run_until(c, "three reads pending", || c.ops_in_use().0 >= 3);
+    util::std_write_all(&mut peers[0], b"x");
+    let mut panicked = false;
+    for _ in 0..1000 {
+        c.restart();
+        if catch_unwind(AssertUnwindSafe(|| c.run_for(Duration::from_millis(50)))).is_err() {
+            panicked = true;
+            break;
+        }
+    }
+    assert!(panicked, "the read completed and the task panicked");
+    assert!(after_read.is_finished());
+    assert_eq!(
+        c.block_on(after_read).unwrap(),
+        Err(Error::OperationAborted)
+    );
+    util::std_write_all(&mut peers[1], b"on");
+    assert_eq!(c.block_on(other).unwrap(), Ok(b"on".to_vec()));
+    // What finishing queued (the handle's wake-up) runs too.
+    c.restart();
+    c.poll();
+    // Left: the waiting task (one unit) and its read (one unit).
+    assert_eq!(c.outstanding_work(), base + 2, "no unit left by the panics");
+    drop(waits);
 }

@@ -42,4 +42,5 @@ mod tcp;
 mod timer;
 mod udp;
 mod unix;
+mod vectored;
 mod wake;

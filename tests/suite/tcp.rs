@@ -483,3 +483,66 @@ fn eight_mib_through_a_small_send_buffer_arrive_in_order() {
     );
     l.close().unwrap();
 }
+
+/// Reads `s` into `got`, one 64-byte read after another, until `want`
+/// bytes are in or the stream ends.
+fn read_into(s: b::TcpStream<'static>, got: Arc<Mutex<Vec<u8>>>, want: usize) {
+    s.async_read_some(FixedBuf::new(64), move |r, buf| {
+        r.expect("read");
+        let mut g = got.lock().unwrap();
+        g.extend_from_slice(buf.bytes());
+        let more = g.len() < want;
+        drop(g);
+        if more {
+            read_into(s, got, want);
+        }
+    })
+    .map_err(|r| r.error)
+    .expect("start read");
+}
+
+/// A TCP urgent byte (`MSG_OOB`) ends a read at the urgent mark with the
+/// data behind it still queued, and no new edge comes for that data: the
+/// next read must still get it. (epoll takes a short read for "drained";
+/// the kernel's `tcp_recvmsg` stops at the mark. The urgent byte itself
+/// is out of band: without `SO_OOBINLINE` the reads skip it.)
+#[test]
+fn a_read_cut_short_at_the_urgent_mark_still_gets_the_rest() {
+    let ctx = ctx_or_skip!();
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peer = util::std_connect(addr);
+    peer.set_nodelay(true).unwrap();
+    let s = accept_one(c, l);
+    l.close().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    // Started before any byte is sent, so every byte comes in one edge.
+    read_into(s, got.clone(), 10);
+    util::std_write_all(&mut peer, b"hello");
+    // SAFETY: sends one byte from a live buffer.
+    let n = unsafe { libc::send(peer.as_raw_fd(), b"!".as_ptr().cast(), 1, libc::MSG_OOB) };
+    assert_eq!(n, 1, "send MSG_OOB");
+    util::std_write_all(&mut peer, b"world");
+    // Every byte acknowledged, so all of it waits in the server's socket
+    // before the context next runs.
+    let unacked = || {
+        let mut q: libc::c_int = 0;
+        // SAFETY: SIOCOUTQ writes one int.
+        assert_eq!(
+            unsafe { libc::ioctl(peer.as_raw_fd(), libc::TIOCOUTQ, &mut q) },
+            0
+        );
+        q
+    };
+    let mut spins = 0;
+    while unacked() != 0 {
+        spins += 1;
+        assert!(spins < 1_000_000, "loopback never acknowledged the bytes");
+        std::thread::yield_now();
+    }
+    run_until(c, "every byte after the urgent mark", || {
+        got.lock().unwrap().len() >= 10
+    });
+    assert_eq!(&got.lock().unwrap()[..], b"helloworld");
+    s.close().unwrap();
+}

@@ -285,9 +285,11 @@ fn abstract_names_connect_both_ways_with_peer_credentials() {
     b::UnixStream::async_connect(c, &at, move |r| *cl.lock().unwrap() = Some(r))
         .map_err(|r| r.error)
         .unwrap();
-    let (s2, _) = accept_one(c, l);
+    // The connect's result first: a failed one (an injected ENOBUFS on
+    // its socket, seed 454214109) leaves nothing to accept.
     run_until(c, "connect", || client.lock().unwrap().is_some());
     let client = client.lock().unwrap().take().unwrap().unwrap();
+    let (s2, _) = accept_one(c, l);
     assert_eq!(client.peer_addr(), Ok(at));
     let got = slot();
     let g = got.clone();
@@ -471,4 +473,91 @@ fn a_full_descriptor_table_and_bad_addresses_are_clear_errors() {
         Err(Error::ConnectionRefused)
     );
     assert_eq!(c.descriptors_in_use(), 0);
+}
+
+// ---- inherited descriptors ---------------------------------------------------
+
+#[test]
+fn inherited_unix_sockets_work_and_the_wrong_kind_is_a_clear_error() {
+    use pinion::SocketKind;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::{UnixDatagram as StdDgram, UnixListener as StdListener};
+    let ctx = ctx_or_skip!();
+    let c = ctx.get();
+    // A listening socket, as systemd would pass it: accepts.
+    let path = TempPath::new("inherit");
+    let std_l = StdListener::bind(&path.0).unwrap();
+    let l = b::UnixListener::from_fd(c, OwnedFd::from(std_l).into()).unwrap();
+    let mut client = StdUnix::connect(&path.0).unwrap();
+    let (s, _) = accept_one(c, l);
+    client.write_all(b"hi").unwrap();
+    let got = slot();
+    let g = got.clone();
+    async_read(
+        &s,
+        FixedBuf::new(2),
+        Completion::TransferAll,
+        move |r, b| *g.lock().unwrap() = Some((r, b.bytes().to_vec())),
+    )
+    .map_err(|r| r.error)
+    .unwrap();
+    run_until(c, "the read", || got.lock().unwrap().is_some());
+    assert_eq!(*got.lock().unwrap(), Some((Ok(2), b"hi".to_vec())));
+    s.close().unwrap();
+    l.close().unwrap();
+    // A datagram socket: sends.
+    let (a, bb) = StdDgram::pair().unwrap();
+    let d = b::UnixDatagram::from_fd(c, OwnedFd::from(a).into()).unwrap();
+    let sent = slot();
+    let s2 = sent.clone();
+    d.async_send(&b"ping"[..], move |r, _| *s2.lock().unwrap() = Some(r))
+        .map_err(|r| r.error)
+        .unwrap();
+    run_until(c, "the send", || sent.lock().unwrap().is_some());
+    // The send's result first, and a bounded recv: a failed send (an
+    // injected ENOMEM, seed 454214117) left the recv blocked for good.
+    assert_eq!(sent.lock().unwrap().take(), Some(Ok(4)));
+    bb.set_read_timeout(Some(util::WATCHDOG)).unwrap();
+    let mut four = [0u8; 8];
+    assert_eq!(bb.recv(&mut four).unwrap(), 4);
+    d.close().unwrap();
+
+    // The wrong kinds: each a clear NotA, its fd closed.
+    let not = |k| Some(Error::NotA(k));
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        b::UnixListener::from_fd(c, OwnedFd::from(tcp).into()).err(),
+        not(SocketKind::UnixListener)
+    );
+    let (x, _y) = StdUnix::pair().unwrap();
+    assert_eq!(
+        b::UnixListener::from_fd(c, OwnedFd::from(x).into()).err(),
+        not(SocketKind::UnixListener)
+    );
+    let (x, _y) = StdDgram::pair().unwrap();
+    assert_eq!(
+        b::UnixStream::from_fd(c, OwnedFd::from(x).into()).err(),
+        not(SocketKind::UnixStream)
+    );
+    let path = TempPath::new("inherit-listener");
+    let listening = StdListener::bind(&path.0).unwrap();
+    assert_eq!(
+        b::UnixStream::from_fd(c, OwnedFd::from(listening).into()).err(),
+        not(SocketKind::UnixStream)
+    );
+    let (x, _y) = StdUnix::pair().unwrap();
+    assert_eq!(
+        b::UnixDatagram::from_fd(c, OwnedFd::from(x).into()).err(),
+        not(SocketKind::UnixDatagram)
+    );
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    assert_eq!(
+        b::UnixDatagram::from_fd(c, std::os::fd::OwnedFd::from(file).into()).err(),
+        not(SocketKind::UnixDatagram)
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    assert_eq!(
+        b::UnixDatagram::from_fd(c, std::os::fd::OwnedFd::from(udp).into()).err(),
+        not(SocketKind::UnixDatagram)
+    );
 }

@@ -24,14 +24,18 @@ fn post_from_another_thread_wakes_a_blocked_run() {
     let c = ctx.get();
     let guard = c.work_guard();
     let (tx, rx) = mpsc::channel();
+    let (tid_tx, tid) = mpsc::channel();
     let runner = std::thread::spawn(move || {
+        tid_tx.send(util::current_tid()).unwrap();
         c.run();
         tx.send(()).unwrap();
     });
+    let tid = tid.recv().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     for i in 0..5 {
-        // Long enough for the runner to be blocked again, usually.
-        std::thread::sleep(Duration::from_millis(10));
+        // The lone runner asleep can only be in the backend's wait: each
+        // post must interrupt it.
+        util::wait_blocked(tid, "the runner to block in the backend");
         let h = hits.clone();
         c.post(move || {
             h.fetch_add(1, Ordering::SeqCst);
@@ -53,11 +57,13 @@ fn timer_armed_from_another_thread_wakes_a_blocked_run() {
     let c = ctx.get();
     let guard = c.work_guard();
     let (tx, rx) = mpsc::channel();
+    let (tid_tx, tid) = mpsc::channel();
     let runner = std::thread::spawn(move || {
+        tid_tx.send(util::current_tid()).unwrap();
         c.run();
         tx.send(()).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(10));
+    util::wait_blocked(tid.recv().unwrap(), "the runner to block in the backend");
     let t = b::SteadyTimer::new(c).unwrap();
     assert_eq!(t.expires_after(Duration::from_millis(5)), Ok(0));
     t.async_wait(move |r| {

@@ -11,16 +11,17 @@
 //!
 //! A test may fail because of a *surfacing* fault (an injected
 //! `ECONNRESET` it did not expect) and still be right: the panic hook
-//! checks that the panic message names the injected error and then says
-//! `FAULT SURFACED` on stderr, which the driver accepts. Any other
-//! failure prints the command that replays it.
+//! checks that the panic message names the injected error, or, for a
+//! fault that ended a connection, the reset (or broken pipe, or early end
+//! of stream) its std peer then sees, and says `FAULT SURFACED` on
+//! stderr, which the driver accepts. Any other failure prints the command
+//! that replays it.
 #![cfg(feature = "fault-injection")]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Once, OnceLock};
 
-use pinion::context::Audit;
 use pinion::fault::{self, Log, Schedule};
 
 /// The seed the run was asked for, if any.
@@ -76,6 +77,31 @@ fn spellings(e: pinion::Errno) -> [String; 2] {
     let err = pinion::Error::from_errno(e);
     [format!("{err:?}"), format!("{err}")]
 }
+
+/// A surfacing fault at this site fails a call on a connected socket,
+/// and the program's answer (every test's handler) is to close it: with
+/// bytes unread, the kernel resets the connection.
+fn ends_the_connection(site: fault::Site) -> bool {
+    use fault::Site::*;
+    matches!(site, StreamRecv | StreamSend | EpollCtlAdd)
+}
+
+/// What a std peer's I/O error says when the pinion side closed the
+/// connection early (`std::io::Error`'s `Debug` and `Display`): the
+/// injected error itself never reaches the peer (seeds 454214311 and
+/// 454214333 injected ENOMEM into the echo server's recv and send; its
+/// std client then failed with ECONNRESET).
+const PEER_SEES: [&str; 8] = [
+    "ConnectionReset",
+    "Connection reset by peer",
+    "BrokenPipe",
+    "Broken pipe",
+    "UnexpectedEof",
+    "failed to fill whole buffer",
+    // `shutdown` of a socket the reset already ended (seed 454214161).
+    "NotConnected",
+    "Transport endpoint is not connected",
+];
 
 /// Descriptors open before the first context of the process.
 static BASELINE_FDS: OnceLock<usize> = OnceLock::new();
@@ -134,6 +160,18 @@ fn install_hook() {
                 );
                 return;
             }
+            if ends_the_connection(inj.site) && PEER_SEES.iter().any(|s| msg.contains(s)) {
+                let _ = writeln!(
+                    err,
+                    "FAULT SURFACED: {} failed at its std peer (reset, broken pipe or early \
+                     end) after the injected {:?} ({:?} call {}) ended the connection",
+                    test_name(),
+                    inj.fault,
+                    inj.site,
+                    inj.call
+                );
+                return;
+            }
         }
         if let Some(seed) = seed() {
             let _ = writeln!(
@@ -157,37 +195,34 @@ where
     let log: Log = fault::disarm();
     let _ = armed.fds;
     let mut ctx = ctx;
-    let backend = ctx.backend_name();
-    let held = ctx.shut_down_and_audit();
+    let mut held = ctx.shut_down_and_audit();
+    if std::thread::panicking() {
+        // Timer objects stay open through a shutdown (sockets close): a
+        // test that failed before closing its timers left them, not the
+        // runtime (seed 454214117, full_pool_hands_the_handler_back).
+        held.timers = 0;
+    }
     drop(ctx);
     // The test's std peers may still be open here: the process's
     // descriptors are checked at exit (`check_fds_at_exit`).
     let fds = super::open_fds();
     let panicking = std::thread::panicking();
-    let held = Audit {
-        // io_uring closes the sockets still open when the context drops,
-        // after the shutdown: their slots are checked by the descriptor
-        // count at exit instead.
-        descriptors: if backend == "io_uring" {
-            0
-        } else {
-            held.descriptors
-        },
-        // A handler or task that panics may leave work counted; the panic
-        // is the test's failure, reported as such.
-        unaccounted_work: if panicking { 0 } else { held.unaccounted_work },
-        ..held
-    };
     let clean = held.is_clean();
+    let at = |s: fault::Site| log.injected_at(s);
     let _ = writeln!(
         std::io::stderr(),
-        "FAULTS {} seed {}: {} injected, {} recv {} send {} accept calls; audit {held:?}, fds {} -> {fds}",
+        "FAULTS {} seed {}: {} injected, {} recv {} send {} accept calls; io_uring: {} enter \
+         faults, {} late, {} cancelled, tiny ring {}; audit {held:?}, fds {} -> {fds}",
         test_name(),
         armed.seed,
         log.injected(),
         log.calls(fault::Site::StreamRecv),
         log.calls(fault::Site::StreamSend),
         log.calls(fault::Site::Accept),
+        at(fault::Site::UringEnter),
+        at(fault::Site::UringReap),
+        at(fault::Site::UringCancelled),
+        at(fault::Site::UringSetup),
         armed.fds,
     );
     if clean {

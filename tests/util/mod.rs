@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use pinion::{IoBuf, IoBufMut};
 
+mod blocked;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
+#[allow(unused_imports)] // each binary uses a different subset
+pub use blocked::{current_tid, wait_blocked};
 
 /// Bound on every blocking wait of a test (a watchdog, not an assertion).
 pub const WATCHDOG: Duration = Duration::from_secs(20);

@@ -26,7 +26,11 @@
 //!   syscall saved per message in request/response traffic. To keep that
 //!   safe when the peer's FIN came with the last data (no edge would follow)
 //!   sockets are also registered for `EPOLLRDHUP`, and once it (or
-//!   `EPOLLHUP`/`EPOLLERR`) was seen a short read no longer counts.
+//!   `EPOLLHUP`/`EPOLLERR`) was seen a short read no longer counts. Nor
+//!   once `EPOLLPRI` was seen: TCP urgent data (`MSG_OOB`) stops a read at
+//!   the urgent mark with the bytes behind it queued and no edge to come
+//!   (`tcp_recvmsg`), so on such a socket a short read is followed by a
+//!   `recv` that finds out.
 //! - Epoll data is the slot's key (index, generation), not a pointer, so an
 //!   event for a closed (or closed and reused) slot is simply ignored.
 //! - pinion's scheduler takes batches, so a queued descriptor operation may
@@ -78,8 +82,11 @@ pub(crate) const CONNECT_OP: usize = WRITE_OP;
 pub(crate) const EXCEPT_OP: usize = 2;
 pub(crate) const MAX_OPS: usize = 3;
 
-/// Events after which reads never block again (end of stream or error).
-const READ_CLOSED_EVENTS: u32 = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+/// Events after which a short read no longer means "drained": end of
+/// stream or error (reads never block again), or urgent data (a read
+/// stops at the urgent mark with data behind it).
+const SHORT_READ_UNSURE_EVENTS: u32 =
+    (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR | libc::EPOLLPRI) as u32;
 const INTERRUPTER_EVENTS: u32 = (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLET) as u32;
 /// The timerfd is level-triggered; re-arming it after each expiry check
 /// makes it unreadable again (Asio does the same).
@@ -274,8 +281,8 @@ unsafe impl Task for Reactor {
             };
             let slot = l.slot;
             let st = l.state();
-            if bits & READ_CLOSED_EVENTS != 0 {
-                st.read_closed = true;
+            if bits & SHORT_READ_UNSURE_EVENTS != 0 {
+                st.short_read_unsure = true;
             }
             if self.inline_io {
                 // Asio's perform_io, here and now (see the module docs).
@@ -310,6 +317,9 @@ unsafe impl Task for Reactor {
     }
 
     unsafe fn shutdown(&self, ops: &mut OpQueue) {
+        // The table first, so a socket registered meanwhile is either
+        // seen by the walk or refused (see `register_in`).
+        self.table.close();
         self.timers.shutdown(ops);
         self.close_all(ops);
     }

@@ -26,7 +26,8 @@ use crate::stats::stat;
 /// Asio's mask plus `EPOLLRDHUP`: a short read marks the read side
 /// exhausted, which is only safe while the peer has not shut down its side
 /// (data and FIN that arrive in one edge would otherwise leave the next
-/// read waiting for an edge that never comes); `EPOLLRDHUP` tells us.
+/// read waiting for an edge that never comes); `EPOLLRDHUP` tells us, as
+/// `EPOLLPRI` tells of urgent data (a read stops at its mark).
 pub(crate) const REGISTER_EVENTS: u32 = (libc::EPOLLIN
     | libc::EPOLLERR
     | libc::EPOLLHUP
@@ -50,9 +51,10 @@ pub(crate) struct State {
     pub(crate) queued: bool,
     /// Closed while queued: its complete function releases the slot.
     pub(crate) free_pending: bool,
-    /// The peer shut down its side or the socket failed (sticky): a short
-    /// read no longer means "wait for the next edge".
-    pub(crate) read_closed: bool,
+    /// The peer shut down its side, the socket failed, or urgent data
+    /// arrived (sticky): a short read no longer means "wait for the next
+    /// edge".
+    pub(crate) short_read_unsure: bool,
     pub(crate) try_speculative: [bool; MAX_OPS],
     /// Socket ops per type.
     pub(crate) queues: [OpQueue; MAX_OPS],
@@ -61,11 +63,11 @@ pub(crate) struct State {
 impl State {
     /// An operation of `op_type` moved fewer bytes than asked: the next
     /// one waits for readiness instead of trying at once, unless the read
-    /// side is closed (the next read would return at once, and no edge
-    /// would come to wake it).
+    /// side is closed or had urgent data (the next read would return at
+    /// once, and no edge would come to wake it).
     #[inline]
     pub(crate) fn exhausted(&mut self, op_type: usize) {
-        if op_type != READ_OP || !self.read_closed {
+        if op_type != READ_OP || !self.short_read_unsure {
             self.try_speculative[op_type] = false;
         }
     }
@@ -77,7 +79,7 @@ impl State {
         ready_events: 0,
         queued: false,
         free_pending: false,
-        read_closed: false,
+        short_read_unsure: false,
         try_speculative: [true; MAX_OPS],
         queues: [const { OpQueue::new() }; MAX_OPS],
     };
@@ -193,11 +195,20 @@ impl Reactor {
         let mut l = slot.locked();
         let st = l.state();
         debug_assert!(st.kind == Kind::Free && !st.queued);
+        if self.table.is_closed() {
+            // Shut down since the slot was taken: `close_all` has passed
+            // (or will find it free), so it is not opened at all.
+            drop(l);
+            self.table.retire(key);
+            // SAFETY: retired above; no handle was handed out.
+            unsafe { self.table.release(key.index()) };
+            return Err(Error::PoolFull(Pool::Descriptors));
+        }
         st.kind = Kind::Socket;
         st.fd = fd.raw();
         st.registered_events = REGISTER_EVENTS;
         st.ready_events = 0;
-        st.read_closed = false;
+        st.short_read_unsure = false;
         st.try_speculative = [true; MAX_OPS];
         let added = match pinion_sys::fault::fail(pinion_sys::fault::Site::EpollCtlAdd) {
             Some(e) => Err(e.into()),
@@ -464,7 +475,9 @@ impl Reactor {
     }
 
     /// Closes every socket still open and hands its pending ops to `ops`
-    /// (shutdown: no thread runs the context).
+    /// (shutdown: no thread runs the context). Each is retired under its
+    /// lock, as `close` does, so a start racing with this on another
+    /// thread is either handed over here or refused.
     pub(crate) fn close_all(&self, ops: &mut OpQueue) {
         for index in 0..self.table.used() {
             let Some(slot) = self.table.at(index) else {
@@ -520,16 +533,16 @@ mod tests {
     }
 
     #[test]
-    fn a_short_read_waits_for_an_edge_only_while_the_read_side_is_open() {
+    fn a_short_read_waits_for_an_edge_only_while_the_read_side_is_open_without_urgent_data() {
         let mut st = State::EMPTY;
         st.exhausted(READ_OP);
         assert!(!st.try_speculative[READ_OP]);
         st.try_speculative[READ_OP] = true;
-        st.read_closed = true;
+        st.short_read_unsure = true;
         st.exhausted(READ_OP);
         assert!(
             st.try_speculative[READ_OP],
-            "after EPOLLRDHUP no edge would wake the next read"
+            "after EPOLLRDHUP or EPOLLPRI no edge would wake the next read"
         );
         st.exhausted(WRITE_OP);
         assert!(!st.try_speculative[WRITE_OP]);

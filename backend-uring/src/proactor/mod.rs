@@ -77,11 +77,14 @@
 //!
 //! # Shutdown
 //!
-//! Parked accepts are handed over for destruction; then
+//! Every socket is closed by the close protocol (`desc`), and parked
+//! accepts are handed over for destruction; then
 //! `IORING_ASYNC_CANCEL_ANY` and waits until every SQE that expects a CQE
 //! has had its final one (user operations, multishot accepts, the
 //! interrupter read); only then are the operations destroyed (by the
-//! scheduler), the sockets closed and the ring unmapped.
+//! scheduler). The ring, its eventfd and the provided buffer ring stay
+//! until the proactor is dropped (a context shut down in place keeps
+//! them, so late calls stay memory-safe), holding no socket.
 
 use core::cell::UnsafeCell;
 
@@ -97,6 +100,8 @@ use crate::bufs::ReadBuffers;
 use crate::desc::DescTable;
 use pinion_sync::Locked;
 
+#[cfg(feature = "fault-injection")]
+pub(crate) mod faults;
 pub(crate) mod reap;
 pub(crate) mod setup;
 pub(crate) mod stats;
@@ -123,6 +128,10 @@ pub(crate) const UD_IGNORE: u64 = 3;
 /// `user_data & !TAG_MASK` is a pooled read awaiting one CQE, whose flags
 /// it needs.
 pub(crate) const TAG_POOLED: u64 = 4;
+/// `user_data & !TAG_MASK` is a zero-copy write (`IORING_OP_SEND_ZC`):
+/// its first CQE carries the result, its last (the notification, or a
+/// first one without `IORING_CQE_F_MORE`) completes it.
+pub(crate) const TAG_ZC: u64 = 5;
 
 /// How long the runner sleeps at most while a close waits for the kernel.
 const PARKED_CLOSE_POLL_NS: u64 = 1_000_000;
@@ -139,6 +148,24 @@ pub(crate) struct RunnerState {
     /// The last run left the SQ unsubmitted; the next one must submit.
     pub(crate) deferred: bool,
     pub(crate) shutting_down: bool,
+    /// CQEs a fault schedule holds back (`faults`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) held: faults::Held,
+}
+
+impl RunnerState {
+    /// CQEs are held back by a fault schedule: the runner must not sleep.
+    #[inline(always)]
+    fn holding(&self) -> bool {
+        #[cfg(feature = "fault-injection")]
+        {
+            self.held.holding()
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            false
+        }
+    }
 }
 
 /// The io_uring proactor: the scheduler's task.
@@ -173,9 +200,15 @@ pub struct Proactor {
     pub(crate) closing: Locked<FutexMutex, (u32, u32)>,
     /// `closing` is not empty (a lock-free peek for the runner).
     pub(crate) closes_pending: core::sync::atomic::AtomicBool,
+    /// Writes of at least this many bytes are zero-copy sends on sockets
+    /// that take them (`u32::MAX`: none; see `ops`).
+    pub(crate) zc_min: u32,
     pub(crate) info: RingInfo,
     #[cfg(feature = "stats")]
     pub(crate) stats: stats::StatCells,
+    /// Operations whose cancel was sent, for a fault schedule (`faults`).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) cancelled: faults::Cancelled,
 }
 
 // SAFETY: the SQ and `sq_state` are touched only under `sq_lock`; the CQ
@@ -289,7 +322,7 @@ unsafe impl Task for Proactor {
             .closes_pending
             .load(core::sync::atomic::Ordering::Acquire)
             && self.finish_closes();
-        let until = if reaped == 0 {
+        let until = if reaped == 0 && !rs.holding() {
             self.sleep_until(wait, parked)
         } else {
             None
@@ -343,8 +376,16 @@ unsafe impl Task for Proactor {
         // SAFETY: no thread runs the context during shutdown.
         let rs = unsafe { &mut *self.runner.get() };
         rs.shutting_down = true;
+        // Every socket closed first (keys retired under the SQ lock, their
+        // cancels queued, registered files removed, fds closed), so no SQE
+        // can name one once the kernel is drained below; parked accepts
+        // are handed over with them.
+        self.close_all_descs(ops);
         // Accepts parked in user space are not in the kernel.
         self.take_all_waiters(ops);
+        // CQEs a fault schedule held back are final CQEs already.
+        #[cfg(feature = "fault-injection")]
+        self.release_held(rs, ops);
         // Cancel everything in the kernel and wait for every final CQE:
         // only then may the slots (and buffers) be destroyed.
         let start = self.now_ns();

@@ -65,11 +65,28 @@ fn setup_error(errno: Errno, opts: &Options) -> BuildError {
     }
 }
 
+/// Under a fault schedule that draws `TinyRing` (`pinion_sys::fault`):
+/// the options with the smallest ring, so that pushes meet a full SQ and
+/// completions overflow the CQ.
+#[cfg(feature = "fault-injection")]
+fn tiny_ring(opts: &Options) -> Option<Options> {
+    use pinion_sys::fault::{self, Fault, Site};
+    (fault::fault(Site::UringSetup) == Some(Fault::TinyRing)).then(|| Options {
+        sq_entries: 2,
+        cq_entries: Some(4),
+        ..opts.clone()
+    })
+}
+
 impl Proactor {
     /// Sets up the ring, the interrupter, the descriptor table and the
     /// timers: every allocation and kernel object this backend makes, made
     /// here.
     pub(crate) fn new(cfg: &Config, opts: &Options, parts: Parts) -> Result<Self, BuildError> {
+        #[cfg(feature = "fault-injection")]
+        let tiny = tiny_ring(opts);
+        #[cfg(feature = "fault-injection")]
+        let opts = tiny.as_ref().unwrap_or(opts);
         if parts.descriptors.len() > MAX_DESCRIPTORS {
             return Err(BuildError::Invalid {
                 knob: "descriptors",
@@ -137,6 +154,7 @@ impl Proactor {
         let mut probe = Box::new(Probe::EMPTY);
         ring.probe(&mut probe)
             .map_err(os("io_uring_register (probe)"))?;
+        let supported = |code: u8| probe.is_supported(code) && !opts.assume_missing.contains(&code);
         for (code, what) in [
             (IORING_OP_RECV, "IORING_OP_RECV"),
             (IORING_OP_SEND, "IORING_OP_SEND"),
@@ -148,13 +166,13 @@ impl Proactor {
             (IORING_OP_POLL_ADD, "IORING_OP_POLL_ADD"),
             (IORING_OP_ASYNC_CANCEL, "IORING_OP_ASYNC_CANCEL"),
         ] {
-            if !probe.is_supported(code) {
+            if !supported(code) {
                 return Err(BuildError::KernelTooOld(what));
             }
         }
         // Cancel by fd and cancel-any (5.19) arrived with IORING_OP_SOCKET,
         // and so did multishot accept: the opcode is their marker.
-        if !probe.is_supported(IORING_OP_SOCKET) {
+        if !supported(IORING_OP_SOCKET) {
             return Err(BuildError::KernelTooOld(
                 "Linux 5.19 io_uring (cancel by fd, IORING_OP_SOCKET)",
             ));
@@ -197,6 +215,11 @@ impl Proactor {
             registered_files,
             buffer_ring: read_bufs.as_ref().is_some_and(ReadBuffers::is_ring),
             coop_taskrun: coop,
+            // At least one byte: an empty write never reaches the kernel.
+            send_zc: opts
+                .send_zc
+                .filter(|_| supported(IORING_OP_SEND_ZC))
+                .map(|min| min.max(1)),
         };
         let p = Proactor {
             ring,
@@ -210,6 +233,8 @@ impl Proactor {
                 rearm_interrupter: false,
                 deferred: false,
                 shutting_down: false,
+                #[cfg(feature = "fault-injection")]
+                held: super::faults::Held::EMPTY,
             }),
             efd,
             efd_buf: Box::new(UnsafeCell::new(0)),
@@ -218,9 +243,12 @@ impl Proactor {
             descs: Slab::new(parts.descriptors),
             closing: Locked::new((NIL, NIL)),
             closes_pending: AtomicBool::new(false),
+            zc_min: info.send_zc.unwrap_or(u32::MAX),
             info,
             #[cfg(feature = "stats")]
             stats: Default::default(),
+            #[cfg(feature = "fault-injection")]
+            cancelled: super::faults::Cancelled::new(),
         };
         p.arm_interrupter();
         Ok(p)

@@ -32,6 +32,10 @@ pub struct RingInfo {
     /// ([`Options::coop_taskrun`](crate::Options::coop_taskrun)); `false`
     /// when switched off, with SQPOLL, or refused by the kernel.
     pub coop_taskrun: bool,
+    /// Writes of at least this many bytes on TCP sockets are zero-copy
+    /// sends ([`Options::send_zc`](crate::Options::send_zc)); `None` when
+    /// switched off or the kernel lacks `IORING_OP_SEND_ZC`.
+    pub send_zc: Option<u32>,
 }
 
 pinion_core::counters! {
@@ -55,6 +59,11 @@ pinion_core::counters! {
     /// `io_uring_register` calls that install or remove a registered file
     /// (one when a socket enters the table, one when it leaves).
     files_updates,
+    /// Writes sent as `IORING_OP_SEND_ZC`.
+    zc_sends,
+    /// Zero-copy notifications reaped: each one handed a write's buffer
+    /// back.
+    zc_notifs,
     /// Pooled reads that ended in `PoolFull(ReadBuffers)`: data arrived while the
     /// buffer ring was empty (`ENOBUFS`), or, in the software fallback,
     /// while the pool was.

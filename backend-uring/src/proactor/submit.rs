@@ -265,7 +265,10 @@ impl Proactor {
                 }
                 stat!(self, enter_calls);
                 match self.ring.submit(0, None) {
-                    Ok(_) | Err(Errno::INTR) => None,
+                    // EAGAIN (no memory for a request) and EBUSY (an
+                    // overflowing CQ, kernels before 5.19-ish) may pass:
+                    // try again, within the bound.
+                    Ok(_) | Err(Errno::INTR | Errno::AGAIN | Errno::BUSY) => None,
                     Err(_) => Some(false),
                 }
             });

@@ -13,6 +13,7 @@
 //! - [`async_read_until`] / [`async_read_until_byte`]: until the buffer
 //!   holds a delimiter;
 //! - [`async_write`]: every byte, across partial writes;
+//! - [`async_write_vectored`]: every byte of a buffer list (gather);
 //! - [`Post`]: how an operation with nothing to transfer still completes
 //!   from the run loop, never inside the call that started it; backends
 //!   implement it with [`post_value`].
@@ -56,13 +57,17 @@ use crate::{Rejected, Result};
 
 mod read;
 mod read_until;
+#[cfg(any(test, all(fuzzing, feature = "std")))]
+pub(crate) mod script;
 #[cfg(test)]
 mod tests;
 mod write;
+mod write_vectored;
 
 pub use read::{async_read, Completion};
 pub use read_until::{async_read_until, async_read_until_byte, byte_delim, DelimSearch};
 pub use write::async_write;
+pub use write_vectored::async_write_vectored;
 
 /// A stream that can read some bytes into an owned buffer.
 ///
@@ -94,6 +99,23 @@ pub trait AsyncWriteSome: Clone + Send + 'static {
     where
         B: IoBuf,
         F: FnOnce(Result<usize>, B) + Send + 'static;
+}
+
+/// A stream that can write some bytes from several owned buffers at once
+/// (a gather write).
+///
+/// Contract for implementations: write at most `bufs.total_len()` bytes
+/// of the iovecs `bufs.io_vecs(0)` lists, in order, then call the handler
+/// once with the count or an error. The buffers always come back; a full
+/// pool hands buffers and handler back at once.
+pub trait AsyncWriteSomeVectored: Clone + Send + 'static {
+    /// Starts a gather write.
+    fn async_write_some_vectored<T, F>(
+        &self, bufs: T, handler: F,
+    ) -> core::result::Result<(), Rejected<(T, F)>>
+    where
+        T: crate::buf::IoBufs,
+        F: FnOnce(Result<usize>, T) + Send + 'static;
 }
 
 /// Most bytes one step asks of the stream: Asio's

@@ -36,14 +36,15 @@
 //! under its thread id (`pinion_sync::current_thread_id`). Where no id is
 //! available, every post takes the locked path.
 
-use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use pinion_sync::{RawMutex, SyncKit, WakeEvent};
 
 use crate::backend::{Task, Wait};
+use crate::loom::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use crate::loom::cell::UnsafeCell;
+use crate::loom::{event_init, mutex_init};
 use crate::memory::Region;
 use crate::op::{Invoke, Operation};
 use crate::pool::{SlotPool, SlotStorage};
@@ -74,6 +75,13 @@ pub const MAX_RUN_THREADS: usize = 32;
 pub const CHAIN_MAX: usize = 64;
 /// Free slots a running thread keeps for its own next posts.
 const SLOT_CACHE_MAX: usize = 8;
+
+/// [`Scheduler::life`]: running normally.
+const LIVE: u8 = 0;
+/// `shutdown` has begun: `run` returns 0 at once, work still queues.
+const CLOSING: u8 = 1;
+/// `shutdown` has finished: nothing queues any more.
+const SHUT: u8 = 2;
 
 /// State guarded by the scheduler's mutex.
 struct Locked {
@@ -118,6 +126,11 @@ pub struct Scheduler<T: Task, K: SyncKit> {
     /// What the facade did to the pools at build: bit 0 committed, bit 1
     /// locked (`Builder::commit_memory`, `Builder::lock_memory`).
     memory_marks: AtomicU8,
+    /// `LIVE`, `CLOSING` or `SHUT` (see [`shutdown`](Self::shutdown)).
+    /// Becomes `SHUT` under the mutex, where queueing looks at it.
+    life: AtomicU8,
+    /// Threads inside `run_loop`: shutdown waits for them to leave.
+    runners: AtomicUsize,
     _k: PhantomData<K>,
 }
 
@@ -149,8 +162,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// wakes siblings. Other threads may still post.
     pub fn new(task: T, slots: SlotStorage, concurrency_hint: usize) -> Self {
         Scheduler {
-            mutex: K::Mutex::INIT,
-            event: K::Event::INIT,
+            mutex: mutex_init(),
+            event: event_init(),
             locked: UnsafeCell::new(Locked {
                 ready: OpQueue::new(),
                 after: OpQueue::new(),
@@ -166,6 +179,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             tasks: TaskPool::new(TaskStorage::none()),
             block: BlockOn::new::<T, K>(),
             memory_marks: AtomicU8::new(0),
+            life: AtomicU8::new(LIVE),
+            runners: AtomicUsize::new(0),
             _k: PhantomData,
         }
     }
@@ -291,6 +306,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     pub(crate) fn run_loop(&self, wait: Wait, limit: usize) -> usize {
+        // Counted before `life` is read (both SeqCst): a shutdown that has
+        // begun is seen here, or sees this thread and waits for it.
+        self.runners.fetch_add(1, Ordering::SeqCst);
+        let _runner = Runner { sched: self };
+        if self.life.load(Ordering::SeqCst) != LIVE {
+            return 0;
+        }
         if self.outstanding_work.load(Ordering::Acquire) == 0 {
             self.stop();
             return 0;
@@ -363,6 +385,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
                     }
                 }
                 return self.run_batch(ti, &mut batch);
+            }
+            // Out of work, yet not stopped: a `restart` raced the stop the
+            // last work item made. Sleeping now would never end (nothing
+            // is left to post a wake-up), so stop as `run` does on entry.
+            if wait != Wait::Poll && self.outstanding_work.load(Ordering::Acquire) == 0 {
+                // SAFETY: held; `stop` takes the mutex itself.
+                unsafe { self.unlock() };
+                self.stop();
+                return 0;
             }
             // Poll runs the task once; Until re-runs it while time is left.
             let may_run_task = match wait {
@@ -609,8 +640,12 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.stopped.load(Ordering::Relaxed)
     }
 
-    /// Clears the stopped state so `run` may be called again.
+    /// Clears the stopped state so `run` may be called again; a shut-down
+    /// scheduler stays stopped.
     pub fn restart(&self) {
+        if self.life.load(Ordering::Acquire) != LIVE {
+            return;
+        }
         self.lock();
         self.stopped.store(false, Ordering::Relaxed);
         // SAFETY: held.
@@ -642,49 +677,171 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         self.threads.lookup().map(|ti| Here { ti })
     }
 
-    /// Shuts the scheduler down now, as dropping it does: every socket is
-    /// closed and every pending handler destroyed without running. The
-    /// pools stay, so a test can then check that every slot came back.
-    /// Returns how many operations were destroyed. A second call (or the
-    /// drop after it) finds nothing left to do.
+    // ---- shutting down -------------------------------------------------
+
+    /// Asio's `scheduler::shutdown`, safe to call on a shared scheduler:
+    /// stops it, waits for every thread inside `run` to leave (after its
+    /// current handler), then destroys every pending handler, operation
+    /// and task without running them, and has the backend task close what
+    /// it holds ([`Task::shutdown`]). From then on `run` returns 0 at once,
+    /// new operation slots, task slots, timers and descriptors are refused
+    /// ([`pool_error`](Self::pool_error) answers `ContextShutDown`), and an
+    /// operation that reaches the queue anyway (started on another thread
+    /// while this ran) is destroyed on the spot. The memory stays valid.
+    ///
+    /// A second call (or one racing the first) returns once the first has
+    /// finished. `ShutdownInsideRun` if the calling thread is inside this
+    /// scheduler's `run` (it would wait for itself).
+    pub fn shutdown(&self) -> Result<(), crate::Error> {
+        self.shutdown_counted().map(drop)
+    }
+
+    /// [`shutdown`](Self::shutdown) for a scheduler this thread owns
+    /// (tests: the fault injector's audit). Returns how many operations
+    /// were destroyed and unfinished tasks ended (each held a unit of
+    /// work); a second call (or the drop after it) finds nothing left to
+    /// do.
     pub fn shut_down(&mut self) -> usize {
-        self.shutdown()
+        // `&mut self`: no thread is inside `run`, so this cannot fail.
+        self.shutdown_counted().unwrap_or(0)
+    }
+
+    /// [`shutdown`](Self::shutdown), returning how many operations this
+    /// call destroyed (0 when another call did the work).
+    fn shutdown_counted(&self) -> Result<usize, crate::Error> {
+        if self.running_in_this_thread() {
+            return Err(crate::Error::ShutdownInsideRun);
+        }
+        if self
+            .life
+            .compare_exchange(LIVE, CLOSING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            self.wait_until(|| self.life.load(Ordering::Acquire) == SHUT);
+            return Ok(0);
+        }
+        self.stop();
+        self.wait_until(|| self.runners.load(Ordering::SeqCst) == 0);
+        // No thread runs the scheduler, and none can start to.
+        self.pool.close();
+        self.tasks.close();
+        let n = self.teardown();
+        let mut late = OpQueue::new();
+        self.lock();
+        // SAFETY: held.
+        let st = unsafe { self.locked() };
+        late.push_queue(&mut st.ready);
+        late.push_queue(&mut st.after);
+        // Queueing looks at `life` under the mutex: nothing joins the
+        // queue after this.
+        self.life.store(SHUT, Ordering::Release);
+        // SAFETY: held, as both calls require.
+        unsafe {
+            self.event.signal_all(&self.mutex);
+            self.unlock();
+        }
+        Ok(n + self.destroy_all(&mut late))
+    }
+
+    /// `true` once [`shutdown`](Self::shutdown) has begun.
+    #[inline]
+    pub fn is_shut_down(&self) -> bool {
+        self.life.load(Ordering::Acquire) != LIVE
+    }
+
+    /// The error for a pool that had no free entry: `PoolFull(pool)`, or
+    /// `ContextShutDown` once the scheduler is shut down (its pools are
+    /// closed then).
+    #[cold]
+    pub fn pool_error(&self, pool: crate::Pool) -> crate::Error {
+        if self.is_shut_down() {
+            crate::Error::ContextShutDown
+        } else {
+            crate::Error::PoolFull(pool)
+        }
+    }
+
+    /// Sleeps on the scheduler's event until `done` (checked under the
+    /// mutex; whoever makes it true signals the event under the mutex).
+    fn wait_until(&self, done: impl Fn() -> bool) {
+        self.lock();
+        while !done() {
+            // SAFETY: held, as both calls require; held again after.
+            unsafe {
+                self.event.clear(&self.mutex);
+                self.event.wait(&self.mutex);
+            }
+        }
+        // SAFETY: held.
+        unsafe { self.unlock() };
+    }
+
+    /// `shutdown` has finished: nothing may join the queue. Read under the
+    /// mutex, where `shutdown` sets it.
+    #[inline]
+    fn is_shut(&self) -> bool {
+        self.life.load(Ordering::Relaxed) == SHUT
+    }
+
+    /// Destroys `ops` instead of queueing them (the scheduler is shut).
+    ///
+    /// # Safety
+    /// The mutex is held; it is released here. Every op of `ops` is live,
+    /// on no other queue, and completes with this scheduler as owner.
+    #[cold]
+    unsafe fn refuse_when_shut(&self, ops: &mut OpQueue) {
+        // SAFETY: held (contract).
+        unsafe { self.unlock() };
+        self.destroy_all(ops);
     }
 
     /// Destroys every queued operation and the task's pending ones without
-    /// running them (Asio's `scheduler::shutdown`); returns how many.
-    fn shutdown(&mut self) -> usize {
-        self.stopped.store(true, Ordering::Relaxed);
+    /// running them, then the tasks that wait for something; returns how
+    /// many operations it destroyed and tasks it ended (each held a unit
+    /// of work).
+    fn teardown(&self) -> usize {
+        // Each unfinished task holds a unit of work besides its queued
+        // operation, if any; all of them end here, queued ones when their
+        // operation is destroyed, waiting ones in `tasks.shutdown`.
+        let tasks = self.tasks.unfinished();
         let mut ops = OpQueue::new();
-        {
-            let st = self.locked.get_mut();
-            ops.push_queue(&mut st.ready);
-            ops.push_queue(&mut st.after);
-        }
-        // SAFETY: `&mut self`: no thread runs the context.
+        self.take_queue(&mut ops);
+        // SAFETY: no thread runs the scheduler (shutdown waited for every
+        // runner and refuses new ones; drop has `&mut self`).
         unsafe { self.task.shutdown(&mut ops) };
         let mut n = self.destroy_all(&mut ops);
         // Tasks waiting for something: their futures go now (which may
         // cancel operations, and so queue more to destroy).
         self.tasks.shutdown();
+        self.take_queue(&mut ops);
         n += self.destroy_all(&mut ops);
-        n
+        n + tasks
+    }
+
+    /// Moves everything queued to `ops`.
+    fn take_queue(&self, ops: &mut OpQueue) {
+        self.lock();
+        // SAFETY: held, then released.
+        unsafe {
+            let st = self.locked();
+            ops.push_queue(&mut st.ready);
+            ops.push_queue(&mut st.after);
+            self.unlock();
+        }
     }
 
     /// Destroys `ops` and whatever destroying them queues, until quiet
     /// (destroying a strand may hand back more work); returns how many.
-    fn destroy_all(&mut self, ops: &mut OpQueue) -> usize {
+    fn destroy_all(&self, ops: &mut OpQueue) -> usize {
         let owner = self.owner();
         let mut n = 0;
         loop {
-            {
-                let st = self.locked.get_mut();
-                ops.push_queue(&mut st.ready);
-                ops.push_queue(&mut st.after);
+            if ops.is_empty() {
+                self.take_queue(ops);
             }
             let Some(op) = ops.pop() else { break n };
             // SAFETY: queued operations are live and owned by this
-            // scheduler; destroyed exactly once.
+            // scheduler; destroyed exactly once (taken off every queue).
             unsafe { Operation::complete(op, owner, Invoke::Destroy) };
             n += 1;
         }
@@ -693,6 +850,31 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
 
 impl<T: Task, K: SyncKit> Drop for Scheduler<T, K> {
     fn drop(&mut self) {
-        self.shutdown();
+        // `&mut self`: no thread is inside `run`, so this cannot fail.
+        let _ = self.shutdown();
+        // Already shut down in place: the backend is told again (what it
+        // holds may have changed since, e.g. a socket opened at the same
+        // moment), which costs nothing when there is nothing left.
+        self.teardown();
+    }
+}
+
+/// Counts a thread inside `run_loop` until it leaves (also on unwind);
+/// the last one out of a closing scheduler wakes its `shutdown`.
+struct Runner<'a, T: Task, K: SyncKit> {
+    sched: &'a Scheduler<T, K>,
+}
+
+impl<T: Task, K: SyncKit> Drop for Runner<'_, T, K> {
+    fn drop(&mut self) {
+        let s = self.sched;
+        if s.runners.fetch_sub(1, Ordering::SeqCst) == 1 && s.life.load(Ordering::SeqCst) != LIVE {
+            s.lock();
+            // SAFETY: held, as both calls require.
+            unsafe {
+                s.event.signal_all(&s.mutex);
+                s.unlock();
+            }
+        }
     }
 }

@@ -5,16 +5,16 @@
 //! in its `# Safety` what the caller keeps.
 
 use core::ptr::{self, NonNull};
-use core::sync::atomic::Ordering;
 
 use pinion_sync::SyncKit;
 
 use super::{Here, Scheduler, SLOT_CACHE_MAX};
 use crate::backend::Task;
+use crate::loom::atomic::Ordering;
 use crate::op::Operation;
 use crate::pool::{emplace, OpSlot};
 use crate::queue::OpQueue;
-use crate::{Error, Pool, Rejected};
+use crate::{Pool, Rejected};
 
 impl<T: Task, K: SyncKit> Scheduler<T, K> {
     // ---- work ----------------------------------------------------------
@@ -170,8 +170,15 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         // SAFETY: the op's completion finishes this work.
         unsafe { self.work_started() };
         self.lock();
-        // SAFETY: held; `op` per contract; released by the wake call.
+        // SAFETY: held; `op` per contract; released by the wake call (or
+        // by the refusal, which destroys `op`).
         unsafe {
+            if self.is_shut() {
+                let mut q = OpQueue::new();
+                q.push(op);
+                self.refuse_when_shut(&mut q);
+                return;
+            }
             let st = self.locked();
             if st.task_queued {
                 st.after.push(op)
@@ -213,8 +220,13 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             return;
         }
         self.lock();
-        // SAFETY: held; released by the wake call.
+        // SAFETY: held; released by the wake call (or by the refusal,
+        // which destroys `ops`).
         unsafe {
+            if self.is_shut() {
+                self.refuse_when_shut(ops);
+                return;
+            }
             self.locked().push_back(ops);
             self.wake_one_thread_and_unlock();
         }
@@ -280,7 +292,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     ) -> Result<NonNull<O>, Rejected<H>> {
         // SAFETY: forwarded.
         unsafe { self.alloc_op_in(here, value) }.map_err(|v| Rejected {
-            error: Error::PoolFull(Pool::Ops),
+            error: self.pool_error(Pool::Ops),
             handler: give_back(v),
         })
     }

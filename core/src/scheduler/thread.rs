@@ -3,11 +3,11 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use pinion_sync::current_thread_id;
 
 use super::MAX_RUN_THREADS;
+use crate::loom::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::pool::OpSlot;
 use crate::queue::OpQueue;
 
@@ -173,10 +173,11 @@ pub(crate) struct Registration {
 const NO_THREAD: usize = usize::MAX;
 
 impl Registry {
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
+        // Not `const` (loom's atomics cannot be); made once per context.
         Registry {
-            ids: [const { AtomicUsize::new(NO_THREAD) }; MAX_RUN_THREADS],
-            infos: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_RUN_THREADS],
+            ids: core::array::from_fn(|_| AtomicUsize::new(NO_THREAD)),
+            infos: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
             high: AtomicUsize::new(0),
         }
     }

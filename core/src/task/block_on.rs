@@ -108,7 +108,8 @@ impl<T: Task + 'static, K: SyncKit + 'static> Scheduler<T, K> {
     /// its output; other threads may run the scheduler meanwhile. A
     /// stopped scheduler is restarted first. `Err(OperationAborted)` if
     /// [`stop`](Self::stop) is called before the future completes (the
-    /// future is dropped).
+    /// future is dropped), `Err(ContextShutDown)` once the scheduler is
+    /// shut down.
     ///
     /// # Panics
     /// When called from a handler or task running on this scheduler: it
@@ -145,7 +146,11 @@ impl<T: Task + 'static, K: SyncKit + 'static> Scheduler<T, K> {
                 // always gets the op and the bound is never reached.
                 let deadline = self.task().now_ns().saturating_add(STOLEN_WAKE_NS);
                 if self.run_loop(crate::backend::Wait::Until(deadline), 1) == 0 && self.stopped() {
-                    return Err(Error::OperationAborted);
+                    return Err(if self.is_shut_down() {
+                        Error::ContextShutDown
+                    } else {
+                        Error::OperationAborted
+                    });
                 }
             }
         }

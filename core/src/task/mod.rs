@@ -192,24 +192,61 @@ impl<M: RawMutex> TaskPool<M> {
         }
     }
 
-    /// Drops the future of every task that has not finished (shutdown,
-    /// with no thread inside `run` and nothing queued).
-    pub(crate) fn shutdown(&mut self) {
+    /// Tasks that have not finished (shutdown: each holds one unit of
+    /// work, counted at spawn, that the shutdown ends).
+    pub(crate) fn unfinished(&self) -> usize {
+        (0..self.slab.used())
+            .filter_map(|i| self.slab.at(i))
+            .filter(|hdr| {
+                let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
+                state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0
+            })
+            .count()
+    }
+
+    /// Takes no task any more (a context shut down in place): `spawn`
+    /// answers `ContextShutDown`.
+    pub(crate) fn close(&self) {
+        self.slab.close();
+    }
+
+    /// Drops the future of every task that has not finished and is not
+    /// queued (shutdown: no thread is inside `run`, and the queued ones
+    /// are destroyed from the queue). Each task is claimed by setting
+    /// `SCHEDULED` as a waker would, so a waker on another thread racing
+    /// with this finds it queued and leaves it alone.
+    pub(crate) fn shutdown(&self) {
+        use core::sync::atomic::Ordering::{AcqRel, Acquire};
         let n = self.slab.used();
         for i in 0..n {
             let Some(hdr) = self.slab.at(i) else { continue };
             let h = NonNull::from(hdr);
-            let state = hdr.state.load(core::sync::atomic::Ordering::Acquire);
-            if state & raw::REF_MASK != 0 && state & raw::COMPLETE == 0 {
-                if hdr.on_home_thread() {
-                    // SAFETY: shutdown: no thread polls or queues it; its
-                    // future is live.
-                    unsafe { raw::finish_without_output(h, false) };
-                } else {
-                    // SAFETY: as above; a local task's future is leaked
-                    // rather than dropped on another thread.
-                    unsafe { raw::finish_leaking(h) };
+            let mut cur = hdr.state.load(Acquire);
+            let claimed = loop {
+                let idle = cur & (raw::SCHEDULED | raw::RUNNING | raw::COMPLETE) == 0;
+                if cur & raw::REF_MASK == 0 || !idle {
+                    break false;
                 }
+                match hdr
+                    .state
+                    .compare_exchange_weak(cur, cur | raw::SCHEDULED, AcqRel, Acquire)
+                {
+                    Ok(_) => break true,
+                    Err(actual) => cur = actual,
+                }
+            };
+            if !claimed {
+                continue;
+            }
+            if hdr.on_home_thread() {
+                // SAFETY: claimed (SCHEDULED, on no queue, not running):
+                // its future is live and ours; finishing clears SCHEDULED
+                // and sets COMPLETE in one step.
+                unsafe { raw::finish_without_output(h, false) };
+            } else {
+                // SAFETY: as above; a local task's future is leaked
+                // rather than dropped on another thread.
+                unsafe { raw::finish_leaking(h) };
             }
         }
     }
@@ -357,7 +394,8 @@ where
         if need > pool.max_future_bytes() || align > TASK_ALIGN {
             return Err(Error::TaskTooLarge(need.min(u32::MAX as usize) as u32));
         }
-        pool.take(self.here()).ok_or(Error::PoolFull(Pool::Tasks))
+        pool.take(self.here())
+            .ok_or_else(|| self.pool_error(Pool::Tasks))
     }
 
     /// Tasks: (slots in use, capacity).

@@ -152,7 +152,7 @@ impl<M: RawMutex> TimerService<M> {
     /// A service for `min(objects.len(), heap.len())` timer objects.
     pub fn new(objects: Storage<TimerEntry>, heap: Storage<TimerSlot>) -> Self {
         TimerService {
-            lock: M::INIT,
+            lock: crate::loom::mutex_init(),
             inner: UnsafeCell::new(Inner {
                 objects: Slab::new(objects),
                 heap: TimerQueue::new(heap),
@@ -323,12 +323,19 @@ impl<M: RawMutex> TimerService<M> {
     }
 
     /// Moves every pending wait to `out` (`OperationAborted`) for
-    /// destruction and empties the heap; every object stays open.
+    /// destruction, empties the heap, retires every timer object and
+    /// opens none any more (the backend's shutdown).
     pub fn shutdown(&self, out: &mut OpQueue) {
         self.with(|i| {
+            // No new timer; every open one retired, so a handle to it
+            // answers `BadDescriptor` (its slot is never reused).
+            i.objects.close();
             for index in 0..i.objects.used() {
                 if let Some(o) = i.objects.at(index) {
                     abort_waits(&mut i.heap, o, out);
+                }
+                if let Some(k) = i.objects.key_of(index) {
+                    i.objects.retire(k);
                 }
             }
             debug_assert!(i.heap.is_empty());
@@ -353,7 +360,10 @@ fn post_aborted<B: Backend>(sched: &Sched<B>, out: &mut OpQueue) {
 /// Opens a timer object on `sched`'s backend.
 #[cfg(target_os = "linux")]
 pub fn open<B: Backend>(sched: &Sched<B>) -> Result<Key> {
-    sched.task().timers().open()
+    sched.task().timers().open().map_err(|e| match e {
+        Error::PoolFull(p) => sched.pool_error(p),
+        e => e,
+    })
 }
 
 /// Cancels every wait of timer `key` (they complete with

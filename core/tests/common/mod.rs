@@ -12,6 +12,11 @@ use pinion_core::backend::NoTask;
 use pinion_core::{OpSlot, Scheduler, Storage};
 use pinion_sync::{FutexKit, SyncKit};
 
+#[path = "../../../tests/util/blocked.rs"]
+mod blocked;
+#[allow(unused_imports)] // each binary uses a different subset
+pub use blocked::{current_tid, wait_blocked};
+
 pub type Ctx<K = FutexKit> = Scheduler<NoTask, K>;
 
 /// `normal` natively, `miri` under miri.

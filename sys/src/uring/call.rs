@@ -62,6 +62,14 @@ pub fn setup(entries: u32, params: &mut Params) -> Result<Fd, Errno> {
 pub unsafe fn enter(
     fd: i32, to_submit: u32, min_complete: u32, flags: u32, arg: *const c_void, argsz: usize,
 ) -> Result<u32, Errno> {
+    // The fault injector's seam (nothing without `fault-injection`): the
+    // call fails as the kernel's would before it submitted anything;
+    // `EINTR` only where it would have waited.
+    if let Some(e) = crate::fault::fail(crate::fault::Site::UringEnter) {
+        if e != Errno::INTR || flags & super::abi::IORING_ENTER_GETEVENTS != 0 {
+            return Err(e);
+        }
+    }
     // SAFETY: per this fn's contract. (Seven arguments with the number:
     // one more than `syscall!` takes, so `-1` is turned into the errno
     // here.)

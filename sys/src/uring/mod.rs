@@ -53,7 +53,7 @@ mod ring;
 
 pub use abi::{Cqe, Sqe};
 pub use call::{enter, register, setup};
-pub use prep::{cqe_buffer, cqe_more, Target};
+pub use prep::{cqe_buffer, cqe_more, cqe_notif, Target};
 pub use queue::{Cq, CqEntries, Sq};
 pub use ring::{Probe, Ring};
 

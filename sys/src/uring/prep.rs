@@ -109,6 +109,20 @@ impl Sqe {
         e
     }
 
+    /// `IORING_OP_SEND_ZC` (Linux 6.0) of `len` bytes from `buf`, with
+    /// `send(2)`'s `msg_flags`: the kernel sends from `buf` itself instead
+    /// of a copy. Two CQEs: the result, with `IORING_CQE_F_MORE` when a
+    /// notification follows, then that notification
+    /// (`IORING_CQE_F_NOTIF`) once the kernel no longer reads `buf`.
+    #[inline]
+    pub fn send_zc(target: Target, buf: *const u8, len: u32, msg_flags: u32) -> Sqe {
+        let mut e = Sqe::new(IORING_OP_SEND_ZC, target);
+        e.addr = buf as usize as u64;
+        e.len = len;
+        e.op_flags = msg_flags;
+        e
+    }
+
     /// `IORING_OP_READ` of up to `len` bytes into `buf` at `offset` (0
     /// for a stream; `u64::MAX` for the file position).
     #[inline]
@@ -226,6 +240,13 @@ impl Sqe {
 #[inline]
 pub fn cqe_buffer(flags: u32) -> Option<u16> {
     (flags & IORING_CQE_F_BUFFER != 0).then_some((flags >> IORING_CQE_BUFFER_SHIFT) as u16)
+}
+
+/// `true` if a zero-copy send's CQE is its notification
+/// (`IORING_CQE_F_NOTIF`): the kernel no longer reads the buffer.
+#[inline]
+pub fn cqe_notif(flags: u32) -> bool {
+    flags & IORING_CQE_F_NOTIF != 0
 }
 
 /// `true` if a multishot request posts more CQEs after this one

@@ -200,4 +200,11 @@ fn prepared_sqes_fill_the_fields_the_kernel_reads() {
     );
     assert_eq!(cqe_buffer(513 << IORING_CQE_BUFFER_SHIFT), None);
     assert!(cqe_more(IORING_CQE_F_MORE) && !cqe_more(0));
+    let e = Sqe::send_zc(Target::Fixed(2), buf, 9000, libc::MSG_NOSIGNAL as u32);
+    assert_eq!(
+        (e.opcode, e.flags, e.fd, e.addr, e.len, e.ioprio),
+        (IORING_OP_SEND_ZC, IOSQE_FIXED_FILE, 2, 0x1000, 9000, 0)
+    );
+    assert!(e.is_lean(), "a zero-copy send is pushed like a send");
+    assert!(cqe_notif(IORING_CQE_F_NOTIF) && !cqe_notif(IORING_CQE_F_MORE));
 }
