@@ -12,7 +12,7 @@ use core::net::SocketAddr;
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 
 use pinion_core::backend::{
-    At, ConnectHandler, Fd, Handler, Invoke, Key, OpHooks, OpId, OpResult, Operation, Sched,
+    At, ConnectHandler, Fd, Handler, Here, Invoke, Key, OpHooks, OpId, OpResult, Operation, Sched,
     Started,
 };
 use pinion_core::buf::{IoBuf, IoBufMut};
@@ -42,6 +42,13 @@ pub(crate) trait OpState<H>: Sized {
     fn perform(&mut self, reactor: &Reactor, fd: i32) -> Attempt;
     /// Hands the result to the handler.
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H);
+    /// [`run`](Self::run) on the run thread `here` (from `sched`), for
+    /// states whose handler can use it.
+    #[inline(always)]
+    fn run_here(self, sched: &Sched<Reactor>, here: Option<Here<'_>>, r: OpResult, handler: H) {
+        let _ = here;
+        self.run(sched, r, handler)
+    }
     /// Destroyed at shutdown without running: give back what is held.
     fn destroy(self, _sched: &Sched<Reactor>) {}
 }
@@ -159,9 +166,9 @@ unsafe fn complete<S: OpState<H>, H: OpHooks>(
         (r, s, h)
     };
     match how {
-        Invoke::Run(_) => {
+        Invoke::Run(here) => {
             stat!(sched.task(), ops_completed);
-            s.run(sched, r, h);
+            s.run_here(sched, Some(here), r, h);
         }
         Invoke::Destroy => {
             s.destroy(sched);
@@ -392,6 +399,11 @@ impl<B: IoBufMut, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Recv<B
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
         handler.call(sched, (r, self.buf))
     }
+
+    #[inline(always)]
+    fn run_here(self, sched: &Sched<Reactor>, here: Option<Here<'_>>, r: OpResult, handler: H) {
+        handler.call_here(sched, here, (r, self.buf))
+    }
 }
 
 /// `send` of the bytes of `buf`, without SIGPIPE (`reactive_socket_send_op`).
@@ -409,6 +421,11 @@ impl<B: IoBuf, H: Handler<Reactor, (Result<usize>, B)>> OpState<H> for Send<B> {
     #[inline(always)]
     fn run(self, sched: &Sched<Reactor>, r: OpResult, handler: H) {
         handler.call(sched, (r, self.buf))
+    }
+
+    #[inline(always)]
+    fn run_here(self, sched: &Sched<Reactor>, here: Option<Here<'_>>, r: OpResult, handler: H) {
+        handler.call_here(sched, here, (r, self.buf))
     }
 }
 

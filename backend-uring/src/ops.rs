@@ -108,7 +108,7 @@ unsafe fn complete_buf<B: BufLike, H: Handler<Proactor, (Result<usize>, B)>, con
         } else {
             res
         };
-        handler.call(sched, (r, buf))
+        handler.call_here(sched, how.here(), (r, buf))
     }
 }
 

@@ -200,6 +200,18 @@ pub type Sched<B> = Scheduler<B, <B as Backend>::Kit>;
 pub trait Handler<B: Backend, T>: OpHooks + Send {
     /// Delivers the result. Called once, from `run()`.
     fn call(self, sched: &Sched<B>, result: T);
+
+    /// [`call`](Self::call) from a completion that knows its run thread:
+    /// `here` is the [`Invoke::Run`] the scheduler `sched` passed it, so
+    /// a handler that needs the thread does not look it up again.
+    #[inline(always)]
+    fn call_here(self, sched: &Sched<B>, here: Option<Here<'_>>, result: T)
+    where
+        Self: Sized,
+    {
+        let _ = here;
+        self.call(sched, result)
+    }
 }
 
 /// Names one started operation for [`Backend::cancel_op`]: what a

@@ -32,7 +32,7 @@ use core::marker::PhantomPinned;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use pinion_core::backend::{At, Backend, Handler, Key, OpHooks, OpId, Sched};
+use pinion_core::backend::{At, Backend, Handler, Here, Key, OpHooks, OpId, Sched};
 use pinion_core::task::io::{IoSlot, TaskLink};
 use pinion_core::Error;
 
@@ -125,6 +125,17 @@ impl<B: Backend, V: Send, T: FromValue<B, V> + Send> Handler<B, V> for Waiter<B,
             // thread of `sched`, which the future's context owns (the
             // link was armed for its scheduler).
             Waiter::Task(l) => unsafe { l.deliver(value, sched.here()) },
+            Waiter::Cell(c) => c.deliver(sched, value),
+        }
+    }
+
+    #[inline(always)]
+    fn call_here(self, sched: &Sched<B>, here: Option<Here<'_>>, value: V) {
+        let value = T::from_value(sched, value);
+        match self {
+            // SAFETY: as in `call`; `here` is the completion's own, from
+            // `sched` (the trait's contract).
+            Waiter::Task(l) => unsafe { l.deliver(value, here) },
             Waiter::Cell(c) => c.deliver(sched, value),
         }
     }
@@ -268,7 +279,23 @@ impl<'c, B: Backend, S: Start<'c, B>> Future for Op<'c, B, S> {
 }
 
 impl<'c, B: Backend, S: Start<'c, B>> Drop for Op<'c, B, S> {
+    /// A future that gave its output (the usual case, after every
+    /// `.await`) has nothing to give back: one test, inlined where it is
+    /// dropped; the rest is out of line.
+    #[inline(always)]
     fn drop(&mut self) {
+        if self.mode != Mode::Done {
+            self.drop_pending();
+        }
+    }
+}
+
+impl<'c, B: Backend, S: Start<'c, B>> Op<'c, B, S> {
+    /// Dropped before it gave its output: gives back the arguments, or
+    /// cancels the operation.
+    #[cold]
+    #[inline(never)]
+    fn drop_pending(&mut self) {
         let mode = core::mem::replace(&mut self.mode, Mode::Done);
         match mode {
             Mode::Idle => {

@@ -68,6 +68,8 @@ impl<'c, B: Backend, Buf: IoBufMut> Start<'c, B> for ReadSome<Buf> {
     type Value = (Result<usize>, Buf);
     type Output = (Result<usize>, Buf);
 
+    // Inlined into the future's poll: the start is most of that poll.
+    #[inline(always)]
     fn start(
         self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {
@@ -97,6 +99,8 @@ impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for WriteSome<Buf> {
         }
     }
 
+    // Inlined into the future's poll: the start is most of that poll.
+    #[inline(always)]
     fn start(
         self, at: At<'_, B>, h: Waiter<B, Self::Value>,
     ) -> core::result::Result<(), Refusal<'c, B, Self>> {

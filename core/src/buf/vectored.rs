@@ -21,10 +21,12 @@
 //! let v = out.io_vecs(6);
 //! assert_eq!((v[0].len, v[1].len, v[2].len), (0, 8, 4));
 //!
+//! # #[cfg(feature = "alloc")] {
 //! let mut into = [Vec::with_capacity(2), Vec::with_capacity(8)];
 //! assert_eq!(into.total_spare(), 10);
 //! // SAFETY (of the example): nothing was read, 0 bytes are committed.
 //! unsafe { into.advance(0) };
+//! # }
 //! ```
 
 use super::{IoBuf, IoBufMut};

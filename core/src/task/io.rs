@@ -456,6 +456,19 @@ impl<V> TaskLink<V> {
         Some((c & ADDR) as *const IoSlot<V, X>)
     }
 
+    /// [`claimed_slot`](Self::claimed_slot) for a delivery: backends call
+    /// [`completing`](Self::completing) first, which found the entry
+    /// DELIVERING (ours) or ABANDONED, so one load tells which.
+    #[inline(always)]
+    fn delivering_slot<X>(&self) -> Option<*const IoSlot<V, X>> {
+        let c = self.e().load(Ordering::Acquire);
+        if c & TAG == DELIVERING {
+            return Some((c & ADDR) as *const IoSlot<V, X>);
+        }
+        // ABANDONED (or a backend that did not call `completing`).
+        self.claimed_slot()
+    }
+
     /// Writes `value` into the slot and wakes the task: on a run thread
     /// of its scheduler (`here`), by polling it now if it is idle and not
     /// bound to a strand; otherwise by queueing it as any wake-up does.
@@ -468,7 +481,7 @@ impl<V> TaskLink<V> {
     #[inline(always)]
     pub unsafe fn deliver(self, value: V, here: Option<Here<'_>>) {
         let this = ManuallyDrop::new(self);
-        let Some(slot) = this.claimed_slot::<()>() else {
+        let Some(slot) = this.delivering_slot::<()>() else {
             drop(value);
             return;
         };

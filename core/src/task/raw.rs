@@ -31,12 +31,15 @@ use core::mem::{self, ManuallyDrop};
 use core::pin::Pin;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use core::task::{Context, Poll, RawWaker, Waker};
 
 use super::io::{IoEntry, IO_ENTRIES};
 use crate::op::{Invoke, Operation};
-use crate::scheduler::Here;
 use crate::slab::Key;
+
+mod wake;
+
+pub(crate) use wake::{abort, drop_ref, ref_inc, run_woken, wake_for_run, WAKER_VTABLE};
 
 pub(crate) const SCHEDULED: usize = 1 << 0;
 pub(crate) const RUNNING: usize = 1 << 1;
@@ -395,14 +398,33 @@ unsafe fn run_task<F: Future, S: TaskOwner, const LOCAL: bool>(
         unsafe { finish_without_output(h, false) };
         return;
     }
-    // SCHEDULED -> RUNNING: flips both bits.
-    let prev = hdr.state.fetch_xor(SCHEDULED | RUNNING, Ordering::AcqRel);
+    // SCHEDULED -> RUNNING. SCHEDULED is set and RUNNING clear (only the
+    // thread that dequeued the task may set RUNNING), so adding the
+    // difference flips both bits: one `lock xadd`, where a `fetch_xor`
+    // whose result is used is a compare-and-swap loop.
+    let prev = hdr
+        .state
+        .fetch_add(RUNNING.wrapping_sub(SCHEDULED), Ordering::AcqRel);
     debug_assert!(prev & SCHEDULED != 0 && prev & (RUNNING | COMPLETE) == 0);
     if prev & CANCELLED != 0 {
         // SAFETY: RUNNING is ours; the future is live.
         unsafe { finish_without_output(h, true) };
         return;
     }
+    // SAFETY: RUNNING is ours; the future is live and has type `F`.
+    unsafe { poll_running::<F, S>(h) }
+}
+
+/// Polls a task this thread holds RUNNING for, then completes it or lets
+/// RUNNING go (queueing it again if it was woken meanwhile).
+///
+/// # Safety
+/// The caller set RUNNING on the live, incomplete task `h`, whose future
+/// has type `F`, owned by `S`, and may be polled on this thread.
+#[inline(always)]
+unsafe fn poll_running<F: Future, S: TaskOwner>(h: NonNull<TaskHeader>) {
+    // SAFETY: live (contract).
+    let hdr = unsafe { h.as_ref() };
     // A panic in `poll` drops the future and completes the task (no
     // output) before unwinding on, so nothing is left half-running.
     let unwind = OnUnwind(h);
@@ -428,7 +450,8 @@ unsafe fn run_task<F: Future, S: TaskOwner, const LOCAL: bool>(
             }
         }
         Poll::Pending => {
-            let prev = hdr.state.fetch_and(!RUNNING, Ordering::AcqRel);
+            // RUNNING is ours and set: subtracting clears it (`lock xadd`).
+            let prev = hdr.state.fetch_sub(RUNNING, Ordering::AcqRel);
             if prev & SCHEDULED != 0 {
                 // Woken while it ran: the waker left the queueing to us.
                 // SAFETY: SCHEDULED and on no queue.
@@ -516,201 +539,4 @@ unsafe fn finish(h: NonNull<TaskHeader>, has_output: bool, notify: bool) {
     }
     // SAFETY: the live reference, dropped once.
     unsafe { drop_ref(h) };
-}
-
-/// Adds one reference.
-#[inline]
-pub(crate) fn ref_inc(hdr: &TaskHeader) {
-    let prev = hdr.state.fetch_add(REF_ONE, Ordering::Relaxed);
-    if prev > (usize::MAX >> 1) {
-        // More wakers than memory could hold: a leak loop in user code.
-        panic!("pinion: task reference count overflow");
-    }
-}
-
-/// Drops one reference; the last one releases the slot.
-///
-/// # Safety
-/// The caller owns one reference to the live slot `h`.
-#[inline]
-pub(crate) unsafe fn drop_ref(h: NonNull<TaskHeader>) {
-    // SAFETY: live while we hold a reference.
-    let hdr = unsafe { h.as_ref() };
-    let prev = hdr.state.fetch_sub(REF_ONE, Ordering::AcqRel);
-    debug_assert!(prev & REF_MASK != 0);
-    if prev & REF_MASK == REF_ONE {
-        // SAFETY: the count is zero: the slot is ours alone.
-        unsafe { (hdr.vtable().release)(h) };
-    }
-}
-
-/// Schedules the task unless it is complete, queued, or running (then
-/// the runner requeues it).
-///
-/// # Safety
-/// `h` is live (the caller holds a reference).
-pub(crate) unsafe fn wake_by_ref(h: NonNull<TaskHeader>) {
-    // SAFETY: live (contract).
-    let hdr = unsafe { h.as_ref() };
-    let mut cur = hdr.state.load(Ordering::Acquire);
-    loop {
-        if cur & (COMPLETE | SCHEDULED) != 0 {
-            return;
-        }
-        match hdr.state.compare_exchange_weak(
-            cur,
-            cur | SCHEDULED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => break,
-            Err(actual) => cur = actual,
-        }
-    }
-    if cur & RUNNING == 0 {
-        // SAFETY: we set SCHEDULED on an idle, incomplete task: it is on
-        // no queue, and the live reference keeps it alive.
-        unsafe { (hdr.schedule.get())(h) };
-    }
-}
-
-/// What [`wake_for_run`] did.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Woken {
-    /// Nothing to do: the task is complete, already queued, or being
-    /// polled (its runner requeues it).
-    Nothing,
-    /// Scheduled an idle task that this run thread may poll now.
-    Run,
-    /// Scheduled an idle task that must go through its queue.
-    Queue,
-}
-
-/// The first half of a wake-up from a completion: sets SCHEDULED and says
-/// whether the caller now owns the task's schedule, and if so whether it
-/// may poll the task itself: on a run thread of the task's own scheduler
-/// (`here`), for a task not bound to a strand.
-///
-/// # Safety
-/// `h` is live.
-#[inline(always)]
-pub(crate) unsafe fn wake_for_run(h: NonNull<TaskHeader>, here: Option<Here<'_>>) -> Woken {
-    // SAFETY: live (contract).
-    let hdr = unsafe { h.as_ref() };
-    let mut cur = hdr.state.load(Ordering::Acquire);
-    loop {
-        if cur & (COMPLETE | SCHEDULED) != 0 {
-            return Woken::Nothing;
-        }
-        match hdr.state.compare_exchange_weak(
-            cur,
-            cur | SCHEDULED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => break,
-            Err(actual) => cur = actual,
-        }
-    }
-    if cur & RUNNING != 0 {
-        return Woken::Nothing;
-    }
-    match here {
-        Some(here) if here.ti.owner == hdr.owner.get() && hdr.strand.get().is_null() => Woken::Run,
-        _ => Woken::Queue,
-    }
-}
-
-/// The second half: polls the task here (the post and the dequeue it
-/// saves cancel out, work count included), or queues it.
-///
-/// # Safety
-/// `w` came from [`wake_for_run`] on `h` with this `here`; for `Run` and
-/// `Queue` the caller owns the task's schedule (nothing else happened to
-/// the task since), so it is live and on no queue. No poll of a task is
-/// in progress on this thread above the completion calling this (other
-/// than in a nested `run`).
-#[inline(always)]
-pub(crate) unsafe fn run_woken(h: NonNull<TaskHeader>, w: Woken, here: Option<Here<'_>>) {
-    // SAFETY: live (contract).
-    let hdr = unsafe { h.as_ref() };
-    match (w, here) {
-        // SAFETY: SCHEDULED and on no queue, as if just dequeued by this
-        // run thread of its owner.
-        (Woken::Run, Some(here)) => unsafe {
-            Operation::complete(TaskHeader::op(h), hdr.owner.get(), Invoke::Run(here))
-        },
-        // SAFETY: SCHEDULED by us on an idle task: on no queue.
-        (Woken::Queue, _) => unsafe { (hdr.schedule.get())(h) },
-        _ => {}
-    }
-}
-
-/// Asks the task to stop: at its next turn the future is dropped.
-///
-/// # Safety
-/// `h` is live (the caller holds a reference).
-pub(crate) unsafe fn abort(h: NonNull<TaskHeader>) {
-    // SAFETY: live (contract).
-    let hdr = unsafe { h.as_ref() };
-    let mut cur = hdr.state.load(Ordering::Acquire);
-    loop {
-        if cur & (COMPLETE | CANCELLED) != 0 {
-            return;
-        }
-        match hdr.state.compare_exchange_weak(
-            cur,
-            cur | CANCELLED | SCHEDULED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => break,
-            Err(actual) => cur = actual,
-        }
-    }
-    if cur & (SCHEDULED | RUNNING) == 0 {
-        // SAFETY: idle and incomplete: on no queue.
-        unsafe { (hdr.schedule.get())(h) };
-    }
-}
-
-// ---- wakers ----------------------------------------------------------------
-
-pub(crate) static WAKER_VTABLE: RawWakerVTable =
-    RawWakerVTable::new(waker_clone, waker_wake, waker_wake_by_ref, waker_drop);
-
-/// # Safety
-/// `p` is a task header the waker holds a reference to (or, for the
-/// runner's borrowed waker, one kept alive by the live reference).
-unsafe fn waker_clone(p: *const ()) -> RawWaker {
-    // SAFETY: per contract.
-    ref_inc(unsafe { &*(p as *const TaskHeader) });
-    RawWaker::new(p, &WAKER_VTABLE)
-}
-
-/// # Safety
-/// As for `waker_clone`; consumes the waker's reference.
-unsafe fn waker_wake(p: *const ()) {
-    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
-    // SAFETY: per contract.
-    unsafe {
-        wake_by_ref(h);
-        drop_ref(h);
-    }
-}
-
-/// # Safety
-/// As for `waker_clone`.
-unsafe fn waker_wake_by_ref(p: *const ()) {
-    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
-    // SAFETY: per contract.
-    unsafe { wake_by_ref(h) }
-}
-
-/// # Safety
-/// As for `waker_clone`; consumes the waker's reference.
-unsafe fn waker_drop(p: *const ()) {
-    let h = NonNull::new(p as *mut TaskHeader).expect("task waker");
-    // SAFETY: per contract.
-    unsafe { drop_ref(h) }
 }
