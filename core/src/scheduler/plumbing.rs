@@ -133,7 +133,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     /// New work from this thread goes, counted privately, to its private
-    /// queue (or, as a continuation, to `next`); from outside `run`, to the
+    /// queue (or, as a continuation, to `next_head`); from outside `run`, to the
     /// shared queue.
     ///
     /// # Safety
@@ -149,7 +149,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             // live; `op` per contract.
             unsafe {
                 if NEXT {
-                    ti.next().push(op)
+                    ti.push_next(op)
                 } else {
                     ti.private().push(op)
                 }
