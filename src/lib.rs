@@ -25,6 +25,8 @@
 //!   of any handle;
 //! - [`compose`]: `async_read`, `async_read_until`, `async_write` over any
 //!   stream; [`buf`]: the buffer traits and fixed buffer pools;
+//! - [`process`]: the entry point, arguments, stderr and exit of a
+//!   `#![no_std]` `#![no_main]` program ([`no_std_main!`]);
 //! - [`backend`]: the contract a backend implements (for generic code:
 //!   every type above is generic over `B: Backend`, and the top-level and
 //!   per-backend names are aliases for one backend).
@@ -74,6 +76,7 @@ mod handler;
 pub mod memory;
 pub mod net;
 mod owned;
+pub mod process;
 pub mod serial;
 pub mod signal;
 pub mod strand;

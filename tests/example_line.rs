@@ -4,29 +4,14 @@
 //! and served again once clients leave; SIGTERM exits 0. Needs the
 //! example built (`cargo test` builds it).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
 mod example_proc;
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use example_proc::server::{Server, LIMIT};
 
 fn start(nofile: Option<u32>) -> Server {
     let limit = nofile.map(|n| format!("--nofile={n}:{n}"));
@@ -34,54 +19,9 @@ fn start(nofile: Option<u32>) -> Server {
         Some(l) => vec!["prlimit", l],
         None => vec![],
     };
-    let mut child = example_proc::command("line_server", "epoll", &wrapper)
-        .arg("0")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start line_server (prlimit is in Debian's util-linux)");
-    let (tx, log) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut s = Server {
-        child,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        log,
-    };
-    let line = s.next_line_with("listening on");
-    let addr = line.split("listening on ").nth(1).unwrap();
-    s.addr = addr.split(',').next().unwrap().parse().unwrap();
-    s
-}
-
-impl Server {
-    fn next_line_with(&self, what: &str) -> String {
-        let end = Instant::now() + LIMIT;
-        while let Some(left) = end.checked_duration_since(Instant::now()) {
-            match self.log.recv_timeout(left) {
-                Ok(l) if l.contains(what) => return l,
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
-        panic!("line_server never logged {what:?}");
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).expect("connect");
-        s.set_read_timeout(Some(LIMIT)).unwrap();
-        s
-    }
-
-    /// Lines logged so far (without waiting).
-    fn drain_log(&self) -> Vec<String> {
-        self.log.try_iter().collect()
-    }
+    let mut cmd = example_proc::command("line_server", "epoll", &wrapper);
+    cmd.arg("0");
+    Server::start("line_server", cmd)
 }
 
 fn echo(s: &Server, line: &[u8]) -> Option<Vec<u8>> {
@@ -104,7 +44,7 @@ fn a_storm_past_the_fd_limit_is_logged_a_few_times_and_survived() {
     // More clients than descriptors: accepts fail with EMFILE while they
     // are held.
     let held: Vec<TcpStream> = (0..80).map(|_| s.connect()).collect();
-    s.next_line_with("too many open files");
+    s.wait_log("too many open files");
     // Let the storm go on for a while (the count below is the check: a
     // retry loop without back-off logs hundreds of thousands in this time).
     thread::sleep(Duration::from_millis(500));
@@ -129,16 +69,7 @@ fn a_storm_past_the_fd_limit_is_logged_a_few_times_and_survived() {
 fn sigterm_exits_zero() {
     let mut s = start(None);
     let _idle = s.connect();
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) }, 0);
-    s.next_line_with("received, stopping");
-    let end = Instant::now() + LIMIT;
-    let status = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < end, "still running after SIGTERM");
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = s.sigterm();
     assert!(status.success(), "{status}");
+    s.wait_log("received, stopping");
 }

@@ -77,6 +77,7 @@ use pinion_sync::SyncKit;
 
 #[cfg(target_os = "linux")]
 use crate::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
+use crate::error::write_strs;
 #[cfg(target_os = "linux")]
 use crate::memory::Region;
 #[cfg(target_os = "linux")]
@@ -609,9 +610,10 @@ pub enum BuildError {
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BuildError::Invalid { knob, why } => {
-                write!(f, "Builder::{knob} cannot be honoured: {why}")
-            }
+            BuildError::Invalid { knob, why } => write_strs(
+                f,
+                &["Builder::", knob, " cannot be honoured: ", why],
+            ),
             BuildError::NotSupported => f.write_str(
                 "io_uring is not available in this kernel (io_uring_setup: ENOSYS), or an emulator \
                  such as qemu-user does not pass it through; use the epoll backend (pinion feature \
@@ -626,10 +628,14 @@ impl fmt::Display for BuildError {
                 "io_uring_setup was refused (EPERM), likely by a seccomp or container policy; \
                  allow io_uring_setup/io_uring_enter/io_uring_register, or use the epoll backend",
             ),
-            BuildError::KernelTooOld(what) => write!(
+            BuildError::KernelTooOld(what) => write_strs(
                 f,
-                "this kernel's io_uring lacks {what}; pinion's io_uring backend needs Linux 5.19 \
-                 or later (or use the epoll backend)"
+                &[
+                    "this kernel's io_uring lacks ",
+                    what,
+                    "; pinion's io_uring backend needs Linux 5.19 or later (or use the epoll \
+                     backend)",
+                ],
             ),
             BuildError::Memlock { need, have } => write!(
                 f,
@@ -645,7 +651,10 @@ impl fmt::Display for BuildError {
                 "Builder::lock_memory: need {need} bytes locked, RLIMIT_MEMLOCK allows {allowed}: \
                  raise it with ulimit -l / LimitMEMLOCK= in the systemd unit, or drop lock_memory"
             ),
-            BuildError::Os { what, error } => write!(f, "{what} failed: {error}"),
+            BuildError::Os { what, error } => {
+                write_strs(f, &[what, " failed: "])?;
+                fmt::Display::fmt(error, f)
+            }
         }
     }
 }

@@ -204,12 +204,39 @@ impl<const SIZE: usize> Chunk<SIZE> {
     pub const ZERO: Self = Chunk(UnsafeCell::new([0; SIZE]));
 }
 
+/// One chunk's link on its [`BufPool`]'s free list: a pool over static
+/// memory takes one per chunk ([`BufPool::from_static`]).
+pub struct ChunkLink(Cell<u32>);
+
+impl ChunkLink {
+    /// An unlinked link, for `static` initialisers (`[ChunkLink::NEW; N]`).
+    #[allow(clippy::declare_interior_mutable_const)]
+    pub const NEW: Self = ChunkLink(Cell::new(NIL));
+}
+
 /// A fixed pool of `SIZE`-byte buffers over fixed storage: the no-alloc
 /// buffer source. A chunk goes back to the pool when its [`PoolBuf`] drops.
+///
+/// On static memory, with no allocation (a no_std program):
+///
+/// ```
+/// use pinion_core::buf::{BufPool, Chunk, ChunkLink, IoBuf};
+/// use pinion_core::{StaticArray, StaticCell};
+/// use pinion_sync::SpinMutex;
+///
+/// static CHUNKS: StaticArray<Chunk<512>, 4> = StaticArray::new([Chunk::ZERO; 4]);
+/// static LINKS: StaticArray<ChunkLink, 4> = StaticArray::new([ChunkLink::NEW; 4]);
+/// // 'static, so that its buffers are I/O buffers.
+/// static POOL: StaticCell<BufPool<SpinMutex, 512>> = StaticCell::new();
+/// let pool = BufPool::from_static(CHUNKS.take().unwrap(), LINKS.take().unwrap());
+/// let pool: &'static BufPool<SpinMutex, 512> = POOL.init(pool).ok().unwrap();
+/// let buf = pool.alloc().unwrap();
+/// assert_eq!((pool.capacity(), buf.bytes_len()), (4, 0));
+/// ```
 pub struct BufPool<M: RawMutex, const SIZE: usize> {
     list: Locked<M, FreeChunks>,
     /// Each free chunk's successor on the list, guarded with it.
-    next: Storage<Cell<u32>>,
+    next: Storage<ChunkLink>,
     chunks: Storage<Chunk<SIZE>>,
 }
 
@@ -232,13 +259,21 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
     /// A pool over `chunks`, with `links` (one per chunk) for its free list.
     /// Panics if the two differ in length or exceed `u32::MAX - 1`, a
     /// programming error at build time.
-    pub fn new(chunks: Storage<Chunk<SIZE>>, links: Storage<Cell<u32>>) -> Self {
+    pub fn new(chunks: Storage<Chunk<SIZE>>, links: Storage<ChunkLink>) -> Self {
         assert!(chunks.len() == links.len() && chunks.len() < NIL as usize);
         BufPool {
             list: Locked::new(FreeChunks { free: NIL, bump: 0 }),
             next: links,
             chunks,
         }
+    }
+
+    /// A pool over `static` memory (see [`StaticArray`](crate::StaticArray)):
+    /// `chunks` and one link per chunk; panics if the lengths differ.
+    pub fn from_static(
+        chunks: &'static mut [Chunk<SIZE>], links: &'static mut [ChunkLink],
+    ) -> Self {
+        Self::new(Storage::from_static(chunks), Storage::from_static(links))
     }
 
     /// A pool of `n` chunks in one boxed allocation each for data and links;
@@ -248,7 +283,7 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
         Self::new(
             // SAFETY: a chunk is bytes; all zero is a valid chunk.
             unsafe { Storage::boxed_zeroed(n) },
-            Storage::boxed_with(n, || Cell::new(NIL)),
+            Storage::boxed_with(n, || ChunkLink::NEW),
         )
     }
 
@@ -263,7 +298,7 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
         let i = list.free;
         let got = if i != NIL {
             // SAFETY: `i` came from the free list, so it is in bounds.
-            list.free = unsafe { (*self.next.as_ptr().add(i as usize)).get() };
+            list.free = unsafe { (*self.next.as_ptr().add(i as usize)).0.get() };
             Some(i)
         } else if (list.bump as usize) < self.chunks.len() {
             let b = list.bump;
@@ -283,7 +318,7 @@ impl<M: RawMutex, const SIZE: usize> BufPool<M, SIZE> {
     fn release(&self, i: u32) {
         let mut list = self.list.lock();
         // SAFETY: `i` is a chunk index handed out by `alloc`.
-        unsafe { (*self.next.as_ptr().add(i as usize)).set(list.free) };
+        unsafe { (*self.next.as_ptr().add(i as usize)).0.set(list.free) };
         list.free = i;
     }
 

@@ -248,102 +248,116 @@ impl From<Errno> for Error {
     }
 }
 
+/// Writes `parts` one after the other. Strings go through `write_str`
+/// rather than as `{}` arguments, which would link `Formatter::pad`
+/// (padding and precision nobody asks for here): a kilobyte of text in a
+/// small no_std binary.
+pub(crate) fn write_strs(f: &mut fmt::Formatter<'_>, parts: &[&str]) -> fmt::Result {
+    parts.iter().try_for_each(|p| f.write_str(p))
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::WouldBlock => f.write_str("operation would block (EAGAIN)"),
-            Error::ConnectionReset => f.write_str("connection reset by peer (ECONNRESET)"),
-            Error::ConnectionRefused => f.write_str("connection refused (ECONNREFUSED)"),
-            Error::BrokenPipe => f.write_str("broken pipe: the peer closed the connection (EPIPE)"),
-            Error::Eof => f.write_str("end of stream: the peer closed its side"),
-            Error::NotFound => {
-                f.write_str("delimiter not found before the buffer's limit was reached")
-            }
-            Error::OperationAborted => f.write_str("operation aborted (cancelled or closed)"),
-            Error::PoolFull(p) => write!(
+        // The plain texts are values of one match and written by one call
+        // (a table, not thirty calls); the others write themselves.
+        let text = match self {
+            Error::WouldBlock => "operation would block (EAGAIN)",
+            Error::ConnectionReset => "connection reset by peer (ECONNRESET)",
+            Error::ConnectionRefused => "connection refused (ECONNREFUSED)",
+            Error::BrokenPipe => "broken pipe: the peer closed the connection (EPIPE)",
+            Error::Eof => "end of stream: the peer closed its side",
+            Error::NotFound => "delimiter not found before the buffer's limit was reached",
+            Error::OperationAborted => "operation aborted (cancelled or closed)",
+            Error::PoolFull(p) => return write_strs(
                 f,
-                "{} pool full: every {} is in use; raise {} or bound what is in flight",
-                match p {
-                    Pool::Ops => "operation",
-                    Pool::Descriptors => "descriptor",
-                    Pool::Timers => "timer",
-                    Pool::ReadBuffers => "read-buffer",
-                    Pool::Tasks => "task",
-                    Pool::Signals => "signal-set",
-                },
-                p.what(),
-                p.knob()
+                &[
+                    match p {
+                        Pool::Ops => "operation",
+                        Pool::Descriptors => "descriptor",
+                        Pool::Timers => "timer",
+                        Pool::ReadBuffers => "read-buffer",
+                        Pool::Tasks => "task",
+                        Pool::Signals => "signal-set",
+                    },
+                    " pool full: every ",
+                    p.what(),
+                    " is in use; raise ",
+                    p.knob(),
+                    " or bound what is in flight",
+                ],
             ),
-            Error::NoPool(p) => write!(
+            Error::NoPool(p) => return write_strs(
                 f,
-                "this context has no {} pool: build it with {}",
-                p.what(),
-                p.knob()
+                &["this context has no ", p.what(), " pool: build it with ", p.knob()],
             ),
-            Error::BufferFull => f.write_str(
+            Error::BufferFull => {
                 "the buffer has no room to read into (spare capacity 0); a Vec reads into its \
-                 spare capacity: use Vec::with_capacity, or clear the buffer",
-            ),
-            Error::TaskTooLarge(n) => write!(
+                 spare capacity: use Vec::with_capacity, or clear the buffer"
+            }
+            Error::TaskTooLarge(n) => return write!(
                 f,
                 "the future (or its output) needs {n} bytes, more than a task slot holds: \
                  raise max_future_bytes in Builder::tasks, or box large state outside the task"
             ),
-            Error::TimedOut => f.write_str("timed out (ETIMEDOUT)"),
+            Error::TimedOut => "timed out (ETIMEDOUT)",
             Error::OperationNotSupported => {
-                f.write_str("operation not supported on this descriptor (EOPNOTSUPP)")
+                "operation not supported on this descriptor (EOPNOTSUPP)"
             }
-            Error::NotA(k) => write!(
+            Error::NotA(k) => return write_strs(
                 f,
-                "the descriptor is not {}: check what was passed in (LISTEN_FDS order, socket type)",
-                k.what()
+                &[
+                    "the descriptor is not ",
+                    k.what(),
+                    ": check what was passed in (LISTEN_FDS order, socket type)",
+                ],
             ),
-            Error::NotATerminal => f.write_str(
-                "not a terminal (ENOTTY): a serial port needs a tty device such as /dev/ttyS0",
-            ),
-            Error::UnsupportedBaudRate(r) => write!(
+            Error::NotATerminal => {
+                "not a terminal (ENOTTY): a serial port needs a tty device such as /dev/ttyS0"
+            }
+            Error::UnsupportedBaudRate(r) => return write!(
                 f,
                 "baud rate {r} is not supported: termios offers 50 to 4000000 in its standard \
                  steps (9600, 19200, 38400, 57600, 115200, ...)"
             ),
-            Error::InvalidSignal(n) => write!(
+            Error::InvalidSignal(n) => return write!(
                 f,
                 "signal {n} cannot be waited for: valid are 1..=64 except SIGKILL (9) and SIGSTOP (19)"
             ),
-            Error::SignalNotBlocked(n) => write!(
+            Error::SignalNotBlocked(n) => return write!(
                 f,
                 "signal {n} is not blocked in this thread: call pinion::signal::block(&[{n}, ...]) \
                  in main before spawning threads, or its default action runs instead"
             ),
-            Error::NotOneThread => f.write_str(
+            Error::NotOneThread => {
                 "a !Send task needs a context that one thread runs: build it with \
-                 concurrency_hint(1), or spawn a Send future",
-            ),
-            Error::BadDescriptor => f.write_str("bad descriptor: the handle is closed"),
-            Error::AddrInUse => f.write_str("address already in use (EADDRINUSE)"),
-            Error::UnixNameTooLong(n) => write!(
+                 concurrency_hint(1), or spawn a Send future"
+            }
+            Error::BadDescriptor => "bad descriptor: the handle is closed",
+            Error::AddrInUse => "address already in use (EADDRINUSE)",
+            Error::UnixNameTooLong(n) => return write!(
                 f,
                 "a Unix socket name of {n} bytes is too long: sun_path holds at most 107 \
                  (use a shorter path, e.g. under /run, or an abstract name)"
             ),
-            Error::UnixPathInvalid(at) => write!(
+            Error::UnixPathInvalid(at) => return write!(
                 f,
                 "a Unix socket path must be non-empty and hold no NUL byte (byte {at} is one)"
             ),
-            Error::TooManyOpenFiles => f.write_str(
-                "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)",
-            ),
-            Error::ContextShutDown => f.write_str(
+            Error::TooManyOpenFiles => {
+                "too many open files: the descriptor limit is reached (EMFILE/ENFILE; ulimit -n)"
+            }
+            Error::ContextShutDown => {
                 "the context was shut down (IoContext::shutdown): it runs and starts nothing \
-                 any more; build a new context",
-            ),
-            Error::ShutdownInsideRun => f.write_str(
+                 any more; build a new context"
+            }
+            Error::ShutdownInsideRun => {
                 "IoContext::shutdown called from a handler or task of the same context: it \
                  waits for run() to return, so it would wait for itself; call stop() there and \
-                 shutdown() once run() has returned",
-            ),
-            Error::Os(e) => fmt::Display::fmt(e, f),
-        }
+                 shutdown() once run() has returned"
+            }
+            Error::Os(e) => return fmt::Display::fmt(e, f),
+        };
+        f.write_str(text)
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Storage<T: 'static> {
     len: usize,
     #[cfg(any(test, feature = "alloc"))]
     boxed: bool,
+    /// The allocation `boxed_zeroed` aligned `ptr` inside (null otherwise):
+    /// freed with [`over_aligned`](Self::over_aligned)'s layout.
+    #[cfg(any(test, feature = "alloc"))]
+    base: *mut u8,
 }
 
 // SAFETY: Storage is an owning handle to `[T]`, like `Box<[T]>`.
@@ -32,6 +36,8 @@ impl<T: 'static> Storage<T> {
             ptr: NonNull::from(s).cast(),
             #[cfg(any(test, feature = "alloc"))]
             boxed: false,
+            #[cfg(any(test, feature = "alloc"))]
+            base: core::ptr::null_mut(),
         }
     }
 
@@ -48,6 +54,7 @@ impl<T: 'static> Storage<T> {
             ptr,
             len,
             boxed: true,
+            base: core::ptr::null_mut(),
         }
     }
 
@@ -65,19 +72,38 @@ impl<T: 'static> Storage<T> {
             // SAFETY: all-zero is a valid T (contract).
             return Self::boxed_with(n, || unsafe { core::mem::zeroed() });
         }
-        // As `Vec::with_capacity`, a size past isize::MAX is a panic.
-        let layout = core::alloc::Layout::array::<T>(n).expect("capacity overflow");
+        // Asked for at an alignment of 8, which every target's allocator
+        // serves through `calloc` (std zeroes by hand, touching every page,
+        // above its minimum alignment: 16 on 64-bit targets, while a
+        // buffer chunk is aligned to 64), with room to align `T` inside.
+        let layout = Self::over_aligned(n);
         // SAFETY: the layout's size is not zero (checked above).
-        let p = unsafe { alloc::alloc::alloc_zeroed(layout) } as *mut T;
-        let Some(ptr) = NonNull::new(p) else {
+        let base = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if base.is_null() {
             alloc::alloc::handle_alloc_error(layout)
-        };
-        // Freed by `Drop` as a boxed `[T]` of `n`: the same layout.
+        }
+        let skip = base.align_offset(core::mem::align_of::<T>());
+        // SAFETY: `skip < align_of::<T>()`, the slack `over_aligned` adds,
+        // so `n` values fit behind it; not null (`base` is not).
+        let ptr = unsafe { NonNull::new_unchecked(base.add(skip).cast::<T>()) };
         Storage {
             ptr,
             len: n,
             boxed: true,
+            base,
         }
+    }
+
+    /// The layout `boxed_zeroed` allocates for `n` values: their bytes plus
+    /// the slack to align them, at alignment 8.
+    #[cfg(any(test, feature = "alloc"))]
+    fn over_aligned(n: usize) -> core::alloc::Layout {
+        // As `Vec::with_capacity`, a size past isize::MAX is a panic.
+        let bytes = core::mem::size_of::<T>()
+            .checked_mul(n)
+            .and_then(|b| b.checked_add(core::mem::align_of::<T>()))
+            .expect("capacity overflow");
+        core::alloc::Layout::from_size_align(bytes, 8).expect("capacity overflow")
     }
 
     /// Pointer to the first element.
@@ -111,10 +137,20 @@ impl<T: 'static> Storage<T> {
 impl<T: 'static> Drop for Storage<T> {
     fn drop(&mut self) {
         #[cfg(any(test, feature = "alloc"))]
-        if self.boxed {
+        if self.boxed && !self.base.is_null() {
+            // SAFETY: the values are all-zero-valid plain data handed to
+            // pools, dropped in place; `base` came from `alloc_zeroed`
+            // with this layout (`boxed_zeroed`); freed once.
+            unsafe {
+                core::ptr::drop_in_place(core::ptr::slice_from_raw_parts_mut(
+                    self.ptr.as_ptr(),
+                    self.len,
+                ));
+                alloc::alloc::dealloc(self.base, Self::over_aligned(self.len));
+            }
+        } else if self.boxed {
             let s = core::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
-            // SAFETY: made by Box::into_raw in `boxed_with`, or with the
-            // same layout in `boxed_zeroed`; dropped once.
+            // SAFETY: made by Box::into_raw in `boxed_with`; dropped once.
             drop(unsafe { alloc::boxed::Box::from_raw(s) });
         }
     }

@@ -278,10 +278,14 @@ impl fmt::Display for Errno {
     /// `ECONNRESET: connection reset by peer`, or
     /// `errno 4242: unknown error`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Strings by write_str, not as `{}` arguments: that would link
+        // `Formatter::pad`, a kilobyte of text in a small no_std binary.
         match self.name() {
-            Some(name) => write!(f, "{name}: {}", self.text()),
-            None => write!(f, "errno {}: {}", self.0, self.text()),
+            Some(name) => f.write_str(name)?,
+            None => write!(f, "errno {}", self.0)?,
         }
+        f.write_str(": ")?;
+        f.write_str(self.text())
     }
 }
 

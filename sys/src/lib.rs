@@ -43,6 +43,15 @@ mod errno;
 #[cfg(target_os = "linux")]
 pub mod fd;
 
+// A no_std program on musl, or on 32-bit ARM with glibc, links libc or
+// libgcc through here (see the module's docs for why).
+#[cfg(all(
+    target_os = "linux",
+    not(feature = "std"),
+    any(target_env = "musl", all(target_arch = "arm", target_env = "gnu"))
+))]
+mod link;
+
 #[cfg(target_os = "linux")]
 pub mod addr;
 #[cfg(target_os = "linux")]

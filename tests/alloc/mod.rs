@@ -6,6 +6,8 @@ backend!(b);
 #[path = "../suite/support.rs"]
 mod support;
 
+mod paths;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

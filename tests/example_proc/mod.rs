@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod server;
+
 /// `target/<triple>/<profile>/examples/<name>`, next to this test binary's
 /// `deps/`. Panics with the command that builds it when it is missing
 /// (`cargo test` builds the examples; a `--test` filter does not).

@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,20 +301,25 @@ pub fn count_sigpipes() {
     });
 }
 
-/// A global allocator that counts allocations while armed, on the thread
-/// that armed it: the test's own thread runs the context, and the test
-/// harness's main thread (printing another test's result) must not count.
+/// A global allocator that counts allocations while armed, on the threads
+/// that joined the count: the test's own threads run the context, and the
+/// test harness's main thread (printing another test's result) must not
+/// count.
 pub struct CountingAlloc;
 
-/// Thread id of the armed thread (`pinion::sync::current_thread_id`, which
-/// reads a register and so never allocates); 0 when disarmed.
-static ARMED_BY: AtomicUsize = AtomicUsize::new(0);
+/// Thread ids (`pinion::sync::current_thread_id`, which reads a register
+/// and so never allocates) of the threads that count; 0: a free place.
+static COUNTED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static ARMED: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
 
 #[inline]
 fn counting_here() -> bool {
-    let armed = ARMED_BY.load(Ordering::Relaxed);
-    armed != 0 && armed == pinion::sync::current_thread_id()
+    if !ARMED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let me = pinion::sync::current_thread_id();
+    COUNTED.iter().any(|t| t.load(Ordering::Relaxed) == me)
 }
 
 // SAFETY: forwards to the system allocator; counting has no effect on it.
@@ -339,16 +344,34 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
-/// Starts counting allocations made by the calling thread.
-pub fn arm_alloc_counter() {
+/// Makes the calling thread's allocations count once the counter is armed
+/// (for contexts that several threads run); until the next disarm.
+pub fn count_allocs_on_this_thread() {
     let me = pinion::sync::current_thread_id();
     assert_ne!(me, 0, "no thread id on this target: cannot scope the count");
+    if COUNTED.iter().any(|t| t.load(Ordering::SeqCst) == me) {
+        return;
+    }
+    let placed = COUNTED.iter().any(|t| {
+        t.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    });
+    assert!(placed, "at most {} threads can be counted", COUNTED.len());
+}
+
+/// Starts counting allocations made by the calling thread (and by those
+/// that called [`count_allocs_on_this_thread`]).
+pub fn arm_alloc_counter() {
+    count_allocs_on_this_thread();
     ALLOCS.store(0, Ordering::SeqCst);
-    ARMED_BY.store(me, Ordering::SeqCst);
+    ARMED.store(true, Ordering::SeqCst);
 }
 
 /// Stops counting; returns how many allocations happened while armed.
 pub fn disarm_alloc_counter() -> usize {
-    ARMED_BY.store(0, Ordering::SeqCst);
+    ARMED.store(false, Ordering::SeqCst);
+    for t in &COUNTED {
+        t.store(0, Ordering::SeqCst);
+    }
     ALLOCS.load(Ordering::SeqCst)
 }

@@ -191,7 +191,11 @@ impl Reactor {
     /// [`register`](Self::register) into a slot taken already (an accept
     /// reserves its slot before it accepts).
     pub(crate) fn register_in(&self, key: Key, fd: Fd) -> Result<Key> {
-        let slot = self.table.at(key.index()).expect("a taken slot");
+        // Not `expect`: its message goes through `Formatter::pad`, a
+        // kilobyte of text in a small no_std binary.
+        let Some(slot) = self.table.at(key.index()) else {
+            panic!("a taken slot")
+        };
         let mut l = slot.locked();
         let st = l.state();
         debug_assert!(st.kind == Kind::Free && !st.queued);

@@ -65,6 +65,9 @@ impl TaskChunk {
 pub struct TaskStorage {
     headers: Storage<Entry<TaskHeader>>,
     chunks: Storage<TaskChunk>,
+    /// Chunks per task, worked out where the sizes are known: a context
+    /// without tasks then links no division (a library call on 32-bit ARM).
+    per: usize,
 }
 
 impl TaskStorage {
@@ -73,6 +76,7 @@ impl TaskStorage {
         TaskStorage {
             headers: Storage::from_static(&mut []),
             chunks: Storage::from_static(&mut []),
+            per: 0,
         }
     }
 
@@ -83,6 +87,7 @@ impl TaskStorage {
         TaskStorage {
             headers: Storage::boxed_with(count, || Entry::new(TaskHeader::EMPTY)),
             chunks: Storage::boxed_with(count * per, || TaskChunk::EMPTY),
+            per: if count == 0 { 0 } else { per },
         }
     }
 
@@ -91,9 +96,11 @@ impl TaskStorage {
     pub fn from_static(
         headers: &'static mut [Entry<TaskHeader>], chunks: &'static mut [TaskChunk],
     ) -> Self {
+        let per = chunks.len().checked_div(headers.len()).unwrap_or(0);
         TaskStorage {
             headers: Storage::from_static(headers),
             chunks: Storage::from_static(chunks),
+            per,
         }
     }
 
@@ -113,12 +120,10 @@ pub(crate) struct TaskPool<M: RawMutex> {
 
 impl<M: RawMutex> TaskPool<M> {
     pub(crate) fn new(storage: TaskStorage) -> Self {
-        let n = storage.headers.len();
-        let per = storage.chunks.len().checked_div(n).unwrap_or(0);
         TaskPool {
             slab: Slab::new(storage.headers),
             chunks: storage.chunks,
-            per,
+            per: storage.per,
         }
     }
 

@@ -263,7 +263,12 @@ impl TimerQueue {
         slot.gen = slot.gen.wrapping_add(1);
         slot.next_free = free;
         self.free = i;
-        NonNull::new(op).expect("a pending slot holds an operation")
+        // Not `expect`: its message goes through `Formatter::pad`, a
+        // kilobyte of text in a small no_std binary.
+        match NonNull::new(op) {
+            Some(op) => op,
+            None => panic!("a pending slot holds an operation"),
+        }
     }
 
     fn slots(&self) -> &[TimerSlot] {
