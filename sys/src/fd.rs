@@ -123,7 +123,7 @@ pub fn write(fd: i32, buf: &[u8]) -> Result<usize, crate::Errno> {
 }
 
 /// `readv(2)` on any descriptor: into the buffers `iov` names, each
-/// filled before the next; the count, or the errno (as for [`read`]).
+/// filled before the next; the count, or the errno (as for [`read()`]).
 /// `EINTR` is retried.
 ///
 /// # Safety
@@ -136,7 +136,7 @@ pub unsafe fn readv(fd: i32, iov: &[libc::iovec]) -> Result<usize, crate::Errno>
 }
 
 /// `writev(2)` on any descriptor: the bytes `iov` names, in order; the
-/// count, or the errno (as for [`write`]). `EINTR` is retried.
+/// count, or the errno (as for [`write()`]). `EINTR` is retried.
 ///
 /// # Safety
 /// Every iovec is valid for reads of its length.
