@@ -19,6 +19,9 @@ cargo test -p pinion --no-default-features --features uring,stats
 echo "== the fault injector's schedule (reproducible, per site, within budget)"
 cargo test -p pinion-sys --features fault-injection --lib fault
 
+echo "== io_uring closes parked by failed submissions, forced with the fault injector (the features scripts/faults.sh builds)"
+cargo test -p pinion --features uring,stats,fault-injection --test uring_parked_close
+
 echo "== miri: the backends' parts that need no kernel (descriptor states, SQE and CQE layouts), the fault schedule"
 if cargo +nightly miri --version >/dev/null 2>&1; then
     cargo +nightly miri test -p pinion-epoll --lib

@@ -12,14 +12,19 @@
 use core::fmt;
 
 use pinion_core::backend::{At, Backend, DescKind, Handler, Key, OpHooks, Readiness, Sched};
-use pinion_core::buf::{IoBuf, IoBufMut};
-use pinion_core::compose::{post_value, AsyncReadSome, AsyncWriteSome, Post};
+use pinion_core::buf::{IoBuf, IoBufMut, IoBufs, IoBufsMut};
+use pinion_core::compose::{
+    post_value, AsyncReadSome, AsyncWriteSome, AsyncWriteSomeVectored, Post,
+};
 use pinion_core::{Error, Rejected, Result};
 use pinion_sys::Fd;
 
 use crate::aio::Ready;
 use crate::context::IoContext;
 use crate::owned::Close;
+
+mod step;
+use step::{ReadList, ReadOne, Step, WriteList, WriteOne};
 
 /// A registered descriptor read and written asynchronously (see the
 /// [module docs](self)). `Copy`, like the socket handles; [`Owned`] closes
@@ -137,13 +142,7 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
                 handler: (buf, handler),
             });
         }
-        let step = ReadStep::<B, Buf, F> {
-            key: self.key,
-            buf,
-            f: handler,
-            _b: core::marker::PhantomData,
-        };
-        B::wait(self.at(), Readiness::Readable, step).map_err(|r| r.map(|s| (s.buf, s.f)))
+        Step::start(self.at(), ReadOne(buf), handler)
     }
 
     /// Writes at most `buf.bytes_len()` bytes of `buf` once the descriptor
@@ -155,13 +154,42 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
         Buf: IoBuf,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        let step = WriteStep::<B, Buf, F> {
-            key: self.key,
-            buf,
-            f: handler,
-            _b: core::marker::PhantomData,
-        };
-        B::wait(self.at(), Readiness::Writable, step).map_err(|r| r.map(|s| (s.buf, s.f)))
+        Step::start(self.at(), WriteOne(buf), handler)
+    }
+
+    /// Reads at most `bufs.total_spare()` bytes into the room of several
+    /// buffers, each filled before the next (`readv(2)` once the
+    /// descriptor is readable): the count and the buffers back, `Eof` at
+    /// end of file, `BufferFull` for a list with no room.
+    pub fn async_read_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufsMut,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        if bufs.total_spare() == 0 {
+            return Err(Rejected {
+                error: Error::BufferFull,
+                handler: (bufs, handler),
+            });
+        }
+        Step::start(self.at(), ReadList(bufs), handler)
+    }
+
+    /// Writes at most `bufs.total_len()` bytes of several buffers, in
+    /// order (`writev(2)` once the descriptor is writable): the count and
+    /// the buffers back.
+    /// [`async_write_vectored`](crate::compose::async_write_vectored)
+    /// writes them all.
+    pub fn async_write_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufs,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        Step::start(self.at(), WriteList(bufs), handler)
     }
 
     /// Waits until the descriptor is ready for `what` (a future; dropping
@@ -185,6 +213,33 @@ impl<'c, B: Backend> StreamDescriptor<'c, B> {
     pub async fn write(&self, buf: &[u8]) -> Result<usize> {
         loop {
             match self.try_write(buf) {
+                Err(Error::WouldBlock) => self.ready(Readiness::Writable).await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Reads into the room of several buffers, each filled before the
+    /// next, once data is there (`readv(2)`): the count, `Eof` at end of
+    /// file, `BufferFull` for a list with no room. Cancel-safe: dropping
+    /// the future before it completes reads nothing.
+    pub async fn read_vectored<T: IoBufsMut>(&self, bufs: &mut T) -> Result<usize> {
+        if bufs.total_spare() == 0 {
+            return Err(Error::BufferFull);
+        }
+        loop {
+            match self.with_fd(|fd| step::read_list(bufs, fd)) {
+                Err(Error::WouldBlock) => self.ready(Readiness::Readable).await?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes the bytes of several buffers, in order, once there is room
+    /// (`writev(2)`): the count. Cancel-safe.
+    pub async fn write_vectored<T: IoBufs>(&self, bufs: &T) -> Result<usize> {
+        loop {
+            match self.with_fd(|fd| step::write_list(bufs, fd)) {
                 Err(Error::WouldBlock) => self.ready(Readiness::Writable).await?,
                 r => return r,
             }
@@ -243,99 +298,6 @@ impl<B: Backend, F: FnOnce(Result<()>) + Send> Handler<B, Result<()>> for Waited
 }
 impl<F> OpHooks for Waited<F> {}
 
-/// A read once readable: `read(2)` in the wait's completion, and another
-/// wait if the readiness was spurious (another reader took the data).
-struct ReadStep<B, Buf, F> {
-    key: Key,
-    buf: Buf,
-    f: F,
-    _b: core::marker::PhantomData<fn() -> B>,
-}
-
-impl<B: Backend, Buf: IoBufMut, F> Handler<B, Result<()>> for ReadStep<B, Buf, F>
-where
-    F: FnOnce(Result<usize>, Buf) + Send,
-    Buf: Send,
-{
-    fn call(mut self, sched: &Sched<B>, r: Result<()>) {
-        let read = r.and_then(|()| {
-            sched.task().with_fd(self.key, |fd| {
-                // SAFETY: `write_ptr` is valid for `spare()` bytes of
-                // writes (IoBufMut's contract), and nothing else touches
-                // the buffer while this step owns it.
-                let room = unsafe {
-                    core::slice::from_raw_parts_mut(self.buf.write_ptr(), self.buf.spare())
-                };
-                Ok(pinion_sys::fd::read(fd, room)?)
-            })
-        });
-        let out = match read {
-            Err(Error::WouldBlock) => {
-                let at = At {
-                    sched,
-                    key: self.key,
-                };
-                match B::wait(at, Readiness::Readable, self) {
-                    Ok(()) => return,
-                    Err(r) => {
-                        let s = r.handler;
-                        return (s.f)(Err(r.error), s.buf);
-                    }
-                }
-            }
-            Ok(0) => Err(Error::Eof),
-            Ok(n) => {
-                // SAFETY: the kernel wrote `n` bytes into the room.
-                unsafe { self.buf.advance(n) };
-                Ok(n)
-            }
-            Err(e) => Err(e),
-        };
-        (self.f)(out, self.buf)
-    }
-}
-impl<B, Buf, F> OpHooks for ReadStep<B, Buf, F> {}
-
-/// A write once writable, waiting again on a spurious readiness.
-struct WriteStep<B, Buf, F> {
-    key: Key,
-    buf: Buf,
-    f: F,
-    _b: core::marker::PhantomData<fn() -> B>,
-}
-
-impl<B: Backend, Buf: IoBuf, F> Handler<B, Result<()>> for WriteStep<B, Buf, F>
-where
-    F: FnOnce(Result<usize>, Buf) + Send,
-    Buf: Send,
-{
-    fn call(self, sched: &Sched<B>, r: Result<()>) {
-        let wrote = r.and_then(|()| {
-            sched.task().with_fd(self.key, |fd| {
-                // SAFETY: `read_ptr` is valid for `bytes_len()` bytes of
-                // reads (IoBuf's contract).
-                let bytes = unsafe {
-                    core::slice::from_raw_parts(self.buf.read_ptr(), self.buf.bytes_len())
-                };
-                Ok(pinion_sys::fd::write(fd, bytes)?)
-            })
-        });
-        if wrote == Err(Error::WouldBlock) {
-            let at = At {
-                sched,
-                key: self.key,
-            };
-            if let Err(r) = B::wait(at, Readiness::Writable, self) {
-                let s = r.handler;
-                (s.f)(Err(r.error), s.buf);
-            }
-            return;
-        }
-        (self.f)(wrote, self.buf)
-    }
-}
-impl<B, Buf, F> OpHooks for WriteStep<B, Buf, F> {}
-
 impl<B: Backend> Close for StreamDescriptor<'_, B> {
     fn close(&self) -> Result<()> {
         StreamDescriptor::close(self)
@@ -363,6 +325,18 @@ impl<B: Backend> AsyncWriteSome for StreamDescriptor<'static, B> {
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
         StreamDescriptor::async_write_some(self, buf, handler)
+    }
+}
+
+impl<B: Backend> AsyncWriteSomeVectored for StreamDescriptor<'static, B> {
+    fn async_write_some_vectored<Bufs, F>(
+        &self, bufs: Bufs, handler: F,
+    ) -> core::result::Result<(), Rejected<(Bufs, F)>>
+    where
+        Bufs: IoBufs,
+        F: FnOnce(Result<usize>, Bufs) + Send + 'static,
+    {
+        StreamDescriptor::async_write_some_vectored(self, bufs, handler)
     }
 }
 

@@ -16,7 +16,7 @@ use pinion_core::backend::{At, Backend, Handler, Key, OpHooks, Sched};
 use pinion_core::pooled::PooledBuf;
 use pinion_core::{Rejected, Result};
 
-use crate::aio::FromValue;
+use crate::aio::{FromValue, PooledRead};
 use crate::context::IoContext;
 use crate::net::{Family, StreamSocket};
 use crate::owned::Owned;
@@ -58,6 +58,22 @@ impl<B: Backend, Buf, T, F: FnOnce(T, Buf) + Send> Handler<B, (T, Buf)> for Io<F
 }
 
 impl<F> OpHooks for Io<F> {}
+
+/// A one-buffer write started as a one-element list: a connected
+/// datagram socket's send, so that an empty datagram is sent as one
+/// (`sendmsg`) on every backend (a plain write of nothing is `Ok(0)`
+/// without a system call on io_uring, right for streams only).
+pub(crate) struct Single<F>(pub(crate) F);
+
+impl<B: Backend, Buf, F: FnOnce(Result<usize>, Buf) + Send> Handler<B, (Result<usize>, [Buf; 1])>
+    for Single<F>
+{
+    fn call(self, _: &Sched<B>, (result, [buf]): (Result<usize>, [Buf; 1])) {
+        (self.0)(result, buf)
+    }
+}
+
+impl<F> OpHooks for Single<F> {}
 
 /// Gives a refused read or write its buffer and handler back.
 #[inline(always)]
@@ -158,5 +174,16 @@ where
         // two types differ only in that lifetime.
         let r = unsafe { core::mem::transmute::<Result<PooledBuf<'p>>, Result<PooledBuf<'c>>>(r) };
         (self.f)(r)
+    }
+}
+
+impl<'c, 'p, B: Backend> FromValue<B, Result<PooledBuf<'p>>> for PooledRead<'c> {
+    fn from_value(_: &Sched<B>, r: Result<PooledBuf<'p>>) -> Self {
+        // SAFETY: as in `Pooled::call`: the buffer borrows the read pool of
+        // the context the future's read was started on, which lives for
+        // `'c`; the two types differ only in that lifetime.
+        PooledRead(unsafe {
+            core::mem::transmute::<Result<PooledBuf<'p>>, Result<PooledBuf<'c>>>(r)
+        })
     }
 }

@@ -21,6 +21,9 @@
 //! At most [`MAX_SETS`] sets exist at once in a process (`PoolFull(Signals)`
 //! after that); each takes a descriptor slot of its context.
 
+use core::future::Future;
+use core::task::Poll;
+
 use pinion_core::backend::{Backend, Handler, OpHooks, Readiness, Sched};
 use pinion_core::compose::post_value;
 use pinion_core::{Error, Pool, Rejected, Result};
@@ -312,12 +315,7 @@ impl<'c, B: Backend> SignalSet<'c, B> {
     where
         F: FnOnce(Result<i32>) + Send + 'static,
     {
-        let ready = self.with_slot(|reg, i| {
-            reg.drain();
-            reg.sets[i].cancelled = false;
-            Ok(reg.sets[i].take())
-        });
-        match ready {
+        match self.look(true) {
             Err(error) => Err(Rejected { error, handler }),
             Ok(Some(sig)) => {
                 let sched = self.desc.context().sched();
@@ -366,10 +364,23 @@ impl<'c, B: Backend> SignalSet<'c, B> {
         Ok(())
     }
 
-    fn on_ready<F>(self, r: Result<()>, handler: F)
-    where
-        F: FnOnce(Result<i32>) + Send + 'static,
-    {
+    /// Reads what the signalfd holds and takes this set's lowest counted
+    /// signal, if any; `fresh`: a new wait starts (an earlier `cancel` is
+    /// forgotten).
+    fn look(&self, fresh: bool) -> Result<Option<i32>> {
+        self.with_slot(|reg, i| {
+            reg.drain();
+            if fresh {
+                reg.sets[i].cancelled = false;
+            }
+            Ok(reg.sets[i].take())
+        })
+    }
+
+    /// A readiness wait ended with `r`: the signal it brought, `None` to
+    /// wait again (readable for another set's signal, or our own recheck),
+    /// or `OperationAborted` after `cancel` or `close`.
+    fn after_ready(&self, r: Result<()>) -> Result<Option<i32>> {
         let next = self.with_slot(|reg, i| {
             if r.is_err() && reg.sets[i].cancelled {
                 reg.sets[i].cancelled = false;
@@ -379,14 +390,63 @@ impl<'c, B: Backend> SignalSet<'c, B> {
             Ok(reg.sets[i].take())
         });
         match next {
-            Ok(Some(sig)) => handler(Ok(sig)),
             // Closed meanwhile: the slot is stale.
-            Err(Error::BadDescriptor) => handler(Err(Error::OperationAborted)),
+            Err(Error::BadDescriptor) => Err(Error::OperationAborted),
+            next => next,
+        }
+    }
+
+    fn on_ready<F>(self, r: Result<()>, handler: F)
+    where
+        F: FnOnce(Result<i32>) + Send + 'static,
+    {
+        match self.after_ready(r) {
+            Ok(Some(sig)) => handler(Ok(sig)),
             Err(e) => handler(Err(e)),
-            // Readable for another set's signal, or our own recheck.
             Ok(None) => {
                 if let Err(rej) = self.arm(handler) {
                     (rej.handler)(Err(rej.error));
+                }
+            }
+        }
+    }
+
+    /// The next signal of the set (one already counted, or the next to
+    /// arrive), as a future: [`async_wait`](Self::async_wait)'s form for
+    /// tasks. `OperationAborted` after [`cancel`](Self::cancel) or
+    /// [`close`](Self::close). Dropping the future loses no signal: it
+    /// waits for the signalfd's readiness, and a signal is taken only in
+    /// the poll that returns it. One wait at a time per set.
+    pub async fn wait(&self) -> Result<i32> {
+        let mut fresh = true;
+        loop {
+            if let Some(sig) = self.look(core::mem::take(&mut fresh))? {
+                return Ok(sig);
+            }
+            let mut ready = core::pin::pin!(self.desc.ready(Readiness::Readable));
+            let mut started = false;
+            // `Err(sig)`: the recheck found one, and the wait is dropped
+            // (cancelled) unfinished.
+            let woke = core::future::poll_fn(|cx| match ready.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Ok(r)),
+                Poll::Pending if !started => {
+                    started = true;
+                    // As in `arm`: a signal another set read between our
+                    // look and the wait's start made no edge for us.
+                    match self.look(false) {
+                        Ok(Some(sig)) => Poll::Ready(Err(sig)),
+                        _ => Poll::Pending,
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            match woke {
+                Err(sig) => return Ok(sig),
+                Ok(r) => {
+                    if let Some(sig) = self.after_ready(r)? {
+                        return Ok(sig);
+                    }
                 }
             }
         }

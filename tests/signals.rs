@@ -142,11 +142,78 @@ fn bad_signals_are_clear_errors<B: Backend>(ctx: &'static IoContext<B>) {
     assert!(Error::InvalidSignal(65).to_string().contains("65"));
 }
 
+/// `SignalSet::wait`, the future form: in `block_on` and in a task, a
+/// signal counted before the wait and one raised during it, a second set
+/// counting the same signal, a wait dropped unfinished losing nothing,
+/// and `cancel` and `close` aborting a pending one.
+fn the_wait_future<B: Backend>(ctx: &'static IoContext<B>)
+where
+    IoContext<B>: Sync,
+{
+    let set = Owned::new(SignalSet::new(ctx).unwrap());
+    let other = Owned::new(SignalSet::new(ctx).unwrap());
+    let (s, o) = (*set, *other);
+    set.add(libc::SIGUSR1).unwrap();
+    set.add(libc::SIGHUP).unwrap();
+    other.add(libc::SIGUSR1).unwrap();
+    raise(libc::SIGHUP);
+    let got = ctx.block_on(async move { s.wait().await }).unwrap();
+    assert_eq!(got, Ok(libc::SIGHUP), "counted before the wait");
+    // A task waiting, then the signal.
+    let h = ctx
+        .spawn(async move { s.wait().await })
+        .map_err(|r| r.error)
+        .unwrap();
+    ctx.restart();
+    ctx.poll();
+    raise(libc::SIGUSR1);
+    assert_eq!(ctx.block_on(h).unwrap().unwrap(), Ok(libc::SIGUSR1));
+    // The other set counted it too.
+    let got = ctx.block_on(async move { o.wait().await }).unwrap();
+    assert_eq!(got, Ok(libc::SIGUSR1));
+    // Given up unfinished: the signal that comes after goes to the next.
+    let h = ctx
+        .spawn(async move { pinion::aio::timeout(ctx, Duration::from_millis(20), s.wait()).await })
+        .map_err(|r| r.error)
+        .unwrap();
+    assert_eq!(ctx.block_on(h).unwrap().unwrap(), Err(Error::TimedOut));
+    raise(libc::SIGUSR1);
+    let h = ctx
+        .spawn(async move { s.wait().await })
+        .map_err(|r| r.error)
+        .unwrap();
+    assert_eq!(ctx.block_on(h).unwrap().unwrap(), Ok(libc::SIGUSR1));
+    // Cancel, then close, of a pending wait.
+    for end in [SignalSet::cancel, SignalSet::close] {
+        let h = ctx
+            .spawn(async move { s.wait().await })
+            .map_err(|r| r.error)
+            .unwrap();
+        ctx.restart();
+        ctx.poll();
+        end(&s).unwrap();
+        assert_eq!(
+            ctx.block_on(h).unwrap().unwrap(),
+            Err(Error::OperationAborted)
+        );
+    }
+    assert_eq!(
+        ctx.block_on(async move { s.wait().await }).unwrap(),
+        Err(Error::BadDescriptor)
+    );
+    // The other set's SIGUSR1 stays counted; drained so the next test
+    // starts clean.
+    assert_eq!(
+        ctx.block_on(async move { o.wait().await }).unwrap(),
+        Ok(libc::SIGUSR1)
+    );
+}
+
 fn run_all<B: Backend>(name: &str, build: impl Fn() -> Option<&'static IoContext<B>>)
 where
     IoContext<B>: Sync,
 {
-    let tests: [Test<B>; 4] = [
+    let tests: [Test<B>; 5] = [
         (
             "delivered_once_to_a_thread_blocked_in_run",
             delivered_once_to_a_thread_blocked_in_run::<B>,
@@ -163,6 +230,7 @@ where
             "bad_signals_are_clear_errors",
             bad_signals_are_clear_errors::<B>,
         ),
+        ("the_wait_future", the_wait_future::<B>),
     ];
     for (t, f) in tests {
         let Some(ctx) = build() else {
@@ -192,6 +260,7 @@ fn main() {
                 .ops(64)
                 .descriptors(16)
                 .timers(4)
+                .tasks(4, 2048)
                 .build_static()
                 .unwrap(),
         )
@@ -202,6 +271,7 @@ fn main() {
             .ops(64)
             .descriptors(16)
             .timers(4)
+            .tasks(4, 2048)
             .build_static()
             .ok()
     });

@@ -507,16 +507,21 @@ impl Proactor {
     /// `Backend::cancel_op` for any operation on `key`: a parked accept
     /// leaves its listener's queue and completes with `OperationAborted`;
     /// anything else is asked of the kernel (`IORING_OP_ASYNC_CANCEL` by
-    /// its `user_data`, the op's address). Both under the descriptor's
-    /// lock, which accepts are issued under, so a single-shot accept is
-    /// found parked or already in the SQ ahead of the cancel.
+    /// its `user_data`: the op's address with the tag its kind was
+    /// submitted with, which `op` carries, e.g. a pooled read's). Both
+    /// under the descriptor's lock, which accepts are issued under, so a
+    /// single-shot accept is found parked or already in the SQ ahead of
+    /// the cancel.
     ///
     /// # Safety
     /// As for `Backend::cancel_op`: `op` is still that operation's slot,
     /// so the cancel cannot reach another one (a reused slot's new SQE
     /// would be queued after this cancel).
-    pub(crate) unsafe fn cancel_one(&self, sched: &Sched, key: Key, op: NonNull<Operation>) {
+    pub(crate) unsafe fn cancel_one(&self, sched: &Sched, key: Key, id: OpId) {
         let Ok(d) = self.desc(key) else { return };
+        let op = id.as_ptr();
+        // What the op's SQE carried: its address and its kind's tag.
+        let user_data = op.as_ptr() as u64 | id.tag() as u64;
         d.with(|st| {
             if !st.open || self.descs.gen(key.index()) != Some(key.gen()) {
                 return;
@@ -531,14 +536,14 @@ impl Proactor {
                 return;
             }
             #[cfg(feature = "fault-injection")]
-            self.cancelled.note(op.as_ptr() as u64);
+            self.cancelled.note(user_data);
             // SAFETY: a cancel carries no pointer; its CQE is ignored.
             let _ = unsafe {
                 self.push_on(
                     key,
                     false,
                     || {},
-                    |_| Sqe::cancel_user_data(op.as_ptr() as u64).user_data(UD_IGNORE),
+                    |_| Sqe::cancel_user_data(user_data).user_data(UD_IGNORE),
                 )
             };
             if self.zc_min != u32::MAX {

@@ -49,7 +49,7 @@ use core::mem::{size_of, ManuallyDrop};
 use core::ptr::{self, addr_of, addr_of_mut, NonNull};
 use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 
-use pinion_core::backend::{At, Handler, Invoke, Operation, PooledHandler, Started};
+use pinion_core::backend::{At, Handler, Invoke, OpId, Operation, PooledHandler, Started};
 use pinion_core::memory::{Contents, MemPool, Region as MemRegion};
 use pinion_core::pooled::{BufSource, PooledBuf};
 use pinion_core::{Error, Pool, Rejected, Result};
@@ -392,6 +392,11 @@ pub(crate) fn start_pooled<H: PooledHandler<Proactor>>(
         sched.alloc_op_in_or_reject(here, op, |op| ManuallyDrop::into_inner(op.handler))
     }?;
     let user_data = p.as_ptr() as u64 | TAG_POOLED;
+    // Named with its tag, so that `cancel_op` cancels this user_data.
+    // SAFETY: ours, not yet visible to anyone.
+    unsafe {
+        (*addr_of_mut!((*p.as_ptr()).handler)).bind(OpId::tagged(p.cast(), TAG_POOLED as usize))
+    };
     // SAFETY: counted once the key is checked, finished by the op's
     // completion.
     let started = || unsafe { sched.io_work_started() };

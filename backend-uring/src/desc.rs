@@ -17,8 +17,10 @@
 //!   earlier SQE has been issued, its file looked up, and the cancel has
 //!   found it. `close` submits until then; if the kernel has not got
 //!   there (an SQPOLL thread busy elsewhere, a failed submission) the
-//!   teardown waits in a list the runner finishes after its next
-//!   `io_uring_enter`, and shutdown at the latest;
+//!   teardown waits in a list that is finished by the runner after its
+//!   next `io_uring_enter`, by the next close that gets its own cancel
+//!   consumed, by a registration that finds the table full (it submits
+//!   the parked cancels again), and by shutdown at the latest;
 //! - calls that use the fd directly (options, addresses, `shutdown`) run
 //!   under the descriptor's lock, which `close` takes to retire the key.
 //!
@@ -192,8 +194,26 @@ impl Proactor {
     }
 
     /// Takes a free descriptor slot without opening it (an accept reserves
-    /// one before the kernel accepts into it).
+    /// one before the kernel accepts into it). A full table first finishes
+    /// the closes parked for the kernel, whose slots it may need.
     pub(crate) fn reserve_desc(&self) -> Result<Key> {
+        match self.descs.insert() {
+            Some((key, _)) => Ok(key),
+            None => self.reserve_after_parked_closes(),
+        }
+    }
+
+    /// [`reserve_desc`](Self::reserve_desc) on a full table: closes parked
+    /// by a failed submission hold their slots until the kernel has
+    /// consumed their cancels, which the runner sees to, but a context with
+    /// no work runs nothing; so their cancels are submitted here (within
+    /// the close's bound) and the slots they free are taken.
+    #[cold]
+    #[inline(never)]
+    fn reserve_after_parked_closes(&self) -> Result<Key> {
+        if self.closes_pending.load(Ordering::Acquire) {
+            self.retry_parked_closes();
+        }
         Ok(self
             .descs
             .insert()
@@ -376,6 +396,13 @@ impl Proactor {
         }
         if self.submit_through(fence) {
             self.teardown(key.index());
+            // Earlier closes parked by a failed submission have their
+            // cancels ahead of ours: consumed too, so they finish now
+            // rather than at the runner's next turn (which a context with
+            // no work never takes).
+            if self.closes_pending.load(Ordering::Acquire) {
+                self.finish_closes();
+            }
         } else {
             self.defer_teardown(key.index(), fence);
         }
@@ -459,6 +486,27 @@ impl Proactor {
             *tail = idx;
         }
         self.closes_pending.store(true, Ordering::Release);
+    }
+
+    /// Submits the SQ through the last parked close's cancel (bounded as
+    /// a close's own submission is) and tears down what the kernel has
+    /// consumed.
+    #[cold]
+    pub(crate) fn retry_parked_closes(&self) {
+        let last = {
+            let c = self.closing.lock();
+            let tail = c.1;
+            if tail == NIL {
+                return;
+            }
+            self.descs
+                .at(tail)
+                .expect("a table index")
+                .closing_fence
+                .get()
+        };
+        self.submit_through(last);
+        self.finish_closes();
     }
 
     /// Tears down the parked closes whose cancels the kernel has consumed

@@ -237,7 +237,7 @@ unsafe impl Backend for Proactor {
 
     unsafe fn cancel_op(at: At<'_, Self>, op: OpId) {
         // SAFETY: forwarded.
-        unsafe { at.sched.task().cancel_one(at.sched, at.key, op.as_ptr()) }
+        unsafe { at.sched.task().cancel_one(at.sched, at.key, op) }
     }
 
     fn cancel(at: At<'_, Self>) -> Result<()> {

@@ -222,7 +222,11 @@ pub trait Handler<B: Backend, T>: OpHooks + Send {
 }
 
 /// Names one started operation for [`Backend::cancel_op`]: what a
-/// backend reports to [`OpHooks::bind`].
+/// backend reports to [`OpHooks::bind`]. The operation's address, and a
+/// small tag of the backend's own in its low bits (operation slots are
+/// [`OP_SLOT_ALIGN`](crate::pool::OP_SLOT_ALIGN)-aligned): how the
+/// backend named the operation to the kernel, where that differs by kind
+/// (io_uring's tagged `user_data`), so that a cancel reaches every kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpId(NonNull<Operation>);
 
@@ -233,14 +237,40 @@ unsafe impl Send for OpId {}
 unsafe impl Sync for OpId {}
 
 impl OpId {
-    /// The id of the operation at `op`.
+    /// Tags are below this.
+    pub const TAGS: usize = crate::pool::OP_SLOT_ALIGN;
+
+    /// The id of the operation at `op`, with tag 0.
     pub fn new(op: NonNull<Operation>) -> Self {
         OpId(op)
     }
 
+    /// The id of the operation at `op` (in an operation slot), with the
+    /// backend's `tag`.
+    ///
+    /// # Panics
+    /// If `tag` is not below [`TAGS`](Self::TAGS); in debug builds also if
+    /// `op` is not aligned as operation slots are.
+    pub fn tagged(op: NonNull<Operation>, tag: usize) -> Self {
+        assert!(tag < Self::TAGS, "pinion: an OpId tag is below OpId::TAGS");
+        debug_assert_eq!(op.as_ptr() as usize % Self::TAGS, 0);
+        // The low bits of an aligned address are zero: the tag fills them
+        // without leaving the operation's memory (provenance kept).
+        OpId(op.map_addr(|a| a | tag))
+    }
+
     /// The operation's address.
     pub fn as_ptr(self) -> NonNull<Operation> {
-        self.0
+        self.0.map_addr(|a| {
+            // SAFETY: an operation's address is at least `TAGS` (aligned,
+            // not null), so clearing the tag leaves it non-zero.
+            unsafe { core::num::NonZeroUsize::new_unchecked(a.get() & !(Self::TAGS - 1)) }
+        })
+    }
+
+    /// The backend's tag (0 for [`new`](Self::new)).
+    pub fn tag(self) -> usize {
+        self.0.as_ptr() as usize & (Self::TAGS - 1)
     }
 }
 
@@ -447,8 +477,9 @@ pub unsafe trait Backend: Task + Sized {
     /// Cancels the one operation `op` on the descriptor: it completes with
     /// `OperationAborted`, or with its result if it finished first. A
     /// no-op when it is already completing or the descriptor is closed.
-    /// Reads, writes, accepts, connects and datagrams can be cancelled so;
-    /// pooled reads only all together ([`cancel`](Self::cancel)).
+    /// Every operation that reports itself to [`OpHooks::bind`] can be
+    /// cancelled so: reads (plain, vectored, pooled), writes, accepts,
+    /// connects, readiness waits and datagrams.
     ///
     /// # Safety
     /// `op` was reported to [`OpHooks::bind`] for an operation started on

@@ -25,7 +25,7 @@ use pinion_sync::{Locked, RawMutex};
 use crate::storage::Storage;
 
 mod vectored;
-pub use vectored::{IoBufs, IoBufsMut, IoVec};
+pub use vectored::{Consuming, IoBufs, IoBufsMut, IoVec};
 
 /// A buffer whose initialised bytes can be written to a descriptor.
 ///

@@ -41,11 +41,18 @@ use crate::context::IoContext;
 mod net;
 pub(crate) mod rendezvous;
 mod time;
+mod vectored;
 
-pub use net::{AcceptOne, ConnectTo, ReadSome, RecvOne, SendOne, WaitFor, WriteSome};
+pub use net::{
+    AcceptOne, ConnectTo, ReadSome, RecvOne, RecvOnly, SendConnected, SendOne, WaitFor, WriteSome,
+};
 pub use pinion_core::backend::Readiness;
 
-pub use net::{Accept, Connect, Read, Ready, RecvFrom, SendTo, Write};
+pub use net::{Accept, Connect, Read, Ready, Recv, RecvFrom, SendDatagram, SendTo, Write};
+pub use vectored::{
+    PooledOne, PooledRead, ReadPooled, ReadSomeVectored, ReadVectored, WriteSomeVectored,
+    WriteVectored,
+};
 #[cfg(feature = "embedded-io")]
 mod eio;
 pub use time::{sleep, sleep_until, timeout, Deadline, Interval, Sleep, Timeout, TimeoutIn};

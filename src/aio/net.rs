@@ -27,6 +27,11 @@ pub type Accept<'c, B, P = Ip> = Op<'c, B, AcceptOne<P>>;
 pub type SendTo<'c, B, Buf, A = SocketAddr> = Op<'c, B, SendOne<Buf, A>>;
 /// `DatagramSocket::recv_from`, from an address `A` (UDP's by default).
 pub type RecvFrom<'c, B, Buf, A = SocketAddr> = Op<'c, B, RecvOne<Buf, A>>;
+/// `DatagramSocket::send`: a datagram to the connected peer.
+pub type SendDatagram<'c, B, Buf> = Op<'c, B, SendConnected<Buf>>;
+/// `DatagramSocket::recv`: a datagram from the connected peer, without
+/// its address.
+pub type Recv<'c, B, Buf, A = SocketAddr> = Op<'c, B, RecvOnly<Buf, A>>;
 /// `TcpStream::connect`'s operation.
 pub type Connect<'c, B> = Op<'c, B, ConnectTo>;
 /// `TcpStream::ready`: a readiness wait.
@@ -42,6 +47,11 @@ pub struct AcceptOne<P = Ip>(PhantomData<fn() -> P>);
 pub struct SendOne<Buf, A = SocketAddr>(Buf, A);
 /// The start of a datagram receive.
 pub struct RecvOne<Buf, A = SocketAddr>(Buf, PhantomData<fn() -> A>);
+/// The start of a datagram send to the connected peer (a one-element
+/// gather write, so an empty datagram is sent on every backend).
+pub struct SendConnected<Buf>(Buf);
+/// The start of a datagram receive whose sender is not wanted.
+pub struct RecvOnly<Buf, A = SocketAddr>(RecvOne<Buf, A>);
 /// The start of a connect.
 pub struct ConnectTo(SocketAddr);
 /// The start of a readiness wait.
@@ -167,6 +177,43 @@ impl<'c, B: Backend, Buf: IoBufMut, A: SockAddr> Start<'c, B> for RecvOne<Buf, A
     }
     fn output(_: &'c IoContext<B>, v: Self::Value) -> Self::Output {
         v
+    }
+}
+
+impl<'c, B: Backend, Buf: IoBuf> Start<'c, B> for SendConnected<Buf> {
+    type Value = (Result<usize>, [Buf; 1]);
+    type Output = (Result<usize>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
+        B::write_some_vectored(at, [self.0], h).map_err(|r| {
+            let ([buf], h) = r.handler;
+            (r.error, SendConnected(buf), h)
+        })
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), self.0)
+    }
+    fn output(_: &'c IoContext<B>, (r, [buf]): Self::Value) -> Self::Output {
+        (r, buf)
+    }
+}
+
+impl<'c, B: Backend, Buf: IoBufMut, A: SockAddr> Start<'c, B> for RecvOnly<Buf, A> {
+    type Value = (Result<(usize, A)>, Buf);
+    type Output = (Result<usize>, Buf);
+
+    fn start(
+        self, at: At<'_, B>, h: Waiter<B, Self::Value>,
+    ) -> core::result::Result<(), Refusal<'c, B, Self>> {
+        self.0.start(at, h).map_err(|(e, s, h)| (e, RecvOnly(s), h))
+    }
+    fn refused(self, error: Error) -> Self::Output {
+        (Err(error), (self.0).0)
+    }
+    fn output(_: &'c IoContext<B>, (r, buf): Self::Value) -> Self::Output {
+        (r.map(|(n, _)| n), buf)
     }
 }
 
@@ -324,5 +371,22 @@ impl<'c, B: Backend, P: Family> DatagramSocket<'c, B, P> {
     /// Receives one datagram into `buf`'s room, with its sender.
     pub fn recv_from<Buf: IoBufMut>(&self, buf: Buf) -> RecvFrom<'c, B, Buf, P::Addr> {
         Op::new(self.context(), self.key(), RecvOne(buf, PhantomData))
+    }
+
+    /// Sends `buf` as one datagram to the connected peer (see
+    /// [`connect`](Self::connect)); `Os(EDESTADDRREQ)` without one.
+    pub fn send<Buf: IoBuf>(&self, buf: Buf) -> SendDatagram<'c, B, Buf> {
+        Op::new(self.context(), self.key(), SendConnected(buf))
+    }
+
+    /// Receives one datagram into `buf`'s room: its length (a datagram
+    /// of 0 bytes is `Ok(0)`, not the end of anything). For a connected
+    /// socket or a pair, where the sender is known.
+    pub fn recv<Buf: IoBufMut>(&self, buf: Buf) -> Recv<'c, B, Buf, P::Addr> {
+        Op::new(
+            self.context(),
+            self.key(),
+            RecvOnly(RecvOne(buf, PhantomData)),
+        )
     }
 }

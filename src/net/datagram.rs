@@ -13,7 +13,7 @@ use pinion_sys::socket as sys;
 
 use super::{open_socket, refuse, Family, UdpSocket};
 use crate::context::IoContext;
-use crate::handler::{io_back, Io};
+use crate::handler::{io_back, Io, Single};
 
 /// A datagram socket of family `P` ([`UdpSocket`],
 /// [`UnixDatagram`](super::UnixDatagram)): a `Copy` handle into its
@@ -137,7 +137,8 @@ impl<'c, B: Backend, P: Family> DatagramSocket<'c, B, P> {
         Buf: IoBuf,
         F: FnOnce(Result<usize>, Buf) + Send + 'static,
     {
-        B::write_some(self.at(), buf, Io(handler)).map_err(io_back)
+        B::write_some_vectored(self.at(), [buf], Single(handler))
+            .map_err(|r| r.map(|([buf], h)| (buf, h.0)))
     }
 
     /// Every pending operation completes with `OperationAborted`.

@@ -204,7 +204,10 @@ impl Fault {
 pub struct Schedule {
     /// The seed every decision is drawn from.
     pub seed: u64,
-    /// Chance that a call at a site faults, in 1/1024ths.
+    /// Chance that a call at a site faults, in 1/1024ths. [`ALWAYS`]
+    /// (which [`from_seed`](Self::from_seed) never draws) makes every call
+    /// at a site that can fail with one of `kinds` fail with one of them:
+    /// a test's way to make, say, every `io_uring_enter` fail.
     pub rate: u32,
     /// The faults this schedule may inject, one bit per [`Fault`].
     pub kinds: u32,
@@ -212,6 +215,9 @@ pub struct Schedule {
     /// counted).
     pub surfacing_budget: u32,
 }
+
+/// [`Schedule::rate`] for "every call".
+pub const ALWAYS: u32 = 1024;
 
 impl Schedule {
     /// A schedule drawn from `seed`: a fault rate from 1/8 to 3/4, every
@@ -361,7 +367,15 @@ mod armed {
             let mut out = None;
             if (roll & 1023) < s.rate as u64 {
                 let allowed = site.faults();
-                let f = allowed[((roll >> 10) % allowed.len() as u64) as usize];
+                let mut f = allowed[((roll >> 10) % allowed.len() as u64) as usize];
+                if s.rate >= ALWAYS {
+                    // Every call: the first of the site's faults the
+                    // schedule allows (no seed draws this rate, so seeded
+                    // runs replay as before).
+                    if let Some(&g) = allowed.iter().find(|g| s.kinds & (1 << **g as u32) != 0) {
+                        f = g;
+                    }
+                }
                 let used = log.surfaced.iter().flatten().count() as u32;
                 if s.kinds & (1 << f as u32) != 0 && (!f.surfaces() || used < s.surfacing_budget) {
                     log.injected += 1;

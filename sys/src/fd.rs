@@ -122,6 +122,31 @@ pub fn write(fd: i32, buf: &[u8]) -> Result<usize, crate::Errno> {
     Ok(n as usize)
 }
 
+/// `readv(2)` on any descriptor: into the buffers `iov` names, each
+/// filled before the next; the count, or the errno (as for [`read()`]).
+/// `EINTR` is retried.
+///
+/// # Safety
+/// Every iovec is valid for writes of its length.
+pub unsafe fn readv(fd: i32, iov: &[libc::iovec]) -> Result<usize, crate::Errno> {
+    let cnt = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `iov` holds `cnt` iovecs, each valid for writes (contract).
+    let n = crate::syscall_retry!(readv(fd, iov.as_ptr(), cnt))?;
+    Ok(n as usize)
+}
+
+/// `writev(2)` on any descriptor: the bytes `iov` names, in order; the
+/// count, or the errno (as for [`write()`]). `EINTR` is retried.
+///
+/// # Safety
+/// Every iovec is valid for reads of its length.
+pub unsafe fn writev(fd: i32, iov: &[libc::iovec]) -> Result<usize, crate::Errno> {
+    let cnt = iov.len().min(libc::c_int::MAX as usize) as libc::c_int;
+    // SAFETY: `iov` holds `cnt` iovecs, each valid for reads (contract).
+    let n = crate::syscall_retry!(writev(fd, iov.as_ptr(), cnt))?;
+    Ok(n as usize)
+}
+
 /// A second descriptor for the same open file (`F_DUPFD_CLOEXEC`).
 pub fn duplicate(fd: i32) -> Result<Fd, crate::Errno> {
     // SAFETY: plain integers.

@@ -1,7 +1,8 @@
 //! Pooled reads (`async_read_pooled`): the buffer is taken from the
 //! context's read pool when data arrives (epoll) or by the kernel from a
 //! provided buffer ring (io_uring), and goes back when dropped. Every test
-//! ends with the whole pool free again: nothing leaks on any path.
+//! ends with the whole pool free again: nothing leaks on any path. The
+//! future form (`read_pooled`), and one dropped mid-flight.
 
 use std::io::{Read, Write};
 use std::net::Shutdown as StdShutdown;
@@ -226,4 +227,80 @@ fn without_read_buffers_pooled_reads_are_refused() {
     assert_eq!(r.error, Error::NoPool(Pool::ReadBuffers));
     s.close().unwrap();
     l.close().unwrap();
+}
+
+/// The pooled read's future, in a task and in `block_on`; without a pool
+/// it is `NoPool`.
+#[test]
+fn the_pooled_read_future_reads_into_the_pool() {
+    let Some(ctx) = Ctx::try_with(
+        b::Builder::new().ops(64).descriptors(16).timers(4).tasks(2, 2048).read_buffers(COUNT, SIZE),
+    ) else {
+        return;
+    };
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peer = util::std_connect(addr);
+    let s = accept_one(c, l);
+    l.close().unwrap();
+    peer.write_all(b"hello").unwrap();
+    let h = c
+        .spawn(async move { s.read_pooled().await.map(|b| b.to_vec()) })
+        .map_err(|r| r.error)
+        .unwrap();
+    assert_eq!(c.block_on(h).unwrap().expect("task"), Ok(b"hello".to_vec()));
+    peer.write_all(b"again").unwrap();
+    let got = c.block_on(async move { s.read_pooled().await.map(|b| b.to_vec()) }).unwrap();
+    assert_eq!(got, Ok(b"again".to_vec()));
+    drop(peer);
+    assert_eq!(c.block_on(s.read_pooled()).unwrap().err(), Some(Error::Eof));
+    s.close().unwrap();
+    assert_eq!(c.read_buffers().unwrap().free, COUNT);
+
+    let plain = ctx_or_skip!(Ctx::builder().tasks(2, 2048));
+    let p = plain.get();
+    let (l, addr) = listen(p);
+    let _peer = util::std_connect(addr);
+    let s = accept_one(p, l);
+    let r = p.block_on(s.read_pooled()).unwrap();
+    assert_eq!(r.err(), Some(Error::NoPool(Pool::ReadBuffers)));
+    s.close().unwrap();
+    l.close().unwrap();
+}
+
+/// A pooled read dropped while it waits is cancelled: its operation
+/// ends (its slot comes back), it holds no buffer, and the bytes sent
+/// afterwards go to the next read. On io_uring its SQE carries a tagged
+/// `user_data`, which the cancel must name: a cancel by the plain
+/// operation address found nothing, and the read stayed in the kernel
+/// and took the next bytes.
+#[test]
+fn a_dropped_pooled_read_is_cancelled() {
+    let Some(ctx) = Ctx::try_with(
+        b::Builder::new().ops(64).descriptors(16).timers(4).tasks(2, 2048).read_buffers(COUNT, SIZE),
+    ) else {
+        return;
+    };
+    let c = ctx.get();
+    let (l, addr) = listen(c);
+    let mut peer = util::std_connect(addr);
+    let s = accept_one(c, l);
+    l.close().unwrap();
+    let before = c.ops_in_use().0;
+    let h = c
+        .spawn(async move {
+            let r = pinion::aio::timeout(c, std::time::Duration::from_millis(20), s.read_pooled()).await;
+            let got = format!("{:?}", r.as_ref().map(|r| r.as_ref().map(|b| b.len())));
+            assert_eq!(r.err(), Some(Error::TimedOut), "{got}");
+        })
+        .map_err(|r| r.error)
+        .unwrap();
+    c.block_on(h).unwrap().expect("task");
+    run_until(c, "the cancelled pooled read ends", || c.ops_in_use().0 == before);
+    assert_eq!(c.read_buffers().unwrap().free, COUNT);
+    peer.write_all(b"after").unwrap();
+    let got = c.block_on(async move { s.read_pooled().await.map(|b| b.to_vec()) }).unwrap();
+    assert_eq!(got, Ok(b"after".to_vec()), "the dropped read took nothing");
+    s.close().unwrap();
+    assert_eq!(c.read_buffers().unwrap().free, COUNT);
 }

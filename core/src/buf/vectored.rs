@@ -10,6 +10,8 @@
 //! operation does not compile (a slot-size error names the type), which
 //! is the limit on `N` (how many fit depends on `T`, the handler and the
 //! backend; three `Vec`s and a small handler do on both).
+//! [`Consuming`] is a list from a byte offset on: what is left to write
+//! after partial gather writes (Asio's `consuming_buffers`).
 //!
 //! ```
 //! use pinion_core::buf::{IoBufs, IoBufsMut};
@@ -152,5 +154,67 @@ unsafe impl<T: IoBufMut, const N: usize> IoBufsMut for [T; N] {
             unsafe { b.advance(k) };
             n -= k;
         }
+    }
+}
+
+/// A buffer list from a byte offset on (Asio's `consuming_buffers`): the
+/// bytes a gather write has still to send after partial writes took the
+/// first [`consumed`](Self::consumed). The vectored form of
+/// [`Slice`](super::Slice).
+///
+/// ```
+/// use pinion_core::buf::{Consuming, IoBufs};
+///
+/// let mut rest = Consuming::new([&b"head"[..], &b"body"[..]]);
+/// rest.consume(6);
+/// assert_eq!(rest.total_len(), 2);
+/// let v = rest.io_vecs(0);
+/// assert_eq!((v[0].len, v[1].len), (0, 2));
+/// assert_eq!(rest.into_inner(), [&b"head"[..], &b"body"[..]]);
+/// ```
+#[derive(Debug)]
+pub struct Consuming<T> {
+    bufs: T,
+    consumed: usize,
+}
+
+impl<T: IoBufs> Consuming<T> {
+    /// All of `bufs`.
+    pub fn new(bufs: T) -> Self {
+        Consuming { bufs, consumed: 0 }
+    }
+
+    /// `n` more bytes were written (clamped to what is left).
+    pub fn consume(&mut self, n: usize) {
+        self.consumed = (self.consumed + n).min(self.bufs.total_len());
+    }
+
+    /// Bytes written so far.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    /// The underlying list, whole.
+    pub fn into_inner(self) -> T {
+        self.bufs
+    }
+
+    /// The underlying list.
+    pub fn get_ref(&self) -> &T {
+        &self.bufs
+    }
+}
+
+// SAFETY: the iovecs of `T` past the bytes consumed, which `T` keeps
+// valid and in place while it, and so this struct, moves.
+unsafe impl<T: IoBufs> IoBufs for Consuming<T> {
+    type IoVecs = T::IoVecs;
+
+    fn io_vecs(&self, skip: usize) -> T::IoVecs {
+        self.bufs.io_vecs(self.consumed + skip)
+    }
+
+    fn total_len(&self) -> usize {
+        self.bufs.total_len() - self.consumed
     }
 }

@@ -1,7 +1,7 @@
 //! [`async_write_vectored`]: every byte of a buffer list (Asio's
 //! `async_write` over a buffer sequence).
 
-use crate::buf::IoBufs;
+use crate::buf::{Consuming, IoBufs};
 use crate::{Error, Rejected, Result};
 
 use super::{AsyncWriteSomeVectored, Post};
@@ -24,28 +24,25 @@ where
     F: FnOnce(Result<usize>, T) + Send + 'static,
 {
     let op = GatherOp {
-        bufs,
-        written: 0,
+        rest: Consuming::new(bufs),
         stream: stream.clone(),
         handler,
     };
-    let started = if op.bufs.total_len() == 0 {
+    let started = if op.rest.total_len() == 0 {
         stream.post_handler(op, |op| op.finish(Ok(0)))
     } else {
         op.issue()
     };
     started.map_err(|r| Rejected {
         error: r.error,
-        handler: (r.handler.bufs, r.handler.handler),
+        handler: (r.handler.rest.into_inner(), r.handler.handler),
     })
 }
 
 /// [`async_write_vectored`]'s state machine, and the buffer list each
 /// step writes from: the bytes not yet written.
 struct GatherOp<S, T, F> {
-    bufs: T,
-    /// Bytes of `bufs` written so far.
-    written: usize,
+    rest: Consuming<T>,
     stream: S,
     handler: F,
 }
@@ -69,11 +66,11 @@ where
     fn on_write(res: Result<usize>, mut op: Self) {
         match res {
             Ok(0) => return op.finish(Err(Error::BrokenPipe)),
-            Ok(n) => op.written += n,
+            Ok(n) => op.rest.consume(n),
             Err(e) => return op.finish(Err(e)),
         }
-        if op.written >= op.bufs.total_len() {
-            let total = op.written;
+        if op.rest.total_len() == 0 {
+            let total = op.rest.consumed();
             op.finish(Ok(total));
         } else if let Err(r) = op.issue() {
             r.handler.finish(Err(r.error));
@@ -81,20 +78,20 @@ where
     }
 
     fn finish(self, res: Result<usize>) {
-        (self.handler)(res, self.bufs)
+        (self.handler)(res, self.rest.into_inner())
     }
 }
 
-// SAFETY: the caller's iovecs past what was written, which `T` keeps
-// valid and in place while it, and so this struct, moves.
+// SAFETY: `rest`'s iovecs, which it keeps valid and in place while it,
+// and so this struct, moves.
 unsafe impl<S: Send + 'static, T: IoBufs, F: Send + 'static> IoBufs for GatherOp<S, T, F> {
     type IoVecs = T::IoVecs;
 
     fn io_vecs(&self, skip: usize) -> T::IoVecs {
-        self.bufs.io_vecs(self.written + skip)
+        self.rest.io_vecs(skip)
     }
 
     fn total_len(&self) -> usize {
-        self.bufs.total_len() - self.written
+        self.rest.total_len()
     }
 }
