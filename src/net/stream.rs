@@ -330,7 +330,7 @@ impl<'c, B: Backend, P: Family> StreamSocket<'c, B, P> {
     /// ```compile_fail
     /// # let ctx: &'static pinion::IoContext = pinion::Builder::new().build_static().unwrap();
     /// let (a, _b) = pinion::UnixStream::pair(ctx).unwrap();
-    /// let bufs: [Vec<u8>; 16] = Default::default(); // 16 × 24 bytes
+    /// let bufs: [Vec<u8>; 32] = Default::default(); // 32 × 24 bytes (× 12 on 32-bit)
     /// let _ = a.async_write_some_vectored(bufs, |_, _| ());
     /// ```
     pub fn async_write_some_vectored<Bufs, F>(
