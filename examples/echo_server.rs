@@ -49,6 +49,7 @@ mod stop;
 use std::net::{IpAddr, SocketAddr};
 use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use backoff::AcceptBackoff;
@@ -148,6 +149,8 @@ fn serve<P: Family, const N: usize>(
     let drain = stop::Drain::install(ctx, "echo_server", grace, move || {
         let _ = listener.close();
     });
+    // One server per process: a second `serve` would find it set.
+    let _ = DRAIN.set(drain);
     let server: &'static Server<P, N> = Box::leak(Box::new(Server {
         listener,
         setup,
@@ -209,12 +212,12 @@ fn accept<P: Family, const N: usize>(s: &'static Server<P, N>) {
 fn start<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>) {
     (s.setup)(&conn);
     if s.pooled {
-        return read_pooled(s, conn);
+        return read_pooled(conn);
     }
     match s.pool.alloc() {
         Some(buf) => {
             s.pool_failing.store(false, Ordering::Relaxed);
-            read(s, conn, buf)
+            read(conn, buf)
         }
         None => {
             if !s.pool_failing.swap(true, Ordering::Relaxed) {
@@ -222,69 +225,77 @@ fn start<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>) {
                     "echo_server: all buffers in use; refusing connections (see --max-conns)"
                 );
             }
-            close(s, conn);
+            close(conn);
         }
     }
 }
 
+/// The graceful stop's connection count, set once in `serve`. Reached
+/// through a static so that the read and write handlers capture only the
+/// connection: every word a handler holds is copied into and out of its
+/// operation slot on every message.
+static DRAIN: OnceLock<&'static stop::Drain<DefaultBackend>> = OnceLock::new();
+
 /// Ends a connection: closed, and counted off for the graceful stop.
-fn close<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>) {
+fn close<P: Family>(conn: Conn<P>) {
     if conn.close().is_ok() {
-        s.drain.closed();
+        if let Some(d) = DRAIN.get() {
+            d.closed();
+        }
     }
 }
 
 /// read_some → write all → read_some...; any error or end-of-stream
 /// closes the connection and returns the buffer to the pool.
-fn read<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>, mut buf: Buf<N>) {
+fn read<P: Family, const N: usize>(conn: Conn<P>, mut buf: Buf<N>) {
     buf.clear();
     let started = conn.async_read_some(buf, move |r, buf| match r {
-        Ok(_) => write(s, conn, buf),
-        Err(_) => close(s, conn),
+        Ok(_) => write(conn, buf),
+        Err(_) => close(conn),
     });
     if started.is_err() {
-        close(s, conn);
+        close(conn);
     }
 }
 
-fn write<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>, buf: Buf<N>) {
+fn write<P: Family, const N: usize>(conn: Conn<P>, buf: Buf<N>) {
     let started = async_write(&conn, buf, move |r, buf| match r {
-        Ok(_) => read(s, conn, buf),
-        Err(_) => close(s, conn),
+        Ok(_) => read(conn, buf),
+        Err(_) => close(conn),
     });
     if started.is_err() {
-        close(s, conn);
+        close(conn);
     }
 }
 
 /// Pooled variant: read into a shared buffer taken when data arrives,
 /// write it back, drop it (back to the pool), read again.
-fn read_pooled<P: Family, const N: usize>(s: &'static Server<P, N>, conn: Conn<P>) {
+fn read_pooled<P: Family>(conn: Conn<P>) {
     let started = conn.async_read_pooled(move |r| match r {
         Ok(buf) => {
             let started = async_write(&conn, buf, move |r, buf| {
                 drop(buf);
                 match r {
-                    Ok(_) => read_pooled(s, conn),
-                    Err(_) => close(s, conn),
+                    Ok(_) => read_pooled(conn),
+                    Err(_) => close(conn),
                 }
             });
             if started.is_err() {
-                close(s, conn);
+                close(conn);
             }
         }
         // Every buffer is in flight on other connections; the data waits
         // in the socket. Try again once the queued handlers have run (and
         // freed buffers).
         Err(Error::PoolFull(pinion::Pool::ReadBuffers)) => {
-            if conn.context().post(move || read_pooled(s, conn)).is_err() {
-                close(s, conn);
+            if conn.context().post(move || read_pooled(conn)).is_err() {
+                close(conn);
             }
         }
-        Err(_) => close(s, conn),
+        Err(_) => close(conn),
     });
     if started.is_err() {
-        close(s, conn);
+        close(conn);
     }
 }
 

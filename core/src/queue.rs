@@ -126,6 +126,25 @@ impl OpQueue {
         Some(op)
     }
 
+    /// Appends the operations linked from `head` to `tail` (each one's
+    /// link naming the next, `tail`'s null), in order.
+    ///
+    /// # Safety
+    /// The chain is well formed as described, its operations are live and
+    /// on no queue (the scheduler's continuation chain).
+    #[inline]
+    pub unsafe fn push_chain(&mut self, head: NonNull<Operation>, tail: NonNull<Operation>) {
+        // SAFETY: per contract.
+        debug_assert!(unsafe { tail.as_ref().next.get().is_null() });
+        if self.tail.is_null() {
+            self.head = head.as_ptr();
+        } else {
+            // SAFETY: `tail` is live and on this queue; we own its link.
+            unsafe { (*self.tail).next.set(head.as_ptr()) };
+        }
+        self.tail = tail.as_ptr();
+    }
+
     /// Moves every operation of `other` to the back of this queue, in order
     /// (Asio's `push(op_queue&)`), leaving `other` empty.
     #[inline]

@@ -133,3 +133,78 @@ fn a_stop_keeps_the_continuations_not_run() {
     assert_eq!(*log.lock().unwrap(), ["first", "second"]);
     assert_eq!(ctx.ops_in_use().0, 0);
 }
+
+/// A task without continuations (`Task::CONTINUATIONS = false`, as on
+/// io_uring): otherwise `NoTask`.
+struct NoChainTask;
+
+// SAFETY: holds nothing; every method forwards to `NoTask`.
+unsafe impl pinion_core::backend::Task for NoChainTask {
+    const PRESENT: bool = false;
+    const CONTINUATIONS: bool = false;
+    unsafe fn run(&self, w: pinion_core::backend::Wait, ops: &mut pinion_core::OpQueue) {
+        // SAFETY: forwarded under the same contract.
+        unsafe { NoTask.run(w, ops) }
+    }
+    fn interrupt(&self) {}
+    unsafe fn shutdown(&self, ops: &mut pinion_core::OpQueue) {
+        // SAFETY: forwarded under the same contract.
+        unsafe { NoTask.shutdown(ops) }
+    }
+    fn now_ns(&self) -> u64 {
+        NoTask.now_ns()
+    }
+}
+
+type NoChainCtx = Scheduler<NoChainTask, FutexKit>;
+
+/// A `Cont` of a [`NoChainCtx`], starting no further one.
+#[repr(C)]
+struct Plain {
+    op: Operation,
+    ctx: &'static NoChainCtx,
+    log: &'static Log,
+}
+
+/// # Safety
+/// `op` is a `Plain` in a slot of the scheduler it names.
+unsafe fn plain_complete(op: NonNull<Operation>, _owner: *const (), how: Invoke<'_>) {
+    let p = op.cast::<Plain>();
+    // SAFETY: live and ours; read once, then the slot is freed.
+    let c = unsafe { ptr::read(p.as_ptr()) };
+    // SAFETY: allocated from `c.ctx`, value moved out above.
+    unsafe { c.ctx.free_op_in(how.here(), p) };
+    if how.is_run() {
+        c.log.lock().unwrap().push("a-io".into());
+    }
+}
+
+#[test]
+fn without_continuations_a_continuation_is_an_ordinary_completion() {
+    if !ids_available() {
+        eprintln!("SKIPPED continuation-less task: no thread ids here (miri), no `here()`");
+        return;
+    }
+    let ctx: &'static NoChainCtx = leak_box(Box::new(Scheduler::new(NoChainTask, slots(64), 1)));
+    let log: &'static Log = leak_box(Box::new(Mutex::new(Vec::new())));
+    ctx.post(move || {
+        log.lock().unwrap().push("a".into());
+        let here = ctx.here().expect("inside run");
+        let c = Plain {
+            op: Operation::new(plain_complete),
+            ctx,
+            log,
+        };
+        // SAFETY: freed by `plain_complete`, once.
+        let op = unsafe { ctx.alloc_op_in(Some(here), c) }.unwrap_or_else(|_| panic!("slot"));
+        // SAFETY: fresh, on no queue, completes with `ctx`; `here` is ours.
+        unsafe { ctx.post_continuation_in(Some(here), op.cast()) };
+    })
+    .unwrap();
+    ctx.post(move || log.lock().unwrap().push("b".into()))
+        .unwrap();
+    assert_eq!(ctx.run(), 3);
+    // Queued behind the batch, as `post_immediate_completion` would.
+    assert_eq!(*log.lock().unwrap(), ["a", "b", "a-io"]);
+    assert_eq!(ctx.ops_in_use().0, 0);
+}

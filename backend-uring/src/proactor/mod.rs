@@ -304,6 +304,9 @@ impl Proactor {
 // scheduler guarantees by calling it from one thread at a time; `shutdown`
 // waits for every final CQE before it hands operations over.
 unsafe impl Task for Proactor {
+    // Every completion comes from the ring; none is found done at start.
+    const CONTINUATIONS: bool = false;
+
     unsafe fn run(&self, wait: Wait, ops: &mut OpQueue) {
         // SAFETY: the scheduler runs the task on one thread at a time, so
         // this is the only reference to the runner state.

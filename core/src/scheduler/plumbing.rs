@@ -122,7 +122,9 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     /// speculative `recv`/`send` that moved bytes), to run right after the
     /// handler now running on this thread, ahead of the rest of its batch
     /// (up to [`CHAIN_MAX`](super::CHAIN_MAX) in a row; see the module
-    /// docs). Outside `run` it is an ordinary immediate completion.
+    /// docs). Outside `run`, or on a backend without continuations
+    /// ([`Task::CONTINUATIONS`]), it is an
+    /// ordinary immediate completion.
     ///
     /// # Safety
     /// As for `post_immediate_completion`; `here` came from this scheduler.
@@ -133,7 +135,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     /// New work from this thread goes, counted privately, to its private
-    /// queue (or, as a continuation, to `next`); from outside `run`, to the
+    /// queue (or, as a continuation, to `next_head`); from outside `run`, to the
     /// shared queue.
     ///
     /// # Safety
@@ -148,8 +150,8 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             // SAFETY: owning thread, no other reference to either queue
             // live; `op` per contract.
             unsafe {
-                if NEXT {
-                    ti.next().push(op)
+                if NEXT && T::CONTINUATIONS {
+                    ti.push_next(op)
                 } else {
                     ti.private().push(op)
                 }

@@ -2,12 +2,13 @@
 //! and the registry that finds it without thread-local storage.
 
 use core::cell::{Cell, UnsafeCell};
-use core::ptr;
+use core::ptr::{self, NonNull};
 
 use pinion_sync::current_thread_id;
 
 use super::MAX_RUN_THREADS;
 use crate::loom::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::op::Operation;
 use crate::pool::OpSlot;
 use crate::queue::OpQueue;
 
@@ -19,10 +20,17 @@ pub(crate) const NO_TASK: u32 = u32::MAX;
 /// thread, so its cells need no synchronisation.
 pub(crate) struct ThreadInfo {
     pub(crate) private: UnsafeCell<OpQueue>,
-    /// I/O completions the running handler's initiating calls found done
-    /// at once: run right after that handler, ahead of the batch
-    /// (`Scheduler::post_continuation_in`).
-    pub(crate) next: UnsafeCell<OpQueue>,
+    /// The I/O completions the running handler's initiating calls found
+    /// done at once, to run right after that handler, ahead of the batch
+    /// (`Scheduler::post_continuation_in`): a chain linked through the
+    /// operations' own links, from `next_head` (null: none) to
+    /// `next_tail`, whose link is null. `next_tail` is stale while
+    /// `next_head` is null. Taking the first is two moves, with no tail to
+    /// clear or second queue to test (a handler usually starts one such
+    /// operation).
+    pub(crate) next_head: Cell<*mut Operation>,
+    /// The last continuation of the chain (see `next_head`).
+    pub(crate) next_tail: Cell<*mut Operation>,
     pub(crate) private_work: Cell<usize>,
     /// The slot freed last, kept apart from `cache` (Asio's
     /// `thread_info_base` recycling): a completion frees its slot and its
@@ -50,7 +58,8 @@ impl ThreadInfo {
         ThreadInfo {
             owner,
             private: UnsafeCell::new(OpQueue::new()),
-            next: UnsafeCell::new(OpQueue::new()),
+            next_head: Cell::new(ptr::null_mut()),
+            next_tail: Cell::new(ptr::null_mut()),
             private_work: Cell::new(0),
             recycled: Cell::new(ptr::null_mut()),
             cache: Cell::new(ptr::null_mut()),
@@ -71,23 +80,55 @@ impl ThreadInfo {
         unsafe { &mut *self.private.get() }
     }
 
-    /// The continuation queue (see `next`).
+    /// Queues `op` as a continuation (see `next_head`).
     ///
     /// # Safety
-    /// As for [`private`](Self::private).
-    #[inline]
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn next(&self) -> &mut OpQueue {
-        // SAFETY: per this function's contract.
-        unsafe { &mut *self.next.get() }
+    /// `op` is live and on no queue; called by the owning thread.
+    #[inline(always)]
+    pub(crate) unsafe fn push_next(&self, op: NonNull<Operation>) {
+        let p = op.as_ptr();
+        // SAFETY: `op` is live and on no queue, so its link is ours.
+        unsafe { (*p).next.set(ptr::null_mut()) };
+        let tail = self.next_tail.replace(p);
+        if self.next_head.get().is_null() {
+            self.next_head.set(p);
+        } else {
+            // SAFETY: the chain is not empty, so `tail` is its last
+            // operation: live, and its link is the chain's.
+            unsafe { (*tail).next.set(p) };
+        }
+    }
+
+    /// Takes the first continuation, `first` (the non-null `next_head`
+    /// just read). Its link is left as it is: the operation is completed
+    /// at once (and `push_next` sets a link before any use).
+    ///
+    /// # Safety
+    /// `first` is `next_head`'s current value and not null; owning thread.
+    #[inline(always)]
+    pub(crate) unsafe fn take_next(&self, first: *mut Operation) -> NonNull<Operation> {
+        debug_assert!(ptr::eq(first, self.next_head.get()) && !first.is_null());
+        // SAFETY: `first` heads the chain (contract): live, its link is
+        // the chain's next operation or null.
+        self.next_head.set(unsafe { (*first).next.get() });
+        // SAFETY: not null (contract).
+        unsafe { NonNull::new_unchecked(first) }
     }
 
     /// Moves continuations not run yet behind the private queue (they
     /// are ordinary completions from here on).
     #[inline]
     pub(crate) fn demote_next(&self) {
-        // SAFETY: owning thread; neither queue is borrowed across this.
-        unsafe { self.private().push_queue(self.next()) };
+        let head = self.next_head.replace(ptr::null_mut());
+        if let Some(head) = NonNull::new(head) {
+            // SAFETY: owning thread, no reference to the private queue
+            // live across this; a non-empty chain runs from `head` to
+            // `next_tail` (live, link null), all on no other queue.
+            unsafe {
+                let tail = NonNull::new_unchecked(self.next_tail.get());
+                self.private().push_chain(head, tail);
+            }
+        }
     }
 }
 
