@@ -99,7 +99,11 @@ fn ping_pong<K: SyncKit>(hint: usize, rounds: usize)
 where
     Ctx<K>: Sync,
 {
-    let _w = watchdog("ping_pong", 60);
+    // Each round's wait below catches a lost wake-up within 10 s; this
+    // watchdog only catches a hang outside them, so it is generous: a
+    // starved spin kit (nice 19 beside nice -20 work on 2 cores) took
+    // over 60 s for its 4,000 rounds while every round completed.
+    let _w = watchdog("ping_pong", 600);
     let ctx: &'static Ctx<K> = leak(64, hint);
     let count: &'static AtomicUsize = leak_box(Box::new(AtomicUsize::new(0)));
     let guard = ctx.work_guard();
