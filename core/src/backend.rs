@@ -163,6 +163,17 @@ pub unsafe trait Task: Send + Sync + 'static {
 
     /// The monotonic clock, in nanoseconds, that deadlines refer to.
     fn now_ns(&self) -> u64;
+
+    /// `true` while the backend has a teardown of its own to finish that
+    /// holds a kernel object (io_uring: a close parked until the kernel has
+    /// consumed its cancel, whose socket is still open). When work runs
+    /// out meanwhile the scheduler does not stop: it keeps running the
+    /// task (which must then not block for long) and stops once this is
+    /// `false`, so `run` never returns with a socket half closed. Read
+    /// only when the work count is zero: off the per-operation path.
+    fn busy(&self) -> bool {
+        false
+    }
 }
 
 /// The task of a context without I/O: posted handlers, strands and work

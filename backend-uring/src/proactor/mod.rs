@@ -425,6 +425,14 @@ unsafe impl Task for Proactor {
     fn now_ns(&self) -> u64 {
         pinion_sync::monotonic_now_ns()
     }
+
+    /// A parked close (`desc`) keeps its socket open until the kernel has
+    /// consumed its cancel: `run` must not return before then, or the
+    /// socket stays open (and its slot taken) until some later call.
+    fn busy(&self) -> bool {
+        self.closes_pending
+            .load(core::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl Drop for Proactor {

@@ -313,7 +313,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         if self.life.load(Ordering::SeqCst) != LIVE {
             return 0;
         }
-        if self.outstanding_work.load(Ordering::Acquire) == 0 {
+        if self.outstanding_work.load(Ordering::Acquire) == 0 && !self.task.busy() {
             self.stop();
             return 0;
         }
@@ -389,7 +389,12 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
             // Out of work, yet not stopped: a `restart` raced the stop the
             // last work item made. Sleeping now would never end (nothing
             // is left to post a wake-up), so stop as `run` does on entry.
-            if wait != Wait::Poll && self.outstanding_work.load(Ordering::Acquire) == 0 {
+            // A busy task (a teardown of its own to finish) is run on
+            // instead, and the stop comes here once it is done.
+            if wait != Wait::Poll
+                && self.outstanding_work.load(Ordering::Acquire) == 0
+                && !self.task.busy()
+            {
                 // SAFETY: held; `stop` takes the mutex itself.
                 unsafe { self.unlock() };
                 self.stop();
@@ -551,7 +556,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
         } else if pw < ran {
             let d = ran - pw;
             if self.outstanding_work.fetch_sub(d, Ordering::AcqRel) == d {
-                self.stop();
+                self.out_of_work();
             }
         }
         // SAFETY: owning thread, no other reference live.
@@ -627,6 +632,16 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     }
 
     // ---- stopping ------------------------------------------------------
+
+    /// The last unit of work finished: stop, unless the task is busy
+    /// ([`Task::busy`]); then the thread that runs it next stops once it
+    /// is not (the out-of-work check in `do_run_one`).
+    #[cold]
+    pub(crate) fn out_of_work(&self) {
+        if !self.task.busy() {
+            self.stop();
+        }
+    }
 
     /// Makes every `run` return as soon as its current handler finishes.
     pub fn stop(&self) {

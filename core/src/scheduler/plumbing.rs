@@ -38,7 +38,7 @@ impl<T: Task, K: SyncKit> Scheduler<T, K> {
     #[inline]
     pub unsafe fn work_finished(&self) {
         if self.outstanding_work.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.stop();
+            self.out_of_work();
         }
     }
 
